@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install the Debian packages switchyard needs to build, run and test.
+# As root: installs what is missing with apt-get. Otherwise: prints the command.
+set -euo pipefail
+pkgs=(build-essential pkg-config clang
+      libnghttp2-dev libevent-dev libssl-dev libyaml-dev libhttp-parser-dev libpcre2-dev
+      curl nghttp2-client nghttp2-proxy
+      python3 python3-pytest python3-h2 python3-httpx python3-grpcio python3-grpc-tools
+      python3-websockets)
+[ "${SY_DEPS_BENCH:-0}" = 1 ] && pkgs+=(wrk haproxy nginx-light)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "deps: missing packages; run:"
+  echo "  sudo apt-get install -y ${missing[*]}"
+  exit 1
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# make lint: banned functions, then clang-format (report only).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+rc=0
+files=$(ls src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h 2>/dev/null)
+if grep -nwE 'sprintf|strcpy|strcat|atoi|strtok|gets' $files | grep -v '^\s*//' ; then
+  echo "lint: banned function (use snprintf, memcpy with lengths, strtol, strtok_r)"
+  rc=1
+fi
+if command -v clang-format >/dev/null; then
+  n=$(for f in $files; do clang-format --dry-run "$f" 2>&1 | grep -c 'warning:'; done | awk '{s+=$1} END {print s+0}')
+  echo "lint: clang-format would change $n places"
+fi
+exit $rc

@@ -1,0 +1,587 @@
+/*
+ * h1_upstream.c — HTTP/1.1 to backends: per-worker keep-alive pools per
+ * endpoint address, and the codec that carries one attempt at a time on a
+ * connection (no pipelining upstream).
+ *
+ * Connection states:
+ *   CONNECTING  socket connect in progress; the request is already queued
+ *   ACTIVE      carrying an attempt (c->ex set)
+ *   IDLE        in its pool's idle list, waiting for reuse
+ *   CLOSED      closed; the struct is freed on a later loop turn
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/router.h"
+#include "backend/upstream.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/h1.h"
+#include "http/headers.h"
+
+#define POOL_MAX_IDLE 64
+#define UPSTREAM_IDLE_MS 60000
+#define UPSTREAM_MAX_HEAD (64 * 1024)
+
+enum h1u_state { H1U_CONNECTING, H1U_ACTIVE, H1U_IDLE, H1U_CLOSED };
+
+static const char *h1u_state_str(enum h1u_state s)
+{
+    static const char *const names[] = {"connecting", "active", "idle", "closed"};
+    return names[s];
+}
+
+struct pool;
+
+struct h1_up {
+    struct upstream_pools *pools;
+    struct pool *pool;
+    struct bufferevent *bev;
+    struct exchange *ex; /* NULL unless ACTIVE */
+    enum h1u_state state;
+    http_parser parser;
+    bool connected;
+    bool reused;     /* served an exchange before this one */
+    bool got_bytes;  /* any response byte for the current attempt */
+    bool head_done;  /* response head delivered */
+    bool msg_done;   /* parser saw the end of the response */
+    bool req_sent;   /* the whole request went into the output buffer */
+    bool req_chunked;
+    bool paused;     /* response reading paused by back-pressure */
+    struct http_response_head head;
+    struct evbuffer *body; /* decoded body bytes collected during one parse pass */
+    struct event timer_ev; /* connect timeout, then idle timeout */
+    struct event reap_ev;
+    struct h1_up *all_next, *all_prev;   /* every connection of this worker */
+    struct h1_up *idle_next, *idle_prev; /* the pool's idle list */
+};
+
+struct pool {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    struct h1_up *idle;
+    unsigned n_idle;
+    struct pool *next;
+};
+
+struct upstream_pools {
+    struct worker *w;
+    struct pool *pools;
+    struct h1_up *all;
+};
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+static void process_input(struct h1_up *c);
+
+static void set_state(struct h1_up *c, enum h1u_state s)
+{
+    log_debug("h1 upstream %p: %s -> %s", (void *)c, h1u_state_str(c->state), h1u_state_str(s));
+    c->state = s;
+}
+
+/* ---- pools ------------------------------------------------------------------- */
+
+struct upstream_pools *upstream_pools_new(struct worker *w)
+{
+    struct upstream_pools *p = calloc(1, sizeof *p);
+    if (p)
+        p->w = w;
+    return p;
+}
+
+static struct pool *pool_get(struct upstream_pools *ps, const struct cfg_addr *a)
+{
+    for (struct pool *p = ps->pools; p; p = p->next)
+        if (p->len == a->len && memcmp(&p->ss, &a->ss, a->len) == 0)
+            return p;
+    struct pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    memcpy(&p->ss, &a->ss, a->len);
+    p->len = a->len;
+    p->next = ps->pools;
+    ps->pools = p;
+    return p;
+}
+
+static void idle_unlink(struct h1_up *c)
+{
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        c->pool->idle = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    c->idle_next = c->idle_prev = NULL;
+    c->pool->n_idle--;
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_up *c = arg;
+    struct upstream_pools *ps = c->pools;
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        ps->all = c->all_next;
+    if (c->all_next)
+        c->all_next->all_prev = c->all_prev;
+    evbuffer_free(c->body);
+    free(c);
+}
+
+/* Close now; free later (a callback of ours may be on the stack). */
+static void conn_close(struct h1_up *c)
+{
+    if (c->state == H1U_CLOSED)
+        return;
+    if (c->state == H1U_IDLE)
+        idle_unlink(c);
+    set_state(c, H1U_CLOSED);
+    c->ex = NULL;
+    event_del(&c->timer_ev);
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    event_active(&c->reap_ev, EV_TIMEOUT, 1);
+}
+
+void upstream_pools_close_idle(struct upstream_pools *ps)
+{
+    for (struct pool *p = ps->pools; p; p = p->next)
+        while (p->idle)
+            conn_close(p->idle);
+}
+
+void upstream_pools_free(struct upstream_pools *ps)
+{
+    if (!ps)
+        return;
+    while (ps->all) {
+        struct h1_up *c = ps->all;
+        struct exchange *ex = c->ex;
+        conn_close(c);
+        event_del(&c->reap_ev);
+        on_reap(-1, 0, c);
+        if (ex)
+            exchange_on_upstream_error(ex, UPSTREAM_RESET, false);
+    }
+    while (ps->pools) {
+        struct pool *p = ps->pools;
+        ps->pools = p->next;
+        free(p);
+    }
+    free(ps);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_up *c = arg;
+    struct exchange *ex = c->ex;
+    if (c->state == H1U_IDLE) {
+        conn_close(c);
+        return;
+    }
+    /* Connect timeout. */
+    conn_close(c);
+    if (ex)
+        exchange_on_upstream_error(ex, UPSTREAM_CONNECT_FAILED, false);
+}
+
+static struct h1_up *conn_new(struct upstream_pools *ps, struct pool *p,
+                              const struct cfg_backend_service *svc)
+{
+    struct event_base *base = ps->w->base;
+    struct h1_up *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->body = evbuffer_new();
+    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->body || !c->bev)
+        goto fail;
+    c->pools = ps;
+    c->pool = p;
+    c->state = H1U_CONNECTING;
+    evtimer_assign(&c->timer_ev, base, on_timer, c);
+    evtimer_assign(&c->reap_ev, base, on_reap, c);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 2 * SY_FLOW_HIGH);
+    bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss, (int)p->len) != 0)
+        goto fail;
+    int one = 1;
+    setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    uint64_t ms = svc->connect_timeout_ms ? svc->connect_timeout_ms : 5000;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&c->timer_ev, &tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->all_next = ps->all;
+    if (ps->all)
+        ps->all->all_prev = c;
+    ps->all = c;
+    return c;
+fail:
+    if (c->bev)
+        bufferevent_free(c->bev);
+    if (c->body)
+        evbuffer_free(c->body);
+    free(c);
+    return NULL;
+}
+
+/* ---- response parsing -------------------------------------------------------------- */
+
+static int on_header_field(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_up *c = hp->data;
+    if (c->head_done)
+        return 0; /* trailers of a chunked response are not forwarded to HTTP/1.1 */
+    http_lower((char *)at, len);
+    return http_headers_add(&c->head.headers, &c->ex->arena, at, len, "", 0) ? -1 : 0;
+}
+
+static int on_header_value(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_up *c = hp->data;
+    if (c->head_done || c->head.headers.n == 0)
+        return 0;
+    struct http_header *f = &c->head.headers.v[c->head.headers.n - 1];
+    f->value = at;
+    f->value_len = (uint32_t)len;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *hp)
+{
+    struct h1_up *c = hp->data;
+    c->head.status = hp->status_code;
+    c->head.content_length = (hp->flags & F_CHUNKED) || hp->content_length == ULLONG_MAX
+                                 ? -1
+                                 : (int64_t)hp->content_length;
+    if (hp->status_code >= 100 && hp->status_code < 200)
+        return 0;
+    c->head_done = true;
+    /* A response to HEAD has no body whatever it announces. */
+    return c->ex && c->ex->is_head ? 1 : 0;
+}
+
+static int on_body(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_up *c = hp->data;
+    return evbuffer_add(c->body, at, len) ? -1 : 0;
+}
+
+static int on_message_complete(http_parser *hp)
+{
+    struct h1_up *c = hp->data;
+    if (!c->head_done) /* 1xx: the real response follows */
+        return 0;
+    c->msg_done = true;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void fail(struct h1_up *c, enum upstream_error err)
+{
+    struct exchange *ex = c->ex;
+    bool stale = c->reused && !c->got_bytes;
+    conn_close(c);
+    if (ex)
+        exchange_on_upstream_error(ex, err, stale);
+}
+
+static void pool_put_idle(struct h1_up *c)
+{
+    struct pool *p = c->pool;
+    if (p->n_idle >= POOL_MAX_IDLE || c->pools->w->draining) {
+        conn_close(c);
+        return;
+    }
+    c->ex = NULL;
+    c->reused = true;
+    set_state(c, H1U_IDLE);
+    c->idle_next = p->idle;
+    c->idle_prev = NULL;
+    if (p->idle)
+        p->idle->idle_prev = c;
+    p->idle = c;
+    p->n_idle++;
+    struct timeval tv = {UPSTREAM_IDLE_MS / 1000, 0};
+    evtimer_add(&c->timer_ev, &tv);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+/* The response is complete: release the connection, then tell the exchange. */
+static void finish_response(struct h1_up *c)
+{
+    struct exchange *ex = c->ex;
+    bool reuse = c->req_sent && http_should_keep_alive(&c->parser) &&
+                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+    c->ex = NULL;
+    if (reuse)
+        pool_put_idle(c);
+    else
+        conn_close(c);
+    if (evbuffer_get_length(c->body))
+        exchange_on_response_body(ex, c->body);
+    exchange_on_response_end(ex, NULL);
+}
+
+/* Parse and deliver the response head; returns false if the attempt ended. */
+static bool read_head(struct h1_up *c, struct evbuffer *in)
+{
+    for (;;) {
+        ssize_t n = h1_head_length(in, UPSTREAM_MAX_HEAD);
+        if (n == 0)
+            return false;
+        if (n < 0) {
+            fail(c, UPSTREAM_PROTOCOL);
+            return false;
+        }
+        char *copy = arena_alloc(&c->ex->arena, (size_t)n);
+        if (!copy || http_headers_init(&c->head.headers, &c->ex->arena, 16) != 0) {
+            fail(c, UPSTREAM_PROTOCOL);
+            return false;
+        }
+        evbuffer_remove(in, copy, (size_t)n);
+        size_t done = http_parser_execute(&c->parser, &parser_settings, copy, (size_t)n);
+        if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK && HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
+            fail(c, UPSTREAM_PROTOCOL);
+            return false;
+        }
+        (void)done;
+        if (c->head_done)
+            return true;
+        /* An interim 1xx response: drop it and read the next head. */
+    }
+}
+
+static void deliver_head(struct h1_up *c)
+{
+    struct http_response_head *h = &c->head;
+    http_headers_strip_hop_by_hop(&h->headers, false);
+    http_headers_remove(&h->headers, "content-length", 14);
+    bool end = c->msg_done && evbuffer_get_length(c->body) == 0;
+    exchange_on_response_head(c->ex, h, end);
+}
+
+/* Feed buffered body bytes to the parser until empty, paused or done. */
+static void read_body(struct h1_up *c, struct evbuffer *in)
+{
+    while (!c->msg_done && !c->paused && c->ex && evbuffer_get_length(in)) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t done = http_parser_execute(&c->parser, &parser_settings, v.iov_base, v.iov_len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        evbuffer_drain(in, done);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            fail(c, UPSTREAM_PROTOCOL);
+            return;
+        }
+        if (c->msg_done)
+            break;
+        if (evbuffer_get_length(c->body)) {
+            exchange_on_response_body(c->ex, c->body);
+            /* The exchange may have paused or cancelled us. */
+        }
+    }
+    if (c->ex && c->msg_done)
+        finish_response(c);
+}
+
+static void process_input(struct h1_up *c)
+{
+    if (c->state != H1U_ACTIVE || !c->ex)
+        return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (!c->head_done) {
+        if (!read_head(c, in))
+            return;
+        deliver_head(c);
+        if (c->state != H1U_ACTIVE || !c->ex)
+            return;
+    }
+    if (c->msg_done) {
+        finish_response(c);
+        return;
+    }
+    read_body(c, in);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct h1_up *c = arg;
+    if (c->state == H1U_IDLE) {
+        /* Bytes on an idle connection: the backend is confused; drop it. */
+        conn_close(c);
+        return;
+    }
+    c->got_bytes = true;
+    if (!c->paused)
+        process_input(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct h1_up *c = arg;
+    if (c->state == H1U_ACTIVE && c->ex)
+        exchange_on_upstream_drained(c->ex);
+}
+
+/* EOF: completes a close-delimited body, otherwise the attempt failed. */
+static void on_eof(struct h1_up *c)
+{
+    if (c->state == H1U_ACTIVE && c->ex && c->head_done && !c->msg_done) {
+        process_input(c);
+        if (c->state != H1U_ACTIVE || !c->ex)
+            return;
+        http_parser_execute(&c->parser, &parser_settings, NULL, 0);
+        if (c->msg_done) {
+            c->req_sent = false; /* never reuse */
+            finish_response(c);
+            return;
+        }
+    }
+    fail(c, UPSTREAM_RESET);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct h1_up *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->connected = true;
+        event_del(&c->timer_ev);
+        if (c->state == H1U_CONNECTING)
+            set_state(c, c->ex ? H1U_ACTIVE : H1U_IDLE);
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        return;
+    }
+    if (c->state == H1U_IDLE) {
+        conn_close(c);
+        return;
+    }
+    if (!c->connected) {
+        fail(c, UPSTREAM_CONNECT_FAILED);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        on_eof(c);
+        return;
+    }
+    fail(c, UPSTREAM_RESET);
+}
+
+/* ---- attempt ops ---------------------------------------------------------------- */
+
+static void op_send_body(void *att, struct evbuffer *buf)
+{
+    struct h1_up *c = att;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->req_chunked)
+        h1_write_chunk(out, buf);
+    else
+        evbuffer_add_buffer(out, buf);
+}
+
+static void op_send_end(void *att, const struct http_headers *trailers)
+{
+    struct h1_up *c = att;
+    if (c->req_chunked)
+        h1_write_last_chunk(bufferevent_get_output(c->bev), NULL);
+    c->req_sent = true;
+}
+
+static size_t op_pending(void *att)
+{
+    struct h1_up *c = att;
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static void op_read_response(void *att, bool enable)
+{
+    struct h1_up *c = att;
+    if (enable == !c->paused)
+        return;
+    c->paused = !enable;
+    if (!enable) {
+        http_parser_pause(&c->parser, 1);
+        bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    if (!c->msg_done)
+        http_parser_pause(&c->parser, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    process_input(c);
+}
+
+static void op_cancel(void *att)
+{
+    conn_close(att);
+}
+
+static const struct upstream_ops h1_upstream_ops = {
+    .send_body = op_send_body,
+    .send_end = op_send_end,
+    .pending = op_pending,
+    .read_response = op_read_response,
+    .cancel = op_cancel,
+};
+
+static struct h1_up *pool_take(struct upstream_pools *ps, struct pool *p,
+                               const struct cfg_backend_service *svc)
+{
+    if (p->idle) {
+        struct h1_up *c = p->idle;
+        idle_unlink(c);
+        event_del(&c->timer_ev);
+        set_state(c, H1U_ACTIVE);
+        return c;
+    }
+    return conn_new(ps, p, svc);
+}
+
+int upstream_attempt_start(struct worker *w, const struct cfg_backend_service *svc,
+                           const struct cfg_endpoint *ep, struct exchange *ex)
+{
+    struct upstream_pools *ps = w->pools;
+    struct pool *p = pool_get(ps, &ep->address);
+    if (!p)
+        return SY_ENOMEM;
+    struct h1_up *c = pool_take(ps, p, svc);
+    if (!c)
+        return SY_EIO;
+    c->ex = ex;
+    c->got_bytes = c->head_done = c->msg_done = c->paused = false;
+    memset(&c->head, 0, sizeof c->head);
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+    c->req_chunked = ex->req.has_body && ex->req.content_length < 0;
+    c->req_sent = !ex->req.has_body;
+    evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    ex->up = &h1_upstream_ops;
+    ex->att = c;
+    h1_write_request_head(bufferevent_get_output(c->bev), &ex->req);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    return 0;
+}

@@ -1,0 +1,31 @@
+/*
+ * request_prep.h — what the router does to a request head before it goes
+ * upstream, and to a response head before it goes downstream: X-Forwarded-*,
+ * X-Request-Id, header actions, URL rewrite. Pure functions over the
+ * exchange's head and arena.
+ */
+#ifndef SY_REQUEST_PREP_H
+#define SY_REQUEST_PREP_H
+
+#include "http/exchange.h"
+#include "urlmap/urlmap.h"
+
+/*
+ * Split ex->req.path into path and query, normalize the path
+ * (url_path_normalize) and rebuild ex->req.path from the normalized path and
+ * the untouched query. Fills `mreq` for the matcher. 0, or SY_EINVAL (400).
+ */
+int request_prepare_match(struct exchange *ex, struct url_map_request *mreq);
+
+/*
+ * Apply the route to the request head: forwarding headers, header actions,
+ * path prefix and host rewrite. 0 or SY_ENOMEM.
+ */
+int request_apply_route(struct exchange *ex, const struct url_map_request *mreq,
+                        const struct url_map_result *res);
+
+/* Apply the response side of the route's header actions. 0 or SY_ENOMEM. */
+int response_apply_route(struct exchange *ex, struct http_response_head *h,
+                         const struct url_map_result *res);
+
+#endif

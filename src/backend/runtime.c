@@ -1,0 +1,60 @@
+/* runtime.c — see runtime.h. */
+#include "backend/runtime.h"
+
+#include <stdlib.h>
+
+#include "config/config.h"
+#include "urlmap/urlmap.h"
+
+struct runtime *runtime_new(struct config *cfg)
+{
+    struct runtime *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return NULL;
+    rt->refcount = 1;
+    rt->cfg = config_ref(cfg);
+    rt->url_maps = calloc(cfg->n_url_maps + 1, sizeof *rt->url_maps);
+    rt->services = calloc(cfg->n_backend_services + 1, sizeof *rt->services);
+    if (!rt->url_maps || !rt->services)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_url_maps; i++) {
+        rt->url_maps[i] = url_map_compile(&cfg->url_maps[i]);
+        if (!rt->url_maps[i])
+            goto fail;
+    }
+    for (size_t i = 0; i < cfg->n_backend_services; i++)
+        rt->services[i].cfg = &cfg->backend_services[i];
+    return rt;
+fail:
+    runtime_unref(rt);
+    return NULL;
+}
+
+struct runtime *runtime_ref(struct runtime *rt)
+{
+    __atomic_add_fetch(&rt->refcount, 1, __ATOMIC_RELAXED);
+    return rt;
+}
+
+void runtime_unref(struct runtime *rt)
+{
+    if (!rt || __atomic_sub_fetch(&rt->refcount, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    if (rt->url_maps)
+        for (size_t i = 0; i < rt->cfg->n_url_maps; i++)
+            url_map_free(rt->url_maps[i]);
+    free(rt->url_maps);
+    free(rt->services);
+    config_unref(rt->cfg);
+    free(rt);
+}
+
+const struct url_map *runtime_url_map(const struct runtime *rt, const struct cfg_url_map *um)
+{
+    return rt->url_maps[um - rt->cfg->url_maps];
+}
+
+struct service_rt *runtime_service(const struct runtime *rt, const struct cfg_backend_service *s)
+{
+    return &rt->services[s - rt->cfg->backend_services];
+}

@@ -1,0 +1,41 @@
+/*
+ * parse.h — small value parsers shared by the config loader and the proxy.
+ * Pure functions, no allocation unless stated. All return 0 on success and
+ * SY_EINVAL (or SY_ERANGE) on failure, leaving outputs untouched.
+ */
+#ifndef SY_PARSE_H
+#define SY_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/*
+ * "250ms", "30s", "5m", "2h", "1.5s", "0s", also "100us" / "1d"? No: units are
+ * ms, s, m, h (and a bare "0"). Result in milliseconds.
+ */
+int sy_parse_duration_ms(const char *s, uint64_t *out_ms);
+
+/* "64KiB", "1MiB", "1GiB", "512", "64KB"/"64kb" (= 1000s), "1KiB". Bytes. */
+int sy_parse_size(const char *s, uint64_t *out);
+
+/*
+ * "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:80", "localhost:9001" (resolved
+ * once with getaddrinfo, numeric port required). Port 0 is accepted (tests
+ * ask the kernel for a free port elsewhere, not here).
+ */
+int sy_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* "10.0.0.0/8", "::/0", "192.168.1.1" (= /32). addr in network order. */
+int sy_parse_cidr(const char *s, int *family, uint8_t addr[16], unsigned *prefix);
+
+/* Does `sa` fall in the given cidr? */
+bool sy_cidr_contains(int family, const uint8_t addr[16], unsigned prefix,
+                      const struct sockaddr *sa);
+
+/* Duration parsing for the testbed's headers and grpc-timeout:
+ * grpc-timeout "100m" (ms), "5S", "1H", "10u", "7n", "2M" (minutes). */
+int sy_parse_grpc_timeout_ms(const char *s, uint64_t *out_ms);
+
+#endif

@@ -1,0 +1,71 @@
+/*
+ * worker.h — an event-loop thread. Each worker owns a libevent base, its own
+ * accepting sockets (SO_REUSEPORT), its downstream connections and its
+ * upstream pools; an exchange lives and dies on one worker. The main thread
+ * talks to a worker only through worker_post() (command bits + event_active).
+ */
+#ifndef SY_WORKER_H
+#define SY_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct event;
+struct worker;
+
+/* Command bits posted by the main thread. */
+enum worker_cmd {
+    WORKER_CMD_SWAP = 1u << 0,  /* a new runtime snapshot was published */
+    WORKER_CMD_DRAIN = 1u << 1, /* stop accepting, finish in-flight, then exit */
+    WORKER_CMD_STOP = 1u << 2,  /* drain timeout: close everything now and exit */
+};
+
+/* Runs on the worker thread with the command bits that were posted. */
+typedef void (*worker_cmd_fn)(struct worker *w, unsigned cmds);
+
+struct worker {
+    int id;
+    struct event_base *base;
+    pthread_t thread;
+    struct event *cmd_ev;
+    unsigned _cmds; /* atomic: pending command bits */
+    worker_cmd_fn on_cmd;
+    uint64_t rng; /* xorshift64* state, this thread only */
+    bool draining;
+    void *runtime;   /* struct runtime * in use (backend/runtime.h), one reference */
+    void *listeners; /* listener module's per-worker state */
+    void *pools;     /* backend module's per-worker upstream state */
+    void *stats;     /* per-worker stats shard */
+    void *owner;     /* the process-level state that started this worker (main.c) */
+    int access_log_fd; /* -1 = access log off; shared fd, one write(2) per line */
+};
+
+/*
+ * Create the worker's event base and command event; does not start the
+ * thread. Returns 0 or SY_ENOMEM.
+ */
+int worker_init(struct worker *w, int id, worker_cmd_fn on_cmd);
+
+/* Start the thread running the loop until it is broken. 0 or SY_EIO. */
+int worker_start(struct worker *w);
+
+/* From any thread: post command bits; the worker's on_cmd runs soon. */
+void worker_post(struct worker *w, unsigned cmds);
+
+/* Join the thread and free the base. */
+void worker_join(struct worker *w);
+void worker_destroy(struct worker *w);
+
+/* Per-worker random numbers (not for cryptography). */
+uint64_t worker_rand(struct worker *w);
+
+/* Monotonic clock in milliseconds / microseconds. */
+uint64_t sy_now_ms(void);
+uint64_t sy_now_us(void);
+
+/* Write a random UUIDv4 (36 chars + NUL) into out. */
+void sy_uuid4(struct worker *w, char out[37]);
+
+#endif

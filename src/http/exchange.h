@@ -1,0 +1,135 @@
+/*
+ * exchange.h — one request/response pair crossing the proxy, protocol-neutral.
+ *
+ * A downstream codec (h1_downstream, h2_downstream) creates the exchange when
+ * a request head is complete and hands it to the router (router_start). The
+ * router picks a route and an endpoint and runs attempts on an upstream codec
+ * (h1_upstream, h2_upstream). Body bytes flow through the exchange in both
+ * directions with back-pressure:
+ *
+ *   producer ──data──▶ consumer.send_body()        (moves the bytes)
+ *   consumer.pending() >= SY_FLOW_HIGH  →  producer paused
+ *   consumer drained below SY_FLOW_LOW  →  exchange_on_*_drained → resumed
+ *
+ * Lifetime: the exchange ends in exactly one place, exchange_finish(), which
+ * writes the access log entry, calls down->detach() and frees the arena on
+ * a later loop iteration (never while a callback of it is on the stack).
+ */
+#ifndef SY_EXCHANGE_H
+#define SY_EXCHANGE_H
+
+#include <event2/event_struct.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/arena.h"
+#include "http/http-t.h"
+
+struct evbuffer;
+struct exchange;
+struct worker;
+struct runtime;
+struct cfg_listener;
+struct cfg_backend_service;
+struct url_map_result;
+
+/* Back-pressure thresholds for the bytes queued toward one side (bytes). */
+#define SY_FLOW_HIGH (64 * 1024)
+#define SY_FLOW_LOW (16 * 1024)
+
+/* Client side, implemented by each downstream codec. */
+struct downstream_ops {
+    /* Response head; `end` when there is no body. */
+    void (*send_head)(struct exchange *ex, const struct http_response_head *h, bool end);
+    /* Body bytes, moved out of `buf`. */
+    void (*send_body)(struct exchange *ex, struct evbuffer *buf);
+    /* End of the response, with trailers (may be NULL). */
+    void (*send_end)(struct exchange *ex, const struct http_headers *trailers);
+    /* Abort after the head went out: reset the stream / close the connection. */
+    void (*reset)(struct exchange *ex);
+    /* Bytes queued toward the client, not yet written. */
+    size_t (*pending)(struct exchange *ex);
+    /* Pause (false) or resume (true) reading the request body. */
+    void (*read_body)(struct exchange *ex, bool enable);
+    /* The exchange is over; the codec drops its pointer. Called once. */
+    void (*detach)(struct exchange *ex);
+};
+
+/* Why an attempt failed (before or after response headers). */
+enum upstream_error {
+    UPSTREAM_CONNECT_FAILED = 1, /* refused, unreachable, connect timeout */
+    UPSTREAM_RESET,              /* closed or reset before the response completed */
+    UPSTREAM_PROTOCOL,           /* malformed response */
+    UPSTREAM_REFUSED_STREAM,     /* h2: REFUSED_STREAM or beyond GOAWAY's last id */
+};
+const char *upstream_error_str(enum upstream_error e);
+
+/* Backend side of one attempt, implemented by each upstream codec. */
+struct upstream_ops {
+    void (*send_body)(void *att, struct evbuffer *buf);
+    void (*send_end)(void *att, const struct http_headers *trailers);
+    size_t (*pending)(void *att);
+    /* Pause (false) or resume (true) reading the response. */
+    void (*read_response)(void *att, bool enable);
+    /* The exchange gives up on this attempt; no callback follows. */
+    void (*cancel)(void *att);
+};
+
+/* Response flags for the access log (Envoy's spirit). */
+enum exchange_flag {
+    EXF_UT = 1u << 0,  /* upstream timeout */
+    EXF_UF = 1u << 1,  /* upstream connect failure */
+    EXF_UR = 1u << 2,  /* upstream reset */
+    EXF_URX = 1u << 3, /* retry limit exceeded */
+    EXF_FI = 1u << 4,  /* fault injected */
+    EXF_NR = 1u << 5,  /* no route */
+    EXF_UH = 1u << 6,  /* no healthy endpoint */
+    EXF_DC = 1u << 7,  /* downstream closed */
+    EXF_UP = 1u << 8,  /* upstream protocol error */
+    EXF_LR = 1u << 9,  /* local reply (redirect, 4xx) */
+    EXF_SI = 1u << 10, /* stream idle timeout */
+};
+
+struct exchange {
+    struct worker *w;
+    struct arena arena;
+    struct runtime *rt; /* the snapshot this exchange started with (one ref) */
+    const struct cfg_listener *listener;
+
+    /* downstream */
+    const struct downstream_ops *down;
+    void *down_ctx;
+    struct sockaddr_storage client_addr;
+    struct sockaddr_storage local_addr;
+    bool tls; /* client connection is TLS */
+    struct http_request_head req;
+    bool is_grpc;       /* content-type application/grpc* */
+    bool is_head;       /* HEAD request: no response body */
+    bool req_done;      /* the whole request body was received */
+    bool resp_head_sent;
+    bool resp_done;
+    bool finished;
+
+    /* route and upstream */
+    const struct cfg_backend_service *service;
+    const struct url_map_result *route; /* the match (arena), NULL before routing */
+    const struct upstream_ops *up;
+    void *att;                     /* current attempt, NULL when none */
+    struct evbuffer *req_pending;  /* request body not yet handed to an attempt */
+    struct event timeout_ev;       /* backend/route timeout */
+    struct event idle_ev;          /* stream_idle */
+    struct event reap_ev;          /* deferred free */
+    uint64_t last_activity_ms;
+    unsigned attempts;
+
+    /* accounting, for the access log */
+    uint64_t start_us;
+    uint64_t bytes_in, bytes_out; /* body bytes */
+    int status;                   /* status sent to the client, 0 = none */
+    unsigned flags;               /* enum exchange_flag */
+    char request_id[40];
+    char endpoint[64];
+};
+
+#endif

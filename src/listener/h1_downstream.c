@@ -1,0 +1,688 @@
+/*
+ * h1_downstream.c — HTTP/1.1 from clients, on libhttp-parser.
+ *
+ * One exchange at a time per connection: pipelined requests wait in the
+ * input buffer (bounded by the read watermark) and are parsed only after the
+ * previous exchange finished, so responses go out in request order.
+ *
+ * Connection states:
+ *   IDLE     between requests; keep-alive timer (timeouts.http_keepalive)
+ *   HEAD     part of a request head arrived; timer timeouts.request_headers
+ *   ACTIVE   an exchange is in progress (c->ex may already be detached while
+ *            the rest of the request body is discarded)
+ *   CLOSING  flushing the last response, then a lingering close
+ *   LINGER   write side shut; reading and discarding until EOF or a timer
+ *   CLOSED   freed on a later loop turn
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "backend/router.h"
+#include "backend/runtime.h"
+#include "config/config-t.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/h1.h"
+#include "http/headers.h"
+#include "listener/listener-int.h"
+
+#define LINGER_MS 2000
+
+enum h1d_state { H1D_IDLE, H1D_HEAD, H1D_ACTIVE, H1D_CLOSING, H1D_LINGER, H1D_CLOSED };
+
+static const char *h1d_state_str(enum h1d_state s)
+{
+    static const char *const names[] = {"idle", "head", "active", "closing", "linger", "closed"};
+    return names[s];
+}
+
+struct h1_down {
+    struct listener_worker *lw;
+    int listener_idx;
+    struct bufferevent *bev;
+    enum h1d_state state;
+    http_parser parser;
+    struct exchange *ex; /* the current exchange, NULL once detached */
+    struct sockaddr_storage peer, local;
+    bool req_complete;   /* the parser saw the end of the current request */
+    bool body_paused;    /* back-pressure from the upstream side */
+    bool keep_alive;     /* the client allows another request */
+    bool close_after;    /* close once the current response is written */
+    bool resp_started;   /* a response head was written for this request */
+    bool resp_complete;  /* ... and its end */
+    bool expect_continue;
+    enum http_version version;
+    enum h1_framing framing;
+    struct evbuffer *body; /* decoded request body of one parse pass */
+    /* Head parse results (the head bytes live in the exchange arena). */
+    const char *url;
+    size_t url_len;
+    struct event timer_ev, process_ev, reap_ev;
+    struct h1_down *next, *prev;
+};
+
+static const struct downstream_ops h1_downstream_ops;
+static void process(struct h1_down *c);
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+static const struct cfg_listener *listener_cfg(const struct h1_down *c)
+{
+    const struct runtime *rt = c->lw->w->runtime;
+    return &rt->cfg->listeners[c->listener_idx];
+}
+
+static void arm(struct h1_down *c, uint64_t ms)
+{
+    if (!ms) {
+        evtimer_del(&c->timer_ev);
+        return;
+    }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(&c->timer_ev, &tv);
+}
+
+static void set_state(struct h1_down *c, enum h1d_state s)
+{
+    log_debug("h1 downstream %p: %s -> %s", (void *)c, h1d_state_str(c->state), h1d_state_str(s));
+    c->state = s;
+    const struct cfg_listener *l = listener_cfg(c);
+    switch (s) {
+    case H1D_IDLE: arm(c, l->timeouts.http_keepalive_ms); break;
+    case H1D_HEAD: arm(c, l->timeouts.request_headers_ms); break;
+    case H1D_LINGER: arm(c, LINGER_MS); break;
+    case H1D_ACTIVE:
+    case H1D_CLOSING:
+    case H1D_CLOSED: evtimer_del(&c->timer_ev); break;
+    }
+}
+
+/* ---- lifetime ------------------------------------------------------------------ */
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_down *c = arg;
+    struct listener_worker *lw = c->lw;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        lw->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    evbuffer_free(c->body);
+    free(c);
+    listener_conn_closed(lw);
+}
+
+static void conn_close(struct h1_down *c)
+{
+    if (c->state == H1D_CLOSED)
+        return;
+    struct exchange *ex = c->ex;
+    set_state(c, H1D_CLOSED);
+    event_del(&c->process_ev);
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    c->ex = NULL;
+    if (ex)
+        exchange_on_downstream_abort(ex); /* detach() finds c->ex already NULL */
+    event_active(&c->reap_ev, EV_TIMEOUT, 1);
+}
+
+/* Abortive close for a reset after response headers: RST, not FIN. */
+static void conn_abort(struct h1_down *c)
+{
+    if (c->state == H1D_CLOSED)
+        return;
+    struct linger lg = {1, 0};
+    setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    conn_close(c);
+}
+
+/* Flush what is queued, then shut the write side and linger (see LINGER). */
+static void conn_close_after_flush(struct h1_down *c)
+{
+    if (c->state >= H1D_CLOSING)
+        return;
+    set_state(c, H1D_CLOSING);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(c->bev, EV_WRITE);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        on_write(c->bev, c);
+}
+
+/* A minimal local answer for errors found before an exchange exists. */
+static void reply_and_close(struct h1_down *c, int status)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const char *reason = http_reason(status);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
+                        "connection: close\r\n\r\n%s\n",
+                        status, reason, strlen(reason) + 1, reason);
+    bufferevent_disable(c->bev, EV_READ);
+    conn_close_after_flush(c);
+}
+
+/* ---- request parsing ---------------------------------------------------------------- */
+
+static int on_url(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_down *c = hp->data;
+    c->url = at;
+    c->url_len = len;
+    return 0;
+}
+
+static int on_header_field(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_down *c = hp->data;
+    if (!c->ex || c->ex->req.method) /* trailers after a chunked body: dropped */
+        return 0;
+    http_lower((char *)at, len);
+    return http_headers_add(&c->ex->req.headers, &c->ex->arena, at, len, "", 0) ? -1 : 0;
+}
+
+static int on_header_value(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_down *c = hp->data;
+    if (!c->ex || c->ex->req.method || c->ex->req.headers.n == 0)
+        return 0;
+    struct http_header *f = &c->ex->req.headers.v[c->ex->req.headers.n - 1];
+    /* The head is contiguous, so a value arrives in one piece; trim OWS. */
+    while (len && (at[len - 1] == ' ' || at[len - 1] == '\t'))
+        len--;
+    f->value = at;
+    f->value_len = (uint32_t)len;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *hp)
+{
+    struct h1_down *c = hp->data;
+    c->keep_alive = http_should_keep_alive(hp);
+    return 0;
+}
+
+static int on_body(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_down *c = hp->data;
+    return evbuffer_add(c->body, at, len) ? -1 : 0;
+}
+
+static int on_message_complete(http_parser *hp)
+{
+    struct h1_down *c = hp->data;
+    c->req_complete = true;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* Map the request target onto path and authority; 0 or an HTTP status. */
+static int set_target(struct h1_down *c, struct http_request_head *r)
+{
+    const char *u = c->url;
+    size_t n = c->url_len;
+    if (n > 0 && u[0] == '/') {
+        r->path = u;
+        r->path_len = (uint32_t)n;
+        return 0;
+    }
+    if (c->parser.method == HTTP_OPTIONS && n == 1 && u[0] == '*') {
+        r->path = u;
+        r->path_len = 1;
+        return 0;
+    }
+    struct http_parser_url pu;
+    http_parser_url_init(&pu);
+    if (http_parser_parse_url(u, n, 0, &pu) != 0 || !(pu.field_set & (1 << UF_HOST)))
+        return 400;
+    /* absolute-form: the target's authority replaces Host (RFC 9112 3.2.2). */
+    size_t host_off = pu.field_data[UF_HOST].off;
+    size_t auth_end = host_off + pu.field_data[UF_HOST].len;
+    if (pu.field_set & (1 << UF_PORT))
+        auth_end = pu.field_data[UF_PORT].off + pu.field_data[UF_PORT].len;
+    r->authority = u + host_off;
+    r->authority_len = (uint32_t)(auth_end - host_off);
+    if (pu.field_set & (1 << UF_PATH)) {
+        r->path = u + pu.field_data[UF_PATH].off;
+        r->path_len = (uint32_t)(n - pu.field_data[UF_PATH].off);
+    } else {
+        r->path = "/";
+        r->path_len = 1;
+    }
+    return 0;
+}
+
+/* Host, Expect, framing and version rules; 0 or an HTTP status to answer. */
+static int check_request(struct h1_down *c, struct exchange *ex)
+{
+    struct http_request_head *r = &ex->req;
+    const struct cfg_listener *l = ex->listener;
+    if (c->parser.http_major != 1)
+        return 505;
+    if (c->parser.http_minor == 0 && !l->accept_http_10)
+        return 426;
+    if (c->parser.method == HTTP_CONNECT)
+        return 405;
+    unsigned hosts = http_headers_count(&r->headers, "host", 4);
+    const struct http_header *host = http_headers_get(&r->headers, "host", 4);
+    if (hosts > 1 || (hosts == 0 && c->parser.http_minor == 1))
+        return 400; /* RFC 9112 3.2: exactly one Host in HTTP/1.1 */
+    int st = set_target(c, r);
+    if (st)
+        return st;
+    if (!r->authority && host) {
+        r->authority = host->value;
+        r->authority_len = host->value_len;
+    }
+    if (r->authority && r->authority_len == 0)
+        r->authority = NULL;
+    http_headers_remove(&r->headers, "host", 4);
+    const struct http_header *expect = http_headers_get(&r->headers, "expect", 6);
+    if (expect) {
+        if (expect->value_len != 12 || strncasecmp(expect->value, "100-continue", 12) != 0)
+            return 417;
+        c->expect_continue = r->has_body;
+        http_headers_remove(&r->headers, "expect", 6);
+    }
+    return 0;
+}
+
+static void fill_request(struct h1_down *c, struct exchange *ex)
+{
+    struct http_request_head *r = &ex->req;
+    const char *m = http_method_str((enum http_method)c->parser.method);
+    r->method = m;
+    r->method_len = (uint32_t)strlen(m);
+    r->scheme = ex->tls ? "https" : "http";
+    r->scheme_len = (uint32_t)strlen(r->scheme);
+    r->version = c->parser.http_minor == 0 ? HTTP_10 : HTTP_11;
+    bool chunked = c->parser.flags & F_CHUNKED;
+    bool has_len = c->parser.content_length != ULLONG_MAX && !chunked;
+    r->content_length = has_len ? (int64_t)c->parser.content_length : -1;
+    r->has_body = chunked || (has_len && c->parser.content_length > 0);
+    if (has_len && c->parser.content_length == 0)
+        r->content_length = 0;
+    http_headers_remove(&r->headers, "content-length", 14);
+    ex->is_head = c->parser.method == HTTP_HEAD;
+    const struct http_header *ct = http_headers_get(&r->headers, "content-type", 12);
+    ex->is_grpc = ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
+}
+
+/* Parse a complete head of `len` bytes into a new exchange; false if answered. */
+static bool start_request(struct h1_down *c, size_t len)
+{
+    struct exchange *ex = exchange_new(c->lw->w, listener_cfg(c));
+    char *head = ex ? arena_alloc(&ex->arena, len + 1) : NULL;
+    if (ex) {
+        ex->down = &h1_downstream_ops;
+        ex->down_ctx = c;
+    }
+    if (!head || http_headers_init(&ex->req.headers, &ex->arena, 16) != 0) {
+        if (ex)
+            exchange_reject(ex, 500);
+        reply_and_close(c, 500);
+        return false;
+    }
+    evbuffer_remove(bufferevent_get_input(c->bev), head, len);
+    head[len] = '\0';
+    c->ex = ex;
+    memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
+    memcpy(&ex->local_addr, &c->local, sizeof c->local);
+    c->req_complete = c->resp_started = c->resp_complete = c->expect_continue = false;
+    c->body_paused = false;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    size_t done = http_parser_execute(&c->parser, &parser_settings, head, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    int status = 0;
+    if (h1_head_check(head, len) != 0 || (e != HPE_OK && e != HPE_PAUSED) || done != len)
+        status = 400;
+    if (!status)
+        status = check_request(c, ex);
+    if (!status) {
+        fill_request(c, ex);
+        http_headers_strip_hop_by_hop(&ex->req.headers, false);
+    }
+    if (status) {
+        c->ex = NULL;
+        if (!ex->req.method)
+            fill_request(c, ex); /* for the access log */
+        exchange_reject(ex, status);
+        reply_and_close(c, status);
+        return false;
+    }
+    set_state(c, H1D_ACTIVE);
+    return true;
+}
+
+/* Hand the decoded body of this pass (and the end) to the exchange. */
+static void deliver_body(struct h1_down *c)
+{
+    if (!c->ex) {
+        evbuffer_drain(c->body, evbuffer_get_length(c->body));
+        return;
+    }
+    struct exchange *ex = c->ex;
+    if (evbuffer_get_length(c->body))
+        exchange_on_request_body(ex, c->body);
+    if (c->req_complete && c->ex == ex)
+        exchange_on_request_end(ex, NULL);
+}
+
+static void read_body(struct h1_down *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (!c->req_complete && !c->body_paused && c->state == H1D_ACTIVE &&
+           evbuffer_get_length(in)) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t done = http_parser_execute(&c->parser, &parser_settings, v.iov_base, v.iov_len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        evbuffer_drain(in, done);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            /* Bad chunk framing: the body cannot be delimited. */
+            if (c->ex && !c->ex->resp_head_sent) {
+                struct exchange *ex = c->ex;
+                exchange_local_reply(ex, 400, "bad request body framing", 0);
+            }
+            conn_close_after_flush(c);
+            return;
+        }
+        deliver_body(c);
+    }
+}
+
+static void start_next(struct h1_down *c)
+{
+    struct worker *w = c->lw->w;
+    if (c->close_after || !c->keep_alive || w->draining) {
+        conn_close_after_flush(c);
+        return;
+    }
+    set_state(c, H1D_IDLE);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+        event_active(&c->process_ev, EV_TIMEOUT, 1);
+}
+
+static void process(struct h1_down *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (c->state == H1D_IDLE || c->state == H1D_HEAD) {
+        const struct cfg_listener *l = listener_cfg(c);
+        if (evbuffer_get_length(in) == 0)
+            return;
+        ssize_t n = h1_head_length(in, l->max_request_headers_size);
+        if (n < 0) {
+            reply_and_close(c, 431);
+            return;
+        }
+        if (n == 0) {
+            if (c->state == H1D_IDLE)
+                set_state(c, H1D_HEAD);
+            return;
+        }
+        if (!start_request(c, (size_t)n))
+            return;
+        struct exchange *ex = c->ex;
+        router_start(ex);
+        if (c->ex == ex && c->expect_continue && !ex->resp_head_sent)
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        if (c->state != H1D_ACTIVE)
+            return;
+        if (c->req_complete)
+            deliver_body(c);
+    }
+    if (c->state == H1D_ACTIVE && !c->req_complete)
+        read_body(c);
+    if (c->state == H1D_ACTIVE && c->req_complete && !c->ex)
+        start_next(c);
+}
+
+static void on_process(evutil_socket_t fd, short what, void *arg) { process(arg); }
+
+/* ---- events ---------------------------------------------------------------------- */
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct h1_down *c = arg;
+    if (c->state == H1D_LINGER || c->state == H1D_CLOSING) {
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    process(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct h1_down *c = arg;
+    if (c->state == H1D_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)))
+            return;
+        shutdown(bufferevent_getfd(bev), SHUT_WR);
+        set_state(c, H1D_LINGER);
+        bufferevent_enable(bev, EV_READ);
+        return;
+    }
+    if (c->ex)
+        exchange_on_downstream_drained(c->ex);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct h1_down *c = arg;
+    /* A client that half-closes after a complete request still gets its answer. */
+    if ((what & BEV_EVENT_EOF) && c->state == H1D_ACTIVE && c->req_complete && c->ex &&
+        !(what & BEV_EVENT_ERROR)) {
+        c->close_after = true;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    conn_close(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_down *c = arg;
+    switch (c->state) {
+    case H1D_HEAD: reply_and_close(c, 408); break;
+    case H1D_IDLE:
+    case H1D_LINGER:
+    default: conn_close(c); break;
+    }
+}
+
+/* ---- downstream ops (called by the router) ------------------------------------------- */
+
+static struct h1_down *conn_of(struct exchange *ex) { return ex->down_ctx; }
+
+static enum h1_framing pick_framing(struct h1_down *c, struct exchange *ex,
+                                    const struct http_response_head *h, bool end)
+{
+    if (ex->is_head || h->status == 204 || h->status == 304 || h->status < 200)
+        return H1_FRAMING_NONE;
+    if (end || h->content_length >= 0)
+        return H1_FRAMING_LENGTH;
+    if (c->version == HTTP_10)
+        return H1_FRAMING_CLOSE;
+    return H1_FRAMING_CHUNKED;
+}
+
+static void op_send_head(struct exchange *ex, const struct http_response_head *h, bool end)
+{
+    struct h1_down *c = conn_of(ex);
+    c->version = ex->req.version;
+    c->framing = pick_framing(c, ex, h, end);
+    if (c->framing == H1_FRAMING_CLOSE || !c->keep_alive || c->lw->w->draining)
+        c->close_after = true;
+    int64_t cl = h->content_length;
+    if (end && c->framing == H1_FRAMING_LENGTH)
+        cl = 0;
+    h1_write_response_head(bufferevent_get_output(c->bev), c->version, h->status, &h->headers,
+                           c->framing, cl, c->close_after);
+    c->resp_started = true;
+    c->resp_complete = end;
+}
+
+static void op_send_body(struct exchange *ex, struct evbuffer *buf)
+{
+    struct h1_down *c = conn_of(ex);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->framing == H1_FRAMING_CHUNKED)
+        h1_write_chunk(out, buf);
+    else if (c->framing == H1_FRAMING_NONE)
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+    else
+        evbuffer_add_buffer(out, buf);
+}
+
+static void op_send_end(struct exchange *ex, const struct http_headers *trailers)
+{
+    struct h1_down *c = conn_of(ex);
+    if (c->framing == H1_FRAMING_CHUNKED)
+        h1_write_last_chunk(bufferevent_get_output(c->bev), NULL);
+    c->resp_complete = true;
+}
+
+static void op_reset(struct exchange *ex)
+{
+    struct h1_down *c = conn_of(ex);
+    c->ex = NULL;
+    conn_abort(c);
+}
+
+static size_t op_pending(struct exchange *ex)
+{
+    struct h1_down *c = conn_of(ex);
+    return c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+}
+
+static void op_read_body(struct exchange *ex, bool enable)
+{
+    struct h1_down *c = conn_of(ex);
+    if (c->state != H1D_ACTIVE || c->body_paused == !enable)
+        return;
+    c->body_paused = !enable;
+    if (enable) {
+        bufferevent_enable(c->bev, EV_READ);
+        event_active(&c->process_ev, EV_TIMEOUT, 1);
+    } else {
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
+static void op_detach(struct exchange *ex)
+{
+    struct h1_down *c = conn_of(ex);
+    if (c->ex != ex)
+        return; /* already dropped (close or reset) */
+    c->ex = NULL;
+    if (!c->resp_complete) {
+        conn_abort(c);
+        return;
+    }
+    if (!c->req_complete) {
+        /* Answered before the body was read: the framing is lost, close. */
+        c->close_after = true;
+        bufferevent_disable(c->bev, EV_READ);
+        conn_close_after_flush(c);
+        return;
+    }
+    if (c->body_paused) {
+        c->body_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    event_active(&c->process_ev, EV_TIMEOUT, 1);
+}
+
+static const struct downstream_ops h1_downstream_ops = {
+    .send_head = op_send_head,
+    .send_body = op_send_body,
+    .send_end = op_send_end,
+    .reset = op_reset,
+    .pending = op_pending,
+    .read_body = op_read_body,
+    .detach = op_detach,
+};
+
+/* ---- accept / drain -------------------------------------------------------------------- */
+
+void h1_downstream_accept(struct listener_worker *lw, int listener_idx, evutil_socket_t fd,
+                          const struct sockaddr *peer, socklen_t peer_len)
+{
+    struct worker *w = lw->w;
+    struct h1_down *c = calloc(1, sizeof *c);
+    if (!c || !(c->body = evbuffer_new())) {
+        free(c);
+        close(fd);
+        return;
+    }
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        evbuffer_free(c->body);
+        free(c);
+        close(fd);
+        return;
+    }
+    c->lw = lw;
+    c->listener_idx = listener_idx;
+    memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
+    socklen_t llen = sizeof c->local;
+    getsockname(fd, (struct sockaddr *)&c->local, &llen);
+    c->keep_alive = true;
+    evtimer_assign(&c->timer_ev, w->base, on_timer, c);
+    evtimer_assign(&c->process_ev, w->base, on_process, c);
+    evtimer_assign(&c->reap_ev, w->base, on_reap, c);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    size_t head_max = listener_cfg(c)->max_request_headers_size + 1;
+    bufferevent_setwatermark(c->bev, EV_READ, 0,
+                             head_max > 2 * SY_FLOW_HIGH ? head_max : 2 * SY_FLOW_HIGH);
+    bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = lw->conns;
+    if (lw->conns)
+        lw->conns->prev = c;
+    lw->conns = c;
+    lw->n_conns++;
+    set_state(c, H1D_IDLE);
+}
+
+void h1_downstream_close_idle(struct listener_worker *lw)
+{
+    for (struct h1_down *c = lw->conns; c; c = c->next)
+        if (c->state == H1D_IDLE)
+            conn_close(c);
+}
+
+void h1_downstream_close_all(struct listener_worker *lw)
+{
+    while (lw->conns) {
+        struct h1_down *c = lw->conns;
+        conn_close(c);
+        event_del(&c->reap_ev);
+        on_reap(-1, 0, c);
+    }
+}

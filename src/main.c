@@ -1,0 +1,388 @@
+/*
+ * main.c — switchyard's main thread: flags, config load and reload, worker
+ * threads, signals and graceful drain. Workers run the request path; this
+ * thread never touches an exchange.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/runtime.h"
+#include "backend/upstream.h"
+#include "config/config.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "listener/listener.h"
+
+#define SY_VERSION "0.1.0"
+#define DEFAULT_CONFIG "config/switchyard.yaml"
+
+struct proxy {
+    const char *config_path;
+    struct event_base *base;
+    struct worker *workers;
+    int n_workers;
+    struct runtime *rt; /* current snapshot; the main thread's reference */
+    pthread_mutex_t rt_lock;
+    struct event *drain_timer;
+    struct event *done_ev;
+    int workers_done; /* atomic */
+    bool draining;
+    int access_log_fd;
+};
+
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: switchyard [-c FILE] [--workers N] [--log-level debug|info|warn|error]\n"
+            "       switchyard -t -c FILE     validate the config and exit 0/1\n"
+            "       switchyard --version | --help\n"
+            "default config: " DEFAULT_CONFIG "\n");
+}
+
+/* ---- workers -------------------------------------------------------------------- */
+
+/* On the worker thread: its loop ends; tell the main thread. */
+static void worker_done(struct worker *w)
+{
+    struct proxy *p = w->owner;
+    event_base_loopexit(w->base, NULL);
+    __atomic_add_fetch(&p->workers_done, 1, __ATOMIC_ACQ_REL);
+    event_active(p->done_ev, EV_READ, 0);
+}
+
+static void on_listener_idle(struct worker *w)
+{
+    if (w->draining)
+        worker_done(w);
+}
+
+static void on_worker_cmd(struct worker *w, unsigned cmds)
+{
+    struct proxy *p = w->owner;
+    if (cmds & WORKER_CMD_SWAP) {
+        pthread_mutex_lock(&p->rt_lock);
+        struct runtime *rt = runtime_ref(p->rt);
+        pthread_mutex_unlock(&p->rt_lock);
+        runtime_unref(w->runtime);
+        w->runtime = rt;
+    }
+    if ((cmds & WORKER_CMD_DRAIN) && !w->draining) {
+        w->draining = true;
+        upstream_pools_close_idle(w->pools);
+        listener_worker_drain(w->listeners); /* may call worker_done */
+    }
+    if (cmds & WORKER_CMD_STOP) {
+        w->draining = true;
+        worker_done(w);
+    }
+}
+
+static int start_workers(struct proxy *p, int *fds)
+{
+    const struct config *cfg = p->rt->cfg;
+    p->workers = calloc((size_t)p->n_workers, sizeof *p->workers);
+    if (!p->workers)
+        return -1;
+    for (int i = 0; i < p->n_workers; i++) {
+        struct worker *w = &p->workers[i];
+        if (worker_init(w, i, on_worker_cmd) != 0)
+            return -1;
+        w->owner = p;
+        w->runtime = runtime_ref(p->rt);
+        w->access_log_fd = p->access_log_fd;
+        w->pools = upstream_pools_new(w);
+        w->listeners = listener_worker_new(w, fds + (size_t)i * cfg->n_listeners,
+                                           cfg->n_listeners);
+        if (!w->pools || !w->listeners)
+            return -1;
+        listener_worker_on_idle(w->listeners, on_listener_idle);
+    }
+    for (int i = 0; i < p->n_workers; i++)
+        if (worker_start(&p->workers[i]) != 0)
+            return -1;
+    return 0;
+}
+
+/* After the thread is joined: close what is left, run pending reaps, free. */
+static void free_worker(struct worker *w)
+{
+    if (!w->base)
+        return;
+    listener_worker_free(w->listeners);
+    upstream_pools_free(w->pools);
+    for (int i = 0; i < 4; i++)
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
+    runtime_unref(w->runtime);
+    worker_destroy(w);
+}
+
+/* ---- reload, drain, signals -------------------------------------------------------- */
+
+static bool same_listeners(const struct config *a, const struct config *b)
+{
+    if (a->n_listeners != b->n_listeners)
+        return false;
+    for (size_t i = 0; i < a->n_listeners; i++)
+        if (strcmp(a->listeners[i].name, b->listeners[i].name) != 0 ||
+            strcmp(a->listeners[i].address.text, b->listeners[i].address.text) != 0 ||
+            a->listeners[i].protocol != b->listeners[i].protocol)
+            return false;
+    return true;
+}
+
+static void reload(struct proxy *p)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(p->config_path, &errs);
+    if (!cfg) {
+        log_error("reload refused; still serving config version %s:", p->rt->cfg->version);
+        for (size_t i = 0; i < errs.n; i++)
+            log_error("%s", errs.msgs[i]);
+        config_errors_free(&errs);
+        return;
+    }
+    config_errors_free(&errs);
+    if (!same_listeners(p->rt->cfg, cfg)) {
+        log_error("reload refused: listeners changed (names, addresses and protocols need a "
+                  "restart); still serving config version %s",
+                  p->rt->cfg->version);
+        config_unref(cfg);
+        return;
+    }
+    struct runtime *rt = runtime_new(cfg);
+    config_unref(cfg);
+    if (!rt) {
+        log_error("reload refused: out of memory");
+        return;
+    }
+    pthread_mutex_lock(&p->rt_lock);
+    struct runtime *old = p->rt;
+    p->rt = rt;
+    pthread_mutex_unlock(&p->rt_lock);
+    runtime_unref(old);
+    for (int i = 0; i < p->n_workers; i++)
+        worker_post(&p->workers[i], WORKER_CMD_SWAP);
+    log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *p = arg;
+    log_warn("drain timeout: closing the remaining connections");
+    for (int i = 0; i < p->n_workers; i++)
+        worker_post(&p->workers[i], WORKER_CMD_STOP);
+}
+
+static void start_drain(struct proxy *p)
+{
+    if (p->draining)
+        return;
+    p->draining = true;
+    uint64_t ms = p->rt->cfg->drain_timeout_ms;
+    log_info("draining (up to %llums)", (unsigned long long)ms);
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(p->drain_timer, &tv);
+    for (int i = 0; i < p->n_workers; i++)
+        worker_post(&p->workers[i], WORKER_CMD_DRAIN);
+}
+
+static void on_workers_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *p = arg;
+    if (__atomic_load_n(&p->workers_done, __ATOMIC_ACQUIRE) >= p->n_workers)
+        event_base_loopexit(p->base, NULL);
+}
+
+static int open_access_log(const struct config *cfg)
+{
+    if (!cfg->access_log.enabled)
+        return -1;
+    if (strcmp(cfg->access_log.path, "-") == 0)
+        return STDOUT_FILENO;
+    return open(cfg->access_log.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct proxy *p = arg;
+    switch (sig) {
+    case SIGTERM:
+    case SIGINT: start_drain(p); break;
+    case SIGHUP: reload(p); break;
+    case SIGUSR1:
+        if (p->access_log_fd > STDOUT_FILENO) {
+            int fd = open_access_log(p->rt->cfg);
+            if (fd >= 0) {
+                dup2(fd, p->access_log_fd); /* workers keep writing to the same number */
+                close(fd);
+            }
+        }
+        log_info("logs reopened");
+        break;
+    }
+}
+
+/* ---- startup ------------------------------------------------------------------------------ */
+
+struct options {
+    const char *config;
+    int workers;
+    bool test_only;
+};
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"workers", required_argument, NULL, 'w'},
+        {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'}, {"test", no_argument, NULL, 't'},
+        {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:tw:l:hV", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': o->config = optarg; break;
+        case 't': o->test_only = true; break;
+        case 'w': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 256) {
+                fprintf(stderr, "switchyard: --workers wants 1..256\n");
+                return 1;
+            }
+            o->workers = (int)n;
+            break;
+        }
+        case 'l': {
+            enum sy_log_level lvl;
+            if (sy_log_parse_level(optarg, &lvl) != 0) {
+                fprintf(stderr, "switchyard: bad --log-level %s\n", optarg);
+                return 1;
+            }
+            sy_log_set_level(lvl);
+            break;
+        }
+        case 'V': printf("switchyard %s\n", SY_VERSION); exit(0);
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); return 1;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 1;
+    }
+    return 0;
+}
+
+static struct config *load_or_report(const char *path)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(path, &errs);
+    if (!cfg)
+        config_errors_print(&errs, stderr);
+    config_errors_free(&errs);
+    return cfg;
+}
+
+static int serve(struct proxy *p, int *fds)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    struct event *sev[4] = {0};
+    int rc = 1;
+    for (int i = 0; i < 4; i++) {
+        sev[i] = evsignal_new(p->base, sigs[i], on_signal, p);
+        evsignal_add(sev[i], NULL);
+    }
+    p->drain_timer = evtimer_new(p->base, on_drain_timeout, p);
+    p->done_ev = event_new(p->base, -1, 0, on_workers_done, p);
+    if (start_workers(p, fds) != 0) {
+        fprintf(stderr, "switchyard: cannot start workers\n");
+        goto out;
+    }
+    log_info("switchyard %s: config version %s, %d workers, %zu listeners", SY_VERSION,
+             p->rt->cfg->version, p->n_workers, p->rt->cfg->n_listeners);
+    for (size_t i = 0; i < p->rt->cfg->n_listeners; i++)
+        log_info("listener %s on %s", p->rt->cfg->listeners[i].name,
+                 p->rt->cfg->listeners[i].address.text);
+    event_base_dispatch(p->base);
+    rc = 0;
+out:
+    for (int i = 0; p->workers && i < p->n_workers; i++) {
+        if (p->workers[i].base) {
+            if (rc != 0)
+                worker_post(&p->workers[i], WORKER_CMD_STOP);
+            if (p->workers[i].thread)
+                worker_join(&p->workers[i]);
+            free_worker(&p->workers[i]);
+        }
+    }
+    free(p->workers);
+    for (int i = 0; i < 4; i++)
+        if (sev[i])
+            event_free(sev[i]);
+    event_free(p->drain_timer);
+    event_free(p->done_ev);
+    if (rc == 0)
+        log_info("drained; exiting");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.config = DEFAULT_CONFIG, .workers = 0};
+    if (parse_args(argc, argv, &o) != 0)
+        return 1;
+    struct config *cfg = load_or_report(o.config);
+    if (o.test_only) {
+        if (cfg)
+            printf("%s: ok (version %s)\n", o.config, cfg->version);
+        config_unref(cfg);
+        return cfg ? 0 : 1;
+    }
+    if (!cfg)
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    struct proxy p = {.config_path = o.config, .n_workers = o.workers};
+    if (p.n_workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        p.n_workers = n > 0 ? (int)n : 1;
+    }
+    pthread_mutex_init(&p.rt_lock, NULL);
+    char err[256];
+    int *fds = listeners_open(cfg, p.n_workers, err, sizeof err);
+    p.rt = fds ? runtime_new(cfg) : NULL;
+    config_unref(cfg);
+    if (!fds || !p.rt) {
+        fprintf(stderr, "switchyard: %s\n", fds ? "out of memory" : err);
+        free(fds);
+        runtime_unref(p.rt);
+        return 1;
+    }
+    p.access_log_fd = open_access_log(p.rt->cfg);
+    if (p.rt->cfg->access_log.enabled && p.access_log_fd < 0) {
+        fprintf(stderr, "switchyard: access log %s: %s\n", p.rt->cfg->access_log.path,
+                strerror(errno));
+        free(fds);
+        runtime_unref(p.rt);
+        return 1;
+    }
+    p.base = event_base_new();
+    int rc = p.base ? serve(&p, fds) : 1;
+    free(fds);
+    if (p.base)
+        event_base_free(p.base);
+    runtime_unref(p.rt);
+    if (p.access_log_fd > STDOUT_FILENO)
+        close(p.access_log_fd);
+    libevent_global_shutdown();
+    return rc;
+}

@@ -1,0 +1,1157 @@
+/*
+ * urlmap.c — compile a cfg_url_map into a matcher, and match requests.
+ *
+ * Matching semantics (GCP URL maps; docs/configuration.md copies this block;
+ * "\*" below is a plain "*": a C comment cannot hold slash-star)
+ * ---------------------------------------------------------------------------
+ * H. Host rules. The request authority (Host / :authority) is matched
+ *    case-insensitively with any ":port" removed ("[v6]:port" keeps the
+ *    brackets: "[::1]:8080" is matched as "[::1]") and one trailing "." removed
+ *    ("example.com." is "example.com"). In order:
+ *    H1. an exact host ("api.internal"). A pattern that itself carries a
+ *        port ("api.internal:8080") is compared with the whole authority
+ *        instead, before the port-less lookup;
+ *    H2. a wildcard "*<suffix>" ("*.example.com", "*-dev.example.com"): the
+ *        "*" stands for at least one character, so "*.example.com" matches
+ *        "a.example.com" and "a.b.example.com" but not "example.com".
+ *        Among matching wildcards the longest suffix wins;
+ *    H3. "*", which matches every host, a missing authority included;
+ *    H4. nothing matched: the url map's default action.
+ *    When two host rules list the same pattern the first one listed wins.
+ * P. Path rules (a path matcher with path_rules). The normalized path
+ *    (no query) is compared case-sensitively: an exact path ("/video")
+ *    beats every "/x/\*" pattern; among "/x/\*" patterns the longest "/x/"
+ *    prefix wins. "/video/\*" matches "/video/" and "/video/a", not "/video";
+ *    "/\*" matches every path. No match: the path matcher's default action.
+ * R. Route rules (a path matcher with route_rules, sorted by priority, lowest
+ *    first). The first route rule with any matching match rule wins; its
+ *    match rules are tried in order. Inside one match rule every condition
+ *    must hold:
+ *    R1. path: prefix_match (the path starts with it), full_path_match (the
+ *        path equals it), both ASCII case-insensitive when ignore_case;
+ *        regex_match must match the whole path (anchored at both ends;
+ *        ignore_case does not apply to it, use "(?i)"). No path condition
+ *        matches every path.
+ *    R2. header_matches: the value is the header's value; a header that
+ *        occurs several times is matched against its values joined with ","
+ *        (Envoy). ":method", ":authority" (also "host"), ":scheme" and
+ *        ":path" (path plus "?query" when there is one) read the request
+ *        line. Kinds: exact_match, prefix_match, suffix_match (case-
+ *        sensitive), regex_match (whole value), present_match (true: the
+ *        header exists, false: it does not), range_match (the value is a
+ *        base-10 signed 64-bit integer, optional "-", nothing else, with
+ *        start <= value < end). A header that is absent makes every kind
+ *        false except present_match; then invert_match negates the result
+ *        (so an inverted exact_match holds when the header is absent).
+ *        A joined value longer than URL_MAP_JOIN_CAP (64 KiB) counts as
+ *        present with a value that matches nothing.
+ *    R3. query_parameter_matches: the query is split on "&", each part on
+ *        its first "="; the first parameter whose raw (not percent-decoded)
+ *        name equals `name` is used, and its raw value ("" when there is no
+ *        "="). present_match: true = the parameter exists (with or without
+ *        a value), false = it does not; exact_match compares the raw value;
+ *        regex_match must match the whole raw value.
+ *    No route rule matches: the path matcher's default action.
+ * S. Weighted splits: r = rand % total weight; the entries are walked in
+ *    order with cumulative weights and the first whose cumulative weight
+ *    exceeds r is chosen, so weight-0 entries are never picked.
+ * A. Header actions are listed most specific first: the chosen weighted
+ *    backend service's, the route rule's, the path matcher's, the url map's;
+ *    an empty header_action (no adds, no removes) is skipped.
+ * M. matched_prefix_len (what url_rewrite.path_prefix_rewrite and
+ *    url_redirect.prefix_redirect replace): prefix_match → the prefix's
+ *    length; full_path_match and regex_match → the whole path (Envoy
+ *    replaces the whole matched path); a "/x/\*" path rule → the length of
+ *    "/x/" (the pattern without its "*"); an exact path rule → the whole
+ *    path; a match rule without a path condition and every default action
+ *    → 0.
+ *
+ * Implementation: exact hosts and path rules live in open-addressing hash
+ * tables; wildcard suffixes in a table hashed from the right, so one pass
+ * over the host from its end finds the longest matching suffix; "/x/\*"
+ * prefixes are looked up at each "/" in one left-to-right pass. Route rules
+ * are a linear scan in priority order, narrowed by an index on the first
+ * path segment (see route_index_build). Regexes are recompiled here with
+ * PCRE2_ANCHORED | PCRE2_ENDANCHORED (and the loader's options) and JIT.
+ * Matching allocates nothing: each thread keeps one pcre2_match_data and one
+ * buffer for joined header values.
+ */
+#include "urlmap/urlmap.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+
+/* Cap on a header value joined from several occurrences (rule R2). */
+#define URL_MAP_JOIN_CAP (64 * 1024)
+
+/* ---- allocation: every compile-time object is on one list ------------- */
+
+struct um_mem {
+    union {
+        struct {
+            struct um_mem *next;
+            pcre2_code *re; /* owned regex, or NULL */
+        } h;
+        max_align_t _align;
+    } u;
+};
+
+/* ---- hash tables -------------------------------------------------------- */
+
+#define FNV_OFFSET 2166136261u
+#define FNV_PRIME 16777619u
+
+struct strtab_slot {
+    const char *key; /* NULL = empty slot */
+    uint32_t len;
+    uint32_t hash;
+    const void *val;
+};
+
+/* Open addressing, linear probing, at most half full. */
+struct strtab {
+    struct strtab_slot *slots;
+    uint32_t mask;
+    uint32_t n;
+    bool icase; /* keys compare ASCII case-insensitively */
+};
+
+/* ---- compiled rules ----------------------------------------------------- */
+
+/* Where a header_match reads its value (rule R2). */
+enum hdr_source {
+    HDR_SRC_HEADER = 0,
+    HDR_SRC_METHOD,
+    HDR_SRC_AUTHORITY,
+    HDR_SRC_SCHEME,
+    HDR_SRC_PATH,
+};
+
+struct um_hdr_match {
+    const struct cfg_header_match *cfg;
+    enum hdr_source src;
+    const char *name; /* cfg->header_name */
+    size_t name_len;
+    const char *value; /* cfg->value, "" when NULL */
+    size_t value_len;
+    pcre2_code *re; /* REGEX: anchored copy */
+};
+
+struct um_query_match {
+    const struct cfg_query_match *cfg;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+    pcre2_code *re;
+};
+
+struct um_match_rule {
+    const struct cfg_match_rule *cfg;
+    const char *path; /* cfg->path, "" when NULL */
+    size_t path_len;
+    pcre2_code *path_re; /* CFG_PATH_REGEX: anchored copy */
+    struct um_hdr_match *hdrs;
+    struct um_query_match *queries;
+};
+
+struct um_route_rule {
+    const struct cfg_route_rule *cfg;
+    struct um_match_rule *mrs;
+};
+
+/*
+ * Route index (see route_index_build): the rules that can only match paths
+ * whose first segment is `key`, plus the list of rules that may match any
+ * path. Both lists hold rule indices in priority order.
+ */
+struct um_route_bucket {
+    uint32_t *idx;
+    uint32_t n;
+};
+
+struct um_path_matcher {
+    const struct cfg_path_matcher *cfg;
+    struct strtab exact;  /* path rules: "/a" → cfg_path_rule */
+    struct strtab prefix; /* path rules: "/a/" (from "/a/\*") → cfg_path_rule */
+    size_t max_prefix_len;
+    struct um_route_rule *rrs; /* cfg->n_route_rules entries */
+    struct strtab buckets;     /* first segment → struct um_route_bucket */
+    struct um_route_bucket generic;
+};
+
+struct url_map {
+    const struct cfg_url_map *cfg;
+    struct um_path_matcher *pms; /* one per cfg->path_matchers entry */
+    struct strtab hosts;         /* exact hosts → um_path_matcher */
+    struct strtab suffixes;      /* "*<suffix>" keyed by <suffix>, hashed from the right */
+    size_t max_suffix_len;
+    bool hosts_with_port;                  /* some exact pattern has ":port" */
+    const struct um_path_matcher *any_host; /* "*" */
+    struct um_mem *mem;
+};
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static inline unsigned char ascii_lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+static bool eq_icase(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ascii_lower((unsigned char)a[i]) != ascii_lower((unsigned char)b[i]))
+            return false;
+    }
+    return true;
+}
+
+static inline uint32_t fnv_step(uint32_t h, unsigned char c)
+{
+    return (h ^ c) * FNV_PRIME;
+}
+
+/* FNV-1a left to right; `icase` folds ASCII upper case first. */
+static uint32_t hash_fwd(const char *s, size_t n, bool icase)
+{
+    uint32_t h = FNV_OFFSET;
+    for (size_t i = 0; i < n; i++)
+        h = fnv_step(h, icase ? ascii_lower((unsigned char)s[i]) : (unsigned char)s[i]);
+    return h;
+}
+
+/* FNV-1a from the last byte to the first, case-folded (host suffixes). */
+static uint32_t hash_rev_icase(const char *s, size_t n)
+{
+    uint32_t h = FNV_OFFSET;
+    for (size_t i = n; i-- > 0;)
+        h = fnv_step(h, ascii_lower((unsigned char)s[i]));
+    return h;
+}
+
+static const char *str_or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+/* A zeroed block owned by `m`, freed by url_map_free. NULL on failure. */
+static void *um_calloc(struct url_map *m, size_t n, size_t size)
+{
+    if (size && n > (SIZE_MAX - sizeof(struct um_mem)) / size)
+        return NULL;
+    struct um_mem *b = calloc(1, sizeof(*b) + n * size);
+    if (!b)
+        return NULL;
+    b->u.h.next = m->mem;
+    m->mem = b;
+    return b + 1;
+}
+
+/* ---- hash table ------------------------------------------------------------ */
+
+static int strtab_init(struct url_map *m, struct strtab *t, size_t max_entries, bool icase)
+{
+    t->icase = icase;
+    t->n = 0;
+    if (max_entries == 0)
+        return 0;
+    if (max_entries > (UINT32_MAX >> 2))
+        return SY_ENOMEM;
+    uint32_t cap = 8;
+    while (cap < max_entries * 2)
+        cap <<= 1;
+    t->slots = um_calloc(m, cap, sizeof(*t->slots));
+    if (!t->slots)
+        return SY_ENOMEM;
+    t->mask = cap - 1;
+    return 0;
+}
+
+static bool slot_is(const struct strtab *t, const struct strtab_slot *s, const char *key,
+                    size_t len, uint32_t hash)
+{
+    if (s->hash != hash || s->len != len)
+        return false;
+    return t->icase ? eq_icase(s->key, key, len) : memcmp(s->key, key, len) == 0;
+}
+
+static const void *strtab_get(const struct strtab *t, const char *key, size_t len, uint32_t hash)
+{
+    if (t->n == 0)
+        return NULL;
+    for (uint32_t i = hash & t->mask;; i = (i + 1) & t->mask) {
+        const struct strtab_slot *s = &t->slots[i];
+        if (!s->key)
+            return NULL;
+        if (slot_is(t, s, key, len, hash))
+            return s->val;
+    }
+}
+
+/* Insert unless present (the first pattern listed wins). Room was sized by
+ * strtab_init. */
+static void strtab_put(struct strtab *t, const char *key, size_t len, uint32_t hash,
+                       const void *val)
+{
+    uint32_t i = hash & t->mask;
+    for (;; i = (i + 1) & t->mask) {
+        struct strtab_slot *s = &t->slots[i];
+        if (!s->key)
+            break;
+        if (slot_is(t, s, key, len, hash))
+            return;
+    }
+    t->slots[i] = (struct strtab_slot){.key = key, .len = (uint32_t)len, .hash = hash, .val = val};
+    t->n++;
+}
+
+/* ---- per-thread match state -------------------------------------------------- */
+
+/*
+ * The key exists only to free a thread's match data when the thread exits;
+ * it is set once and never changes, so it is not shared mutable state.
+ */
+static pthread_key_t md_key;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+static bool md_key_ok;
+static _Thread_local pcre2_match_data *tls_md;
+static _Thread_local char tls_join[URL_MAP_JOIN_CAP];
+
+static void on_thread_exit(void *md)
+{
+    pcre2_match_data_free(md);
+}
+
+static void md_key_init(void)
+{
+    md_key_ok = pthread_key_create(&md_key, on_thread_exit) == 0;
+}
+
+/* This thread's match data (created on its first regex match), or NULL. */
+static pcre2_match_data *thread_match_data(void)
+{
+    if (tls_md)
+        return tls_md;
+    pthread_once(&md_once, md_key_init);
+    tls_md = pcre2_match_data_create(1, NULL);
+    if (tls_md && md_key_ok)
+        (void)pthread_setspecific(md_key, tls_md);
+    return tls_md;
+}
+
+/* Does `re` (compiled anchored at both ends) match all of s[0..n)? */
+static bool regex_full(const pcre2_code *re, const char *s, size_t n)
+{
+    pcre2_match_data *md = thread_match_data();
+    if (!md || !re)
+        return false;
+    int rc = pcre2_match(re, (PCRE2_SPTR)(s ? s : ""), n, 0, 0, md, NULL);
+    if (rc < 0)
+        return false;
+    const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+    return ov[0] == 0 && ov[1] == n;
+}
+
+/*
+ * Compile `src` anchored at both ends with the loader's options (read from
+ * its compiled `loaded` pattern, when there is one) and JIT it.
+ */
+static pcre2_code *regex_compile(struct url_map *m, const char *src, const void *loaded)
+{
+    uint32_t opts = 0;
+    if (loaded && pcre2_pattern_info(loaded, PCRE2_INFO_ARGOPTIONS, &opts) != 0)
+        opts = 0;
+    opts |= PCRE2_ANCHORED | PCRE2_ENDANCHORED;
+    if (opts & PCRE2_UTF)
+        opts |= PCRE2_MATCH_INVALID_UTF; /* bad UTF-8 in a request: no match, no error */
+    int err;
+    PCRE2_SIZE off;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)str_or_empty(src), PCRE2_ZERO_TERMINATED, opts,
+                                   &err, &off, NULL);
+    if (!re)
+        return NULL;
+    (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* the interpreter is the fallback */
+    struct um_mem *b = calloc(1, sizeof(*b));
+    if (!b) {
+        pcre2_code_free(re);
+        return NULL;
+    }
+    b->u.h.re = re;
+    b->u.h.next = m->mem;
+    m->mem = b;
+    return re;
+}
+
+/* ---- compile: route rules -------------------------------------------------- */
+
+static enum hdr_source hdr_source_of(const char *name)
+{
+    if (strcmp(name, ":method") == 0)
+        return HDR_SRC_METHOD;
+    if (strcmp(name, ":authority") == 0 || strcmp(name, "host") == 0)
+        return HDR_SRC_AUTHORITY;
+    if (strcmp(name, ":scheme") == 0)
+        return HDR_SRC_SCHEME;
+    if (strcmp(name, ":path") == 0)
+        return HDR_SRC_PATH;
+    return HDR_SRC_HEADER;
+}
+
+static int hdr_match_compile(struct url_map *m, struct um_hdr_match *hm,
+                             const struct cfg_header_match *c)
+{
+    hm->cfg = c;
+    hm->name = str_or_empty(c->header_name);
+    hm->name_len = strlen(hm->name);
+    hm->src = hdr_source_of(hm->name);
+    hm->value = str_or_empty(c->value);
+    hm->value_len = strlen(hm->value);
+    if (c->kind == CFG_HDR_REGEX && !(hm->re = regex_compile(m, c->value, c->regex)))
+        return SY_ENOMEM;
+    return 0;
+}
+
+static int query_match_compile(struct url_map *m, struct um_query_match *qm,
+                               const struct cfg_query_match *c)
+{
+    qm->cfg = c;
+    qm->name_len = strlen(str_or_empty(c->name));
+    qm->value = str_or_empty(c->value);
+    qm->value_len = strlen(qm->value);
+    if (c->kind == CFG_QUERY_REGEX && !(qm->re = regex_compile(m, c->value, c->regex)))
+        return SY_ENOMEM;
+    return 0;
+}
+
+static int match_rule_compile(struct url_map *m, struct um_match_rule *mr,
+                              const struct cfg_match_rule *c)
+{
+    mr->cfg = c;
+    mr->path = str_or_empty(c->path);
+    mr->path_len = strlen(mr->path);
+    if (c->path_kind == CFG_PATH_REGEX && !(mr->path_re = regex_compile(m, c->path, c->path_regex)))
+        return SY_ENOMEM;
+    mr->hdrs = um_calloc(m, c->n_header_matches, sizeof(*mr->hdrs));
+    mr->queries = um_calloc(m, c->n_query_parameter_matches, sizeof(*mr->queries));
+    if (!mr->hdrs || !mr->queries)
+        return SY_ENOMEM;
+    for (size_t i = 0; i < c->n_header_matches; i++) {
+        if (hdr_match_compile(m, &mr->hdrs[i], &c->header_matches[i]) != 0)
+            return SY_ENOMEM;
+    }
+    for (size_t i = 0; i < c->n_query_parameter_matches; i++) {
+        if (query_match_compile(m, &mr->queries[i], &c->query_parameter_matches[i]) != 0)
+            return SY_ENOMEM;
+    }
+    return 0;
+}
+
+static int route_rules_compile(struct url_map *m, struct um_path_matcher *pm)
+{
+    const struct cfg_path_matcher *c = pm->cfg;
+    pm->rrs = um_calloc(m, c->n_route_rules, sizeof(*pm->rrs));
+    if (!pm->rrs)
+        return SY_ENOMEM;
+    for (size_t i = 0; i < c->n_route_rules; i++) {
+        const struct cfg_route_rule *rc = &c->route_rules[i];
+        struct um_route_rule *rr = &pm->rrs[i];
+        rr->cfg = rc;
+        rr->mrs = um_calloc(m, rc->n_match_rules, sizeof(*rr->mrs));
+        if (!rr->mrs)
+            return SY_ENOMEM;
+        for (size_t j = 0; j < rc->n_match_rules; j++) {
+            if (match_rule_compile(m, &rr->mrs[j], &rc->match_rules[j]) != 0)
+                return SY_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+/* ---- compile: route index ---------------------------------------------------- */
+
+/*
+ * The key of a path: its first segment with both slashes ("/api/" for
+ * "/api/v1/x"), or the whole path when it has no second "/". Returns the
+ * key's length.
+ */
+static size_t path_key_len(const char *p, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        if (p[i] == '/')
+            return i + 1;
+    }
+    return n;
+}
+
+/*
+ * How many leading bytes of `src` (a regex compiled as `re`) are a literal
+ * every match starts with. Conservative: 0 for any non-default option or
+ * any "|"; stops at the first metacharacter and gives back the character a
+ * quantifier follows ("ab*" may match "a").
+ */
+static size_t regex_literal_prefix(const char *src, const pcre2_code *re)
+{
+    uint32_t opts = 0;
+    (void)pcre2_pattern_info(re, PCRE2_INFO_ARGOPTIONS, &opts);
+    if (opts & ~(uint32_t)(PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF |
+                           PCRE2_MATCH_INVALID_UTF | PCRE2_NO_UTF_CHECK))
+        return 0;
+    if (strchr(src, '|'))
+        return 0;
+    size_t i = 0;
+    while (src[i] && !strchr("\\^$.|?*+()[]{}#", src[i]))
+        i++;
+    if (i > 0 && src[i] && strchr("?*{", src[i])) {
+        i--;
+        while (i > 0 && ((unsigned char)src[i] & 0xC0) == 0x80)
+            i--; /* back to the start of a UTF-8 character */
+    }
+    return i;
+}
+
+/*
+ * The literal a path must start with (case-sensitively) for this match rule
+ * to hold: sets *lit and returns its length (0 = none). *full: the rule
+ * matches exactly that path.
+ */
+static size_t match_rule_literal(const struct um_match_rule *mr, const char **lit, bool *full)
+{
+    *full = false;
+    *lit = mr->path;
+    if (mr->cfg->ignore_case)
+        return 0;
+    switch (mr->cfg->path_kind) {
+    case CFG_PATH_PREFIX:
+        return mr->path_len;
+    case CFG_PATH_FULL:
+        *full = true;
+        return mr->path_len;
+    case CFG_PATH_REGEX:
+        if (mr->path[0] == '^')
+            (*lit)++; /* redundant: compiled anchored anyway */
+        return regex_literal_prefix(*lit, mr->path_re);
+    default:
+        return 0;
+    }
+}
+
+/*
+ * The first-segment key a route rule is confined to: every match rule must
+ * require the same key. Returns its length, or 0 for a rule that may match
+ * paths with any key (it goes on the generic list).
+ */
+static size_t route_rule_key(const struct um_route_rule *rr, const char **key)
+{
+    size_t klen = 0;
+    *key = NULL;
+    for (size_t j = 0; j < rr->cfg->n_match_rules; j++) {
+        const char *lit;
+        bool full;
+        size_t n = match_rule_literal(&rr->mrs[j], &lit, &full);
+        /* Keyed when the literal holds the path's second "/" or is the
+         * whole path; "/api" as a prefix also matches "/apis/x". */
+        if (n == 0 || lit[0] != '/' || (!full && !memchr(lit + 1, '/', n - 1)))
+            return 0;
+        size_t k = path_key_len(lit, n);
+        if (*key && (k != klen || memcmp(*key, lit, k) != 0))
+            return 0;
+        *key = lit;
+        klen = k;
+    }
+    return klen;
+}
+
+static int bucket_push(struct url_map *m, struct um_route_bucket *b, uint32_t cap, uint32_t idx)
+{
+    if (!b->idx && !(b->idx = um_calloc(m, cap, sizeof(*b->idx))))
+        return SY_ENOMEM;
+    b->idx[b->n++] = idx;
+    return 0;
+}
+
+/*
+ * Index route rules by the first path segment they can match, so a match
+ * walks only the rules of its path's key merged with the generic ones, in
+ * priority order. Rules are confined by prefix_match, full_path_match and
+ * the literal start of regex_match when not ignore_case.
+ */
+static int route_index_build(struct url_map *m, struct um_path_matcher *pm)
+{
+    uint32_t n = (uint32_t)pm->cfg->n_route_rules;
+    if (strtab_init(m, &pm->buckets, n, false) != 0)
+        return SY_ENOMEM;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *key;
+        size_t klen = route_rule_key(&pm->rrs[i], &key);
+        struct um_route_bucket *b = &pm->generic;
+        if (klen) {
+            uint32_t h = hash_fwd(key, klen, false);
+            b = (struct um_route_bucket *)strtab_get(&pm->buckets, key, klen, h);
+            if (!b) {
+                if (!(b = um_calloc(m, 1, sizeof(*b))))
+                    return SY_ENOMEM;
+                strtab_put(&pm->buckets, key, klen, h, b);
+            }
+        }
+        if (bucket_push(m, b, n, i) != 0)
+            return SY_ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- compile: path rules, path matchers, hosts ----------------------------- */
+
+static int path_rules_compile(struct url_map *m, struct um_path_matcher *pm)
+{
+    const struct cfg_path_matcher *c = pm->cfg;
+    size_t total = 0;
+    for (size_t i = 0; i < c->n_path_rules; i++)
+        total += c->path_rules[i].n_paths;
+    if (strtab_init(m, &pm->exact, total, false) != 0 ||
+        strtab_init(m, &pm->prefix, total, false) != 0)
+        return SY_ENOMEM;
+    for (size_t i = 0; i < c->n_path_rules; i++) {
+        const struct cfg_path_rule *pr = &c->path_rules[i];
+        for (size_t j = 0; j < pr->n_paths; j++) {
+            const char *p = str_or_empty(pr->paths[j]);
+            size_t n = strlen(p);
+            if (n >= 2 && p[n - 1] == '*' && p[n - 2] == '/') {
+                strtab_put(&pm->prefix, p, n - 1, hash_fwd(p, n - 1, false), pr);
+                if (n - 1 > pm->max_prefix_len)
+                    pm->max_prefix_len = n - 1;
+            } else {
+                strtab_put(&pm->exact, p, n, hash_fwd(p, n, false), pr);
+            }
+        }
+    }
+    return 0;
+}
+
+static int path_matcher_compile(struct url_map *m, struct um_path_matcher *pm,
+                                const struct cfg_path_matcher *c)
+{
+    pm->cfg = c;
+    if (c->n_route_rules)
+        return route_rules_compile(m, pm) == 0 ? route_index_build(m, pm) : SY_ENOMEM;
+    return path_rules_compile(m, pm);
+}
+
+/* The compiled path matcher a host rule names, or NULL. */
+static const struct um_path_matcher *host_rule_target(const struct url_map *m,
+                                                      const struct cfg_host_rule *hr)
+{
+    const struct cfg_url_map *um = m->cfg;
+    for (size_t i = 0; i < um->n_path_matchers; i++) {
+        if (hr->path_matcher == &um->path_matchers[i])
+            return &m->pms[i];
+    }
+    for (size_t i = 0; i < um->n_path_matchers; i++) {
+        const char *name = um->path_matchers[i].name;
+        if (hr->path_matcher_name && name && strcmp(name, hr->path_matcher_name) == 0)
+            return &m->pms[i];
+    }
+    return NULL;
+}
+
+/* Length of the host part of a pattern or authority: without ":port" and
+ * without one trailing ".". Bracketed IPv6 keeps its brackets. */
+static size_t host_part_len(const char *a, size_t n)
+{
+    size_t end = n;
+    if (n && a[0] == '[') {
+        const char *rb = memchr(a, ']', n);
+        end = rb ? (size_t)(rb - a) + 1 : n;
+    } else {
+        const char *colon = memchr(a, ':', n);
+        if (colon)
+            end = (size_t)(colon - a);
+    }
+    if (end > 1 && a[end - 1] == '.')
+        end--;
+    return end;
+}
+
+static void host_pattern_add(struct url_map *m, const char *h, const struct um_path_matcher *pm)
+{
+    size_t n = strlen(h);
+    if (n == 1 && h[0] == '*') {
+        if (!m->any_host)
+            m->any_host = pm;
+    } else if (h[0] == '*') {
+        strtab_put(&m->suffixes, h + 1, n - 1, hash_rev_icase(h + 1, n - 1), pm);
+        if (n - 1 > m->max_suffix_len)
+            m->max_suffix_len = n - 1;
+    } else {
+        const char *rb = h[0] == '[' ? strchr(h, ']') : NULL;
+        size_t hl = host_part_len(h, n);
+        if (h[0] == '[' ? (rb && rb[1] == ':') : strchr(h, ':') != NULL) {
+            m->hosts_with_port = true;
+            hl = n; /* matched against the whole authority (rule H1) */
+        }
+        strtab_put(&m->hosts, h, hl, hash_fwd(h, hl, true), pm);
+    }
+}
+
+static int hosts_compile(struct url_map *m)
+{
+    const struct cfg_url_map *um = m->cfg;
+    size_t total = 0;
+    for (size_t i = 0; i < um->n_host_rules; i++)
+        total += um->host_rules[i].n_hosts;
+    if (strtab_init(m, &m->hosts, total, true) != 0 ||
+        strtab_init(m, &m->suffixes, total, true) != 0)
+        return SY_ENOMEM;
+    for (size_t i = 0; i < um->n_host_rules; i++) {
+        const struct cfg_host_rule *hr = &um->host_rules[i];
+        const struct um_path_matcher *pm = host_rule_target(m, hr);
+        for (size_t j = 0; pm && j < hr->n_hosts; j++) {
+            if (hr->hosts[j] && hr->hosts[j][0])
+                host_pattern_add(m, hr->hosts[j], pm);
+        }
+    }
+    return 0;
+}
+
+struct url_map *url_map_compile(const struct cfg_url_map *um)
+{
+    struct url_map *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->cfg = um;
+    m->pms = um_calloc(m, um->n_path_matchers, sizeof(*m->pms));
+    if (!m->pms)
+        goto fail;
+    for (size_t i = 0; i < um->n_path_matchers; i++) {
+        if (path_matcher_compile(m, &m->pms[i], &um->path_matchers[i]) != 0)
+            goto fail;
+    }
+    if (hosts_compile(m) != 0)
+        goto fail;
+    return m;
+fail:
+    url_map_free(m);
+    return NULL;
+}
+
+void url_map_free(struct url_map *m)
+{
+    if (!m)
+        return;
+    struct um_mem *b = m->mem;
+    while (b) {
+        struct um_mem *next = b->u.h.next;
+        if (b->u.h.re)
+            pcre2_code_free(b->u.h.re);
+        free(b);
+        b = next;
+    }
+    free(m);
+}
+
+/* ---- match: hosts and path rules ------------------------------------------- */
+
+/* The longest "*<suffix>" whose suffix ends the host, with at least one
+ * byte before it (rule H2). One pass from the right. */
+static const void *suffix_find(const struct url_map *m, const char *h, size_t n)
+{
+    if (m->suffixes.n == 0 || n < 2)
+        return NULL;
+    size_t lo = n > m->max_suffix_len ? n - m->max_suffix_len : 1;
+    uint32_t hash = FNV_OFFSET;
+    const void *best = NULL;
+    for (size_t i = n; i-- > lo;) {
+        hash = fnv_step(hash, ascii_lower((unsigned char)h[i]));
+        const void *v = strtab_get(&m->suffixes, h + i, n - i, hash);
+        if (v)
+            best = v;
+    }
+    return best;
+}
+
+/* The path matcher for this authority, or NULL for the url map default. */
+static const struct um_path_matcher *host_find(const struct url_map *m, const char *a, size_t n)
+{
+    const void *pm = NULL;
+    if (!a)
+        n = 0;
+    if (n && m->hosts_with_port)
+        pm = strtab_get(&m->hosts, a, n, hash_fwd(a, n, true));
+    if (!pm && n) {
+        size_t hl = host_part_len(a, n);
+        pm = strtab_get(&m->hosts, a, hl, hash_fwd(a, hl, true));
+        if (!pm)
+            pm = suffix_find(m, a, hl);
+    }
+    return pm ? pm : m->any_host;
+}
+
+/* Rule P: exact path, else the longest "/x/\*" prefix, else NULL. */
+static const struct cfg_path_rule *path_rules_find(const struct um_path_matcher *pm,
+                                                   const char *p, size_t n, size_t *prefix_len)
+{
+    const struct cfg_path_rule *pr = strtab_get(&pm->exact, p, n, hash_fwd(p, n, false));
+    if (pr) {
+        *prefix_len = n;
+        return pr;
+    }
+    if (pm->prefix.n == 0)
+        return NULL;
+    uint32_t h = FNV_OFFSET;
+    for (size_t i = 0; i < n && i < pm->max_prefix_len; i++) {
+        h = fnv_step(h, (unsigned char)p[i]);
+        if (p[i] != '/')
+            continue;
+        const struct cfg_path_rule *hit = strtab_get(&pm->prefix, p, i + 1, h);
+        if (hit) {
+            pr = hit;
+            *prefix_len = i + 1;
+        }
+    }
+    return pr;
+}
+
+/* ---- match: conditions --------------------------------------------------------- */
+
+enum hdr_state {
+    HDR_ABSENT = 0,
+    HDR_FOUND,   /* *v, *vn hold the value */
+    HDR_TOO_LONG /* present, joined value over URL_MAP_JOIN_CAP */
+};
+
+static enum hdr_state opt_value(const char *s, size_t sn, const char **v, size_t *vn)
+{
+    if (!s)
+        return HDR_ABSENT;
+    *v = s;
+    *vn = sn;
+    return HDR_FOUND;
+}
+
+/* ":path": the path, plus "?query" when the request has one. */
+static enum hdr_state path_value(const struct url_map_request *req, const char **v, size_t *vn)
+{
+    size_t pn = req->path ? req->path_len : 0;
+    if (!req->query)
+        return opt_value(str_or_empty(req->path), pn, v, vn);
+    if (pn + 1 + req->query_len > sizeof(tls_join))
+        return HDR_TOO_LONG;
+    if (pn)
+        memcpy(tls_join, req->path, pn);
+    tls_join[pn] = '?';
+    if (req->query_len)
+        memcpy(tls_join + pn + 1, req->query, req->query_len);
+    *v = tls_join;
+    *vn = pn + 1 + req->query_len;
+    return HDR_FOUND;
+}
+
+static bool join_append(size_t *used, const char *s, size_t n, bool comma)
+{
+    if (*used + comma + n > sizeof(tls_join))
+        return false;
+    if (comma)
+        tls_join[(*used)++] = ',';
+    if (n)
+        memcpy(tls_join + *used, s, n);
+    *used += n;
+    return true;
+}
+
+/* A regular header's value; several occurrences are joined with ",". */
+static enum hdr_state header_value(const struct http_headers *hs, const char *name, size_t nlen,
+                                   const char **v, size_t *vn)
+{
+    const struct http_header *first = NULL;
+    size_t used = 0;
+    bool joined = false;
+    for (uint32_t i = 0; hs && i < hs->n; i++) {
+        const struct http_header *h = &hs->v[i];
+        if (h->name_len != nlen || !eq_icase(h->name, name, nlen))
+            continue;
+        if (!first) {
+            first = h;
+            continue;
+        }
+        if (!joined && !join_append(&used, first->value, first->value_len, false))
+            return HDR_TOO_LONG;
+        joined = true;
+        if (!join_append(&used, h->value, h->value_len, true))
+            return HDR_TOO_LONG;
+    }
+    if (!first)
+        return HDR_ABSENT;
+    *v = joined ? tls_join : first->value;
+    *vn = joined ? used : first->value_len;
+    return HDR_FOUND;
+}
+
+static enum hdr_state hdr_lookup(const struct um_hdr_match *hm, const struct url_map_request *req,
+                                 const char **v, size_t *vn)
+{
+    switch (hm->src) {
+    case HDR_SRC_METHOD:
+        return opt_value(req->method, req->method_len, v, vn);
+    case HDR_SRC_AUTHORITY:
+        return opt_value(req->authority, req->authority_len, v, vn);
+    case HDR_SRC_SCHEME:
+        return opt_value(req->scheme, req->scheme_len, v, vn);
+    case HDR_SRC_PATH:
+        return path_value(req, v, vn);
+    default:
+        return header_value(req->headers, hm->name, hm->name_len, v, vn);
+    }
+}
+
+/* A whole base-10 signed 64-bit integer ("-" allowed, nothing else). */
+static bool parse_int64(const char *s, size_t n, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = n > 0 && s[0] == '-';
+    i += neg;
+    if (i == n)
+        return false;
+    uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (limit - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return true;
+}
+
+static bool hdr_value_matches(const struct um_hdr_match *hm, const char *v, size_t n)
+{
+    const struct cfg_header_match *c = hm->cfg;
+    size_t vl = hm->value_len;
+    int64_t x;
+    switch (c->kind) {
+    case CFG_HDR_EXACT:
+        return n == vl && memcmp(v, hm->value, n) == 0;
+    case CFG_HDR_PREFIX:
+        return n >= vl && memcmp(v, hm->value, vl) == 0;
+    case CFG_HDR_SUFFIX:
+        return n >= vl && memcmp(v + n - vl, hm->value, vl) == 0;
+    case CFG_HDR_REGEX:
+        return regex_full(hm->re, v, n);
+    case CFG_HDR_RANGE:
+        return parse_int64(v, n, &x) && c->range_start <= x && x < c->range_end;
+    default:
+        return false;
+    }
+}
+
+static bool header_cond(const struct um_hdr_match *hm, const struct url_map_request *req)
+{
+    const char *v = NULL;
+    size_t n = 0;
+    enum hdr_state st = hdr_lookup(hm, req, &v, &n);
+    bool ok;
+    if (hm->cfg->kind == CFG_HDR_PRESENT)
+        ok = (st != HDR_ABSENT) == hm->cfg->present;
+    else
+        ok = st == HDR_FOUND && hdr_value_matches(hm, v, n);
+    return ok != hm->cfg->invert_match;
+}
+
+/* The first parameter named name[0..nn) in the raw query (rule R3). */
+static bool query_find(const char *q, size_t qn, const char *name, size_t nn, const char **v,
+                       size_t *vn)
+{
+    size_t i = 0;
+    while (q && i < qn) {
+        const char *amp = memchr(q + i, '&', qn - i);
+        size_t end = amp ? (size_t)(amp - q) : qn;
+        const char *eq = memchr(q + i, '=', end - i);
+        size_t kend = eq ? (size_t)(eq - q) : end;
+        if (kend - i == nn && memcmp(q + i, name, nn) == 0) {
+            *v = eq ? eq + 1 : q + end;
+            *vn = eq ? end - kend - 1 : 0;
+            return true;
+        }
+        i = end + 1;
+    }
+    return false;
+}
+
+static bool query_cond(const struct um_query_match *qm, const struct url_map_request *req)
+{
+    const struct cfg_query_match *c = qm->cfg;
+    const char *v = NULL;
+    size_t n = 0;
+    bool found = query_find(req->query, req->query_len, str_or_empty(c->name), qm->name_len, &v, &n);
+    switch (c->kind) {
+    case CFG_QUERY_PRESENT:
+        return found == c->present;
+    case CFG_QUERY_EXACT:
+        return found && n == qm->value_len && memcmp(v, qm->value, n) == 0;
+    case CFG_QUERY_REGEX:
+        return found && regex_full(qm->re, v, n);
+    default:
+        return false;
+    }
+}
+
+/* Rule R1; sets *prefix_len per rule M. */
+static bool path_cond(const struct um_match_rule *mr, const char *p, size_t n, size_t *prefix_len)
+{
+    const struct cfg_match_rule *c = mr->cfg;
+    size_t l = mr->path_len;
+    bool ok;
+    switch (c->path_kind) {
+    case CFG_PATH_PREFIX:
+        ok = n >= l && (c->ignore_case ? eq_icase(p, mr->path, l) : memcmp(p, mr->path, l) == 0);
+        *prefix_len = l;
+        return ok;
+    case CFG_PATH_FULL:
+        ok = n == l && (c->ignore_case ? eq_icase(p, mr->path, l) : memcmp(p, mr->path, l) == 0);
+        *prefix_len = n;
+        return ok;
+    case CFG_PATH_REGEX:
+        *prefix_len = n;
+        return regex_full(mr->path_re, p, n);
+    default:
+        *prefix_len = 0;
+        return true;
+    }
+}
+
+static bool match_rule_ok(const struct um_match_rule *mr, const struct url_map_request *req,
+                          size_t *prefix_len)
+{
+    const struct cfg_match_rule *c = mr->cfg;
+    if (!path_cond(mr, str_or_empty(req->path), req->path ? req->path_len : 0, prefix_len))
+        return false;
+    for (size_t i = 0; i < c->n_header_matches; i++) {
+        if (!header_cond(&mr->hdrs[i], req))
+            return false;
+    }
+    for (size_t i = 0; i < c->n_query_parameter_matches; i++) {
+        if (!query_cond(&mr->queries[i], req))
+            return false;
+    }
+    return true;
+}
+
+static bool route_rule_ok(const struct um_route_rule *rr, const struct url_map_request *req,
+                          size_t *prefix_len)
+{
+    for (size_t j = 0; j < rr->cfg->n_match_rules; j++) {
+        if (match_rule_ok(&rr->mrs[j], req, prefix_len))
+            return true;
+    }
+    return false;
+}
+
+/* Rule R: the first route rule in priority order that matches, or NULL.
+ * Walks the path key's bucket merged with the generic list. */
+static const struct cfg_route_rule *route_rules_find(const struct um_path_matcher *pm,
+                                                     const struct url_map_request *req,
+                                                     size_t *prefix_len)
+{
+    const char *p = str_or_empty(req->path);
+    size_t n = req->path ? req->path_len : 0;
+    size_t kl = path_key_len(p, n);
+    const struct um_route_bucket *b = strtab_get(&pm->buckets, p, kl, hash_fwd(p, kl, false));
+    const struct um_route_bucket *g = &pm->generic;
+    uint32_t bi = 0, gi = 0, bn = b ? b->n : 0;
+    while (bi < bn || gi < g->n) {
+        uint32_t idx;
+        if (gi == g->n || (bi < bn && b->idx[bi] < g->idx[gi]))
+            idx = b->idx[bi++];
+        else
+            idx = g->idx[gi++];
+        if (route_rule_ok(&pm->rrs[idx], req, prefix_len))
+            return pm->rrs[idx].cfg;
+    }
+    return NULL;
+}
+
+/* ---- match: result ----------------------------------------------------------------- */
+
+/* Rule S. NULL only for a split whose weights are all 0. */
+static const struct cfg_weighted_backend_service *split_pick(const struct cfg_route_action *a,
+                                                             uint32_t rand)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < a->n_weighted_backend_services; i++)
+        total += a->weighted_backend_services[i].weight;
+    if (total == 0)
+        return NULL;
+    uint64_t r = rand % total, cum = 0;
+    for (size_t i = 0; i < a->n_weighted_backend_services; i++) {
+        cum += a->weighted_backend_services[i].weight;
+        if (r < cum)
+            return &a->weighted_backend_services[i];
+    }
+    return NULL;
+}
+
+static void header_action_add(struct url_map_result *out, const struct cfg_header_action *ha)
+{
+    if (!ha || (ha->n_request_headers_to_add == 0 && ha->n_request_headers_to_remove == 0 &&
+                ha->n_response_headers_to_add == 0 && ha->n_response_headers_to_remove == 0))
+        return;
+    if (out->n_header_actions < URL_MAP_MAX_HEADER_ACTIONS)
+        out->header_actions[out->n_header_actions++] = ha;
+}
+
+/* Fill `out` for action `a`, chosen under route rule `rr` (may be NULL) of
+ * path matcher `pm` (NULL for the url map's default). */
+static void result_fill(const struct url_map *m, const struct um_path_matcher *pm,
+                        const struct cfg_route_rule *rr, const struct cfg_route_action *a,
+                        uint32_t rand, struct url_map_result *out)
+{
+    const struct cfg_weighted_backend_service *w = NULL;
+    out->action = a;
+    if (a->url_redirect) {
+        out->service = NULL;
+    } else if (a->n_weighted_backend_services) {
+        w = split_pick(a, rand);
+        out->service = w ? w->backend_service : NULL;
+    } else {
+        out->service = a->service;
+    }
+    header_action_add(out, w ? &w->header_action : NULL);
+    header_action_add(out, rr ? &rr->header_action : NULL);
+    header_action_add(out, pm ? &pm->cfg->header_action : NULL);
+    header_action_add(out, &m->cfg->header_action);
+}
+
+int url_map_match(const struct url_map *m, const struct url_map_request *req, uint32_t rand,
+                  struct url_map_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    const struct um_path_matcher *pm = host_find(m, req->authority, req->authority_len);
+    if (!pm) {
+        result_fill(m, NULL, NULL, &m->cfg->default_action, rand, out);
+        return 0;
+    }
+    size_t plen = 0;
+    if (pm->cfg->n_route_rules) {
+        const struct cfg_route_rule *rr = route_rules_find(pm, req, &plen);
+        if (rr) {
+            result_fill(m, pm, rr, &rr->action, rand, out);
+            out->matched_prefix_len = plen;
+            return 0;
+        }
+    } else if (pm->cfg->n_path_rules) {
+        const struct cfg_path_rule *pr =
+            path_rules_find(pm, str_or_empty(req->path), req->path ? req->path_len : 0, &plen);
+        if (pr) {
+            result_fill(m, pm, NULL, &pr->action, rand, out);
+            out->matched_prefix_len = plen;
+            return 0;
+        }
+    }
+    result_fill(m, pm, NULL, &pm->cfg->default_action, rand, out);
+    return 0;
+}

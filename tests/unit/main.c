@@ -1,0 +1,15 @@
+/* Unit test runner: runs every suite and ends on "N passed, N failed". */
+#include "test.h"
+
+int test_passed, test_failed;
+const char *test_current;
+
+int main(void)
+{
+    test_parse_suite();
+    test_config_suite();
+    test_urlmap_suite();
+    test_http_suite();
+    printf("%d passed, %d failed\n", test_passed, test_failed);
+    return test_failed ? 1 : 0;
+}

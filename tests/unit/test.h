@@ -1,0 +1,46 @@
+/*
+ * test.h — the unit test harness. Each tests/unit/test_*.c file defines one
+ * `void test_<name>_suite(void)` that main.c calls; inside, CHECK(...) records
+ * a pass or a failure with file:line. The runner ends on "N passed, N failed".
+ */
+#ifndef SY_TEST_H
+#define SY_TEST_H
+
+#include <stdio.h>
+#include <string.h>
+
+extern int test_passed, test_failed;
+extern const char *test_current;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            test_passed++;                                                           \
+        } else {                                                                     \
+            test_failed++;                                                           \
+            fprintf(stderr, "FAIL %s:%d [%s]: %s\n", __FILE__, __LINE__,             \
+                    test_current ? test_current : "", #cond);                        \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_STR(a, b)                                                              \
+    do {                                                                             \
+        const char *a_ = (a), *b_ = (b);                                             \
+        if (a_ && b_ && strcmp(a_, b_) == 0) {                                       \
+            test_passed++;                                                           \
+        } else {                                                                     \
+            test_failed++;                                                           \
+            fprintf(stderr, "FAIL %s:%d [%s]: \"%s\" != \"%s\"\n", __FILE__,         \
+                    __LINE__, test_current ? test_current : "", a_ ? a_ : "(null)",  \
+                    b_ ? b_ : "(null)");                                             \
+        }                                                                            \
+    } while (0)
+
+#define TEST_CASE(name) (test_current = (name))
+
+void test_parse_suite(void);
+void test_config_suite(void);
+void test_urlmap_suite(void);
+void test_http_suite(void);
+
+#endif
