@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "backend/router.h"
-#include "backend/upstream.h"
+#include "backend/upstream-int.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/worker.h"
@@ -44,7 +44,7 @@ static const char *h1u_state_str(enum h1u_state s)
 struct pool;
 
 struct h1_up {
-    struct upstream_pools *pools;
+    struct h1_pools *pools;
     struct pool *pool;
     struct bufferevent *bev;
     struct exchange *ex; /* NULL unless ACTIVE */
@@ -74,7 +74,7 @@ struct pool {
     struct pool *next;
 };
 
-struct upstream_pools {
+struct h1_pools {
     struct worker *w;
     struct pool *pools;
     struct h1_up *all;
@@ -93,15 +93,15 @@ static void set_state(struct h1_up *c, enum h1u_state s)
 
 /* ---- pools ------------------------------------------------------------------- */
 
-struct upstream_pools *upstream_pools_new(struct worker *w)
+struct h1_pools *h1_pools_new(struct worker *w)
 {
-    struct upstream_pools *p = calloc(1, sizeof *p);
+    struct h1_pools *p = calloc(1, sizeof *p);
     if (p)
         p->w = w;
     return p;
 }
 
-static struct pool *pool_get(struct upstream_pools *ps, const struct cfg_addr *a)
+static struct pool *pool_get(struct h1_pools *ps, const struct cfg_addr *a)
 {
     for (struct pool *p = ps->pools; p; p = p->next)
         if (p->len == a->len && memcmp(&p->ss, &a->ss, a->len) == 0)
@@ -131,7 +131,7 @@ static void idle_unlink(struct h1_up *c)
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_up *c = arg;
-    struct upstream_pools *ps = c->pools;
+    struct h1_pools *ps = c->pools;
     if (c->all_prev)
         c->all_prev->all_next = c->all_next;
     else
@@ -157,14 +157,14 @@ static void conn_close(struct h1_up *c)
     event_active(&c->reap_ev, EV_TIMEOUT, 1);
 }
 
-void upstream_pools_close_idle(struct upstream_pools *ps)
+void h1_pools_close_idle(struct h1_pools *ps)
 {
     for (struct pool *p = ps->pools; p; p = p->next)
         while (p->idle)
             conn_close(p->idle);
 }
 
-void upstream_pools_free(struct upstream_pools *ps)
+void h1_pools_free(struct h1_pools *ps)
 {
     if (!ps)
         return;
@@ -199,7 +199,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         exchange_on_upstream_error(ex, UPSTREAM_CONNECT_FAILED, false);
 }
 
-static struct h1_up *conn_new(struct upstream_pools *ps, struct pool *p,
+static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p,
                               const struct cfg_backend_service *svc)
 {
     struct event_base *base = ps->w->base;
@@ -548,7 +548,7 @@ static const struct upstream_ops h1_upstream_ops = {
     .cancel = op_cancel,
 };
 
-static struct h1_up *pool_take(struct upstream_pools *ps, struct pool *p,
+static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
                                const struct cfg_backend_service *svc)
 {
     if (p->idle) {
@@ -561,10 +561,9 @@ static struct h1_up *pool_take(struct upstream_pools *ps, struct pool *p,
     return conn_new(ps, p, svc);
 }
 
-int upstream_attempt_start(struct worker *w, const struct cfg_backend_service *svc,
-                           const struct cfg_endpoint *ep, struct exchange *ex)
+int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
+                     const struct cfg_endpoint *ep, struct exchange *ex)
 {
-    struct upstream_pools *ps = w->pools;
     struct pool *p = pool_get(ps, &ep->address);
     if (!p)
         return SY_ENOMEM;

@@ -116,6 +116,8 @@ void cfg_error_where(struct cfg_loader *ld, struct cfg_mark mark, const char *wh
 /* Records "FILE: message" (no position). */
 void cfg_error_file(struct cfg_loader *ld, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Appends a copy of `msg` to `out` (dropped on OOM). */
+void cfg_errors_append(struct config_errors *out, const char *msg);
 /* Sorts the collected errors by position into `out`; frees the list. */
 void cfg_errors_flush(struct cfg_loader *ld, struct config_errors *out);
 

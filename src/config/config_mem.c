@@ -247,6 +247,17 @@ static void errors_push(struct config_errors *out, char *msg)
     out->msgs[out->n++] = msg;
 }
 
+void cfg_errors_append(struct config_errors *out, const char *msg)
+{
+    char *m;
+
+    if (!out)
+        return;
+    m = strdup(msg);
+    if (m)
+        errors_push(out, m);
+}
+
 void cfg_errors_flush(struct cfg_loader *ld, struct config_errors *out)
 {
     char tail[CFG_MAX_MSG];
@@ -270,11 +281,8 @@ void cfg_errors_flush(struct cfg_loader *ld, struct config_errors *out)
     else if (ld->too_many)
         snprintf(tail, sizeof(tail), "%s: too many errors, stopped after %d", ld->file,
                  CFG_MAX_ERRORS);
-    if (tail[0]) {
-        char *m = strdup(tail);
-        if (m)
-            errors_push(out, m);
-    }
+    if (tail[0])
+        cfg_errors_append(out, tail);
 }
 
 void cfg_add_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *node,

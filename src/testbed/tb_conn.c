@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +24,8 @@
 
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define H2_PREFACE_LEN (sizeof(H2_PREFACE) - 1)
+#define CONN_LINGER_POLL_US 10000 /* re-check the send queue before an RST every 10 ms */
+#define CONN_LINGER_POLLS 500     /* ... for at most 5 s */
 
 static const char *conn_state_str(enum tb_conn_state s)
 {
@@ -74,13 +78,43 @@ void tb_conn_reset(struct tb_conn *c)
     conn_set_state(c, TB_CONN_DEAD);
 }
 
-/* FLUSHING and the output is written: FIN, or RST when asked. */
+/* Bytes the kernel still holds for the peer (unsent or unacknowledged). */
+static int conn_unacked(struct tb_conn *c)
+{
+    int n = 0;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &n) != 0)
+        return 0;
+    return n;
+}
+
+/*
+ * FLUSHING and the output is written: FIN, or RST when asked. An RST makes
+ * the kernel drop what it has not sent yet, so a reset "after headers" or
+ * "mid-body" first waits (bounded) until the peer has acknowledged them.
+ */
 static void conn_flushed(struct tb_conn *c)
 {
-    if (c->reset_after_flush)
-        tb_conn_reset(c);
-    else
+    if (!c->reset_after_flush) {
         conn_set_state(c, TB_CONN_DEAD);
+        return;
+    }
+    if (conn_unacked(c) > 0 && c->linger_polls < CONN_LINGER_POLLS && c->linger_timer) {
+        struct timeval tv = {.tv_sec = 0, .tv_usec = CONN_LINGER_POLL_US};
+        c->linger_polls++;
+        evtimer_add(c->linger_timer, &tv);
+        return;
+    }
+    tb_conn_reset(c);
+}
+
+static void on_conn_linger(evutil_socket_t fd, short what, void *arg)
+{
+    struct tb_conn *c = arg;
+
+    conn_flushed(c);
+    tb_conn_reap(c);
 }
 
 void tb_conn_reset_after_flush(struct tb_conn *c)
@@ -127,6 +161,8 @@ void tb_conn_free(struct tb_conn *c)
     tb_h2_free(c->h2);
     conn_free_list(c->exchanges);
     conn_free_list(c->retired);
+    if (c->linger_timer)
+        event_free(c->linger_timer);
     if (c->bev)
         bufferevent_free(c->bev); /* closes the socket (and frees the SSL) */
     free(c);
@@ -288,6 +324,9 @@ int tb_conn_accept(struct testbed *tb, int fd)
     }
     if (!c->bev)
         goto fail;
+    c->linger_timer = evtimer_new(tb->base, on_conn_linger, c);
+    if (!c->linger_timer)
+        goto fail;
     c->state = c->tls ? TB_CONN_HANDSHAKE : TB_CONN_SNIFF;
     bufferevent_setcb(c->bev, on_conn_read, on_conn_write, on_conn_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, TB_IN_CAP);
@@ -301,7 +340,12 @@ int tb_conn_accept(struct testbed *tb, int fd)
 
 fail:
     SSL_free(ssl);
+    if (c && c->bev) {
+        bufferevent_free(c->bev); /* closes fd */
+        fd = -1;
+    }
     free(c);
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     return rc;
 }

@@ -259,6 +259,8 @@ struct tb_conn {
     bool tls;
     bool peer_eof;                 /* the client shut its side */
     bool reset_after_flush;        /* TCP RST once the output is written */
+    struct event *linger_timer;    /* polls the kernel send queue before that RST */
+    unsigned linger_polls;
     struct tb_h1 *h1;
     struct tb_h2 *h2;
     struct tb_exchange *exchanges; /* live */

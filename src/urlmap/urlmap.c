@@ -72,7 +72,8 @@
  * prefixes are looked up at each "/" in one left-to-right pass. Route rules
  * are a linear scan in priority order, narrowed by an index on the first
  * path segment (see route_index_build). Regexes are recompiled here with
- * PCRE2_ANCHORED | PCRE2_ENDANCHORED (and the loader's options) and JIT.
+ * PCRE2_ANCHORED | PCRE2_ENDANCHORED (and the loader's options) and JIT,
+ * unless the loader already compiled them so.
  * Matching allocates nothing: each thread keeps one pcre2_match_data and one
  * buffer for joined header values.
  */
@@ -132,6 +133,12 @@ enum hdr_source {
     HDR_SRC_PATH,
 };
 
+/* A regex compiled anchored at both ends. */
+struct um_regex {
+    pcre2_code *code;
+    bool jit; /* JIT compiled: matched with pcre2_jit_match */
+};
+
 struct um_hdr_match {
     const struct cfg_header_match *cfg;
     enum hdr_source src;
@@ -139,7 +146,7 @@ struct um_hdr_match {
     size_t name_len;
     const char *value; /* cfg->value, "" when NULL */
     size_t value_len;
-    pcre2_code *re; /* REGEX: anchored copy */
+    const struct um_regex *re; /* REGEX */
 };
 
 struct um_query_match {
@@ -147,14 +154,14 @@ struct um_query_match {
     size_t name_len;
     const char *value;
     size_t value_len;
-    pcre2_code *re;
+    const struct um_regex *re; /* REGEX */
 };
 
 struct um_match_rule {
     const struct cfg_match_rule *cfg;
     const char *path; /* cfg->path, "" when NULL */
     size_t path_len;
-    pcre2_code *path_re; /* CFG_PATH_REGEX: anchored copy */
+    const struct um_regex *path_re; /* CFG_PATH_REGEX */
     struct um_hdr_match *hdrs;
     struct um_query_match *queries;
 };
@@ -165,10 +172,18 @@ struct um_route_rule {
 };
 
 /*
- * Route index (see route_index_build): the rules that can only match paths
- * whose first segment is `key`, plus the list of rules that may match any
- * path. Both lists hold rule indices in priority order.
+ * Route index (see route_index_build). A route rule is filed under the one
+ * key every path it can match has, or on the generic list.
  */
+enum route_key_kind {
+    RKEY_NONE = 0, /* may match any path: the generic list */
+    RKEY_SEG,      /* the path's first segment, "/api/" for "/api/v1/x" */
+    RKEY_ISEG,     /* the same, compared ASCII case-insensitively */
+    RKEY_FULL,     /* the whole path */
+    RKEY_KINDS
+};
+
+/* Rule indices in priority order. */
 struct um_route_bucket {
     uint32_t *idx;
     uint32_t n;
@@ -179,8 +194,8 @@ struct um_path_matcher {
     struct strtab exact;  /* path rules: "/a" → cfg_path_rule */
     struct strtab prefix; /* path rules: "/a/" (from "/a/\*") → cfg_path_rule */
     size_t max_prefix_len;
-    struct um_route_rule *rrs; /* cfg->n_route_rules entries */
-    struct strtab buckets;     /* first segment → struct um_route_bucket */
+    struct um_route_rule *rrs;       /* cfg->n_route_rules entries */
+    struct strtab index[RKEY_KINDS]; /* key → struct um_route_bucket (not RKEY_NONE) */
     struct um_route_bucket generic;
 };
 
@@ -190,6 +205,7 @@ struct url_map {
     struct strtab hosts;         /* exact hosts → um_path_matcher */
     struct strtab suffixes;      /* "*<suffix>" keyed by <suffix>, hashed from the right */
     size_t max_suffix_len;
+    uint8_t suffix_first[32]; /* bit set: first bytes (lower-case) of the suffixes */
     bool hosts_with_port;                  /* some exact pattern has ":port" */
     const struct um_path_matcher *any_host; /* "*" */
     struct um_mem *mem;
@@ -344,29 +360,62 @@ static pcre2_match_data *thread_match_data(void)
     return tls_md;
 }
 
-/* Does `re` (compiled anchored at both ends) match all of s[0..n)? */
-static bool regex_full(const pcre2_code *re, const char *s, size_t n)
+/* Does `re` match all of s[0..n)? */
+static bool regex_full(const struct um_regex *re, const char *s, size_t n)
 {
     pcre2_match_data *md = thread_match_data();
     if (!md || !re)
         return false;
-    int rc = pcre2_match(re, (PCRE2_SPTR)(s ? s : ""), n, 0, 0, md, NULL);
+    PCRE2_SPTR subject = (PCRE2_SPTR)(s ? s : "");
+    /* pcre2_jit_match skips pcre2_match's checks: the options are fixed
+     * here and invalid UTF-8 is allowed by PCRE2_MATCH_INVALID_UTF. */
+    int rc = re->jit ? pcre2_jit_match(re->code, subject, n, 0, 0, md, NULL)
+                     : pcre2_match(re->code, subject, n, 0, 0, md, NULL);
     if (rc < 0)
         return false;
     const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
     return ov[0] == 0 && ov[1] == n;
 }
 
-/*
- * Compile `src` anchored at both ends with the loader's options (read from
- * its compiled `loaded` pattern, when there is one) and JIT it.
- */
-static pcre2_code *regex_compile(struct url_map *m, const char *src, const void *loaded)
+/* Wrap `code` (owned: freed by url_map_free) for regex_full. */
+static const struct um_regex *regex_wrap(struct url_map *m, pcre2_code *code, bool owned)
 {
+    struct um_mem *b = calloc(1, sizeof(*b) + sizeof(struct um_regex));
+    if (!b) {
+        if (owned)
+            pcre2_code_free(code);
+        return NULL;
+    }
+    b->u.h.re = owned ? code : NULL;
+    b->u.h.next = m->mem;
+    m->mem = b;
+    struct um_regex *r = (struct um_regex *)(b + 1);
+    uint32_t opts = 0;
+    size_t jit_size = 0;
+    r->code = code;
+    (void)pcre2_pattern_info(code, PCRE2_INFO_ARGOPTIONS, &opts);
+    (void)pcre2_pattern_info(code, PCRE2_INFO_JITSIZE, &jit_size);
+    /* pcre2_jit_match does not check UTF-8: only safe when the pattern
+     * tolerates invalid UTF. Without JIT the interpreter runs. */
+    r->jit = jit_size > 0 && (!(opts & PCRE2_UTF) || (opts & PCRE2_MATCH_INVALID_UTF));
+    return r;
+}
+
+/*
+ * The regex for `src`: the loader's compiled `loaded` when it is anchored
+ * at both ends, else a copy compiled here with the loader's options plus
+ * both anchors, and JIT. NULL on failure.
+ */
+static const struct um_regex *regex_compile(struct url_map *m, const char *src,
+                                            const void *loaded)
+{
+    const uint32_t anchors = PCRE2_ANCHORED | PCRE2_ENDANCHORED;
     uint32_t opts = 0;
     if (loaded && pcre2_pattern_info(loaded, PCRE2_INFO_ARGOPTIONS, &opts) != 0)
         opts = 0;
-    opts |= PCRE2_ANCHORED | PCRE2_ENDANCHORED;
+    if (loaded && (opts & anchors) == anchors)
+        return regex_wrap(m, (pcre2_code *)loaded, false);
+    opts |= anchors;
     if (opts & PCRE2_UTF)
         opts |= PCRE2_MATCH_INVALID_UTF; /* bad UTF-8 in a request: no match, no error */
     int err;
@@ -375,16 +424,8 @@ static pcre2_code *regex_compile(struct url_map *m, const char *src, const void 
                                    &err, &off, NULL);
     if (!re)
         return NULL;
-    (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* the interpreter is the fallback */
-    struct um_mem *b = calloc(1, sizeof(*b));
-    if (!b) {
-        pcre2_code_free(re);
-        return NULL;
-    }
-    b->u.h.re = re;
-    b->u.h.next = m->mem;
-    m->mem = b;
-    return re;
+    (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
+    return regex_wrap(m, re, true);
 }
 
 /* ---- compile: route rules -------------------------------------------------- */
@@ -490,18 +531,18 @@ static size_t path_key_len(const char *p, size_t n)
 
 /*
  * How many leading bytes of `src` (a regex compiled as `re`) are a literal
- * every match starts with. Conservative: 0 for any non-default option or
- * any "|"; stops at the first metacharacter and gives back the character a
- * quantifier follows ("ab*" may match "a").
+ * every match starts with. Conservative: 0 for any "|" or any option but
+ * the anchors (and UTF when case-sensitive); stops at the first
+ * metacharacter and gives back the character a quantifier follows ("ab*"
+ * may match "a").
  */
-static size_t regex_literal_prefix(const char *src, const pcre2_code *re)
+static size_t regex_literal_prefix(const char *src, const struct um_regex *re, bool icase)
 {
-    uint32_t opts = 0;
-    (void)pcre2_pattern_info(re, PCRE2_INFO_ARGOPTIONS, &opts);
-    if (opts & ~(uint32_t)(PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF |
-                           PCRE2_MATCH_INVALID_UTF | PCRE2_NO_UTF_CHECK))
-        return 0;
-    if (strchr(src, '|'))
+    uint32_t opts = 0, ok = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_NO_UTF_CHECK;
+    if (!icase)
+        ok |= PCRE2_UTF | PCRE2_MATCH_INVALID_UTF; /* caseless UTF folds "K" to U+212A */
+    (void)pcre2_pattern_info(re->code, PCRE2_INFO_ARGOPTIONS, &opts);
+    if ((opts & ~ok) || strchr(src, '|'))
         return 0;
     size_t i = 0;
     while (src[i] && !strchr("\\^$.|?*+()[]{}#", src[i]))
@@ -514,17 +555,25 @@ static size_t regex_literal_prefix(const char *src, const pcre2_code *re)
     return i;
 }
 
+/* A key under which a rule can be filed (see enum route_key_kind). */
+struct route_key {
+    enum route_key_kind kind;
+    const char *s;
+    size_t n;
+};
+
 /*
- * The literal a path must start with (case-sensitively) for this match rule
- * to hold: sets *lit and returns its length (0 = none). *full: the rule
- * matches exactly that path.
+ * The literal a path must start with for this match rule to hold, and
+ * how: *icase (ASCII case-insensitively), *full (the path equals it).
+ * Returns its length, 0 when there is none.
  */
-static size_t match_rule_literal(const struct um_match_rule *mr, const char **lit, bool *full)
+static size_t match_rule_literal(const struct um_match_rule *mr, const char **lit, bool *icase,
+                                 bool *full)
 {
+    const char *p = mr->path;
+    *lit = p;
+    *icase = mr->cfg->ignore_case;
     *full = false;
-    *lit = mr->path;
-    if (mr->cfg->ignore_case)
-        return 0;
     switch (mr->cfg->path_kind) {
     case CFG_PATH_PREFIX:
         return mr->path_len;
@@ -532,38 +581,74 @@ static size_t match_rule_literal(const struct um_match_rule *mr, const char **li
         *full = true;
         return mr->path_len;
     case CFG_PATH_REGEX:
-        if (mr->path[0] == '^')
-            (*lit)++; /* redundant: compiled anchored anyway */
-        return regex_literal_prefix(*lit, mr->path_re);
+        p += p[0] == '^'; /* redundant: compiled anchored anyway */
+        *icase = strncmp(p, "(?i)", 4) == 0;
+        p += *icase ? 4 : 0;
+        *lit = p;
+        return regex_literal_prefix(p, mr->path_re, *icase);
     default:
         return 0;
     }
 }
 
-/*
- * The first-segment key a route rule is confined to: every match rule must
- * require the same key. Returns its length, or 0 for a rule that may match
- * paths with any key (it goes on the generic list).
- */
-static size_t route_rule_key(const struct um_route_rule *rr, const char **key)
+static struct route_key match_rule_key(const struct um_match_rule *mr)
 {
-    size_t klen = 0;
-    *key = NULL;
+    const char *lit;
+    bool icase, full;
+    size_t n = match_rule_literal(mr, &lit, &icase, &full);
+    struct route_key none = {RKEY_NONE, NULL, 0};
+    if (n == 0 || lit[0] != '/')
+        return none;
+    if (full && !icase)
+        return (struct route_key){RKEY_FULL, lit, n};
+    /* A prefix without the path's second "/" does not fix the first
+     * segment: "/api" also matches "/apis/x". */
+    if (!full && !memchr(lit + 1, '/', n - 1))
+        return none;
+    return (struct route_key){icase ? RKEY_ISEG : RKEY_SEG, lit, path_key_len(lit, n)};
+}
+
+/* The first-segment form of a key (a full path has one too). */
+static struct route_key key_as_segment(struct route_key k)
+{
+    if (k.kind == RKEY_FULL)
+        return (struct route_key){RKEY_SEG, k.s, path_key_len(k.s, k.n)};
+    return k;
+}
+
+/*
+ * The one key that covers both: equal full paths stay full; otherwise
+ * their first segments, case-sensitive if both are and they are equal,
+ * case-insensitive if they are equal ignoring case; else none.
+ */
+static struct route_key key_join(struct route_key a, struct route_key b)
+{
+    struct route_key none = {RKEY_NONE, NULL, 0};
+    if (a.kind == RKEY_NONE || b.kind == RKEY_NONE)
+        return none;
+    if (a.kind == RKEY_FULL && b.kind == RKEY_FULL && a.n == b.n && memcmp(a.s, b.s, a.n) == 0)
+        return a;
+    a = key_as_segment(a);
+    b = key_as_segment(b);
+    if (a.n != b.n || !eq_icase(a.s, b.s, a.n))
+        return none;
+    if (a.kind == RKEY_SEG && b.kind == RKEY_SEG && memcmp(a.s, b.s, a.n) == 0)
+        return a;
+    a.kind = RKEY_ISEG;
+    return a;
+}
+
+/* Every match rule of a route rule must share the key. */
+static struct route_key route_rule_key(const struct um_route_rule *rr)
+{
+    struct route_key k = {RKEY_NONE, NULL, 0};
     for (size_t j = 0; j < rr->cfg->n_match_rules; j++) {
-        const char *lit;
-        bool full;
-        size_t n = match_rule_literal(&rr->mrs[j], &lit, &full);
-        /* Keyed when the literal holds the path's second "/" or is the
-         * whole path; "/api" as a prefix also matches "/apis/x". */
-        if (n == 0 || lit[0] != '/' || (!full && !memchr(lit + 1, '/', n - 1)))
-            return 0;
-        size_t k = path_key_len(lit, n);
-        if (*key && (k != klen || memcmp(*key, lit, k) != 0))
-            return 0;
-        *key = lit;
-        klen = k;
+        struct route_key mk = match_rule_key(&rr->mrs[j]);
+        k = j == 0 ? mk : key_join(k, mk);
+        if (k.kind == RKEY_NONE)
+            break;
     }
-    return klen;
+    return k;
 }
 
 static int bucket_push(struct url_map *m, struct um_route_bucket *b, uint32_t cap, uint32_t idx)
@@ -574,31 +659,36 @@ static int bucket_push(struct url_map *m, struct um_route_bucket *b, uint32_t ca
     return 0;
 }
 
+/* The bucket for key `k`, created on first use. NULL on failure. */
+static struct um_route_bucket *bucket_for(struct url_map *m, struct um_path_matcher *pm,
+                                          struct route_key k)
+{
+    struct strtab *t = &pm->index[k.kind];
+    uint32_t h = hash_fwd(k.s, k.n, t->icase);
+    struct um_route_bucket *b = (struct um_route_bucket *)strtab_get(t, k.s, k.n, h);
+    if (!b && (b = um_calloc(m, 1, sizeof(*b))))
+        strtab_put(t, k.s, k.n, h, b);
+    return b;
+}
+
 /*
- * Index route rules by the first path segment they can match, so a match
- * walks only the rules of its path's key merged with the generic ones, in
- * priority order. Rules are confined by prefix_match, full_path_match and
- * the literal start of regex_match when not ignore_case.
+ * Index route rules by the key every path they can match has (first
+ * segment, first segment ignoring case, or whole path), so a match walks
+ * only the rules of its path's three keys merged with the generic ones, in
+ * priority order. Keys come from prefix_match, full_path_match and the
+ * literal start of regex_match.
  */
 static int route_index_build(struct url_map *m, struct um_path_matcher *pm)
 {
     uint32_t n = (uint32_t)pm->cfg->n_route_rules;
-    if (strtab_init(m, &pm->buckets, n, false) != 0)
-        return SY_ENOMEM;
+    for (int kind = RKEY_SEG; kind < RKEY_KINDS; kind++) {
+        if (strtab_init(m, &pm->index[kind], n, kind == RKEY_ISEG) != 0)
+            return SY_ENOMEM;
+    }
     for (uint32_t i = 0; i < n; i++) {
-        const char *key;
-        size_t klen = route_rule_key(&pm->rrs[i], &key);
-        struct um_route_bucket *b = &pm->generic;
-        if (klen) {
-            uint32_t h = hash_fwd(key, klen, false);
-            b = (struct um_route_bucket *)strtab_get(&pm->buckets, key, klen, h);
-            if (!b) {
-                if (!(b = um_calloc(m, 1, sizeof(*b))))
-                    return SY_ENOMEM;
-                strtab_put(&pm->buckets, key, klen, h, b);
-            }
-        }
-        if (bucket_push(m, b, n, i) != 0)
+        struct route_key k = route_rule_key(&pm->rrs[i]);
+        struct um_route_bucket *b = k.kind == RKEY_NONE ? &pm->generic : bucket_for(m, pm, k);
+        if (!b || bucket_push(m, b, n, i) != 0)
             return SY_ENOMEM;
     }
     return 0;
@@ -683,7 +773,9 @@ static void host_pattern_add(struct url_map *m, const char *h, const struct um_p
         if (!m->any_host)
             m->any_host = pm;
     } else if (h[0] == '*') {
+        unsigned char first = ascii_lower((unsigned char)h[1]);
         strtab_put(&m->suffixes, h + 1, n - 1, hash_rev_icase(h + 1, n - 1), pm);
+        m->suffix_first[first >> 3] |= (uint8_t)(1u << (first & 7));
         if (n - 1 > m->max_suffix_len)
             m->max_suffix_len = n - 1;
     } else {
@@ -765,7 +857,10 @@ static const void *suffix_find(const struct url_map *m, const char *h, size_t n)
     uint32_t hash = FNV_OFFSET;
     const void *best = NULL;
     for (size_t i = n; i-- > lo;) {
-        hash = fnv_step(hash, ascii_lower((unsigned char)h[i]));
+        unsigned char c = ascii_lower((unsigned char)h[i]);
+        hash = fnv_step(hash, c);
+        if (!(m->suffix_first[c >> 3] & (1u << (c & 7))))
+            continue; /* no suffix starts with this byte */
         const void *v = strtab_get(&m->suffixes, h + i, n - i, hash);
         if (v)
             best = v;
@@ -1051,28 +1146,44 @@ static bool route_rule_ok(const struct um_route_rule *rr, const struct url_map_r
     return false;
 }
 
-/* Rule R: the first route rule in priority order that matches, or NULL.
- * Walks the path key's bucket merged with the generic list. */
+/* The bucket of `t` for key p[0..n), or NULL. */
+static const struct um_route_bucket *bucket_find(const struct strtab *t, const char *p, size_t n)
+{
+    if (t->n == 0)
+        return NULL;
+    return strtab_get(t, p, n, hash_fwd(p, n, t->icase));
+}
+
+/*
+ * Rule R: the first route rule in priority order that matches, or NULL.
+ * Walks the buckets of the path's keys merged with the generic list.
+ */
 static const struct cfg_route_rule *route_rules_find(const struct um_path_matcher *pm,
                                                      const struct url_map_request *req,
                                                      size_t *prefix_len)
 {
     const char *p = str_or_empty(req->path);
-    size_t n = req->path ? req->path_len : 0;
-    size_t kl = path_key_len(p, n);
-    const struct um_route_bucket *b = strtab_get(&pm->buckets, p, kl, hash_fwd(p, kl, false));
-    const struct um_route_bucket *g = &pm->generic;
-    uint32_t bi = 0, gi = 0, bn = b ? b->n : 0;
-    while (bi < bn || gi < g->n) {
-        uint32_t idx;
-        if (gi == g->n || (bi < bn && b->idx[bi] < g->idx[gi]))
-            idx = b->idx[bi++];
-        else
-            idx = g->idx[gi++];
-        if (route_rule_ok(&pm->rrs[idx], req, prefix_len))
-            return pm->rrs[idx].cfg;
+    size_t n = req->path ? req->path_len : 0, kl = path_key_len(p, n);
+    const struct um_route_bucket *lists[RKEY_KINDS] = {
+        [RKEY_NONE] = &pm->generic,
+        [RKEY_SEG] = bucket_find(&pm->index[RKEY_SEG], p, kl),
+        [RKEY_ISEG] = bucket_find(&pm->index[RKEY_ISEG], p, kl),
+        [RKEY_FULL] = bucket_find(&pm->index[RKEY_FULL], p, n),
+    };
+    uint32_t pos[RKEY_KINDS] = {0};
+    for (;;) {
+        int best = -1;
+        for (int k = 0; k < RKEY_KINDS; k++) {
+            const struct um_route_bucket *b = lists[k];
+            if (b && pos[k] < b->n && (best < 0 || b->idx[pos[k]] < lists[best]->idx[pos[best]]))
+                best = k;
+        }
+        if (best < 0)
+            return NULL;
+        const struct um_route_rule *rr = &pm->rrs[lists[best]->idx[pos[best]++]];
+        if (route_rule_ok(rr, req, prefix_len))
+            return rr->cfg;
     }
-    return NULL;
 }
 
 /* ---- match: result ----------------------------------------------------------------- */

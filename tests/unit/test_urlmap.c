@@ -5,6 +5,7 @@
  * pin down what the loader hands the matcher. Each path matcher's default
  * service is distinct, so the chosen service's name says which rule won.
  */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "config/config.h"
@@ -12,7 +13,8 @@
 #include "test.h"
 #include "urlmap/urlmap.h"
 
-/* Backend services every test config declares. */
+/* A listener (the loader requires one) and backend services. */
+#define LISTENER(map) "listeners: [{name: l, address: \"127.0.0.1:0\", url_map: " map "}]\n"
 #define BS(name) "  - {name: " name ", endpoints: [{address: \"127.0.0.1:9001\"}]}\n"
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -138,7 +140,7 @@ static void run_map(const char *yaml, const char *name, const struct mcase *case
 /* ---- host rules ------------------------------------------------------------ */
 
 static const char hosts_yaml[] =
-    "backend_services:\n" BS("def") BS("exact") BS("wild") BS("wild-eu") BS("dev") BS("v6")
+    LISTENER("hosts") "backend_services:\n" BS("def") BS("exact") BS("wild") BS("wild-eu") BS("dev") BS("v6")
         BS("port") BS("star")
     "url_maps:\n"
     "  - name: hosts\n"
@@ -210,7 +212,7 @@ static const struct mcase star_cases[] = {
 /* ---- path rules -------------------------------------------------------------- */
 
 static const char paths_yaml[] =
-    "backend_services:\n" BS("def") BS("p-def") BS("video") BS("video-hd") BS("live") BS("root")
+    LISTENER("paths") "backend_services:\n" BS("def") BS("p-def") BS("video") BS("video-hd") BS("live") BS("root")
         BS("r-def")
     "url_maps:\n"
     "  - name: paths\n"
@@ -253,13 +255,14 @@ static const struct mcase path_cases[] = {
 /* ---- route rules ------------------------------------------------------------- */
 
 static const char routes_yaml[] =
-    "backend_services:\n" BS("def") BS("r-def") BS("api") BS("api-v2") BS("exact") BS("ci")
+    LISTENER("routes") "backend_services:\n" BS("def") BS("r-def") BS("api") BS("api-v2") BS("exact") BS("ci")
         BS("re") BS("both") BS("h-exact") BS("h-prefix") BS("h-suffix") BS("h-regex")
             BS("h-present") BS("h-absent") BS("h-range") BS("h-invert") BS("h-method")
                 BS("h-authority") BS("h-scheme") BS("h-multi") BS("h-invpresent")
                     BS("h-invrange") BS("q-present") BS("q-exact") BS("q-regex") BS("q-absent")
                         BS("alt") BS("alt-re") BS("anch") BS("idx") BS("gen") BS("prio")
-                            BS("pk") BS("h-host")
+                            BS("pk") BS("h-host") BS("mix") BS("fseg") BS("fgen")
+                                BS("igen")
     "url_maps:\n"
     "  - name: routes\n"
     "    default_service: def\n"
@@ -334,7 +337,15 @@ static const char routes_yaml[] =
     "          - {priority: 63, service: idx, match_rules: [{regex_match: \"/idx/a*b\"}]}\n"
     "          - {priority: 64, service: gen, match_rules: [{prefix_match: /gen}]}\n"
     "          - {priority: 1, service: prio, match_rules: [{regex_match: \"/.*/prio\"}]}\n"
-    "          - {priority: 2, service: pk, match_rules: [{prefix_match: /pk/}]}\n";
+    "          - {priority: 2, service: pk, match_rules: [{prefix_match: /pk/}]}\n"
+    "          - {priority: 65, service: mix, match_rules: [{prefix_match: /mix/a/}, "
+    "{prefix_match: /MIX/b/, ignore_case: true}]}\n"
+    "          - {priority: 66, service: fseg, match_rules: [{full_path_match: /f1/a}, "
+    "{full_path_match: /f1/b}]}\n"
+    "          - {priority: 67, service: fgen, match_rules: [{full_path_match: /fa}, "
+    "{full_path_match: /fb}]}\n"
+    "          - {priority: 68, service: igen, match_rules: [{regex_match: "
+    "\"(?i)/Gen/[a-z]+\"}]}\n";
 
 static const struct mcase route_cases[] = {
     {"route prefix", "h", "/api/x", NULL, NULL, NULL, 0, "api", 5},
@@ -423,12 +434,21 @@ static const struct mcase route_cases[] = {
     {"prefix without 2nd slash", "h", "/generic/x", NULL, NULL, NULL, 0, "gen", 4},
     {"generic rule first by priority", "h", "/pk/prio", NULL, NULL, NULL, 0, "prio", 8},
     {"keyed rule after generic", "h", "/pk/x", NULL, NULL, NULL, 0, "pk", 4},
+    {"mixed keys case-sensitive", "h", "/mix/a/x", NULL, NULL, NULL, 0, "mix", 7},
+    {"mixed keys ignore_case", "h", "/Mix/B/x", NULL, NULL, NULL, 0, "mix", 7},
+    {"mixed keys wrong case", "h", "/MIX/a/x", NULL, NULL, NULL, 0, "r-def", -1},
+    {"full paths one segment a", "h", "/f1/a", NULL, NULL, NULL, 0, "fseg", 5},
+    {"full paths one segment b", "h", "/f1/b", NULL, NULL, NULL, 0, "fseg", 5},
+    {"full paths one segment c", "h", "/f1/c", NULL, NULL, NULL, 0, "r-def", -1},
+    {"full paths two segments", "h", "/fb", NULL, NULL, NULL, 0, "fgen", 3},
+    {"regex (?i)", "h", "/gEN/abc", NULL, NULL, NULL, 0, "igen", -1},
+    {"regex (?i) whole", "h", "/gEN/abc/", NULL, NULL, NULL, 0, "r-def", -1},
 };
 
 /* ---- weighted splits and header actions ---------------------------------------- */
 
 static const char split_yaml[] =
-    "backend_services:\n" BS("def") BS("s0") BS("s1") BS("s2")
+    LISTENER("ha") "backend_services:\n" BS("def") BS("s0") BS("s1") BS("s2")
     "url_maps:\n"
     "  - name: ha\n"
     "    default_service: def\n"
@@ -683,7 +703,7 @@ static void test_redirects(void)
 
 /* A redirect chosen by the matcher, with its matched prefix. */
 static const char redirect_yaml[] =
-    "backend_services:\n" BS("def")
+    LISTENER("redir") "backend_services:\n" BS("def")
     "url_maps:\n"
     "  - name: redir\n"
     "    default_service: def\n"
@@ -721,6 +741,126 @@ static void test_matched_redirect(void)
     config_unref(cfg);
 }
 
+/* ---- a hand-built url map (no loader: regexes compiled by the matcher) --------- */
+
+#define BIG_VALUE (40 * 1024)
+
+static void test_hand_built(void)
+{
+    static struct cfg_backend_service a = {.name = "a"}, b = {.name = "b"}, d = {.name = "d"};
+    static char *hosts[] = {"Upper.Example"};
+    struct cfg_header_match present = {.header_name = "x-big", .kind = CFG_HDR_PRESENT,
+                                       .present = true};
+    struct cfg_header_match any = {.header_name = "x-big", .kind = CFG_HDR_REGEX, .value = ".*"};
+    struct cfg_match_rule mrs[3] = {
+        {.path_kind = CFG_PATH_REGEX, .path = "/r/[0-9]+"},
+        {.path_kind = CFG_PATH_PREFIX, .path = "/big/", .header_matches = &present,
+         .n_header_matches = 1},
+        {.path_kind = CFG_PATH_PREFIX, .path = "/bigre/", .header_matches = &any,
+         .n_header_matches = 1},
+    };
+    struct cfg_route_rule rrs[3] = {
+        {.priority = 1, .match_rules = &mrs[0], .n_match_rules = 1, .action = {.service = &a}},
+        {.priority = 2, .match_rules = &mrs[1], .n_match_rules = 1, .action = {.service = &b}},
+        {.priority = 3, .match_rules = &mrs[2], .n_match_rules = 1, .action = {.service = &a}},
+    };
+    struct cfg_path_matcher pm = {.name = "p", .default_action = {.service = &d},
+                                  .route_rules = rrs, .n_route_rules = 3};
+    struct cfg_host_rule hr = {.hosts = hosts, .n_hosts = 1, .path_matcher_name = "p"};
+    struct cfg_url_map um = {.name = "m", .default_action = {.service = &d}, .host_rules = &hr,
+                             .n_host_rules = 1, .path_matchers = &pm, .n_path_matchers = 1};
+    char *big = malloc(BIG_VALUE);
+    struct url_map *m = url_map_compile(&um);
+    TEST_CASE("hand-built compile");
+    CHECK(m != NULL && big != NULL);
+    if (!m || !big) {
+        url_map_free(m);
+        free(big);
+        return;
+    }
+    memset(big, 'v', BIG_VALUE);
+    struct http_header hv[2] = {{"x-big", big, 5, BIG_VALUE}, {"x-big", big, 5, BIG_VALUE}};
+    struct http_headers hs = {.v = hv, .n = 2, .cap = 2};
+    struct {
+        const char *name, *authority, *path;
+        uint32_t n_headers;
+        const char *want;
+    } cases[] = {
+        {"hand regex", "upper.example", "/r/12", 0, "a"},
+        {"hand regex whole", "UPPER.example", "/r/12x", 0, "d"},
+        {"hand host default", "zzz", "/r/12", 0, "d"},
+        {"hand joined too long is present", "upper.example", "/big/", 2, "b"},
+        {"hand joined too long matches nothing", "upper.example", "/bigre/", 2, "d"},
+        {"hand single long value", "upper.example", "/bigre/", 1, "a"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct url_map_request req = {
+            .method = "GET", .method_len = 3, .scheme = "http", .scheme_len = 4,
+            .authority = cases[i].authority, .authority_len = strlen(cases[i].authority),
+            .path = cases[i].path, .path_len = strlen(cases[i].path), .headers = &hs,
+        };
+        struct url_map_result res;
+        hs.n = cases[i].n_headers;
+        TEST_CASE(cases[i].name);
+        url_map_match(m, &req, 0, &res);
+        CHECK_STR(result_name(&res), cases[i].want);
+    }
+    url_map_free(m);
+    free(big);
+}
+
+/* ---- threads: one compiled map, several matching threads ------------------------ */
+
+#define N_THREADS 4
+
+struct thread_arg {
+    const struct url_map *m;
+    int mismatches;
+};
+
+static void *match_thread(void *p)
+{
+    struct thread_arg *arg = p;
+    size_t n = sizeof(route_cases) / sizeof(route_cases[0]);
+    for (int round = 0; round < 50; round++) {
+        for (size_t i = 0; i < n; i++) {
+            struct http_header hv[MAX_TEST_HEADERS];
+            struct http_headers hs;
+            struct url_map_request req;
+            struct url_map_result res;
+            req_init(&req, &route_cases[i], &hs, hv);
+            url_map_match(arg->m, &req, 0, &res);
+            if (strcmp(result_name(&res), route_cases[i].want) != 0)
+                arg->mismatches++;
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    struct config *cfg = load_yaml(routes_yaml);
+    struct url_map *m = cfg ? url_map_compile(find_map(cfg, "routes")) : NULL;
+    struct thread_arg args[N_THREADS];
+    pthread_t th[N_THREADS];
+    int started = 0, mismatches = 0;
+    TEST_CASE("threads");
+    CHECK(m != NULL);
+    for (int i = 0; m && i < N_THREADS; i++) {
+        args[i] = (struct thread_arg){.m = m, .mismatches = 0};
+        if (pthread_create(&th[i], NULL, match_thread, &args[i]) == 0)
+            started++;
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        mismatches += args[i].mismatches;
+    }
+    CHECK(!m || started == N_THREADS);
+    CHECK(mismatches == 0);
+    url_map_free(m);
+    config_unref(cfg);
+}
+
 /* ---- suite -------------------------------------------------------------------------- */
 
 void test_urlmap_suite(void)
@@ -733,5 +873,7 @@ void test_urlmap_suite(void)
     test_normalize();
     test_redirects();
     test_matched_redirect();
+    test_hand_built();
+    test_threads();
     test_current = NULL;
 }
