@@ -86,9 +86,8 @@ static void on_worker_cmd(struct worker *w, unsigned cmds)
     }
 }
 
-static int start_workers(struct proxy *p, int *fds)
+static int start_workers(struct proxy *p, struct listener_set *set)
 {
-    const struct config *cfg = p->rt->cfg;
     p->workers = calloc((size_t)p->n_workers, sizeof *p->workers);
     if (!p->workers)
         return -1;
@@ -100,8 +99,7 @@ static int start_workers(struct proxy *p, int *fds)
         w->runtime = runtime_ref(p->rt);
         w->access_log_fd = p->access_log_fd;
         w->pools = upstream_pools_new(w);
-        w->listeners = listener_worker_new(w, fds + (size_t)i * cfg->n_listeners,
-                                           cfg->n_listeners);
+        w->listeners = listener_worker_new(w, set);
         if (!w->pools || !w->listeners)
             return -1;
         listener_worker_on_idle(w->listeners, on_listener_idle);
@@ -292,7 +290,7 @@ static struct config *load_or_report(const char *path)
     return cfg;
 }
 
-static int serve(struct proxy *p, int *fds)
+static int serve(struct proxy *p, struct listener_set *set)
 {
     static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     struct event *sev[4] = {0};
@@ -303,7 +301,7 @@ static int serve(struct proxy *p, int *fds)
     }
     p->drain_timer = evtimer_new(p->base, on_drain_timeout, p);
     p->done_ev = event_new(p->base, -1, 0, on_workers_done, p);
-    if (start_workers(p, fds) != 0) {
+    if (start_workers(p, set) != 0) {
         fprintf(stderr, "switchyard: cannot start workers\n");
         goto out;
     }
@@ -357,13 +355,13 @@ int main(int argc, char **argv)
         p.n_workers = n > 0 ? (int)n : 1;
     }
     pthread_mutex_init(&p.rt_lock, NULL);
-    char err[256];
-    int *fds = listeners_open(cfg, p.n_workers, err, sizeof err);
-    p.rt = fds ? runtime_new(cfg) : NULL;
+    char err[512];
+    struct listener_set *set = listeners_open(cfg, p.n_workers, err, sizeof err);
+    p.rt = set ? runtime_new(cfg) : NULL;
     config_unref(cfg);
-    if (!fds || !p.rt) {
-        fprintf(stderr, "switchyard: %s\n", fds ? "out of memory" : err);
-        free(fds);
+    if (!set || !p.rt) {
+        fprintf(stderr, "switchyard: %s\n", set ? "out of memory" : err);
+        listener_set_free(set);
         runtime_unref(p.rt);
         return 1;
     }
@@ -371,13 +369,13 @@ int main(int argc, char **argv)
     if (p.rt->cfg->access_log.enabled && p.access_log_fd < 0) {
         fprintf(stderr, "switchyard: access log %s: %s\n", p.rt->cfg->access_log.path,
                 strerror(errno));
-        free(fds);
+        listener_set_free(set);
         runtime_unref(p.rt);
         return 1;
     }
     p.base = event_base_new();
-    int rc = p.base ? serve(&p, fds) : 1;
-    free(fds);
+    int rc = p.base ? serve(&p, set) : 1;
+    listener_set_free(set);
     if (p.base)
         event_base_free(p.base);
     runtime_unref(p.rt);

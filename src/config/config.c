@@ -152,8 +152,7 @@ void config_unref(struct config *cfg)
     free(cfg);
 }
 
-struct cfg_backend_service *config_find_backend_service(const struct config *cfg,
-                                                        const char *name)
+struct cfg_backend_service *config_find_backend_service(const struct config *cfg, const char *name)
 {
     if (!cfg || !name)
         return NULL;

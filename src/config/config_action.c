@@ -15,14 +15,13 @@ static const char *const retry_condition_names[] = {
 
 static const char *const redirect_code_names[] = {
     "MOVED_PERMANENTLY_DEFAULT", "FOUND", "SEE_OTHER", "TEMPORARY_REDIRECT",
-    "PERMANENT_REDIRECT", NULL};
+    "PERMANENT_REDIRECT",        NULL};
 static const int redirect_codes[] = {301, 302, 303, 307, 308};
 
 /* ---- header_action ---------------------------------------------------------- */
 
-static void parse_header_adds(struct cfg_loader *ld, const struct ypath *at,
-                              const yaml_node_t *ha, const char *key,
-                              struct cfg_header_add **out, size_t *n_out)
+static void parse_header_adds(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *ha,
+                              const char *key, struct cfg_header_add **out, size_t *n_out)
 {
     static const char *const keys[] = {"header_name", "header_value", "replace", NULL};
     struct ypath sub = {at, key, 0};
@@ -54,8 +53,8 @@ void cfg_parse_header_action(struct cfg_loader *ld, const struct ypath *at,
                              const yaml_node_t *parent, struct cfg_header_action *ha)
 {
     static const char *const keys[] = {"request_headers_to_add", "request_headers_to_remove",
-                                       "response_headers_to_add",
-                                       "response_headers_to_remove", NULL};
+                                       "response_headers_to_add", "response_headers_to_remove",
+                                       NULL};
     struct ypath sub = {at, "header_action", 0};
     yaml_node_t *n = ychild_map(ld, &sub, parent, keys);
 
@@ -65,23 +64,24 @@ void cfg_parse_header_action(struct cfg_loader *ld, const struct ypath *at,
                       &ha->n_request_headers_to_add);
     parse_header_adds(ld, &sub, n, "response_headers_to_add", &ha->response_headers_to_add,
                       &ha->n_response_headers_to_add);
-    yget_header_list(ld, &sub, n, "request_headers_to_remove",
-                     &ha->request_headers_to_remove, &ha->n_request_headers_to_remove);
-    yget_header_list(ld, &sub, n, "response_headers_to_remove",
-                     &ha->response_headers_to_remove, &ha->n_response_headers_to_remove);
+    yget_header_list(ld, &sub, n, "request_headers_to_remove", &ha->request_headers_to_remove,
+                     &ha->n_request_headers_to_remove);
+    yget_header_list(ld, &sub, n, "response_headers_to_remove", &ha->response_headers_to_remove,
+                     &ha->n_response_headers_to_remove);
 }
 
 /* ---- route_action pieces -------------------------------------------------------- */
 
 /* weighted_backend_services; returns whether a split was given. */
-static bool parse_weighted(struct cfg_loader *ld, const struct ypath *at,
-                           const yaml_node_t *ra, struct cfg_route_action *act)
+static bool parse_weighted(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *ra,
+                           struct cfg_route_action *act)
 {
     static const char *const keys[] = {"backend_service", "weight", "header_action", NULL};
     struct ypath sub = {at, "weighted_backend_services", 0};
     yaml_node_t *seq = ychild_seq(ld, &sub, ra), *v = yfind(ld, ra, "weighted_backend_services");
     size_t n = yseq_len(seq);
     struct cfg_weighted_backend_service *w;
+    bool bad_weight = false;
 
     if (!seq)
         return v && !ynull(v);
@@ -97,23 +97,28 @@ static bool parse_weighted(struct cfg_loader *ld, const struct ypath *at,
     for (size_t i = 0; i < n; i++) {
         struct ypath item = {&sub, NULL, i};
         yaml_node_t *e = yseq_item(ld, seq, i);
-        if (!ymap_check(ld, &item, e, keys))
+        int rc;
+        if (!ymap_check(ld, &item, e, keys)) {
+            bad_weight = true;
             continue;
+        }
         if (yget_ref(ld, &item, e, "backend_service", CFG_REF_BACKEND_SERVICE,
                      &w[i].backend_service_name, &w[i].backend_service, NULL) == 0)
             ymissing(ld, &item, e, "backend_service");
-        if (yget_u32(ld, &item, e, "weight", 0, 1000, &w[i].weight) == 0)
+        rc = yget_u32(ld, &item, e, "weight", 0, 1000, &w[i].weight);
+        if (rc == 0)
             ymissing(ld, &item, e, "weight");
+        bad_weight |= rc != 1;
         cfg_parse_header_action(ld, &item, e, &w[i].header_action);
         act->total_weight += w[i].weight;
     }
-    if (act->total_weight == 0)
+    if (act->total_weight == 0 && !bad_weight)
         cfg_error(ld, ymark(seq), &sub, "the total weight must be > 0");
     return true;
 }
 
-static void parse_url_rewrite(struct cfg_loader *ld, const struct ypath *at,
-                              const yaml_node_t *ra, struct cfg_route_action *act)
+static void parse_url_rewrite(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *ra,
+                              struct cfg_route_action *act)
 {
     static const char *const keys[] = {"path_prefix_rewrite", "host_rewrite", NULL};
     struct ypath sub = {at, "url_rewrite", 0};
@@ -121,8 +126,7 @@ static void parse_url_rewrite(struct cfg_loader *ld, const struct ypath *at,
 
     if (!n)
         return;
-    if (yget_name(ld, &sub, n, "path_prefix_rewrite", &act->url_rewrite.path_prefix_rewrite) ==
-            1 &&
+    if (yget_name(ld, &sub, n, "path_prefix_rewrite", &act->url_rewrite.path_prefix_rewrite) == 1 &&
         act->url_rewrite.path_prefix_rewrite[0] != '/')
         cfg_error(ld, ymark(yfind(ld, n, "path_prefix_rewrite")), &sub,
                   "path_prefix_rewrite must start with '/'");
@@ -149,11 +153,10 @@ static void parse_retry_conditions(struct cfg_loader *ld, const struct ypath *at
     }
 }
 
-static void parse_retry_policy(struct cfg_loader *ld, const struct ypath *at,
-                               const yaml_node_t *ra, struct cfg_retry_policy *r)
+static void parse_retry_policy(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *ra,
+                               struct cfg_retry_policy *r)
 {
-    static const char *const keys[] = {"retry_conditions", "num_retries", "per_try_timeout",
-                                       NULL};
+    static const char *const keys[] = {"retry_conditions", "num_retries", "per_try_timeout", NULL};
     struct ypath sub = {at, "retry_policy", 0};
     yaml_node_t *n = ychild_map(ld, &sub, ra, keys);
 
@@ -166,8 +169,8 @@ static void parse_retry_policy(struct cfg_loader *ld, const struct ypath *at,
     yget_duration(ld, &sub, n, "per_try_timeout", &r->per_try_timeout_ms);
 }
 
-static void parse_abort(struct cfg_loader *ld, const struct ypath *at,
-                        const yaml_node_t *fp, struct cfg_fault_policy *f)
+static void parse_abort(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *fp,
+                        struct cfg_fault_policy *f)
 {
     static const char *const keys[] = {"http_status", "grpc_status", "percentage", NULL};
     struct ypath sub = {at, "abort", 0};
@@ -190,8 +193,8 @@ static void parse_abort(struct cfg_loader *ld, const struct ypath *at,
     f->grpc_status = has_grpc ? (int)grpc : -1;
 }
 
-static void parse_fault(struct cfg_loader *ld, const struct ypath *at,
-                        const yaml_node_t *ra, struct cfg_route_action *act)
+static void parse_fault(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *ra,
+                        struct cfg_route_action *act)
 {
     static const char *const keys[] = {"delay", "abort", NULL};
     static const char *const delay_keys[] = {"fixed_delay", "percentage", NULL};
@@ -219,8 +222,9 @@ static bool parse_route_action(struct cfg_loader *ld, const struct ypath *at,
                                const yaml_node_t *map, const char *key,
                                struct cfg_route_action *act)
 {
-    static const char *const keys[] = {"weighted_backend_services", "url_rewrite", "timeout",
-                                       "retry_policy", "fault_injection_policy", NULL};
+    static const char *const keys[] = {
+        "weighted_backend_services", "url_rewrite", "timeout", "retry_policy",
+        "fault_injection_policy",    NULL};
     struct ypath sub = {at, key, 0};
     yaml_node_t *ra = ychild_map(ld, &sub, map, keys);
     bool split;
@@ -275,20 +279,23 @@ static bool mark_after(struct cfg_mark a, struct cfg_mark b)
     return a.line > b.line || (a.line == b.line && a.col > b.col);
 }
 
-static void check_redirect_path(struct cfg_loader *ld, const struct ypath *at,
-                                const yaml_node_t *n, const char *key, const char *val)
+static void check_redirect_path(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                                const char *key, const char *val)
 {
     if (val && val[0] != '/')
         cfg_error(ld, ymark(yfind(ld, n, key)), at, "%s must start with '/'", key);
 }
 
-static bool parse_redirect(struct cfg_loader *ld, const struct ypath *at,
-                           const yaml_node_t *map, const char *key,
-                           struct cfg_route_action *act)
+static bool parse_redirect(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
+                           const char *key, struct cfg_route_action *act)
 {
-    static const char *const keys[] = {"host_redirect",  "path_redirect",
-                                       "prefix_redirect", "https_redirect",
-                                       "strip_query",     "redirect_response_code", NULL};
+    static const char *const keys[] = {"host_redirect",
+                                       "path_redirect",
+                                       "prefix_redirect",
+                                       "https_redirect",
+                                       "strip_query",
+                                       "redirect_response_code",
+                                       NULL};
     struct ypath sub = {at, key, 0};
     yaml_node_t *n = ychild_map(ld, &sub, map, keys), *kp, *kx;
     struct cfg_url_redirect *r;
@@ -319,9 +326,8 @@ static bool parse_redirect(struct cfg_loader *ld, const struct ypath *at,
 /* ---- the target ----------------------------------------------------------------- */
 
 bool cfg_parse_target(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-                      const char *service_key, const char *action_key,
-                      const char *redirect_key, bool required,
-                      struct cfg_route_action *act)
+                      const char *service_key, const char *action_key, const char *redirect_key,
+                      bool required, struct cfg_route_action *act)
 {
     yaml_node_t *keys[3], *ra = yfind(ld, map, action_key);
     size_t n = 0;
@@ -336,8 +342,8 @@ bool cfg_parse_target(struct cfg_loader *ld, const struct ypath *at, const yaml_
     if (parse_redirect(ld, at, map, redirect_key, act)) {
         keys[n++] = yfind_key(ld, map, redirect_key);
         if (!split && ra && !ynull(ra)) /* a redirect is answered locally */
-            cfg_error(ld, ymark(yfind_key(ld, map, action_key)), at,
-                      "%s is not allowed with %s", action_key, redirect_key);
+            cfg_error(ld, ymark(yfind_key(ld, map, action_key)), at, "%s is not allowed with %s",
+                      action_key, redirect_key);
     }
     if (n > 1) {
         yaml_node_t *later = mark_after(ymark(keys[1]), ymark(keys[0])) ? keys[1] : keys[0];
@@ -348,8 +354,8 @@ bool cfg_parse_target(struct cfg_loader *ld, const struct ypath *at, const yaml_
                   service_key, action_key, redirect_key);
     } else if (n == 0 && required) {
         cfg_error(ld, ymark(map), at,
-                  "missing required key '%s' (or %s.weighted_backend_services, or %s)",
-                  service_key, action_key, redirect_key);
+                  "missing required key '%s' (or %s.weighted_backend_services, or %s)", service_key,
+                  action_key, redirect_key);
     }
     return n > 0;
 }

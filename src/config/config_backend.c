@@ -8,8 +8,8 @@
 
 static const char *const backend_protocols[] = {"HTTP", "HTTPS", "HTTP2", "H2C", NULL};
 static const char *const lb_policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM",
-                                          "RING_HASH", "MAGLEV", NULL};
-static const char *const affinities[] = {"NONE", "CLIENT_IP", "HEADER_FIELD",
+                                          "RING_HASH",   "MAGLEV",        NULL};
+static const char *const affinities[] = {"NONE",        "CLIENT_IP",        "HEADER_FIELD",
                                          "HTTP_COOKIE", "GENERATED_COOKIE", NULL};
 static const char *const hc_types[] = {"TCP", "HTTP", "HTTPS", "HTTP2", "H2C", "GRPC", NULL};
 
@@ -44,14 +44,15 @@ static void backend_defaults(struct cfg_loader *ld, struct cfg_backend_service *
     b->retry_backoff.max_interval_ms = 250;
 }
 
-static void parse_endpoints(struct cfg_loader *ld, const struct ypath *at,
-                            const yaml_node_t *n, struct cfg_backend_service *b)
+static void parse_endpoints(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                            struct cfg_backend_service *b)
 {
     static const char *const keys[] = {"address", "weight", NULL};
     struct ypath sub = {at, "endpoints", 0};
     yaml_node_t *seq = ychild_seq(ld, &sub, n), *v = yfind(ld, n, "endpoints");
     size_t len = yseq_len(seq);
     uint64_t total = 0;
+    bool bad_weight = false;
 
     if (!v || ynull(v) || (seq && len == 0)) {
         cfg_error(ld, ymark(v ? v : n), v ? &sub : at, "%s",
@@ -70,22 +71,24 @@ static void parse_endpoints(struct cfg_loader *ld, const struct ypath *at,
         struct cfg_endpoint *ep = &b->endpoints[i];
         ep->weight = 1;
         ep->mark = ymark(e);
-        if (!ymap_check(ld, &item, e, keys))
+        if (!ymap_check(ld, &item, e, keys)) {
+            bad_weight = true;
             continue;
+        }
         if (yget_addr(ld, &item, e, "address", &ep->address) == 0)
             ymissing(ld, &item, e, "address");
-        yget_u32(ld, &item, e, "weight", 0, 1000, &ep->weight);
+        bad_weight |= yget_u32(ld, &item, e, "weight", 0, 1000, &ep->weight) < 0;
         total += ep->weight;
     }
-    if (total == 0)
+    if (total == 0 && !bad_weight)
         cfg_error(ld, ymark(seq), &sub, "the endpoints' total weight must be > 0");
 }
 
 static void parse_consistent_hash(struct cfg_loader *ld, const struct ypath *at,
                                   const yaml_node_t *n, struct cfg_backend_service *b)
 {
-    static const char *const keys[] = {"http_header_name", "http_cookie",
-                                       "minimum_ring_size", NULL};
+    static const char *const keys[] = {"http_header_name", "http_cookie", "minimum_ring_size",
+                                       NULL};
     static const char *const cookie_keys[] = {"name", "path", "ttl", NULL};
     struct ypath sub = {at, "consistent_hash", 0}, csub = {&sub, "http_cookie", 0};
     yaml_node_t *ch = ychild_map(ld, &sub, n, keys), *cookie;
@@ -93,8 +96,7 @@ static void parse_consistent_hash(struct cfg_loader *ld, const struct ypath *at,
 
     if (!ch)
         return;
-    yget_header_name(ld, &sub, ch, "http_header_name", false,
-                     &b->consistent_hash.http_header_name);
+    yget_header_name(ld, &sub, ch, "http_header_name", false, &b->consistent_hash.http_header_name);
     if (yget_i64(ld, &sub, ch, "minimum_ring_size", 1, 8 * 1024 * 1024, &ring) == 1)
         b->consistent_hash.minimum_ring_size = (uint64_t)ring;
     cookie = ychild_map(ld, &csub, ch, cookie_keys);
@@ -121,20 +123,24 @@ static void parse_health_check_refs(struct cfg_loader *ld, const struct ypath *a
     b->n_health_checks = len;
     for (size_t i = 0; i < len; i++) {
         struct ypath item = {&sub, NULL, i};
-        ynode_ref(ld, &item, yseq_item(ld, seq, i), CFG_REF_HEALTH_CHECK,
-                  &b->health_check_names[i], &b->health_checks[i], NULL);
+        ynode_ref(ld, &item, yseq_item(ld, seq, i), CFG_REF_HEALTH_CHECK, &b->health_check_names[i],
+                  &b->health_checks[i], NULL);
     }
 }
 
-static void parse_limits(struct cfg_loader *ld, const struct ypath *at,
-                         const yaml_node_t *n, struct cfg_backend_service *b)
+static void parse_limits(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                         struct cfg_backend_service *b)
 {
-    static const char *const cb_keys[] = {"max_connections", "max_pending_requests",
-                                          "max_requests", "max_retries", NULL};
-    static const char *const od_keys[] = {
-        "consecutive_errors", "consecutive_gateway_failure", "enforcing_consecutive_errors",
-        "enforcing_consecutive_gateway_failure", "interval", "base_ejection_time",
-        "max_ejection_percent", NULL};
+    static const char *const cb_keys[] = {"max_connections", "max_pending_requests", "max_requests",
+                                          "max_retries", NULL};
+    static const char *const od_keys[] = {"consecutive_errors",
+                                          "consecutive_gateway_failure",
+                                          "enforcing_consecutive_errors",
+                                          "enforcing_consecutive_gateway_failure",
+                                          "interval",
+                                          "base_ejection_time",
+                                          "max_ejection_percent",
+                                          NULL};
     struct ypath cb_at = {at, "circuit_breakers", 0}, od_at = {at, "outlier_detection", 0};
     yaml_node_t *cb = ychild_map(ld, &cb_at, n, cb_keys);
     yaml_node_t *od = ychild_map(ld, &od_at, n, od_keys);
@@ -144,10 +150,8 @@ static void parse_limits(struct cfg_loader *ld, const struct ypath *at,
                  &b->circuit_breakers.max_connections);
         yget_u32(ld, &cb_at, cb, "max_pending_requests", 0, UINT32_MAX,
                  &b->circuit_breakers.max_pending_requests);
-        yget_u32(ld, &cb_at, cb, "max_requests", 1, UINT32_MAX,
-                 &b->circuit_breakers.max_requests);
-        yget_u32(ld, &cb_at, cb, "max_retries", 0, UINT32_MAX,
-                 &b->circuit_breakers.max_retries);
+        yget_u32(ld, &cb_at, cb, "max_requests", 1, UINT32_MAX, &b->circuit_breakers.max_requests);
+        yget_u32(ld, &cb_at, cb, "max_retries", 0, UINT32_MAX, &b->circuit_breakers.max_retries);
     }
     if (!od)
         return;
@@ -169,8 +173,8 @@ static void parse_limits(struct cfg_loader *ld, const struct ypath *at,
 }
 
 /* tls (HTTPS/HTTP2 only), http2_keepalive, connection_draining. */
-static void parse_upstream_conn(struct cfg_loader *ld, const struct ypath *at,
-                                const yaml_node_t *n, struct cfg_backend_service *b)
+static void parse_upstream_conn(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                                struct cfg_backend_service *b)
 {
     static const char *const tls_keys[] = {"ca_file", "verify", "sni", NULL};
     static const char *const ka_keys[] = {"time", "timeout", NULL};
@@ -197,8 +201,8 @@ static void parse_upstream_conn(struct cfg_loader *ld, const struct ypath *at,
         yget_duration(ld, &dr_at, dr, "draining_timeout", &b->draining_timeout_ms);
 }
 
-static void parse_retry_backoff(struct cfg_loader *ld, const struct ypath *at,
-                                const yaml_node_t *n, struct cfg_backend_service *b)
+static void parse_retry_backoff(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                                struct cfg_backend_service *b)
 {
     static const char *const keys[] = {"base_interval", "max_interval", NULL};
     struct ypath sub = {at, "retry_backoff", 0};
@@ -216,8 +220,8 @@ static void parse_retry_backoff(struct cfg_loader *ld, const struct ypath *at,
         cfg_error(ld, ymark(rb), &sub, "need 0 < base_interval <= max_interval");
 }
 
-static void parse_policies(struct cfg_loader *ld, const struct ypath *at,
-                           const yaml_node_t *n, struct cfg_backend_service *b)
+static void parse_policies(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                           struct cfg_backend_service *b)
 {
     int v;
 
@@ -226,21 +230,32 @@ static void parse_policies(struct cfg_loader *ld, const struct ypath *at,
     if (yget_enum(ld, at, n, "session_affinity", affinities, &v) == 1)
         b->session_affinity = (enum cfg_session_affinity)v;
     parse_consistent_hash(ld, at, n, b);
-    if (b->session_affinity == CFG_AFFINITY_HEADER_FIELD &&
-        !b->consistent_hash.http_header_name)
+    if (b->session_affinity == CFG_AFFINITY_HEADER_FIELD && !b->consistent_hash.http_header_name)
         cfg_error(ld, ymark(yfind(ld, n, "session_affinity")), at,
                   "session_affinity HEADER_FIELD requires consistent_hash.http_header_name");
 }
 
-static void parse_backend(struct cfg_loader *ld, const struct ypath *at,
-                          const yaml_node_t *n, struct cfg_backend_service *b)
+static void parse_backend(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                          struct cfg_backend_service *b)
 {
-    static const char *const keys[] = {
-        "name", "protocol", "endpoints", "timeout", "connect_timeout",
-        "locality_lb_policy", "session_affinity", "consistent_hash", "health_checks",
-        "max_concurrent_requests_per_endpoint", "circuit_breakers", "outlier_detection",
-        "connection_draining", "tls", "http2_keepalive", "retry_buffer_size",
-        "retry_backoff", NULL};
+    static const char *const keys[] = {"name",
+                                       "protocol",
+                                       "endpoints",
+                                       "timeout",
+                                       "connect_timeout",
+                                       "locality_lb_policy",
+                                       "session_affinity",
+                                       "consistent_hash",
+                                       "health_checks",
+                                       "max_concurrent_requests_per_endpoint",
+                                       "circuit_breakers",
+                                       "outlier_detection",
+                                       "connection_draining",
+                                       "tls",
+                                       "http2_keepalive",
+                                       "retry_buffer_size",
+                                       "retry_backoff",
+                                       NULL};
     int v;
 
     backend_defaults(ld, b);
@@ -255,8 +270,7 @@ static void parse_backend(struct cfg_loader *ld, const struct ypath *at,
     yget_duration(ld, at, n, "timeout", &b->timeout_ms);
     yget_duration(ld, at, n, "connect_timeout", &b->connect_timeout_ms);
     if (b->connect_timeout_ms == 0)
-        cfg_error(ld, ymark(yfind(ld, n, "connect_timeout")), at,
-                  "connect_timeout must be > 0");
+        cfg_error(ld, ymark(yfind(ld, n, "connect_timeout")), at, "connect_timeout must be > 0");
     parse_policies(ld, at, n, b);
     parse_health_check_refs(ld, at, n, b);
     yget_u32(ld, at, n, "max_concurrent_requests_per_endpoint", 0, UINT32_MAX,
@@ -287,12 +301,21 @@ void cfg_parse_backend_services(struct cfg_loader *ld, const struct ypath *at,
 
 /* ---- health checks -------------------------------------------------------- */
 
-static void parse_health_check(struct cfg_loader *ld, const struct ypath *at,
-                               const yaml_node_t *n, struct cfg_health_check *h)
+static void parse_health_check(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                               struct cfg_health_check *h)
 {
-    static const char *const keys[] = {
-        "name", "type", "port", "request_path", "host", "response", "grpc_service_name",
-        "check_interval", "timeout", "healthy_threshold", "unhealthy_threshold", NULL};
+    static const char *const keys[] = {"name",
+                                       "type",
+                                       "port",
+                                       "request_path",
+                                       "host",
+                                       "response",
+                                       "grpc_service_name",
+                                       "check_interval",
+                                       "timeout",
+                                       "healthy_threshold",
+                                       "unhealthy_threshold",
+                                       NULL};
     int v;
 
     h->type = CFG_HC_TCP;
@@ -313,8 +336,7 @@ static void parse_health_check(struct cfg_loader *ld, const struct ypath *at,
         h->type = (enum cfg_health_check_type)v;
     yget_u32(ld, at, n, "port", 0, 65535, &h->port);
     if (yget_str(ld, at, n, "request_path", &h->request_path) == 1 && h->request_path[0] != '/')
-        cfg_error(ld, ymark(yfind(ld, n, "request_path")), at,
-                  "request_path must start with '/'");
+        cfg_error(ld, ymark(yfind(ld, n, "request_path")), at, "request_path must start with '/'");
     yget_str(ld, at, n, "host", &h->host);
     yget_str(ld, at, n, "response", &h->response);
     yget_str(ld, at, n, "grpc_service_name", &h->grpc_service_name);
@@ -327,8 +349,7 @@ static void parse_health_check(struct cfg_loader *ld, const struct ypath *at,
     yget_u32(ld, at, n, "unhealthy_threshold", 1, 1000, &h->unhealthy_threshold);
 }
 
-void cfg_parse_health_checks(struct cfg_loader *ld, const struct ypath *at,
-                             const yaml_node_t *seq)
+void cfg_parse_health_checks(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq)
 {
     size_t n = yseq_len(seq);
     struct cfg_health_check *hc = cfg_calloc_array(ld, n, sizeof(*hc));

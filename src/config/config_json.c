@@ -25,8 +25,8 @@ struct jw {
 
 static const char *const listener_protocols[] = {"HTTP", "HTTPS"};
 static const char *const backend_protocols[] = {"HTTP", "HTTPS", "HTTP2", "H2C"};
-static const char *const lb_policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM",
-                                          "RING_HASH", "MAGLEV"};
+static const char *const lb_policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH",
+                                          "MAGLEV"};
 static const char *const affinities[] = {"NONE", "CLIENT_IP", "HEADER_FIELD", "HTTP_COOKIE",
                                          "GENERATED_COOKIE"};
 static const char *const hc_types[] = {"TCP", "HTTP", "HTTPS", "HTTP2", "H2C", "GRPC"};
@@ -157,8 +157,8 @@ static void jw_addr(struct jw *w, const char *key, const char *resolved_key,
     char host[NI_MAXHOST], serv[NI_MAXSERV], buf[NI_MAXHOST + NI_MAXSERV + 4];
 
     jw_str(w, key, a->text);
-    if (!a->text || getnameinfo((const struct sockaddr *)&a->ss, a->len, host, sizeof(host),
-                                serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    if (!a->text || getnameinfo((const struct sockaddr *)&a->ss, a->len, host, sizeof(host), serv,
+                                sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
         jw_str(w, resolved_key, NULL);
         return;
     }
@@ -181,8 +181,8 @@ static void jw_cidr(struct jw *w, const struct cfg_cidr *c)
 
 /* ---- url maps ------------------------------------------------------------------- */
 
-static void write_header_adds(struct jw *w, const char *key,
-                              const struct cfg_header_add *adds, size_t n)
+static void write_header_adds(struct jw *w, const char *key, const struct cfg_header_add *adds,
+                              size_t n)
 {
     jw_open(w, key, '[');
     for (size_t i = 0; i < n; i++) {
@@ -275,17 +275,15 @@ static void write_weighted(struct jw *w, const struct cfg_route_action *a)
 }
 
 /* A rule's target and route_action, under the given key names. */
-static void write_action(struct jw *w, const struct cfg_route_action *a,
-                         const char *service_key, const char *action_key,
-                         const char *redirect_key)
+static void write_action(struct jw *w, const struct cfg_route_action *a, const char *service_key,
+                         const char *action_key, const char *redirect_key)
 {
     if (a->service_name)
         jw_str(w, service_key, a->service_name);
     if (a->url_redirect)
         write_redirect(w, redirect_key, a->url_redirect);
     if (!a->n_weighted_backend_services && !a->url_rewrite.path_prefix_rewrite &&
-        !a->url_rewrite.host_rewrite && !a->timeout_set && !a->retry_policy.set &&
-        !a->fault_set)
+        !a->url_rewrite.host_rewrite && !a->timeout_set && !a->retry_policy.set && !a->fault_set)
         return;
     jw_open(w, action_key, '{');
     if (a->n_weighted_backend_services)
@@ -307,8 +305,9 @@ static void write_action(struct jw *w, const struct cfg_route_action *a,
 
 static void write_header_match(struct jw *w, const struct cfg_header_match *h)
 {
-    static const char *const kinds[] = {"", "exact_match", "prefix_match", "suffix_match",
-                                        "regex_match", "present_match", "range_match"};
+    static const char *const kinds[] = {
+        "",           "exact_match", "prefix_match", "suffix_match", "regex_match", "present_match",
+        "range_match"};
 
     jw_open(w, NULL, '{');
     jw_str(w, "header_name", h->header_name);
@@ -339,8 +338,7 @@ static void write_query_match(struct jw *w, const struct cfg_query_match *q)
 
 static void write_match_rule(struct jw *w, const struct cfg_match_rule *m)
 {
-    static const char *const kinds[] = {NULL, "prefix_match", "full_path_match",
-                                        "regex_match"};
+    static const char *const kinds[] = {NULL, "prefix_match", "full_path_match", "regex_match"};
 
     jw_open(w, NULL, '{');
     if (m->path_kind != CFG_PATH_ANY)
@@ -369,8 +367,7 @@ static void write_path_matcher(struct jw *w, const struct cfg_path_matcher *pm)
         for (size_t i = 0; i < pm->n_path_rules; i++) {
             jw_open(w, NULL, '{');
             jw_str_list(w, "paths", pm->path_rules[i].paths, pm->path_rules[i].n_paths);
-            write_action(w, &pm->path_rules[i].action, "service", "route_action",
-                         "url_redirect");
+            write_action(w, &pm->path_rules[i].action, "service", "route_action", "url_redirect");
             jw_close(w, '}');
         }
         jw_close(w, ']');

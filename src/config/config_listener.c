@@ -8,7 +8,7 @@
 #include "config/config_loader.h"
 
 /* HTTP/2 window sizes: RFC 9113 maximum; the connection window can only grow. */
-#define H2_MAX_WINDOW 2147483647u
+#define H2_MAX_WINDOW     2147483647u
 #define H2_DEFAULT_WINDOW 65535u
 
 static const char *const listener_protocols[] = {"HTTP", "HTTPS", NULL};
@@ -63,8 +63,8 @@ static void parse_certificates(struct cfg_loader *ld, const struct ypath *at,
 }
 
 /* tls: and its agreement with `protocol` (HTTPS needs certificates). */
-static void parse_listener_tls(struct cfg_loader *ld, const struct ypath *at,
-                               const yaml_node_t *n, struct cfg_listener *l)
+static void parse_listener_tls(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                               struct cfg_listener *l)
 {
     static const char *const keys[] = {"certificates", "min_version", NULL};
     struct ypath sub = {at, "tls", 0};
@@ -78,20 +78,19 @@ static void parse_listener_tls(struct cfg_loader *ld, const struct ypath *at,
     }
     if (l->protocol == CFG_LISTENER_HTTPS && l->tls.n_certificates == 0) {
         yaml_node_t *where = tls ? tls : yfind(ld, n, "protocol");
-        cfg_error(ld, ymark(where), tls ? &sub : at,
-                  "protocol HTTPS requires tls.certificates");
+        cfg_error(ld, ymark(where), tls ? &sub : at, "protocol HTTPS requires tls.certificates");
     } else if (l->protocol == CFG_LISTENER_HTTP && tls) {
         cfg_error(ld, ymark(yfind_key(ld, n, "tls")), at,
                   "tls is only allowed with protocol HTTPS");
     }
 }
 
-static void parse_keepalive(struct cfg_loader *ld, const struct ypath *at,
-                            const yaml_node_t *h2, struct cfg_listener *l)
+static void parse_keepalive(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *h2,
+                            struct cfg_listener *l)
 {
     static const char *const ka_keys[] = {"time", "timeout", NULL};
-    static const char *const ping_keys[] = {"min_interval_without_data",
-                                            "permit_without_calls", "max_strikes", NULL};
+    static const char *const ping_keys[] = {"min_interval_without_data", "permit_without_calls",
+                                            "max_strikes", NULL};
     struct ypath ka_at = {at, "keepalive", 0}, ping_at = {at, "ping_policy", 0};
     yaml_node_t *ka = ychild_map(ld, &ka_at, h2, ka_keys);
     yaml_node_t *ping = ychild_map(ld, &ping_at, h2, ping_keys);
@@ -103,8 +102,7 @@ static void parse_keepalive(struct cfg_loader *ld, const struct ypath *at,
     if (ping) {
         yget_duration(ld, &ping_at, ping, "min_interval_without_data",
                       &l->http2.ping_min_interval_without_data_ms);
-        yget_bool(ld, &ping_at, ping, "permit_without_calls",
-                  &l->http2.ping_permit_without_calls);
+        yget_bool(ld, &ping_at, ping, "permit_without_calls", &l->http2.ping_permit_without_calls);
         yget_u32(ld, &ping_at, ping, "max_strikes", 0, 1000, &l->http2.ping_max_strikes);
     }
 }
@@ -122,11 +120,16 @@ static void get_size32(struct cfg_loader *ld, const struct ypath *at, const yaml
 static void parse_listener_http2(struct cfg_loader *ld, const struct ypath *at,
                                  const yaml_node_t *n, struct cfg_listener *l)
 {
-    static const char *const keys[] = {
-        "max_concurrent_streams", "initial_stream_window_size",
-        "initial_connection_window_size", "max_header_list_size", "keepalive",
-        "ping_policy", "max_connection_idle", "max_connection_age",
-        "max_connection_age_grace", NULL};
+    static const char *const keys[] = {"max_concurrent_streams",
+                                       "initial_stream_window_size",
+                                       "initial_connection_window_size",
+                                       "max_header_list_size",
+                                       "keepalive",
+                                       "ping_policy",
+                                       "max_connection_idle",
+                                       "max_connection_age",
+                                       "max_connection_age_grace",
+                                       NULL};
     struct ypath sub = {at, "http2", 0};
     yaml_node_t *h2 = ychild_map(ld, &sub, n, keys);
 
@@ -136,22 +139,20 @@ static void parse_listener_http2(struct cfg_loader *ld, const struct ypath *at,
              &l->http2.max_concurrent_streams);
     get_size32(ld, &sub, h2, "initial_stream_window_size", 1, H2_MAX_WINDOW,
                &l->http2.initial_stream_window_size);
-    get_size32(ld, &sub, h2, "initial_connection_window_size", H2_DEFAULT_WINDOW,
-               H2_MAX_WINDOW, &l->http2.initial_connection_window_size);
+    get_size32(ld, &sub, h2, "initial_connection_window_size", H2_DEFAULT_WINDOW, H2_MAX_WINDOW,
+               &l->http2.initial_connection_window_size);
     get_size32(ld, &sub, h2, "max_header_list_size", 1024, UINT32_MAX,
                &l->http2.max_header_list_size);
     parse_keepalive(ld, &sub, h2, l);
     yget_duration(ld, &sub, h2, "max_connection_idle", &l->http2.max_connection_idle_ms);
     yget_duration(ld, &sub, h2, "max_connection_age", &l->http2.max_connection_age_ms);
-    yget_duration(ld, &sub, h2, "max_connection_age_grace",
-                  &l->http2.max_connection_age_grace_ms);
+    yget_duration(ld, &sub, h2, "max_connection_age_grace", &l->http2.max_connection_age_grace_ms);
 }
 
 static void parse_listener_timeouts(struct cfg_loader *ld, const struct ypath *at,
                                     const yaml_node_t *n, struct cfg_listener *l)
 {
-    static const char *const keys[] = {"http_keepalive", "stream_idle", "request_headers",
-                                       NULL};
+    static const char *const keys[] = {"http_keepalive", "stream_idle", "request_headers", NULL};
     struct ypath sub = {at, "timeouts", 0};
     yaml_node_t *t = ychild_map(ld, &sub, n, keys);
 
@@ -192,12 +193,20 @@ static void parse_xff(struct cfg_loader *ld, const struct ypath *at, const yaml_
     }
 }
 
-static void parse_listener(struct cfg_loader *ld, const struct ypath *at,
-                           const yaml_node_t *n, struct cfg_listener *l)
+static void parse_listener(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                           struct cfg_listener *l)
 {
-    static const char *const keys[] = {
-        "name", "address", "protocol", "tls", "url_map", "http2", "timeouts",
-        "accept_http_10", "xff_trusted_cidrs", "max_request_headers_size", NULL};
+    static const char *const keys[] = {"name",
+                                       "address",
+                                       "protocol",
+                                       "tls",
+                                       "url_map",
+                                       "http2",
+                                       "timeouts",
+                                       "accept_http_10",
+                                       "xff_trusted_cidrs",
+                                       "max_request_headers_size",
+                                       NULL};
     int proto;
     uint64_t size;
 
@@ -212,8 +221,7 @@ static void parse_listener(struct cfg_loader *ld, const struct ypath *at,
     if (yget_enum(ld, at, n, "protocol", listener_protocols, &proto) == 1)
         l->protocol = (enum cfg_listener_protocol)proto;
     parse_listener_tls(ld, at, n, l);
-    if (yget_ref(ld, at, n, "url_map", CFG_REF_URL_MAP, &l->url_map_name, &l->url_map,
-                 NULL) == 0)
+    if (yget_ref(ld, at, n, "url_map", CFG_REF_URL_MAP, &l->url_map_name, &l->url_map, NULL) == 0)
         ymissing(ld, at, n, "url_map");
     parse_listener_http2(ld, at, n, l);
     parse_listener_timeouts(ld, at, n, l);
@@ -299,9 +307,9 @@ static void parse_section(struct cfg_loader *ld, const yaml_node_t *root, const 
 
 void cfg_parse_root(struct cfg_loader *ld, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"listeners", "admin", "access_log", "drain_timeout",
-                                       "url_maps", "backend_services", "health_checks",
-                                       NULL};
+    static const char *const keys[] = {"listeners",     "admin",    "access_log",
+                                       "drain_timeout", "url_maps", "backend_services",
+                                       "health_checks", NULL};
 
     ld->cfg->drain_timeout_ms = 30 * 1000;
     if (!root || ynull(root)) {

@@ -63,7 +63,7 @@ struct cfg_ref {
     enum cfg_ref_kind kind;
     const char *name;
     struct cfg_mark mark;
-    const char *where;              /* formatted ypath (scratch) */
+    const char *where;               /* formatted ypath (scratch) */
     const struct cfg_url_map *scope; /* CFG_REF_PATH_MATCHER: its url_map */
     union {
         struct cfg_url_map **url_map;
@@ -81,7 +81,7 @@ struct cfg_err {
 };
 
 struct cfg_loader {
-    const char *file;      /* name used in messages */
+    const char *file; /* name used in messages */
     yaml_document_t *doc;
     struct config *cfg;
     struct cfg_mem_block *mem;     /* snapshot blocks (moved to cfg->_mem) */
@@ -108,8 +108,8 @@ void cfg_mem_free(struct cfg_mem_block *head);
 char *ypath_str(struct cfg_loader *ld, const struct ypath *at);
 
 /* Records "FILE:LINE:COL: path: message" (path omitted when at == NULL). */
-void cfg_error(struct cfg_loader *ld, struct cfg_mark mark, const struct ypath *at,
-               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void cfg_error(struct cfg_loader *ld, struct cfg_mark mark, const struct ypath *at, const char *fmt,
+               ...) __attribute__((format(printf, 4, 5)));
 /* Same with an already formatted path string. */
 void cfg_error_where(struct cfg_loader *ld, struct cfg_mark mark, const char *where,
                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -147,11 +147,10 @@ yaml_node_t *yfind_key(struct cfg_loader *ld, const yaml_node_t *map, const char
 bool ymap_check(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *node,
                 const char *const *keys);
 /* The mapping at sub->key in `parent`, checked; NULL when absent or bad. */
-yaml_node_t *ychild_map(struct cfg_loader *ld, const struct ypath *sub,
-                        const yaml_node_t *parent, const char *const *keys);
+yaml_node_t *ychild_map(struct cfg_loader *ld, const struct ypath *sub, const yaml_node_t *parent,
+                        const char *const *keys);
 /* The sequence at sub->key in `parent`; NULL when absent, null or bad. */
-yaml_node_t *ychild_seq(struct cfg_loader *ld, const struct ypath *sub,
-                        const yaml_node_t *parent);
+yaml_node_t *ychild_seq(struct cfg_loader *ld, const struct ypath *sub, const yaml_node_t *parent);
 /* Reports "missing required key" at the mapping. */
 void ymissing(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
               const char *key);
@@ -163,39 +162,36 @@ void ymissing(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *
  */
 int ynode_scalar(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
                  const char *what, const char **out);
-int ynode_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
-              char **out);
-int ynode_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
-               char **out);
+int ynode_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n, char **out);
+int ynode_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n, char **out);
 int ynode_header_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
                       bool allow_pseudo, char **out);
 int ynode_cidr(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
                struct cfg_cidr *out);
 int ynode_enum(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
                const char *const *names, int *out);
-int ynode_regex(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
-                char **src, void **code);
+int ynode_regex(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n, char **src,
+                void **code);
 
 /*
  * Getters for `key` of mapping `map` (the path of the value is at + key):
  * 1 when set, 0 when absent, -1 after reporting an error. Outputs are left
  * untouched unless 1 is returned.
  */
-int yget_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-             const char *key, char **out);
+int yget_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map, const char *key,
+             char **out);
 int yget_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
               const char *key, char **out);
-int yget_header_name(struct cfg_loader *ld, const struct ypath *at,
-                     const yaml_node_t *map, const char *key, bool allow_pseudo,
-                     char **out);
-int yget_header_value(struct cfg_loader *ld, const struct ypath *at,
-                      const yaml_node_t *map, const char *key, char **out);
+int yget_header_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
+                     const char *key, bool allow_pseudo, char **out);
+int yget_header_value(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
+                      const char *key, char **out);
 int yget_bool(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
               const char *key, bool *out);
-int yget_i64(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-             const char *key, int64_t min, int64_t max, int64_t *out);
-int yget_u32(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-             const char *key, uint32_t min, uint32_t max, uint32_t *out);
+int yget_i64(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map, const char *key,
+             int64_t min, int64_t max, int64_t *out);
+int yget_u32(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map, const char *key,
+             uint32_t min, uint32_t max, uint32_t *out);
 int yget_double(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
                 const char *key, double min, double max, double *out);
 int yget_duration(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
@@ -211,16 +207,15 @@ int yget_regex(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t 
 /* A sequence of strings (each through ynode_str, or lower-cased header names). */
 int yget_str_list(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
                   const char *key, char ***out, size_t *n);
-int yget_header_list(struct cfg_loader *ld, const struct ypath *at,
-                     const yaml_node_t *map, const char *key, char ***out, size_t *n);
+int yget_header_list(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
+                     const char *key, char ***out, size_t *n);
 
 /* ---- schema parsers ---------------------------------------------------- */
 
 /* config_listener.c: the root mapping, listeners, admin, access_log. */
 void cfg_parse_root(struct cfg_loader *ld, const yaml_node_t *root);
 /* config_urlmap.c */
-void cfg_parse_url_maps(struct cfg_loader *ld, const struct ypath *at,
-                        const yaml_node_t *seq);
+void cfg_parse_url_maps(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq);
 /* config_action.c: header actions and route actions, shared by url maps. */
 void cfg_parse_header_action(struct cfg_loader *ld, const struct ypath *at,
                              const yaml_node_t *parent, struct cfg_header_action *ha);
@@ -231,25 +226,22 @@ void cfg_parse_header_action(struct cfg_loader *ld, const struct ypath *at,
  * Returns whether any target was given.
  */
 bool cfg_parse_target(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-                      const char *service_key, const char *action_key,
-                      const char *redirect_key, bool required,
-                      struct cfg_route_action *act);
+                      const char *service_key, const char *action_key, const char *redirect_key,
+                      bool required, struct cfg_route_action *act);
 /* config_match.c */
-void cfg_parse_match_rules(struct cfg_loader *ld, const struct ypath *at,
-                           const yaml_node_t *rule, struct cfg_route_rule *rr);
+void cfg_parse_match_rules(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *rule,
+                           struct cfg_route_rule *rr);
 /* config_backend.c */
 void cfg_parse_backend_services(struct cfg_loader *ld, const struct ypath *at,
                                 const yaml_node_t *seq);
-void cfg_parse_health_checks(struct cfg_loader *ld, const struct ypath *at,
-                             const yaml_node_t *seq);
+void cfg_parse_health_checks(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq);
 
 /*
  * Reports a duplicate among names[0..n) (items of the sequence `seq` at
  * `at`), at the later item's `name` value, naming the first one.
  */
-void cfg_check_unique(struct cfg_loader *ld, const struct ypath *at,
-                      const yaml_node_t *seq, char *const *names, size_t n,
-                      const char *what);
+void cfg_check_unique(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq,
+                      char *const *names, size_t n, const char *what);
 
 /* ---- config_resolve.c --------------------------------------------------- */
 
@@ -258,12 +250,10 @@ void cfg_check_unique(struct cfg_loader *ld, const struct ypath *at,
  * cfg_resolve() stores the target in *slot or reports it as unknown.
  */
 int ynode_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
-              enum cfg_ref_kind kind, char **name, void *slot,
-              const struct cfg_url_map *scope);
+              enum cfg_ref_kind kind, char **name, void *slot, const struct cfg_url_map *scope);
 /* Same for `key` of `map`: 1 set, 0 absent, -1 error. */
-int yget_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-             const char *key, enum cfg_ref_kind kind, char **name, void *slot,
-             const struct cfg_url_map *scope);
+int yget_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map, const char *key,
+             enum cfg_ref_kind kind, char **name, void *slot, const struct cfg_url_map *scope);
 
 /* Resolves queued references; on success sorts route rules, fills defaults. */
 void cfg_resolve(struct cfg_loader *ld);

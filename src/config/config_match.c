@@ -6,15 +6,13 @@
 
 #include "config/config_loader.h"
 
-static const char *const path_kinds[] = {"prefix_match", "full_path_match", "regex_match",
-                                         NULL};
+static const char *const path_kinds[] = {"prefix_match", "full_path_match", "regex_match", NULL};
 /* Indexed so that kind = index + 1 (enum cfg_header_match_kind). */
-static const char *const header_kinds[] = {"exact_match", "prefix_match", "suffix_match",
+static const char *const header_kinds[] = {"exact_match", "prefix_match",  "suffix_match",
                                            "regex_match", "present_match", "range_match",
                                            NULL};
 /* Indexed so that kind = index + 1 (enum cfg_query_match_kind). */
-static const char *const query_kinds[] = {"present_match", "exact_match", "regex_match",
-                                          NULL};
+static const char *const query_kinds[] = {"present_match", "exact_match", "regex_match", NULL};
 
 /*
  * Which one of the keys `kinds` the mapping has: its index, or -1 when none
@@ -73,11 +71,11 @@ static void parse_range(struct cfg_loader *ld, const struct ypath *at, const yam
         cfg_error(ld, ymark(r), &sub, "range_match needs start < end");
 }
 
-static void parse_header_match(struct cfg_loader *ld, const struct ypath *at,
-                               const yaml_node_t *n, struct cfg_header_match *hm)
+static void parse_header_match(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                               struct cfg_header_match *hm)
 {
-    static const char *const keys[] = {"header_name",  "exact_match",   "prefix_match",
-                                       "suffix_match", "regex_match",   "present_match",
+    static const char *const keys[] = {"header_name",  "exact_match",  "prefix_match",
+                                       "suffix_match", "regex_match",  "present_match",
                                        "range_match",  "invert_match", NULL};
     int which;
 
@@ -94,26 +92,17 @@ static void parse_header_match(struct cfg_loader *ld, const struct ypath *at,
     switch (hm->kind) {
     case CFG_HDR_EXACT:
     case CFG_HDR_PREFIX:
-    case CFG_HDR_SUFFIX:
-        yget_str(ld, at, n, header_kinds[which], &hm->value);
-        break;
-    case CFG_HDR_REGEX:
-        yget_regex(ld, at, n, "regex_match", &hm->value, &hm->regex);
-        break;
-    case CFG_HDR_PRESENT:
-        yget_bool(ld, at, n, "present_match", &hm->present);
-        break;
-    case CFG_HDR_RANGE:
-        parse_range(ld, at, n, hm);
-        break;
+    case CFG_HDR_SUFFIX: yget_str(ld, at, n, header_kinds[which], &hm->value); break;
+    case CFG_HDR_REGEX: yget_regex(ld, at, n, "regex_match", &hm->value, &hm->regex); break;
+    case CFG_HDR_PRESENT: yget_bool(ld, at, n, "present_match", &hm->present); break;
+    case CFG_HDR_RANGE: parse_range(ld, at, n, hm); break;
     }
 }
 
-static void parse_query_match(struct cfg_loader *ld, const struct ypath *at,
-                              const yaml_node_t *n, struct cfg_query_match *qm)
+static void parse_query_match(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                              struct cfg_query_match *qm)
 {
-    static const char *const keys[] = {"name", "present_match", "exact_match", "regex_match",
-                                       NULL};
+    static const char *const keys[] = {"name", "present_match", "exact_match", "regex_match", NULL};
     int which;
 
     qm->mark = ymark(n);
@@ -126,29 +115,22 @@ static void parse_query_match(struct cfg_loader *ld, const struct ypath *at,
         return;
     qm->kind = (enum cfg_query_match_kind)(which + 1);
     switch (qm->kind) {
-    case CFG_QUERY_PRESENT:
-        yget_bool(ld, at, n, "present_match", &qm->present);
-        break;
-    case CFG_QUERY_EXACT:
-        yget_str(ld, at, n, "exact_match", &qm->value);
-        break;
-    case CFG_QUERY_REGEX:
-        yget_regex(ld, at, n, "regex_match", &qm->value, &qm->regex);
-        break;
+    case CFG_QUERY_PRESENT: yget_bool(ld, at, n, "present_match", &qm->present); break;
+    case CFG_QUERY_EXACT: yget_str(ld, at, n, "exact_match", &qm->value); break;
+    case CFG_QUERY_REGEX: yget_regex(ld, at, n, "regex_match", &qm->value, &qm->regex); break;
     }
 }
 
 /* header_matches / query_parameter_matches: a sequence of mappings. */
-static void parse_match_lists(struct cfg_loader *ld, const struct ypath *at,
-                              const yaml_node_t *n, struct cfg_match_rule *mr)
+static void parse_match_lists(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                              struct cfg_match_rule *mr)
 {
     struct ypath hsub = {at, "header_matches", 0}, qsub = {at, "query_parameter_matches", 0};
     yaml_node_t *hseq = ychild_seq(ld, &hsub, n), *qseq = ychild_seq(ld, &qsub, n);
     size_t nh = yseq_len(hseq), nq = yseq_len(qseq);
 
     mr->header_matches = cfg_calloc_array(ld, nh, sizeof(*mr->header_matches));
-    mr->query_parameter_matches =
-        cfg_calloc_array(ld, nq, sizeof(*mr->query_parameter_matches));
+    mr->query_parameter_matches = cfg_calloc_array(ld, nq, sizeof(*mr->query_parameter_matches));
     if ((nh && !mr->header_matches) || (nq && !mr->query_parameter_matches))
         return;
     mr->n_header_matches = nh;
@@ -159,17 +141,16 @@ static void parse_match_lists(struct cfg_loader *ld, const struct ypath *at,
     }
     for (size_t i = 0; i < nq; i++) {
         struct ypath item = {&qsub, NULL, i};
-        parse_query_match(ld, &item, yseq_item(ld, qseq, i),
-                          &mr->query_parameter_matches[i]);
+        parse_query_match(ld, &item, yseq_item(ld, qseq, i), &mr->query_parameter_matches[i]);
     }
 }
 
-static void parse_match_rule(struct cfg_loader *ld, const struct ypath *at,
-                             const yaml_node_t *n, struct cfg_match_rule *mr)
+static void parse_match_rule(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                             struct cfg_match_rule *mr)
 {
-    static const char *const keys[] = {"prefix_match", "full_path_match", "regex_match",
-                                       "ignore_case", "header_matches",
-                                       "query_parameter_matches", NULL};
+    static const char *const keys[] = {
+        "prefix_match",   "full_path_match",         "regex_match", "ignore_case",
+        "header_matches", "query_parameter_matches", NULL};
     int which;
 
     mr->mark = ymark(n);
@@ -183,8 +164,8 @@ static void parse_match_rule(struct cfg_loader *ld, const struct ypath *at,
     } else if (which >= 0 && yget_name(ld, at, n, path_kinds[which], &mr->path) == 1) {
         mr->path_kind = which == 0 ? CFG_PATH_PREFIX : CFG_PATH_FULL;
         if (mr->path[0] != '/')
-            cfg_error(ld, ymark(yfind(ld, n, path_kinds[which])), at,
-                      "%s must start with '/'", path_kinds[which]);
+            cfg_error(ld, ymark(yfind(ld, n, path_kinds[which])), at, "%s must start with '/'",
+                      path_kinds[which]);
     }
     parse_match_lists(ld, at, n, mr);
 }
@@ -193,8 +174,8 @@ static void parse_match_rule(struct cfg_loader *ld, const struct ypath *at,
  * A rule without match_rules (or with an empty list) matches every request:
  * it gets one match rule with no conditions, so readers need no special case.
  */
-void cfg_parse_match_rules(struct cfg_loader *ld, const struct ypath *at,
-                           const yaml_node_t *rule, struct cfg_route_rule *rr)
+void cfg_parse_match_rules(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *rule,
+                           struct cfg_route_rule *rr)
 {
     struct ypath sub = {at, "match_rules", 0};
     yaml_node_t *seq = ychild_seq(ld, &sub, rule);

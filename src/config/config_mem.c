@@ -177,8 +177,7 @@ static void verror_where(struct cfg_loader *ld, struct cfg_mark mark, const char
 
     vsnprintf(text, sizeof(text), fmt, ap);
     if (where && *where)
-        snprintf(msg, sizeof(msg), "%s:%d:%d: %s: %s", ld->file, mark.line, mark.col,
-                 where, text);
+        snprintf(msg, sizeof(msg), "%s:%d:%d: %s: %s", ld->file, mark.line, mark.col, where, text);
     else
         snprintf(msg, sizeof(msg), "%s:%d:%d: %s", ld->file, mark.line, mark.col, text);
     push_error(ld, mark.line, mark.col, msg);
@@ -194,8 +193,8 @@ void cfg_error_where(struct cfg_loader *ld, struct cfg_mark mark, const char *wh
     va_end(ap);
 }
 
-void cfg_error(struct cfg_loader *ld, struct cfg_mark mark, const struct ypath *at,
-               const char *fmt, ...)
+void cfg_error(struct cfg_loader *ld, struct cfg_mark mark, const struct ypath *at, const char *fmt,
+               ...)
 {
     char where[CFG_MAX_MSG / 2];
     size_t len = 0;
@@ -311,18 +310,10 @@ void cfg_add_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_
     r->where = ypath_str(ld, at);
     r->scope = scope;
     switch (kind) {
-    case CFG_REF_URL_MAP:
-        r->slot.url_map = slot;
-        break;
-    case CFG_REF_BACKEND_SERVICE:
-        r->slot.backend_service = slot;
-        break;
-    case CFG_REF_HEALTH_CHECK:
-        r->slot.health_check = slot;
-        break;
-    case CFG_REF_PATH_MATCHER:
-        r->slot.path_matcher = slot;
-        break;
+    case CFG_REF_URL_MAP: r->slot.url_map = slot; break;
+    case CFG_REF_BACKEND_SERVICE: r->slot.backend_service = slot; break;
+    case CFG_REF_HEALTH_CHECK: r->slot.health_check = slot; break;
+    case CFG_REF_PATH_MATCHER: r->slot.path_matcher = slot; break;
     }
     if (r->where)
         ld->n_refs++;

@@ -11,8 +11,7 @@
 #include "config/config_loader.h"
 
 int ynode_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
-              enum cfg_ref_kind kind, char **name, void *slot,
-              const struct cfg_url_map *scope)
+              enum cfg_ref_kind kind, char **name, void *slot, const struct cfg_url_map *scope)
 {
     if (ynode_name(ld, at, n, name) != 0)
         return -1;
@@ -20,9 +19,8 @@ int ynode_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *
     return 0;
 }
 
-int yget_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-             const char *key, enum cfg_ref_kind kind, char **name, void *slot,
-             const struct cfg_url_map *scope)
+int yget_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map, const char *key,
+             enum cfg_ref_kind kind, char **name, void *slot, const struct cfg_url_map *scope)
 {
     yaml_node_t *v = yfind(ld, map, key);
     struct ypath sub = {at, key, 0};
@@ -32,9 +30,8 @@ int yget_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *m
     return ynode_ref(ld, &sub, v, kind, name, slot, scope) == 0 ? 1 : -1;
 }
 
-void cfg_check_unique(struct cfg_loader *ld, const struct ypath *at,
-                      const yaml_node_t *seq, char *const *names, size_t n,
-                      const char *what)
+void cfg_check_unique(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq,
+                      char *const *names, size_t n, const char *what)
 {
     for (size_t i = 1; i < n; i++) {
         if (!names[i])
@@ -128,8 +125,8 @@ static bool action_has_target(const struct cfg_route_action *a)
  */
 static void inherit_target(struct cfg_route_action *to, const struct cfg_route_action *from)
 {
-    if (!to->url_rewrite.path_prefix_rewrite && !to->url_rewrite.host_rewrite &&
-        !to->timeout_set && !to->retry_policy.set && !to->fault_set) {
+    if (!to->url_rewrite.path_prefix_rewrite && !to->url_rewrite.host_rewrite && !to->timeout_set &&
+        !to->retry_policy.set && !to->fault_set) {
         *to = *from;
         return;
     }
@@ -147,8 +144,7 @@ static void finish_url_map(struct cfg_url_map *um)
     for (size_t i = 0; i < um->n_path_matchers; i++) {
         struct cfg_path_matcher *pm = &um->path_matchers[i];
         if (pm->n_route_rules > 1)
-            qsort(pm->route_rules, pm->n_route_rules, sizeof(*pm->route_rules),
-                  route_rule_cmp);
+            qsort(pm->route_rules, pm->n_route_rules, sizeof(*pm->route_rules), route_rule_cmp);
         if (!action_has_target(&pm->default_action))
             inherit_target(&pm->default_action, &um->default_action);
     }

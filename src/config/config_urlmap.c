@@ -35,11 +35,10 @@ static bool host_ok(char *h)
     return true;
 }
 
-static void parse_path_rule(struct cfg_loader *ld, const struct ypath *at,
-                            const yaml_node_t *n, struct cfg_path_rule *pr)
+static void parse_path_rule(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                            struct cfg_path_rule *pr)
 {
-    static const char *const keys[] = {"paths", "service", "route_action", "url_redirect",
-                                       NULL};
+    static const char *const keys[] = {"paths", "service", "route_action", "url_redirect", NULL};
     struct ypath psub = {at, "paths", 0};
     yaml_node_t *seq = yfind(ld, n, "paths");
     int rc;
@@ -86,8 +85,8 @@ static void check_unique_paths(struct cfg_loader *ld, const struct ypath *at,
     }
 }
 
-static void parse_path_rules(struct cfg_loader *ld, const struct ypath *at,
-                             const yaml_node_t *seq, struct cfg_path_matcher *pm)
+static void parse_path_rules(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq,
+                             struct cfg_path_matcher *pm)
 {
     size_t n = yseq_len(seq);
 
@@ -102,12 +101,11 @@ static void parse_path_rules(struct cfg_loader *ld, const struct ypath *at,
     check_unique_paths(ld, at, seq, pm);
 }
 
-static void parse_route_rule(struct cfg_loader *ld, const struct ypath *at,
-                             const yaml_node_t *n, struct cfg_route_rule *rr)
+static void parse_route_rule(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                             struct cfg_route_rule *rr)
 {
-    static const char *const keys[] = {"priority",     "match_rules",   "service",
-                                       "route_action", "url_redirect", "header_action",
-                                       NULL};
+    static const char *const keys[] = {"priority",     "match_rules",   "service", "route_action",
+                                       "url_redirect", "header_action", NULL};
 
     rr->mark = ymark(n);
     rr->priority = -1;
@@ -131,8 +129,7 @@ static void check_unique_priorities(struct cfg_loader *ld, const struct ypath *a
             if (pm->route_rules[j].priority != pm->route_rules[i].priority)
                 continue;
             struct ypath item = {at, NULL, i};
-            struct cfg_mark first =
-                ymark(yfind(ld, yseq_item(ld, seq, j), "priority"));
+            struct cfg_mark first = ymark(yfind(ld, yseq_item(ld, seq, j), "priority"));
             cfg_error(ld, ymark(yfind(ld, yseq_item(ld, seq, i), "priority")), &item,
                       "duplicate priority %lld (also used by route_rules[%zu] at %d:%d)",
                       (long long)pm->route_rules[i].priority, j, first.line, first.col);
@@ -141,8 +138,8 @@ static void check_unique_priorities(struct cfg_loader *ld, const struct ypath *a
     }
 }
 
-static void parse_route_rules(struct cfg_loader *ld, const struct ypath *at,
-                              const yaml_node_t *seq, struct cfg_path_matcher *pm)
+static void parse_route_rules(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq,
+                              struct cfg_path_matcher *pm)
 {
     size_t n = yseq_len(seq);
 
@@ -157,13 +154,12 @@ static void parse_route_rules(struct cfg_loader *ld, const struct ypath *at,
     check_unique_priorities(ld, at, seq, pm);
 }
 
-static void parse_path_matcher(struct cfg_loader *ld, const struct ypath *at,
-                               const yaml_node_t *n, struct cfg_path_matcher *pm)
+static void parse_path_matcher(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                               struct cfg_path_matcher *pm)
 {
-    static const char *const keys[] = {"name",          "default_service",
-                                       "default_route_action", "default_url_redirect",
-                                       "header_action", "path_rules",
-                                       "route_rules",   NULL};
+    static const char *const keys[] = {
+        "name",          "default_service", "default_route_action", "default_url_redirect",
+        "header_action", "path_rules",      "route_rules",          NULL};
     struct ypath psub = {at, "path_rules", 0}, rsub = {at, "route_rules", 0};
     yaml_node_t *paths, *routes;
 
@@ -173,8 +169,8 @@ static void parse_path_matcher(struct cfg_loader *ld, const struct ypath *at,
     if (yget_name(ld, at, n, "name", &pm->name) == 0)
         ymissing(ld, at, n, "name");
     /* Without a default of its own, the url_map's default applies (resolve). */
-    cfg_parse_target(ld, at, n, "default_service", "default_route_action",
-                     "default_url_redirect", false, &pm->default_action);
+    cfg_parse_target(ld, at, n, "default_service", "default_route_action", "default_url_redirect",
+                     false, &pm->default_action);
     cfg_parse_header_action(ld, at, n, &pm->header_action);
     paths = ychild_seq(ld, &psub, n);
     routes = ychild_seq(ld, &rsub, n);
@@ -189,9 +185,8 @@ static void parse_path_matcher(struct cfg_loader *ld, const struct ypath *at,
         parse_route_rules(ld, &rsub, routes, pm);
 }
 
-static void parse_host_rule(struct cfg_loader *ld, const struct ypath *at,
-                            const yaml_node_t *n, struct cfg_url_map *um,
-                            struct cfg_host_rule *hr)
+static void parse_host_rule(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                            struct cfg_url_map *um, struct cfg_host_rule *hr)
 {
     static const char *const keys[] = {"hosts", "path_matcher", NULL};
     struct ypath hsub = {at, "hosts", 0};
@@ -240,8 +235,8 @@ static void check_unique_hosts(struct cfg_loader *ld, const struct ypath *at,
     }
 }
 
-static void parse_host_rules(struct cfg_loader *ld, const struct ypath *at,
-                             const yaml_node_t *n, struct cfg_url_map *um)
+static void parse_host_rules(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                             struct cfg_url_map *um)
 {
     struct ypath sub = {at, "host_rules", 0};
     yaml_node_t *seq = ychild_seq(ld, &sub, n);
@@ -258,8 +253,8 @@ static void parse_host_rules(struct cfg_loader *ld, const struct ypath *at,
     check_unique_hosts(ld, &sub, seq, um);
 }
 
-static void parse_path_matchers(struct cfg_loader *ld, const struct ypath *at,
-                                const yaml_node_t *n, struct cfg_url_map *um)
+static void parse_path_matchers(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                                struct cfg_url_map *um)
 {
     struct ypath sub = {at, "path_matchers", 0};
     yaml_node_t *seq = ychild_seq(ld, &sub, n);
@@ -278,28 +273,26 @@ static void parse_path_matchers(struct cfg_loader *ld, const struct ypath *at,
     cfg_check_unique(ld, &sub, seq, names, len, "path_matcher");
 }
 
-static void parse_url_map(struct cfg_loader *ld, const struct ypath *at,
-                          const yaml_node_t *n, struct cfg_url_map *um)
+static void parse_url_map(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                          struct cfg_url_map *um)
 {
-    static const char *const keys[] = {"name",          "default_service",
-                                       "default_route_action", "default_url_redirect",
-                                       "header_action", "host_rules",
-                                       "path_matchers", NULL};
+    static const char *const keys[] = {
+        "name",          "default_service", "default_route_action", "default_url_redirect",
+        "header_action", "host_rules",      "path_matchers",        NULL};
 
     um->mark = ymark(n);
     if (!ymap_check(ld, at, n, keys))
         return;
     if (yget_name(ld, at, n, "name", &um->name) == 0)
         ymissing(ld, at, n, "name");
-    cfg_parse_target(ld, at, n, "default_service", "default_route_action",
-                     "default_url_redirect", true, &um->default_action);
+    cfg_parse_target(ld, at, n, "default_service", "default_route_action", "default_url_redirect",
+                     true, &um->default_action);
     cfg_parse_header_action(ld, at, n, &um->header_action);
     parse_path_matchers(ld, at, n, um);
     parse_host_rules(ld, at, n, um);
 }
 
-void cfg_parse_url_maps(struct cfg_loader *ld, const struct ypath *at,
-                        const yaml_node_t *seq)
+void cfg_parse_url_maps(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq)
 {
     size_t n = yseq_len(seq);
     struct cfg_url_map *ums = cfg_calloc_array(ld, n, sizeof(*ums));

@@ -55,33 +55,29 @@ static struct cfg_mark offset_mark(const char *yaml, size_t len, size_t off)
     return m;
 }
 
-static void report_parser_error(struct cfg_loader *ld, const yaml_parser_t *p,
-                                const char *yaml, size_t len)
+static void report_parser_error(struct cfg_loader *ld, const yaml_parser_t *p, const char *yaml,
+                                size_t len)
 {
     const char *problem = p->problem ? p->problem : "unknown error";
 
     switch (p->error) {
-    case YAML_MEMORY_ERROR:
-        ld->oom = true;
-        return;
+    case YAML_MEMORY_ERROR: ld->oom = true; return;
     case YAML_READER_ERROR:
-        cfg_error(ld, offset_mark(yaml, len, p->problem_offset), NULL,
-                  "YAML error: %s", problem);
+        cfg_error(ld, offset_mark(yaml, len, p->problem_offset), NULL, "YAML error: %s", problem);
         return;
-    default:
-        break;
+    default: break;
     }
     if (p->context)
-        cfg_error(ld, mark_of(p->problem_mark), NULL,
-                  "YAML syntax error: %s (%s at %d:%d)", problem, p->context,
-                  (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
+        cfg_error(ld, mark_of(p->problem_mark), NULL, "YAML syntax error: %s (%s at %d:%d)",
+                  problem, p->context, (int)p->context_mark.line + 1,
+                  (int)p->context_mark.column + 1);
     else
         cfg_error(ld, mark_of(p->problem_mark), NULL, "YAML syntax error: %s", problem);
 }
 
 /* Refuses a second document in the stream (it would be silently ignored). */
-static void check_single_document(struct cfg_loader *ld, yaml_parser_t *p,
-                                  const char *yaml, size_t len)
+static void check_single_document(struct cfg_loader *ld, yaml_parser_t *p, const char *yaml,
+                                  size_t len)
 {
     yaml_document_t extra;
     yaml_node_t *root;
@@ -144,14 +140,10 @@ const char *ytype_name(const yaml_node_t *n)
     if (!n)
         return "nothing";
     switch (n->type) {
-    case YAML_MAPPING_NODE:
-        return "a mapping";
-    case YAML_SEQUENCE_NODE:
-        return "a sequence";
-    case YAML_SCALAR_NODE:
-        return ynull(n) ? "null" : "a scalar";
-    default:
-        return "nothing";
+    case YAML_MAPPING_NODE: return "a mapping";
+    case YAML_SEQUENCE_NODE: return "a sequence";
+    case YAML_SCALAR_NODE: return ynull(n) ? "null" : "a scalar";
+    default: return "nothing";
     }
 }
 
@@ -170,8 +162,7 @@ yaml_node_t *yseq_item(struct cfg_loader *ld, const yaml_node_t *seq, size_t i)
 }
 
 /* The pair whose key is the scalar `key`; NULL when absent. */
-static yaml_node_pair_t *find_pair(struct cfg_loader *ld, const yaml_node_t *map,
-                                   const char *key)
+static yaml_node_pair_t *find_pair(struct cfg_loader *ld, const yaml_node_t *map, const char *key)
 {
     yaml_node_pair_t *pair;
 
@@ -179,7 +170,8 @@ static yaml_node_pair_t *find_pair(struct cfg_loader *ld, const yaml_node_t *map
         return NULL;
     for (pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top; pair++) {
         yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key);
-        if (k && k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+        if (k && k->type == YAML_SCALAR_NODE &&
+            strcmp((const char *)k->data.scalar.value, key) == 0)
             return pair;
     }
     return NULL;
@@ -218,8 +210,8 @@ static size_t edit_distance(const char *a, const char *b)
     return prev[lb];
 }
 
-static void report_unknown_key(struct cfg_loader *ld, const struct ypath *at,
-                               const yaml_node_t *k, const char *const *keys)
+static void report_unknown_key(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *k,
+                               const char *const *keys)
 {
     const char *key = (const char *)k->data.scalar.value, *hint = NULL;
 
@@ -237,9 +229,8 @@ static void report_unknown_key(struct cfg_loader *ld, const struct ypath *at,
 }
 
 /* Reports `k` when an earlier key of the mapping has the same text. */
-static void check_dup_key(struct cfg_loader *ld, const struct ypath *at,
-                          const yaml_node_t *map, const yaml_node_pair_t *pair,
-                          const yaml_node_t *k)
+static void check_dup_key(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
+                          const yaml_node_pair_t *pair, const yaml_node_t *k)
 {
     for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pair; q++) {
         yaml_node_t *kq = yaml_document_get_node(ld->doc, q->key);
@@ -281,8 +272,8 @@ bool ymap_check(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t
     return true;
 }
 
-yaml_node_t *ychild_map(struct cfg_loader *ld, const struct ypath *sub,
-                        const yaml_node_t *parent, const char *const *keys)
+yaml_node_t *ychild_map(struct cfg_loader *ld, const struct ypath *sub, const yaml_node_t *parent,
+                        const char *const *keys)
 {
     yaml_node_t *v = yfind(ld, parent, sub->key);
 
@@ -291,8 +282,7 @@ yaml_node_t *ychild_map(struct cfg_loader *ld, const struct ypath *sub,
     return ymap_check(ld, sub, v, keys) ? v : NULL;
 }
 
-yaml_node_t *ychild_seq(struct cfg_loader *ld, const struct ypath *sub,
-                        const yaml_node_t *parent)
+yaml_node_t *ychild_seq(struct cfg_loader *ld, const struct ypath *sub, const yaml_node_t *parent)
 {
     yaml_node_t *v = yfind(ld, parent, sub->key);
 
@@ -369,8 +359,8 @@ static int expand_one(struct cfg_loader *ld, const struct ypath *at, const yaml_
         dflt = NULL;
     nlen = (size_t)((dflt ? dflt : end) - body);
     if (!env_name_ok(body, nlen)) {
-        cfg_error(ld, ymark(n), at, "bad environment variable reference '%.*s'",
-                  (int)(end - p + 1), p);
+        cfg_error(ld, ymark(n), at, "bad environment variable reference '%.*s'", (int)(end - p + 1),
+                  p);
         return -1;
     }
     memcpy(name, body, nlen);
@@ -381,8 +371,8 @@ static int expand_one(struct cfg_loader *ld, const struct ypath *at, const yaml_
     else if (dflt)
         sbuf_add(b, dflt + 2, (size_t)(end - dflt - 2));
     else {
-        cfg_error(ld, ymark(n), at,
-                  "environment variable '%s' is not set (use ${%s:-default})", name, name);
+        cfg_error(ld, ymark(n), at, "environment variable '%s' is not set (use ${%s:-default})",
+                  name, name);
         return -1;
     }
     return 0;
@@ -451,8 +441,7 @@ int ynode_scalar(struct cfg_loader *ld, const struct ypath *at, const yaml_node_
     return expand_env(ld, at, n, v, out);
 }
 
-int ynode_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
-              char **out)
+int ynode_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n, char **out)
 {
     const char *s;
 
@@ -462,8 +451,7 @@ int ynode_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *
     return *out ? 0 : -1;
 }
 
-int ynode_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
-               char **out)
+int ynode_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n, char **out)
 {
     const char *s;
 
@@ -556,8 +544,8 @@ int ynode_enum(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t 
  * GCP's RE2 matches), then JIT-compiles it (a JIT failure just means the
  * interpreter runs it). The code is owned by the snapshot.
  */
-int ynode_regex(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
-                char **src, void **code)
+int ynode_regex(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n, char **src,
+                void **code)
 {
     const char *s;
     pcre2_code *re;
@@ -567,8 +555,8 @@ int ynode_regex(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t
 
     if (ynode_scalar(ld, at, n, "a regular expression", &s) != 0)
         return -1;
-    re = pcre2_compile((PCRE2_SPTR)s, PCRE2_ZERO_TERMINATED,
-                       PCRE2_ANCHORED | PCRE2_ENDANCHORED, &errcode, &erroff, NULL);
+    re = pcre2_compile((PCRE2_SPTR)s, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED | PCRE2_ENDANCHORED,
+                       &errcode, &erroff, NULL);
     if (!re) {
         if (pcre2_get_error_message(errcode, msg, sizeof(msg)) < 0)
             snprintf((char *)msg, sizeof(msg), "error %d", errcode);
@@ -656,8 +644,8 @@ static int node_i64(struct cfg_loader *ld, const struct ypath *at, const yaml_no
 
 /* ---- getters ----------------------------------------------------------------- */
 
-int yget_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-             const char *key, char **out)
+int yget_str(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map, const char *key,
+             char **out)
 {
     yaml_node_t *v = yfind(ld, map, key);
     struct ypath sub = {at, key, 0};
@@ -678,9 +666,8 @@ int yget_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *
     return ynode_name(ld, &sub, v, out) == 0 ? 1 : -1;
 }
 
-int yget_header_name(struct cfg_loader *ld, const struct ypath *at,
-                     const yaml_node_t *map, const char *key, bool allow_pseudo,
-                     char **out)
+int yget_header_name(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
+                     const char *key, bool allow_pseudo, char **out)
 {
     yaml_node_t *v = yfind(ld, map, key);
     struct ypath sub = {at, key, 0};
@@ -690,8 +677,8 @@ int yget_header_name(struct cfg_loader *ld, const struct ypath *at,
     return ynode_header_name(ld, &sub, v, allow_pseudo, out) == 0 ? 1 : -1;
 }
 
-int yget_header_value(struct cfg_loader *ld, const struct ypath *at,
-                      const yaml_node_t *map, const char *key, char **out)
+int yget_header_value(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
+                      const char *key, char **out)
 {
     yaml_node_t *v = yfind(ld, map, key);
     struct ypath sub = {at, key, 0};
@@ -732,8 +719,8 @@ int yget_bool(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *
     return -1;
 }
 
-int yget_i64(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-             const char *key, int64_t min, int64_t max, int64_t *out)
+int yget_i64(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map, const char *key,
+             int64_t min, int64_t max, int64_t *out)
 {
     yaml_node_t *v = yfind(ld, map, key);
     struct ypath sub = {at, key, 0};
@@ -743,8 +730,8 @@ int yget_i64(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *m
     return node_i64(ld, &sub, v, min, max, out) == 0 ? 1 : -1;
 }
 
-int yget_u32(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
-             const char *key, uint32_t min, uint32_t max, uint32_t *out)
+int yget_u32(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map, const char *key,
+             uint32_t min, uint32_t max, uint32_t *out)
 {
     int64_t v;
     int rc = yget_i64(ld, at, map, key, min, max, &v);
@@ -904,8 +891,8 @@ int yget_str_list(struct cfg_loader *ld, const struct ypath *at, const yaml_node
     return get_list(ld, at, map, key, false, out, n);
 }
 
-int yget_header_list(struct cfg_loader *ld, const struct ypath *at,
-                     const yaml_node_t *map, const char *key, char ***out, size_t *n)
+int yget_header_list(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *map,
+                     const char *key, char ***out, size_t *n)
 {
     return get_list(ld, at, map, key, true, out, n);
 }

@@ -337,25 +337,13 @@ int sy_parse_grpc_timeout_ms(const char *s, uint64_t *out_ms)
     if (!s || read_u64(&p, &v) != 0 || p - s > 8 || p[0] == '\0' || p[1] != '\0')
         return SY_EINVAL;
     switch (*p) {
-    case 'H':
-        v *= 3600ULL * 1000;
-        break;
-    case 'M':
-        v *= 60ULL * 1000;
-        break;
-    case 'S':
-        v *= 1000;
-        break;
-    case 'm':
-        break;
-    case 'u':
-        v = (v + 999) / 1000;
-        break;
-    case 'n':
-        v = (v + 999999) / 1000000;
-        break;
-    default:
-        return SY_EINVAL;
+    case 'H': v *= 3600ULL * 1000; break;
+    case 'M': v *= 60ULL * 1000; break;
+    case 'S': v *= 1000; break;
+    case 'm': break;
+    case 'u': v = (v + 999) / 1000; break;
+    case 'n': v = (v + 999999) / 1000000; break;
+    default: return SY_EINVAL;
     }
     *out_ms = v;
     return 0;

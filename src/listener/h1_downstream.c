@@ -49,6 +49,8 @@ static const char *h1d_state_str(enum h1d_state s)
 struct h1_down {
     struct listener_worker *lw;
     int listener_idx;
+    bool tls;
+    unsigned n_requests; /* requests started on this connection */
     struct bufferevent *bev;
     enum h1d_state state;
     http_parser parser;
@@ -132,7 +134,8 @@ static void conn_close(struct h1_down *c)
     struct exchange *ex = c->ex;
     set_state(c, H1D_CLOSED);
     event_del(&c->process_ev);
-    bufferevent_free(c->bev);
+    if (c->bev)
+        bufferevent_free(c->bev);
     c->bev = NULL;
     c->ex = NULL;
     if (ex)
@@ -330,6 +333,104 @@ static void fill_request(struct h1_down *c, struct exchange *ex)
     ex->is_grpc = ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
 }
 
+/* Decode base64url (RFC 4648 section 5, padding optional); -1 on bad input. */
+static ssize_t base64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = in[i];
+        int v;
+        if (ch >= 'A' && ch <= 'Z')
+            v = ch - 'A';
+        else if (ch >= 'a' && ch <= 'z')
+            v = ch - 'a' + 26;
+        else if (ch >= '0' && ch <= '9')
+            v = ch - '0' + 52;
+        else if (ch == '-' || ch == '+')
+            v = 62;
+        else if (ch == '_' || ch == '/')
+            v = 63;
+        else if (ch == '=')
+            break;
+        else
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n == cap)
+                return -1;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return (ssize_t)n;
+}
+
+/* Move the connection to an HTTP/2 session; this h1_down is reaped. */
+static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len,
+                        struct exchange *ex)
+{
+    struct bufferevent *bev = c->bev;
+    struct conn_info ci = {.listener_idx = c->listener_idx, .tls = c->tls};
+    memcpy(&ci.peer, &c->peer, sizeof ci.peer);
+    memcpy(&ci.local, &c->local, sizeof ci.local);
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    c->bev = NULL;
+    c->ex = NULL;
+    c->lw->n_conns++; /* the HTTP/2 session's; ours goes at reap */
+    conn_close(c);
+    h2_downstream_start(c->lw, bev, &ci, settings, len, ex);
+}
+
+/*
+ * HTTP/1.1 Upgrade: h2c (RFC 7540 3.2) for a request without a body on a
+ * cleartext connection: answer 101 and continue as HTTP/2 with this request
+ * as stream 1. Returns true when the connection was handed over.
+ */
+static bool try_upgrade_h2c(struct h1_down *c, struct exchange *ex)
+{
+    struct http_headers *h = &ex->req.headers;
+    const struct http_header *up = http_headers_get(h, "upgrade", 7);
+    const struct http_header *conn = http_headers_get(h, "connection", 10);
+    const struct http_header *set = http_headers_get(h, "http2-settings", 14);
+    if (c->tls || ex->req.has_body || !up || !conn || !set ||
+        http_headers_count(h, "http2-settings", 14) != 1 ||
+        !http_list_has_token(up->value, up->value_len, "h2c") ||
+        !http_list_has_token(conn->value, conn->value_len, "upgrade") ||
+        !http_list_has_token(conn->value, conn->value_len, "http2-settings"))
+        return false;
+    uint8_t settings[256];
+    ssize_t n = base64url_decode(set->value, set->value_len, settings, sizeof settings);
+    if (n < 0 || n % 6 != 0)
+        return false; /* not a valid upgrade: served as HTTP/1.1 */
+    http_headers_strip_hop_by_hop(h, false);
+    evbuffer_add(bufferevent_get_output(c->bev),
+                 "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n",
+                 71);
+    ex->req.version = HTTP_2;
+    set_state(c, H1D_ACTIVE);
+    hand_off_h2(c, settings, (size_t)n, ex);
+    return true;
+}
+
+/* The HTTP/2 connection preface, sent first by prior-knowledge h2c clients. */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* 1: the input starts with the preface; 0: it does not; -1: too early to tell. */
+static int sniff_preface(struct h1_down *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t have = evbuffer_get_length(in);
+    size_t n = have < 24 ? have : 24;
+    char buf[24];
+    evbuffer_copyout(in, buf, n);
+    if (memcmp(buf, h2_preface, n) != 0)
+        return 0;
+    return n == 24 ? 1 : -1;
+}
+
 /* Parse a complete head of `len` bytes into a new exchange; false if answered. */
 static bool start_request(struct h1_down *c, size_t len)
 {
@@ -348,6 +449,8 @@ static bool start_request(struct h1_down *c, size_t len)
     evbuffer_remove(bufferevent_get_input(c->bev), head, len);
     head[len] = '\0';
     c->ex = ex;
+    c->n_requests++;
+    ex->tls = c->tls;
     memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
     memcpy(&ex->local_addr, &c->local, sizeof c->local);
     c->req_complete = c->resp_started = c->resp_complete = c->expect_continue = false;
@@ -361,10 +464,12 @@ static bool start_request(struct h1_down *c, size_t len)
         status = 400;
     if (!status)
         status = check_request(c, ex);
-    if (!status) {
+    if (!status)
         fill_request(c, ex);
+    if (!status && try_upgrade_h2c(c, ex))
+        return false;
+    if (!status)
         http_headers_strip_hop_by_hop(&ex->req.headers, false);
-    }
     if (status) {
         c->ex = NULL;
         if (!ex->req.method)
@@ -434,6 +539,15 @@ static void process(struct h1_down *c)
         const struct cfg_listener *l = listener_cfg(c);
         if (evbuffer_get_length(in) == 0)
             return;
+        if (c->n_requests == 0 && !c->tls) {
+            int p = sniff_preface(c);
+            if (p < 0)
+                return;
+            if (p > 0) {
+                hand_off_h2(c, NULL, 0, NULL);
+                return;
+            }
+        }
         ssize_t n = h1_head_length(in, l->max_request_headers_size);
         if (n < 0) {
             reply_and_close(c, 431);
@@ -630,28 +744,23 @@ static const struct downstream_ops h1_downstream_ops = {
 
 /* ---- accept / drain -------------------------------------------------------------------- */
 
-void h1_downstream_accept(struct listener_worker *lw, int listener_idx, evutil_socket_t fd,
-                          const struct sockaddr *peer, socklen_t peer_len)
+void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
+                         const struct conn_info *ci)
 {
     struct worker *w = lw->w;
     struct h1_down *c = calloc(1, sizeof *c);
     if (!c || !(c->body = evbuffer_new())) {
         free(c);
-        close(fd);
+        bufferevent_free(bev);
+        listener_conn_closed(lw);
         return;
     }
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        evbuffer_free(c->body);
-        free(c);
-        close(fd);
-        return;
-    }
+    c->bev = bev;
     c->lw = lw;
-    c->listener_idx = listener_idx;
-    memcpy(&c->peer, peer, peer_len < sizeof c->peer ? peer_len : sizeof c->peer);
-    socklen_t llen = sizeof c->local;
-    getsockname(fd, (struct sockaddr *)&c->local, &llen);
+    c->listener_idx = ci->listener_idx;
+    c->tls = ci->tls;
+    memcpy(&c->peer, &ci->peer, sizeof c->peer);
+    memcpy(&c->local, &ci->local, sizeof c->local);
     c->keep_alive = true;
     evtimer_assign(&c->timer_ev, w->base, on_timer, c);
     evtimer_assign(&c->process_ev, w->base, on_process, c);
@@ -666,8 +775,10 @@ void h1_downstream_accept(struct listener_worker *lw, int listener_idx, evutil_s
     if (lw->conns)
         lw->conns->prev = c;
     lw->conns = c;
-    lw->n_conns++;
     set_state(c, H1D_IDLE);
+    /* A TLS handshake may have brought the first bytes along. */
+    if (evbuffer_get_length(bufferevent_get_input(bev)))
+        event_active(&c->process_ev, EV_TIMEOUT, 1);
 }
 
 void h1_downstream_close_idle(struct listener_worker *lw)

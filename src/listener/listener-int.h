@@ -12,25 +12,50 @@
 
 struct evconnlistener;
 struct bufferevent;
+struct exchange;
 struct h1_down;
+struct h2_down;
+struct tls_accept;
 
 struct listener_worker {
     struct worker *w;
     struct evconnlistener **evls;
     int *listener_idx; /* per evl: index into cfg->listeners */
     size_t n_evls;
-    struct h1_down *conns; /* every open HTTP/1.1 connection */
-    unsigned n_conns;
+    SSL_CTX **tls;     /* per listener index; NULL for HTTP listeners */
+    struct h1_down *conns;      /* every open HTTP/1.1 connection */
+    struct h2_down *h2_conns;   /* every open HTTP/2 connection */
+    struct tls_accept *pending; /* TLS handshakes in progress */
+    unsigned n_conns;           /* all of the above */
     listener_idle_fn on_idle;
 };
 
-/* Start an HTTP/1.1 session on an accepted socket. */
-void h1_downstream_accept(struct listener_worker *lw, int listener_idx, evutil_socket_t fd,
-                          const struct sockaddr *peer, socklen_t peer_len);
+/* What a downstream session knows of its connection. */
+struct conn_info {
+    int listener_idx;
+    bool tls;
+    struct sockaddr_storage peer;
+    struct sockaddr_storage local;
+};
 
-/* Close idle connections (drain), or every connection (shutdown). */
+/* Start an HTTP/1.1 session on a connected bufferevent (owned from now on). */
+void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
+                         const struct conn_info *ci);
 void h1_downstream_close_idle(struct listener_worker *lw);
 void h1_downstream_close_all(struct listener_worker *lw);
+
+/*
+ * Start an HTTP/2 session on `bev` (owned from now on). Bytes already in its
+ * input buffer are processed first. For an HTTP/1.1 Upgrade: h2c,
+ * `upgrade_settings` is the decoded HTTP2-Settings payload and `upgrade_ex`
+ * the request that becomes stream 1 (its head complete, no body).
+ */
+void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
+                         const struct conn_info *ci, const uint8_t *upgrade_settings,
+                         size_t upgrade_settings_len, struct exchange *upgrade_ex);
+/* Drain: GOAWAY to every HTTP/2 client; close idle ones. */
+void h2_downstream_drain(struct listener_worker *lw);
+void h2_downstream_close_all(struct listener_worker *lw);
 
 /* Bookkeeping for the codecs. */
 void listener_conn_closed(struct listener_worker *lw);

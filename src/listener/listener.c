@@ -2,17 +2,33 @@
 #include "listener/listener.h"
 
 #include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/runtime.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "listener/listener-int.h"
+#include "listener/tls_server.h"
+
+/* A TLS handshake in progress; bounded by timeouts.request_headers. */
+struct tls_accept {
+    struct listener_worker *lw;
+    struct bufferevent *bev;
+    struct conn_info ci;
+    struct event timer_ev;
+    struct tls_accept *next, *prev;
+};
 
 static int open_one(const struct cfg_listener *l, char *err, size_t errlen)
 {
@@ -34,37 +50,158 @@ static int open_one(const struct cfg_listener *l, char *err, size_t errlen)
     return fd;
 }
 
-int *listeners_open(const struct config *cfg, int n_workers, char *err, size_t errlen)
+void listener_set_free(struct listener_set *set)
+{
+    if (!set)
+        return;
+    for (size_t i = 0; set->fds && i < set->n_listeners * (size_t)set->n_workers; i++)
+        if (set->fds[i] >= 0)
+            close(set->fds[i]);
+    for (size_t i = 0; set->tls && i < set->n_listeners; i++)
+        tls_server_ctx_free(set->tls[i]);
+    free(set->fds);
+    free(set->tls);
+    free(set);
+}
+
+struct listener_set *listeners_open(const struct config *cfg, int n_workers, char *err,
+                                    size_t errlen)
 {
     size_t n = cfg->n_listeners * (size_t)n_workers;
-    int *fds = malloc((n ? n : 1) * sizeof *fds);
-    if (!fds) {
+    struct listener_set *set = calloc(1, sizeof *set);
+    if (!set || !(set->fds = malloc((n + 1) * sizeof *set->fds)) ||
+        !(set->tls = calloc(cfg->n_listeners + 1, sizeof *set->tls))) {
         snprintf(err, errlen, "out of memory");
+        listener_set_free(set);
         return NULL;
     }
+    set->n_listeners = cfg->n_listeners;
+    set->n_workers = n_workers;
+    for (size_t i = 0; i < n; i++)
+        set->fds[i] = -1;
     for (size_t i = 0; i < n; i++) {
-        fds[i] = open_one(&cfg->listeners[i % cfg->n_listeners], err, errlen);
-        if (fds[i] < 0) {
-            for (size_t j = 0; j < i; j++)
-                close(fds[j]);
-            free(fds);
-            return NULL;
-        }
+        set->fds[i] = open_one(&cfg->listeners[i % cfg->n_listeners], err, errlen);
+        if (set->fds[i] < 0)
+            goto fail;
     }
-    return fds;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].protocol != CFG_LISTENER_HTTPS)
+            continue;
+        set->tls[i] = tls_server_ctx_new(&cfg->listeners[i], err, errlen);
+        if (!set->tls[i])
+            goto fail;
+    }
+    return set;
+fail:
+    listener_set_free(set);
+    return NULL;
 }
+
+/* ---- TLS handshakes ------------------------------------------------------------ */
+
+static void tls_accept_free(struct tls_accept *ta, bool free_bev)
+{
+    struct listener_worker *lw = ta->lw;
+    if (ta->prev)
+        ta->prev->next = ta->next;
+    else
+        lw->pending = ta->next;
+    if (ta->next)
+        ta->next->prev = ta->prev;
+    event_del(&ta->timer_ev);
+    if (free_bev)
+        bufferevent_free(ta->bev);
+    free(ta);
+    listener_conn_closed(lw);
+}
+
+static void on_tls_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct tls_accept *ta = arg;
+    struct listener_worker *lw = ta->lw;
+    if (!(what & BEV_EVENT_CONNECTED)) {
+        tls_accept_free(ta, true);
+        return;
+    }
+    const unsigned char *proto = NULL;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
+    struct conn_info ci = ta->ci;
+    lw->n_conns++; /* the session's; the handshake's is released below */
+    tls_accept_free(ta, false);
+    if (len == 2 && memcmp(proto, "h2", 2) == 0)
+        h2_downstream_start(lw, bev, &ci, NULL, 0, NULL);
+    else
+        h1_downstream_start(lw, bev, &ci);
+}
+
+static void on_tls_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    tls_accept_free(arg, true);
+}
+
+static void start_tls(struct listener_worker *lw, evutil_socket_t fd, const struct conn_info *ci)
+{
+    struct worker *w = lw->w;
+    SSL *ssl = SSL_new(lw->tls[ci->listener_idx]);
+    struct tls_accept *ta = calloc(1, sizeof *ta);
+    struct bufferevent *bev =
+        ssl && ta ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+    if (!bev) {
+        if (ssl)
+            SSL_free(ssl);
+        free(ta);
+        close(fd);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    ta->lw = lw;
+    ta->bev = bev;
+    ta->ci = *ci;
+    evtimer_assign(&ta->timer_ev, w->base, on_tls_timeout, ta);
+    const struct runtime *rt = w->runtime;
+    uint64_t ms = rt->cfg->listeners[ci->listener_idx].timeouts.request_headers_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    if (ms)
+        evtimer_add(&ta->timer_ev, &tv);
+    bufferevent_setcb(bev, NULL, NULL, on_tls_event, ta);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    ta->next = lw->pending;
+    if (lw->pending)
+        lw->pending->prev = ta;
+    lw->pending = ta;
+    lw->n_conns++;
+}
+
+/* ---- accept ---------------------------------------------------------------------------- */
 
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     struct listener_worker *lw = arg;
-    int idx = -1;
+    struct conn_info ci = {.listener_idx = -1};
     for (size_t i = 0; i < lw->n_evls; i++)
         if (lw->evls[i] == evl)
-            idx = lw->listener_idx[i];
+            ci.listener_idx = lw->listener_idx[i];
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    h1_downstream_accept(lw, idx, fd, sa, (socklen_t)salen);
+    memcpy(&ci.peer, sa, (size_t)salen < sizeof ci.peer ? (size_t)salen : sizeof ci.peer);
+    socklen_t llen = sizeof ci.local;
+    getsockname(fd, (struct sockaddr *)&ci.local, &llen);
+    if (lw->tls[ci.listener_idx]) {
+        ci.tls = true;
+        start_tls(lw, fd, &ci);
+        return;
+    }
+    struct bufferevent *bev = bufferevent_socket_new(lw->w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        close(fd);
+        return;
+    }
+    lw->n_conns++;
+    h1_downstream_start(lw, bev, &ci);
 }
 
 static void on_accept_error(struct evconnlistener *evl, void *arg)
@@ -73,21 +210,24 @@ static void on_accept_error(struct evconnlistener *evl, void *arg)
     log_warn("accept: %s", strerror(errno));
 }
 
-struct listener_worker *listener_worker_new(struct worker *w, const int *fds, size_t n)
+struct listener_worker *listener_worker_new(struct worker *w, struct listener_set *set)
 {
+    size_t n = set->n_listeners;
     struct listener_worker *lw = calloc(1, sizeof *lw);
     if (!lw)
         return NULL;
     lw->w = w;
+    lw->tls = set->tls;
     lw->evls = calloc(n + 1, sizeof *lw->evls);
     lw->listener_idx = calloc(n + 1, sizeof *lw->listener_idx);
     if (!lw->evls || !lw->listener_idx)
         goto fail;
     for (size_t i = 0; i < n; i++) {
-        lw->evls[i] = evconnlistener_new(w->base, on_accept, lw, LEV_OPT_CLOSE_ON_FREE, -1,
-                                         fds[i]);
+        int *fd = &set->fds[(size_t)w->id * n + i];
+        lw->evls[i] = evconnlistener_new(w->base, on_accept, lw, LEV_OPT_CLOSE_ON_FREE, -1, *fd);
         if (!lw->evls[i])
             goto fail;
+        *fd = -1; /* the evconnlistener owns it now */
         evconnlistener_set_error_cb(lw->evls[i], on_accept_error);
         lw->listener_idx[i] = (int)i;
         lw->n_evls++;
@@ -109,7 +249,10 @@ static void close_listeners(struct listener_worker *lw)
 void listener_worker_drain(struct listener_worker *lw)
 {
     close_listeners(lw);
+    while (lw->pending)
+        tls_accept_free(lw->pending, true);
     h1_downstream_close_idle(lw);
+    h2_downstream_drain(lw);
     if (lw->n_conns == 0 && lw->on_idle)
         lw->on_idle(lw->w);
 }
@@ -131,7 +274,10 @@ void listener_worker_free(struct listener_worker *lw)
         return;
     close_listeners(lw);
     lw->on_idle = NULL;
+    while (lw->pending)
+        tls_accept_free(lw->pending, true);
     h1_downstream_close_all(lw);
+    h2_downstream_close_all(lw);
     free(lw->evls);
     free(lw->listener_idx);
     free(lw);

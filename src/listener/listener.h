@@ -16,15 +16,28 @@
 struct worker;
 struct listener_worker;
 
+typedef struct ssl_ctx_st SSL_CTX;
+
+/* What listeners_open() made: sockets per worker and a TLS context per listener. */
+struct listener_set {
+    int *fds;         /* fds[worker * n_listeners + i]; -1 once handed to a worker */
+    SSL_CTX **tls;    /* tls[i]: the context of HTTPS listener i, NULL for HTTP */
+    size_t n_listeners;
+    int n_workers;
+};
+
 /*
- * Bind and listen on every listener of `cfg`, `n_workers` sockets each.
- * Returns an array fds[worker * n_listeners + i], or NULL with a one-line
- * reason in `err`.
+ * Bind and listen on every listener of `cfg`, `n_workers` sockets each, and
+ * load the TLS certificates of HTTPS listeners. Returns NULL with a one-line
+ * reason in `err` (naming the address or file).
  */
-int *listeners_open(const struct config *cfg, int n_workers, char *err, size_t errlen);
+struct listener_set *listeners_open(const struct config *cfg, int n_workers, char *err,
+                                    size_t errlen);
+/* Close the sockets not handed to a worker and free the TLS contexts. */
+void listener_set_free(struct listener_set *set);
 
 /* Start accepting on worker `w` with its sockets (takes ownership of them). */
-struct listener_worker *listener_worker_new(struct worker *w, const int *fds, size_t n);
+struct listener_worker *listener_worker_new(struct worker *w, struct listener_set *set);
 
 /* Drain: stop accepting, close idle connections, ask for Connection: close. */
 void listener_worker_drain(struct listener_worker *lw);

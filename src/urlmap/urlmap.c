@@ -66,14 +66,17 @@
  *    path; a match rule without a path condition and every default action
  *    → 0.
  *
- * Implementation: exact hosts and path rules live in open-addressing hash
- * tables; wildcard suffixes in a table hashed from the right, so one pass
- * over the host from its end finds the longest matching suffix; "/x/\*"
- * prefixes are looked up at each "/" in one left-to-right pass. Route rules
- * are a linear scan in priority order, narrowed by an index on the first
- * path segment (see route_index_build). Regexes are recompiled here with
- * PCRE2_ANCHORED | PCRE2_ENDANCHORED (and the loader's options) and JIT,
- * unless the loader already compiled them so.
+ * Implementation: exact hosts and wildcard suffixes live in open-addressing
+ * hash tables hashed from the right, so one pass over the host from its end
+ * yields the exact host and the longest matching suffix; path rules in two
+ * tables, "/x/\*" prefixes looked up at each "/" in one left-to-right pass.
+ * Route rules keep their priority order but are filed by the key every path
+ * they can match has (first segment, the same ignoring case, or whole
+ * path), so a match walks its path's three buckets merged with the rules
+ * that can match anything (see route_index_build). A regex_match's literal
+ * start is compared before the regex runs. Regexes are the loader's when it
+ * compiled them with PCRE2_ANCHORED | PCRE2_ENDANCHORED, else recompiled
+ * here so, with the loader's options; both JIT-compiled when possible.
  * Matching allocates nothing: each thread keeps one pcre2_match_data and one
  * buffer for joined header values.
  */
@@ -105,7 +108,7 @@ struct um_mem {
 /* ---- hash tables -------------------------------------------------------- */
 
 #define FNV_OFFSET 2166136261u
-#define FNV_PRIME 16777619u
+#define FNV_PRIME  16777619u
 
 struct strtab_slot {
     const char *key; /* NULL = empty slot */
@@ -157,11 +160,20 @@ struct um_query_match {
     const struct um_regex *re; /* REGEX */
 };
 
+/* Fields used on every match are copied out of cfg to save a load. */
 struct um_match_rule {
     const struct cfg_match_rule *cfg;
+    enum cfg_path_match_kind kind; /* cfg->path_kind */
+    bool ignore_case;              /* cfg->ignore_case */
+    uint32_t n_hdrs, n_queries;
     const char *path; /* cfg->path, "" when NULL */
     size_t path_len;
     const struct um_regex *path_re; /* CFG_PATH_REGEX */
+    /* CFG_PATH_REGEX: the literal every match starts with, checked before
+     * running the regex (see match_rule_literal); lit_len 0 = none. */
+    const char *lit;
+    size_t lit_len;
+    bool lit_icase;
     struct um_hdr_match *hdrs;
     struct um_query_match *queries;
 };
@@ -169,6 +181,7 @@ struct um_match_rule {
 struct um_route_rule {
     const struct cfg_route_rule *cfg;
     struct um_match_rule *mrs;
+    size_t n_mrs; /* cfg->n_match_rules */
 };
 
 /*
@@ -187,6 +200,7 @@ enum route_key_kind {
 struct um_route_bucket {
     uint32_t *idx;
     uint32_t n;
+    uint32_t cap; /* compile time: entries idx has room for */
 };
 
 struct um_path_matcher {
@@ -202,11 +216,11 @@ struct um_path_matcher {
 struct url_map {
     const struct cfg_url_map *cfg;
     struct um_path_matcher *pms; /* one per cfg->path_matchers entry */
-    struct strtab hosts;         /* exact hosts → um_path_matcher */
+    struct strtab hosts;         /* exact hosts → um_path_matcher, hashed from the right */
     struct strtab suffixes;      /* "*<suffix>" keyed by <suffix>, hashed from the right */
     size_t max_suffix_len;
-    uint8_t suffix_first[32]; /* bit set: first bytes (lower-case) of the suffixes */
-    bool hosts_with_port;                  /* some exact pattern has ":port" */
+    uint8_t suffix_first[32];               /* bit set: first bytes (lower-case) of the suffixes */
+    bool hosts_with_port;                   /* some exact pattern has ":port" */
     const struct um_path_matcher *any_host; /* "*" */
     struct um_mem *mem;
 };
@@ -225,6 +239,21 @@ static bool eq_icase(const char *a, const char *b, size_t n)
             return false;
     }
     return true;
+}
+
+/* memcmp() == 0 without a call: the strings compared here are short. */
+static inline bool bytes_eq(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] != b[i])
+            return false;
+    }
+    return true;
+}
+
+static inline bool str_eq(const char *a, const char *b, size_t n, bool icase)
+{
+    return icase ? eq_icase(a, b, n) : bytes_eq(a, b, n);
 }
 
 static inline uint32_t fnv_step(uint32_t h, unsigned char c)
@@ -293,7 +322,7 @@ static bool slot_is(const struct strtab *t, const struct strtab_slot *s, const c
 {
     if (s->hash != hash || s->len != len)
         return false;
-    return t->icase ? eq_icase(s->key, key, len) : memcmp(s->key, key, len) == 0;
+    return str_eq(s->key, key, len, t->icase);
 }
 
 static const void *strtab_get(const struct strtab *t, const char *key, size_t len, uint32_t hash)
@@ -367,8 +396,8 @@ static bool regex_full(const struct um_regex *re, const char *s, size_t n)
     if (!md || !re)
         return false;
     PCRE2_SPTR subject = (PCRE2_SPTR)(s ? s : "");
-    /* pcre2_jit_match skips pcre2_match's checks: the options are fixed
-     * here and invalid UTF-8 is allowed by PCRE2_MATCH_INVALID_UTF. */
+    /* pcre2_jit_match skips pcre2_match's checks: no match options are
+     * used, and regex_wrap allows it only where invalid UTF-8 is safe. */
     int rc = re->jit ? pcre2_jit_match(re->code, subject, n, 0, 0, md, NULL)
                      : pcre2_match(re->code, subject, n, 0, 0, md, NULL);
     if (rc < 0)
@@ -406,8 +435,7 @@ static const struct um_regex *regex_wrap(struct url_map *m, pcre2_code *code, bo
  * at both ends, else a copy compiled here with the loader's options plus
  * both anchors, and JIT. NULL on failure.
  */
-static const struct um_regex *regex_compile(struct url_map *m, const char *src,
-                                            const void *loaded)
+static const struct um_regex *regex_compile(struct url_map *m, const char *src, const void *loaded)
 {
     const uint32_t anchors = PCRE2_ANCHORED | PCRE2_ENDANCHORED;
     uint32_t opts = 0;
@@ -420,8 +448,8 @@ static const struct um_regex *regex_compile(struct url_map *m, const char *src,
         opts |= PCRE2_MATCH_INVALID_UTF; /* bad UTF-8 in a request: no match, no error */
     int err;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)str_or_empty(src), PCRE2_ZERO_TERMINATED, opts,
-                                   &err, &off, NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)str_or_empty(src), PCRE2_ZERO_TERMINATED, opts, &err, &off, NULL);
     if (!re)
         return NULL;
     (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
@@ -473,6 +501,10 @@ static int match_rule_compile(struct url_map *m, struct um_match_rule *mr,
                               const struct cfg_match_rule *c)
 {
     mr->cfg = c;
+    mr->kind = c->path_kind;
+    mr->ignore_case = c->ignore_case;
+    mr->n_hdrs = (uint32_t)c->n_header_matches;
+    mr->n_queries = (uint32_t)c->n_query_parameter_matches;
     mr->path = str_or_empty(c->path);
     mr->path_len = strlen(mr->path);
     if (c->path_kind == CFG_PATH_REGEX && !(mr->path_re = regex_compile(m, c->path, c->path_regex)))
@@ -502,6 +534,7 @@ static int route_rules_compile(struct url_map *m, struct um_path_matcher *pm)
         const struct cfg_route_rule *rc = &c->route_rules[i];
         struct um_route_rule *rr = &pm->rrs[i];
         rr->cfg = rc;
+        rr->n_mrs = rc->n_match_rules;
         rr->mrs = um_calloc(m, rc->n_match_rules, sizeof(*rr->mrs));
         if (!rr->mrs)
             return SY_ENOMEM;
@@ -575,19 +608,15 @@ static size_t match_rule_literal(const struct um_match_rule *mr, const char **li
     *icase = mr->cfg->ignore_case;
     *full = false;
     switch (mr->cfg->path_kind) {
-    case CFG_PATH_PREFIX:
-        return mr->path_len;
-    case CFG_PATH_FULL:
-        *full = true;
-        return mr->path_len;
+    case CFG_PATH_PREFIX: return mr->path_len;
+    case CFG_PATH_FULL: *full = true; return mr->path_len;
     case CFG_PATH_REGEX:
         p += p[0] == '^'; /* redundant: compiled anchored anyway */
         *icase = strncmp(p, "(?i)", 4) == 0;
         p += *icase ? 4 : 0;
         *lit = p;
         return regex_literal_prefix(p, mr->path_re, *icase);
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -651,14 +680,6 @@ static struct route_key route_rule_key(const struct um_route_rule *rr)
     return k;
 }
 
-static int bucket_push(struct url_map *m, struct um_route_bucket *b, uint32_t cap, uint32_t idx)
-{
-    if (!b->idx && !(b->idx = um_calloc(m, cap, sizeof(*b->idx))))
-        return SY_ENOMEM;
-    b->idx[b->n++] = idx;
-    return 0;
-}
-
 /* The bucket for key `k`, created on first use. NULL on failure. */
 static struct um_route_bucket *bucket_for(struct url_map *m, struct um_path_matcher *pm,
                                           struct route_key k)
@@ -685,11 +706,21 @@ static int route_index_build(struct url_map *m, struct um_path_matcher *pm)
         if (strtab_init(m, &pm->index[kind], n, kind == RKEY_ISEG) != 0)
             return SY_ENOMEM;
     }
-    for (uint32_t i = 0; i < n; i++) {
-        struct route_key k = route_rule_key(&pm->rrs[i]);
-        struct um_route_bucket *b = k.kind == RKEY_NONE ? &pm->generic : bucket_for(m, pm, k);
-        if (!b || bucket_push(m, b, n, i) != 0)
-            return SY_ENOMEM;
+    /* Pass 0 sizes each bucket, pass 1 fills it in rule order. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 0; i < n; i++) {
+            struct route_key k = route_rule_key(&pm->rrs[i]);
+            struct um_route_bucket *b = k.kind == RKEY_NONE ? &pm->generic : bucket_for(m, pm, k);
+            if (!b)
+                return SY_ENOMEM;
+            if (pass == 0) {
+                b->cap++;
+                continue;
+            }
+            if (!b->idx && !(b->idx = um_calloc(m, b->cap, sizeof(*b->idx))))
+                return SY_ENOMEM;
+            b->idx[b->n++] = i;
+        }
     }
     return 0;
 }
@@ -722,13 +753,30 @@ static int path_rules_compile(struct url_map *m, struct um_path_matcher *pm)
     return 0;
 }
 
+/* The literal each path regex starts with, a cheap test run before it. */
+static void regex_literals_init(struct um_path_matcher *pm)
+{
+    for (size_t i = 0; i < pm->cfg->n_route_rules; i++) {
+        const struct um_route_rule *rr = &pm->rrs[i];
+        for (size_t j = 0; j < rr->cfg->n_match_rules; j++) {
+            struct um_match_rule *mr = &rr->mrs[j];
+            bool full;
+            if (mr->cfg->path_kind == CFG_PATH_REGEX)
+                mr->lit_len = match_rule_literal(mr, &mr->lit, &mr->lit_icase, &full);
+        }
+    }
+}
+
 static int path_matcher_compile(struct url_map *m, struct um_path_matcher *pm,
                                 const struct cfg_path_matcher *c)
 {
     pm->cfg = c;
-    if (c->n_route_rules)
-        return route_rules_compile(m, pm) == 0 ? route_index_build(m, pm) : SY_ENOMEM;
-    return path_rules_compile(m, pm);
+    if (c->n_route_rules == 0)
+        return path_rules_compile(m, pm);
+    if (route_rules_compile(m, pm) != 0)
+        return SY_ENOMEM;
+    regex_literals_init(pm);
+    return route_index_build(m, pm);
 }
 
 /* The compiled path matcher a host rule names, or NULL. */
@@ -785,7 +833,7 @@ static void host_pattern_add(struct url_map *m, const char *h, const struct um_p
             m->hosts_with_port = true;
             hl = n; /* matched against the whole authority (rule H1) */
         }
-        strtab_put(&m->hosts, h, hl, hash_fwd(h, hl, true), pm);
+        strtab_put(&m->hosts, h, hl, hash_rev_icase(h, hl), pm);
     }
 }
 
@@ -847,25 +895,27 @@ void url_map_free(struct url_map *m)
 
 /* ---- match: hosts and path rules ------------------------------------------- */
 
-/* The longest "*<suffix>" whose suffix ends the host, with at least one
- * byte before it (rule H2). One pass from the right. */
-static const void *suffix_find(const struct url_map *m, const char *h, size_t n)
+/*
+ * Rules H1 and H2 in one pass over the host from its end: the running hash
+ * is the reverse hash of each suffix (the whole host at the end), so each
+ * position where a wildcard suffix can start costs one probe. Returns the
+ * exact host's path matcher, else the longest suffix's, else NULL.
+ */
+static const void *host_lookup(const struct url_map *m, const char *h, size_t n)
 {
-    if (m->suffixes.n == 0 || n < 2)
-        return NULL;
-    size_t lo = n > m->max_suffix_len ? n - m->max_suffix_len : 1;
     uint32_t hash = FNV_OFFSET;
     const void *best = NULL;
-    for (size_t i = n; i-- > lo;) {
+    for (size_t i = n; i-- > 0;) {
         unsigned char c = ascii_lower((unsigned char)h[i]);
         hash = fnv_step(hash, c);
-        if (!(m->suffix_first[c >> 3] & (1u << (c & 7))))
-            continue; /* no suffix starts with this byte */
+        if (i == 0 || n - i > m->max_suffix_len || !(m->suffix_first[c >> 3] & (1u << (c & 7))))
+            continue; /* "*" needs a byte; no suffix this long or starting so */
         const void *v = strtab_get(&m->suffixes, h + i, n - i, hash);
         if (v)
             best = v;
     }
-    return best;
+    const void *exact = strtab_get(&m->hosts, h, n, hash);
+    return exact ? exact : best;
 }
 
 /* The path matcher for this authority, or NULL for the url map default. */
@@ -875,19 +925,15 @@ static const struct um_path_matcher *host_find(const struct url_map *m, const ch
     if (!a)
         n = 0;
     if (n && m->hosts_with_port)
-        pm = strtab_get(&m->hosts, a, n, hash_fwd(a, n, true));
-    if (!pm && n) {
-        size_t hl = host_part_len(a, n);
-        pm = strtab_get(&m->hosts, a, hl, hash_fwd(a, hl, true));
-        if (!pm)
-            pm = suffix_find(m, a, hl);
-    }
+        pm = strtab_get(&m->hosts, a, n, hash_rev_icase(a, n));
+    if (!pm && n)
+        pm = host_lookup(m, a, host_part_len(a, n));
     return pm ? pm : m->any_host;
 }
 
 /* Rule P: exact path, else the longest "/x/\*" prefix, else NULL. */
-static const struct cfg_path_rule *path_rules_find(const struct um_path_matcher *pm,
-                                                   const char *p, size_t n, size_t *prefix_len)
+static const struct cfg_path_rule *path_rules_find(const struct um_path_matcher *pm, const char *p,
+                                                   size_t n, size_t *prefix_len)
 {
     const struct cfg_path_rule *pr = strtab_get(&pm->exact, p, n, hash_fwd(p, n, false));
     if (pr) {
@@ -989,16 +1035,11 @@ static enum hdr_state hdr_lookup(const struct um_hdr_match *hm, const struct url
                                  const char **v, size_t *vn)
 {
     switch (hm->src) {
-    case HDR_SRC_METHOD:
-        return opt_value(req->method, req->method_len, v, vn);
-    case HDR_SRC_AUTHORITY:
-        return opt_value(req->authority, req->authority_len, v, vn);
-    case HDR_SRC_SCHEME:
-        return opt_value(req->scheme, req->scheme_len, v, vn);
-    case HDR_SRC_PATH:
-        return path_value(req, v, vn);
-    default:
-        return header_value(req->headers, hm->name, hm->name_len, v, vn);
+    case HDR_SRC_METHOD: return opt_value(req->method, req->method_len, v, vn);
+    case HDR_SRC_AUTHORITY: return opt_value(req->authority, req->authority_len, v, vn);
+    case HDR_SRC_SCHEME: return opt_value(req->scheme, req->scheme_len, v, vn);
+    case HDR_SRC_PATH: return path_value(req, v, vn);
+    default: return header_value(req->headers, hm->name, hm->name_len, v, vn);
     }
 }
 
@@ -1029,18 +1070,12 @@ static bool hdr_value_matches(const struct um_hdr_match *hm, const char *v, size
     size_t vl = hm->value_len;
     int64_t x;
     switch (c->kind) {
-    case CFG_HDR_EXACT:
-        return n == vl && memcmp(v, hm->value, n) == 0;
-    case CFG_HDR_PREFIX:
-        return n >= vl && memcmp(v, hm->value, vl) == 0;
-    case CFG_HDR_SUFFIX:
-        return n >= vl && memcmp(v + n - vl, hm->value, vl) == 0;
-    case CFG_HDR_REGEX:
-        return regex_full(hm->re, v, n);
-    case CFG_HDR_RANGE:
-        return parse_int64(v, n, &x) && c->range_start <= x && x < c->range_end;
-    default:
-        return false;
+    case CFG_HDR_EXACT: return n == vl && bytes_eq(v, hm->value, n);
+    case CFG_HDR_PREFIX: return n >= vl && bytes_eq(v, hm->value, vl);
+    case CFG_HDR_SUFFIX: return n >= vl && bytes_eq(v + n - vl, hm->value, vl);
+    case CFG_HDR_REGEX: return regex_full(hm->re, v, n);
+    case CFG_HDR_RANGE: return parse_int64(v, n, &x) && c->range_start <= x && x < c->range_end;
+    default: return false;
     }
 }
 
@@ -1067,7 +1102,7 @@ static bool query_find(const char *q, size_t qn, const char *name, size_t nn, co
         size_t end = amp ? (size_t)(amp - q) : qn;
         const char *eq = memchr(q + i, '=', end - i);
         size_t kend = eq ? (size_t)(eq - q) : end;
-        if (kend - i == nn && memcmp(q + i, name, nn) == 0) {
+        if (kend - i == nn && bytes_eq(q + i, name, nn)) {
             *v = eq ? eq + 1 : q + end;
             *vn = eq ? end - kend - 1 : 0;
             return true;
@@ -1082,54 +1117,42 @@ static bool query_cond(const struct um_query_match *qm, const struct url_map_req
     const struct cfg_query_match *c = qm->cfg;
     const char *v = NULL;
     size_t n = 0;
-    bool found = query_find(req->query, req->query_len, str_or_empty(c->name), qm->name_len, &v, &n);
+    bool found =
+        query_find(req->query, req->query_len, str_or_empty(c->name), qm->name_len, &v, &n);
     switch (c->kind) {
-    case CFG_QUERY_PRESENT:
-        return found == c->present;
-    case CFG_QUERY_EXACT:
-        return found && n == qm->value_len && memcmp(v, qm->value, n) == 0;
-    case CFG_QUERY_REGEX:
-        return found && regex_full(qm->re, v, n);
-    default:
-        return false;
+    case CFG_QUERY_PRESENT: return found == c->present;
+    case CFG_QUERY_EXACT: return found && n == qm->value_len && bytes_eq(v, qm->value, n);
+    case CFG_QUERY_REGEX: return found && regex_full(qm->re, v, n);
+    default: return false;
     }
 }
 
 /* Rule R1; sets *prefix_len per rule M. */
 static bool path_cond(const struct um_match_rule *mr, const char *p, size_t n, size_t *prefix_len)
 {
-    const struct cfg_match_rule *c = mr->cfg;
     size_t l = mr->path_len;
-    bool ok;
-    switch (c->path_kind) {
-    case CFG_PATH_PREFIX:
-        ok = n >= l && (c->ignore_case ? eq_icase(p, mr->path, l) : memcmp(p, mr->path, l) == 0);
-        *prefix_len = l;
-        return ok;
-    case CFG_PATH_FULL:
-        ok = n == l && (c->ignore_case ? eq_icase(p, mr->path, l) : memcmp(p, mr->path, l) == 0);
-        *prefix_len = n;
-        return ok;
+    switch (mr->kind) {
+    case CFG_PATH_PREFIX: *prefix_len = l; return n >= l && str_eq(p, mr->path, l, mr->ignore_case);
+    case CFG_PATH_FULL: *prefix_len = n; return n == l && str_eq(p, mr->path, l, mr->ignore_case);
     case CFG_PATH_REGEX:
         *prefix_len = n;
+        if (n < mr->lit_len || !str_eq(p, mr->lit, mr->lit_len, mr->lit_icase))
+            return false;
         return regex_full(mr->path_re, p, n);
-    default:
-        *prefix_len = 0;
-        return true;
+    default: *prefix_len = 0; return true;
     }
 }
 
 static bool match_rule_ok(const struct um_match_rule *mr, const struct url_map_request *req,
                           size_t *prefix_len)
 {
-    const struct cfg_match_rule *c = mr->cfg;
     if (!path_cond(mr, str_or_empty(req->path), req->path ? req->path_len : 0, prefix_len))
         return false;
-    for (size_t i = 0; i < c->n_header_matches; i++) {
+    for (uint32_t i = 0; i < mr->n_hdrs; i++) {
         if (!header_cond(&mr->hdrs[i], req))
             return false;
     }
-    for (size_t i = 0; i < c->n_query_parameter_matches; i++) {
+    for (uint32_t i = 0; i < mr->n_queries; i++) {
         if (!query_cond(&mr->queries[i], req))
             return false;
     }
@@ -1139,19 +1162,44 @@ static bool match_rule_ok(const struct um_match_rule *mr, const struct url_map_r
 static bool route_rule_ok(const struct um_route_rule *rr, const struct url_map_request *req,
                           size_t *prefix_len)
 {
-    for (size_t j = 0; j < rr->cfg->n_match_rules; j++) {
+    for (size_t j = 0; j < rr->n_mrs; j++) {
         if (match_rule_ok(&rr->mrs[j], req, prefix_len))
             return true;
     }
     return false;
 }
 
-/* The bucket of `t` for key p[0..n), or NULL. */
-static const struct um_route_bucket *bucket_find(const struct strtab *t, const char *p, size_t n)
+/* The bucket of `t` for key p[0..n) with hash `h`, or NULL. */
+static const struct um_route_bucket *bucket_find(const struct strtab *t, const char *p, size_t n,
+                                                 uint32_t h)
 {
-    if (t->n == 0)
-        return NULL;
-    return strtab_get(t, p, n, hash_fwd(p, n, t->icase));
+    return t->n ? strtab_get(t, p, n, h) : NULL;
+}
+
+/* A path's keys (enum route_key_kind) and their hashes, in one pass. */
+struct path_keys {
+    size_t seg_len;
+    uint32_t seg, iseg, full;
+};
+
+static void path_keys_hash(const char *p, size_t n, struct path_keys *k)
+{
+    uint32_t h = FNV_OFFSET, hi = FNV_OFFSET;
+    size_t i = 0;
+    for (; i < n; i++) {
+        h = fnv_step(h, (unsigned char)p[i]);
+        hi = fnv_step(hi, ascii_lower((unsigned char)p[i]));
+        if (i > 0 && p[i] == '/') {
+            i++;
+            break;
+        }
+    }
+    k->seg_len = i;
+    k->seg = h;
+    k->iseg = hi;
+    for (; i < n; i++)
+        h = fnv_step(h, (unsigned char)p[i]);
+    k->full = h;
 }
 
 /*
@@ -1163,12 +1211,14 @@ static const struct cfg_route_rule *route_rules_find(const struct um_path_matche
                                                      size_t *prefix_len)
 {
     const char *p = str_or_empty(req->path);
-    size_t n = req->path ? req->path_len : 0, kl = path_key_len(p, n);
+    size_t n = req->path ? req->path_len : 0;
+    struct path_keys keys;
+    path_keys_hash(p, n, &keys);
     const struct um_route_bucket *lists[RKEY_KINDS] = {
         [RKEY_NONE] = &pm->generic,
-        [RKEY_SEG] = bucket_find(&pm->index[RKEY_SEG], p, kl),
-        [RKEY_ISEG] = bucket_find(&pm->index[RKEY_ISEG], p, kl),
-        [RKEY_FULL] = bucket_find(&pm->index[RKEY_FULL], p, n),
+        [RKEY_SEG] = bucket_find(&pm->index[RKEY_SEG], p, keys.seg_len, keys.seg),
+        [RKEY_ISEG] = bucket_find(&pm->index[RKEY_ISEG], p, keys.seg_len, keys.iseg),
+        [RKEY_FULL] = bucket_find(&pm->index[RKEY_FULL], p, n, keys.full),
     };
     uint32_t pos[RKEY_KINDS] = {0};
     for (;;) {

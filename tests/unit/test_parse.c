@@ -92,9 +92,9 @@ static void test_addresses(void)
     const struct sockaddr_in *v4 = (const struct sockaddr_in *)&ss;
     const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&ss;
     static const char *const bad[] = {
-        "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:8x",
-        "::1:80",    "[::1]80",    "[::1]",           "[::1]:",       ":80",
-        "[127.0.0.1]:80", "", "[]:80", "127.0.0.1:123456", NULL};
+        "127.0.0.1",      "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",     "127.0.0.1:8x",
+        "::1:80",         "[::1]80",    "[::1]",           "[::1]:",           ":80",
+        "[127.0.0.1]:80", "",           "[]:80",           "127.0.0.1:123456", NULL};
 
     TEST_CASE("parse: addresses");
     CHECK(sy_parse_addr("127.0.0.1:8080", &ss, &len) == 0);
@@ -148,9 +148,9 @@ static void test_cidrs(void)
     int fam = 0;
     uint8_t addr[16];
     unsigned prefix = 0;
-    static const char *const bad[] = {"10.0.0.0/33", "::/129", "10.0.0.0/", "abc", "/8",
-                                      "10.0.0.0/-1", "10.0.0.0/8x", "", "10.0.0/8",
-                                      "10.0.0.0/0008", NULL};
+    static const char *const bad[] = {"10.0.0.0/33", "::/129",        "10.0.0.0/",   "abc",
+                                      "/8",          "10.0.0.0/-1",   "10.0.0.0/8x", "",
+                                      "10.0.0/8",    "10.0.0.0/0008", NULL};
 
     TEST_CASE("parse: CIDRs");
     CHECK(sy_parse_cidr("10.0.0.0/8", &fam, addr, &prefix) == 0);
@@ -210,7 +210,7 @@ static void test_grpc_timeout(void)
     check_grpc("5S", 0, 5000);
     check_grpc("1H", 0, 3600000);
     check_grpc("2M", 0, 120000);
-    check_grpc("10u", 0, 1);    /* sub-ms rounds up: never 0 = "none" */
+    check_grpc("10u", 0, 1); /* sub-ms rounds up: never 0 = "none" */
     check_grpc("1000u", 0, 1);
     check_grpc("1001u", 0, 2);
     check_grpc("7n", 0, 1);

@@ -13,20 +13,43 @@
 #include "test.h"
 #include "urlmap/urlmap.h"
 
-/* A listener (the loader requires one) and backend services. */
-#define LISTENER(map) "listeners: [{name: l, address: \"127.0.0.1:0\", url_map: " map "}]\n"
-#define BS(name) "  - {name: " name ", endpoints: [{address: \"127.0.0.1:9001\"}]}\n"
-
 /* ---- helpers --------------------------------------------------------------- */
 
-static struct config *load_yaml(const char *yaml)
+/* A test config: `url_maps` (YAML from "url_maps:" on) behind a listener on
+ * the first url map and a backend service for each name in `services`. */
+struct test_config {
+    const char *services; /* space-separated names */
+    const char *url_maps;
+};
+
+static struct config *load_yaml(const struct test_config *tc)
 {
+    size_t cap = strlen(tc->url_maps) + 80 * strlen(tc->services) + 256;
+    char *yaml = malloc(cap);
+    const char *first = strstr(tc->url_maps, "name: ");
+    if (!yaml || !first)
+        abort();
+    first += 6;
+    size_t off =
+        (size_t)snprintf(yaml, cap,
+                         "listeners: [{name: l, address: \"127.0.0.1:0\", url_map: %.*s}]\n"
+                         "backend_services:\n",
+                         (int)strcspn(first, "\n"), first);
+    for (const char *s = tc->services; *s;) {
+        size_t n = strcspn(s, " ");
+        off += (size_t)snprintf(yaml + off, cap - off,
+                                "  - {name: %.*s, endpoints: [{address: \"127.0.0.1:9001\"}]}\n",
+                                (int)n, s);
+        s += n + (s[n] == ' ');
+    }
+    snprintf(yaml + off, cap - off, "%s", tc->url_maps);
     struct config_errors errs = {0};
     struct config *cfg = config_load_string("test_urlmap.yaml", yaml, strlen(yaml), &errs);
     CHECK(cfg != NULL);
     if (!cfg)
         config_errors_print(&errs, stderr);
     config_errors_free(&errs);
+    free(yaml);
     return cfg;
 }
 
@@ -48,8 +71,8 @@ struct mcase {
     const char *headers; /* "name: value\n..." lower-case names, or NULL */
     const char *method;  /* NULL = GET */
     uint32_t rand;
-    const char *want;   /* service name, "redirect", or "(none)" */
-    long want_prefix;   /* matched_prefix_len, -1 = not checked */
+    const char *want; /* service name, "redirect", or "(none)" */
+    long want_prefix; /* matched_prefix_len, -1 = not checked */
 };
 
 #define MAX_TEST_HEADERS 8
@@ -120,10 +143,11 @@ static void run_cases(const struct url_map *m, const struct mcase *cases, size_t
     }
 }
 
-/* Load `yaml`, compile url map `name`, run the cases, free everything. */
-static void run_map(const char *yaml, const char *name, const struct mcase *cases, size_t n)
+/* Load `tc`, compile url map `name`, run the cases, free everything. */
+static void run_map(const struct test_config *tc, const char *name, const struct mcase *cases,
+                    size_t n)
 {
-    struct config *cfg = load_yaml(yaml);
+    struct config *cfg = load_yaml(tc);
     const struct cfg_url_map *um = find_map(cfg, name);
     TEST_CASE(name);
     CHECK(um != NULL);
@@ -135,13 +159,12 @@ static void run_map(const char *yaml, const char *name, const struct mcase *case
     config_unref(cfg);
 }
 
-#define RUN_MAP(yaml, name, cases) run_map(yaml, name, cases, sizeof(cases) / sizeof(cases[0]))
+#define RUN_MAP(tc, name, cases) run_map(&tc, name, cases, sizeof(cases) / sizeof(cases[0]))
 
 /* ---- host rules ------------------------------------------------------------ */
 
-static const char hosts_yaml[] =
-    LISTENER("hosts") "backend_services:\n" BS("def") BS("exact") BS("wild") BS("wild-eu") BS("dev") BS("v6")
-        BS("port") BS("star")
+static const struct test_config hosts_config = {
+    "def exact wild wild-eu dev v6 port star",
     "url_maps:\n"
     "  - name: hosts\n"
     "    default_service: def\n"
@@ -168,7 +191,8 @@ static const char hosts_yaml[] =
     "    path_matchers:\n"
     "      - {name: exact, default_service: exact}\n"
     "      - {name: star, default_service: star}\n"
-    "      - {name: wild, default_service: wild}\n";
+    "      - {name: wild, default_service: wild}\n",
+};
 
 static const struct mcase host_cases[] = {
     {"host exact", "api.example.com", "/", NULL, NULL, NULL, 0, "exact", 0},
@@ -211,9 +235,8 @@ static const struct mcase star_cases[] = {
 
 /* ---- path rules -------------------------------------------------------------- */
 
-static const char paths_yaml[] =
-    LISTENER("paths") "backend_services:\n" BS("def") BS("p-def") BS("video") BS("video-hd") BS("live") BS("root")
-        BS("r-def")
+static const struct test_config paths_config = {
+    "def p-def video video-hd live root r-def",
     "url_maps:\n"
     "  - name: paths\n"
     "    default_service: def\n"
@@ -231,7 +254,8 @@ static const char paths_yaml[] =
     "        default_service: r-def\n"
     "        path_rules:\n"
     "          - {paths: [\"/*\"], service: root}\n"
-    "          - {paths: [/exact], service: live}\n";
+    "          - {paths: [/exact], service: live}\n",
+};
 
 static const struct mcase path_cases[] = {
     {"path exact", "x", "/video", NULL, NULL, NULL, 0, "video", 6},
@@ -254,15 +278,10 @@ static const struct mcase path_cases[] = {
 
 /* ---- route rules ------------------------------------------------------------- */
 
-static const char routes_yaml[] =
-    LISTENER("routes") "backend_services:\n" BS("def") BS("r-def") BS("api") BS("api-v2") BS("exact") BS("ci")
-        BS("re") BS("both") BS("h-exact") BS("h-prefix") BS("h-suffix") BS("h-regex")
-            BS("h-present") BS("h-absent") BS("h-range") BS("h-invert") BS("h-method")
-                BS("h-authority") BS("h-scheme") BS("h-multi") BS("h-invpresent")
-                    BS("h-invrange") BS("q-present") BS("q-exact") BS("q-regex") BS("q-absent")
-                        BS("alt") BS("alt-re") BS("anch") BS("idx") BS("gen") BS("prio")
-                            BS("pk") BS("h-host") BS("mix") BS("fseg") BS("fgen")
-                                BS("igen")
+static const struct test_config routes_config = {
+    "def r-def api api-v2 exact ci re both h-exact h-prefix h-suffix h-regex h-present h-absent "
+    "h-range h-invert h-method h-authority h-scheme h-multi h-invpresent h-invrange q-present "
+    "q-exact q-regex q-absent alt alt-re anch idx gen prio pk h-host mix fseg fgen igen",
     "url_maps:\n"
     "  - name: routes\n"
     "    default_service: def\n"
@@ -345,7 +364,8 @@ static const char routes_yaml[] =
     "          - {priority: 67, service: fgen, match_rules: [{full_path_match: /fa}, "
     "{full_path_match: /fb}]}\n"
     "          - {priority: 68, service: igen, match_rules: [{regex_match: "
-    "\"(?i)/Gen/[a-z]+\"}]}\n";
+    "\"(?i)/Gen/[a-z]+\"}]}\n",
+};
 
 static const struct mcase route_cases[] = {
     {"route prefix", "h", "/api/x", NULL, NULL, NULL, 0, "api", 5},
@@ -388,16 +408,15 @@ static const struct mcase route_cases[] = {
     {"hdr range junk", "h", "/h/range", NULL, "x-h: 5x", NULL, 0, "r-def", -1},
     {"hdr range empty", "h", "/h/range", NULL, "x-h: ", NULL, 0, "r-def", -1},
     {"hdr range plus", "h", "/h/range", NULL, "x-h: +5", NULL, 0, "r-def", -1},
-    {"hdr range overflow", "h", "/h/range", NULL, "x-h: 99999999999999999999", NULL, 0,
-     "r-def", -1},
+    {"hdr range overflow", "h", "/h/range", NULL, "x-h: 99999999999999999999", NULL, 0, "r-def",
+     -1},
     {"hdr invert other value", "h", "/h/invert", NULL, "x-h: abd", NULL, 0, "h-invert", -1},
     {"hdr invert same value", "h", "/h/invert", NULL, "x-h: abc", NULL, 0, "r-def", -1},
     {"hdr invert absent", "h", "/h/invert", NULL, NULL, NULL, 0, "h-invert", -1},
     {"hdr :method", "h", "/h/method", NULL, NULL, "POST", 0, "h-method", -1},
     {"hdr :method other", "h", "/h/method", NULL, NULL, "GET", 0, "r-def", -1},
     {"hdr :authority", "svc.internal:80", "/h/auth", NULL, NULL, NULL, 0, "r-def", -1},
-    {"hdr :authority suffix", "svc.internal", "/h/auth", NULL, NULL, NULL, 0, "h-authority",
-     -1},
+    {"hdr :authority suffix", "svc.internal", "/h/auth", NULL, NULL, NULL, 0, "h-authority", -1},
     {"hdr :scheme", "h", "/h/scheme", NULL, NULL, NULL, 0, "h-scheme", -1},
     {"hdr joined", "h", "/h/multi", NULL, "x-m: a\nx-m: b", NULL, 0, "h-multi", -1},
     {"hdr joined other between", "h", "/h/multi", NULL, "x-m: a\nx-n: z\nx-m: b", NULL, 0,
@@ -415,8 +434,7 @@ static const struct mcase route_cases[] = {
     {"query present no query", "h", "/q/present", NULL, NULL, NULL, 0, "r-def", -1},
     {"query exact raw", "h", "/q/exact", "v=x%20y", NULL, NULL, 0, "q-exact", -1},
     {"query exact not decoded", "h", "/q/exact", "v=x y", NULL, NULL, 0, "r-def", -1},
-    {"query exact first occurrence", "h", "/q/exact", "v=z&v=x%20y", NULL, NULL, 0, "r-def",
-     -1},
+    {"query exact first occurrence", "h", "/q/exact", "v=z&v=x%20y", NULL, NULL, 0, "r-def", -1},
     {"query exact empty parts", "h", "/q/exact", "&&v=x%20y&", NULL, NULL, 0, "q-exact", -1},
     {"query regex", "h", "/q/regex", "v=abc", NULL, NULL, 0, "q-regex", -1},
     {"query regex full", "h", "/q/regex", "v=abc1", NULL, NULL, 0, "r-def", -1},
@@ -447,8 +465,8 @@ static const struct mcase route_cases[] = {
 
 /* ---- weighted splits and header actions ---------------------------------------- */
 
-static const char split_yaml[] =
-    LISTENER("ha") "backend_services:\n" BS("def") BS("s0") BS("s1") BS("s2")
+static const struct test_config split_config = {
+    "def s0 s1 s2",
     "url_maps:\n"
     "  - name: ha\n"
     "    default_service: def\n"
@@ -473,7 +491,8 @@ static const char split_yaml[] =
     "            header_action: {}\n"
     "            service: s1\n"
     "  - name: bare\n"
-    "    default_service: s2\n";
+    "    default_service: s2\n",
+};
 
 /* Which level each header action came from, as a comma list. */
 static void header_action_order(const struct url_map_result *r, char *buf, size_t cap)
@@ -517,16 +536,21 @@ static const struct scase split_cases[] = {
 
 static void test_splits(void)
 {
-    struct config *cfg = load_yaml(split_yaml);
+    struct config *cfg = load_yaml(&split_config);
     struct url_map *ha = cfg ? url_map_compile(find_map(cfg, "ha")) : NULL;
     struct url_map *bare = cfg ? url_map_compile(find_map(cfg, "bare")) : NULL;
     CHECK(!cfg || (ha && bare));
     for (size_t i = 0; ha && bare && i < sizeof(split_cases) / sizeof(split_cases[0]); i++) {
         const struct scase *c = &split_cases[i];
         struct url_map_request req = {
-            .method = "GET", .method_len = 3, .scheme = "http", .scheme_len = 4,
-            .authority = c->authority, .authority_len = strlen(c->authority),
-            .path = c->path, .path_len = strlen(c->path),
+            .method = "GET",
+            .method_len = 3,
+            .scheme = "http",
+            .scheme_len = 4,
+            .authority = c->authority,
+            .authority_len = strlen(c->authority),
+            .path = c->path,
+            .path_len = strlen(c->path),
         };
         struct url_map_result res;
         char order[64];
@@ -640,32 +664,128 @@ struct rcase {
 };
 
 static const struct rcase redirect_cases[] = {
-    {"redir https", {.https_redirect = true}, "http", "ex.com", "/a", "x=1", 0, 256, 0,
+    {"redir https",
+     {.https_redirect = true},
+     "http",
+     "ex.com",
+     "/a",
+     "x=1",
+     0,
+     256,
+     0,
      "https://ex.com/a?x=1"},
-    {"redir https drops :80", {.https_redirect = true}, "http", "ex.com:80", "/a", NULL, 0, 256,
-     0, "https://ex.com/a"},
-    {"redir https keeps :8080", {.https_redirect = true}, "http", "ex.com:8080", "/a", NULL, 0,
-     256, 0, "https://ex.com:8080/a"},
-    {"redir host", {.host_redirect = "new.com"}, "http", "ex.com", "/a", "x=1", 0, 256, 0,
+    {"redir https drops :80",
+     {.https_redirect = true},
+     "http",
+     "ex.com:80",
+     "/a",
+     NULL,
+     0,
+     256,
+     0,
+     "https://ex.com/a"},
+    {"redir https keeps :8080",
+     {.https_redirect = true},
+     "http",
+     "ex.com:8080",
+     "/a",
+     NULL,
+     0,
+     256,
+     0,
+     "https://ex.com:8080/a"},
+    {"redir host",
+     {.host_redirect = "new.com"},
+     "http",
+     "ex.com",
+     "/a",
+     "x=1",
+     0,
+     256,
+     0,
      "http://new.com/a?x=1"},
-    {"redir keeps https", {.host_redirect = "new.com"}, "https", "ex.com", "/a", NULL, 0, 256, 0,
+    {"redir keeps https",
+     {.host_redirect = "new.com"},
+     "https",
+     "ex.com",
+     "/a",
+     NULL,
+     0,
+     256,
+     0,
      "https://new.com/a"},
-    {"redir path", {.path_redirect = "/p"}, "http", "ex.com", "/a", "x=1", 0, 256, 0,
+    {"redir path",
+     {.path_redirect = "/p"},
+     "http",
+     "ex.com",
+     "/a",
+     "x=1",
+     0,
+     256,
+     0,
      "http://ex.com/p?x=1"},
-    {"redir path own query", {.path_redirect = "/p?y=2"}, "http", "ex.com", "/a", "x=1", 0, 256,
-     0, "http://ex.com/p?y=2"},
-    {"redir strip query", {.strip_query = true}, "http", "ex.com", "/a", "x=1", 0, 256, 0,
+    {"redir path own query",
+     {.path_redirect = "/p?y=2"},
+     "http",
+     "ex.com",
+     "/a",
+     "x=1",
+     0,
+     256,
+     0,
+     "http://ex.com/p?y=2"},
+    {"redir strip query",
+     {.strip_query = true},
+     "http",
+     "ex.com",
+     "/a",
+     "x=1",
+     0,
+     256,
+     0,
      "http://ex.com/a"},
     {"redir empty query", {0}, "http", "ex.com", "/a", "", 0, 256, 0, "http://ex.com/a"},
-    {"redir prefix", {.prefix_redirect = "/new/"}, "http", "ex.com", "/old/x/y", "x=1", 5, 256, 0,
+    {"redir prefix",
+     {.prefix_redirect = "/new/"},
+     "http",
+     "ex.com",
+     "/old/x/y",
+     "x=1",
+     5,
+     256,
+     0,
      "http://ex.com/new/x/y?x=1"},
-    {"redir prefix whole path", {.prefix_redirect = "/n"}, "http", "ex.com", "/old", NULL, 4, 256,
-     0, "http://ex.com/n"},
-    {"redir prefix len 0", {.prefix_redirect = "/new"}, "http", "ex.com", "/old/x", NULL, 0, 256,
-     0, "http://ex.com/new/old/x"},
+    {"redir prefix whole path",
+     {.prefix_redirect = "/n"},
+     "http",
+     "ex.com",
+     "/old",
+     NULL,
+     4,
+     256,
+     0,
+     "http://ex.com/n"},
+    {"redir prefix len 0",
+     {.prefix_redirect = "/new"},
+     "http",
+     "ex.com",
+     "/old/x",
+     NULL,
+     0,
+     256,
+     0,
+     "http://ex.com/new/old/x"},
     {"redir no authority", {0}, "http", NULL, "/a", "x=1", 0, 256, 0, "/a?x=1"},
-    {"redir all", {.host_redirect = "h", .path_redirect = "/p", .https_redirect = true,
-                   .strip_query = true}, "http", "ex.com", "/a", "q", 0, 256, 0, "https://h/p"},
+    {"redir all",
+     {.host_redirect = "h", .path_redirect = "/p", .https_redirect = true, .strip_query = true},
+     "http",
+     "ex.com",
+     "/a",
+     "q",
+     0,
+     256,
+     0,
+     "https://h/p"},
     {"redir cap small", {0}, "http", "ex.com", "/a", NULL, 0, 10, SY_ERANGE, NULL},
     {"redir cap exact", {0}, "http", "ex.com", "/a", NULL, 0, 16, 0, "http://ex.com/a"},
     {"redir cap one short", {0}, "http", "ex.com", "/a", NULL, 0, 15, SY_ERANGE, NULL},
@@ -678,10 +798,14 @@ static void test_redirects(void)
     for (size_t i = 0; i < sizeof(redirect_cases) / sizeof(redirect_cases[0]); i++) {
         const struct rcase *c = &redirect_cases[i];
         struct url_map_request req = {
-            .scheme = c->scheme, .scheme_len = strlen(c->scheme),
-            .authority = c->authority, .authority_len = c->authority ? strlen(c->authority) : 0,
-            .path = c->path, .path_len = strlen(c->path),
-            .query = c->query, .query_len = c->query ? strlen(c->query) : 0,
+            .scheme = c->scheme,
+            .scheme_len = strlen(c->scheme),
+            .authority = c->authority,
+            .authority_len = c->authority ? strlen(c->authority) : 0,
+            .path = c->path,
+            .path_len = strlen(c->path),
+            .query = c->query,
+            .query_len = c->query ? strlen(c->query) : 0,
         };
         char out[256];
         TEST_CASE(c->name);
@@ -702,8 +826,8 @@ static void test_redirects(void)
 }
 
 /* A redirect chosen by the matcher, with its matched prefix. */
-static const char redirect_yaml[] =
-    LISTENER("redir") "backend_services:\n" BS("def")
+static const struct test_config redirect_config = {
+    "def",
     "url_maps:\n"
     "  - name: redir\n"
     "    default_service: def\n"
@@ -714,16 +838,24 @@ static const char redirect_yaml[] =
     "        route_rules:\n"
     "          - priority: 1\n"
     "            match_rules: [{prefix_match: /old/}]\n"
-    "            url_redirect: {prefix_redirect: /new/, https_redirect: true}\n";
+    "            url_redirect: {prefix_redirect: /new/, https_redirect: true}\n",
+};
 
 static void test_matched_redirect(void)
 {
-    struct config *cfg = load_yaml(redirect_yaml);
+    struct config *cfg = load_yaml(&redirect_config);
     struct url_map *m = cfg ? url_map_compile(find_map(cfg, "redir")) : NULL;
     struct url_map_request req = {
-        .method = "GET", .method_len = 3, .scheme = "http", .scheme_len = 4,
-        .authority = "h.test", .authority_len = 6, .path = "/old/a/b", .path_len = 8,
-        .query = "k=v", .query_len = 3,
+        .method = "GET",
+        .method_len = 3,
+        .scheme = "http",
+        .scheme_len = 4,
+        .authority = "h.test",
+        .authority_len = 6,
+        .path = "/old/a/b",
+        .path_len = 8,
+        .query = "k=v",
+        .query_len = 3,
     };
     struct url_map_result res;
     char out[128];
@@ -749,14 +881,18 @@ static void test_hand_built(void)
 {
     static struct cfg_backend_service a = {.name = "a"}, b = {.name = "b"}, d = {.name = "d"};
     static char *hosts[] = {"Upper.Example"};
-    struct cfg_header_match present = {.header_name = "x-big", .kind = CFG_HDR_PRESENT,
-                                       .present = true};
+    struct cfg_header_match present = {
+        .header_name = "x-big", .kind = CFG_HDR_PRESENT, .present = true};
     struct cfg_header_match any = {.header_name = "x-big", .kind = CFG_HDR_REGEX, .value = ".*"};
     struct cfg_match_rule mrs[3] = {
         {.path_kind = CFG_PATH_REGEX, .path = "/r/[0-9]+"},
-        {.path_kind = CFG_PATH_PREFIX, .path = "/big/", .header_matches = &present,
+        {.path_kind = CFG_PATH_PREFIX,
+         .path = "/big/",
+         .header_matches = &present,
          .n_header_matches = 1},
-        {.path_kind = CFG_PATH_PREFIX, .path = "/bigre/", .header_matches = &any,
+        {.path_kind = CFG_PATH_PREFIX,
+         .path = "/bigre/",
+         .header_matches = &any,
          .n_header_matches = 1},
     };
     struct cfg_route_rule rrs[3] = {
@@ -764,11 +900,15 @@ static void test_hand_built(void)
         {.priority = 2, .match_rules = &mrs[1], .n_match_rules = 1, .action = {.service = &b}},
         {.priority = 3, .match_rules = &mrs[2], .n_match_rules = 1, .action = {.service = &a}},
     };
-    struct cfg_path_matcher pm = {.name = "p", .default_action = {.service = &d},
-                                  .route_rules = rrs, .n_route_rules = 3};
+    struct cfg_path_matcher pm = {
+        .name = "p", .default_action = {.service = &d}, .route_rules = rrs, .n_route_rules = 3};
     struct cfg_host_rule hr = {.hosts = hosts, .n_hosts = 1, .path_matcher_name = "p"};
-    struct cfg_url_map um = {.name = "m", .default_action = {.service = &d}, .host_rules = &hr,
-                             .n_host_rules = 1, .path_matchers = &pm, .n_path_matchers = 1};
+    struct cfg_url_map um = {.name = "m",
+                             .default_action = {.service = &d},
+                             .host_rules = &hr,
+                             .n_host_rules = 1,
+                             .path_matchers = &pm,
+                             .n_path_matchers = 1};
     char *big = malloc(BIG_VALUE);
     struct url_map *m = url_map_compile(&um);
     TEST_CASE("hand-built compile");
@@ -795,9 +935,15 @@ static void test_hand_built(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct url_map_request req = {
-            .method = "GET", .method_len = 3, .scheme = "http", .scheme_len = 4,
-            .authority = cases[i].authority, .authority_len = strlen(cases[i].authority),
-            .path = cases[i].path, .path_len = strlen(cases[i].path), .headers = &hs,
+            .method = "GET",
+            .method_len = 3,
+            .scheme = "http",
+            .scheme_len = 4,
+            .authority = cases[i].authority,
+            .authority_len = strlen(cases[i].authority),
+            .path = cases[i].path,
+            .path_len = strlen(cases[i].path),
+            .headers = &hs,
         };
         struct url_map_result res;
         hs.n = cases[i].n_headers;
@@ -839,7 +985,7 @@ static void *match_thread(void *p)
 
 static void test_threads(void)
 {
-    struct config *cfg = load_yaml(routes_yaml);
+    struct config *cfg = load_yaml(&routes_config);
     struct url_map *m = cfg ? url_map_compile(find_map(cfg, "routes")) : NULL;
     struct thread_arg args[N_THREADS];
     pthread_t th[N_THREADS];
@@ -865,10 +1011,10 @@ static void test_threads(void)
 
 void test_urlmap_suite(void)
 {
-    RUN_MAP(hosts_yaml, "hosts", host_cases);
-    RUN_MAP(hosts_yaml, "star", star_cases);
-    RUN_MAP(paths_yaml, "paths", path_cases);
-    RUN_MAP(routes_yaml, "routes", route_cases);
+    RUN_MAP(hosts_config, "hosts", host_cases);
+    RUN_MAP(hosts_config, "star", star_cases);
+    RUN_MAP(paths_config, "paths", path_cases);
+    RUN_MAP(routes_config, "routes", route_cases);
     test_splits();
     test_normalize();
     test_redirects();

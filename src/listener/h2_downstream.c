@@ -1,0 +1,853 @@
+/*
+ * h2_downstream.c — HTTP/2 from clients, on nghttp2's server API: over TLS
+ * (ALPN h2), h2c with prior knowledge, and h2c by HTTP/1.1 Upgrade.
+ *
+ * Each request stream is one exchange. Flow control is tied to forwarding:
+ * nghttp2's automatic WINDOW_UPDATE is off, and request DATA is given back
+ * to the client's window (nghttp2_session_consume) only once the exchange
+ * accepted it and is not back-pressured, so a slow backend stalls the
+ * client instead of filling memory. Response bodies queue per stream (at
+ * most SY_FLOW_HIGH before the router pauses the backend) and go out as
+ * DATA frames without a copy (NO_COPY + send_data_callback). Frames are
+ * serialized once per loop turn (flush_ev), not once per submit.
+ *
+ * Connection states:
+ *   OPEN      serving streams
+ *   DRAINING  GOAWAY sent (shutdown notice, then the final one); no new
+ *             streams; closes when the last stream ends
+ *   CLOSED    freed on a later loop turn
+ */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "backend/router.h"
+#include "backend/runtime.h"
+#include "config/config-t.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "http/headers.h"
+#include "listener/listener-int.h"
+
+#define H2_OUTPUT_CAP (256 * 1024) /* serialized bytes queued on the socket */
+#define H2_GOAWAY_GRACE_MS 1000    /* between the shutdown notice and the final GOAWAY */
+
+enum h2d_state { H2D_OPEN, H2D_DRAINING, H2D_CLOSED };
+
+static const char *h2d_state_str(enum h2d_state s)
+{
+    static const char *const names[] = {"open", "draining", "closed"};
+    return names[s];
+}
+
+struct h2_down;
+
+struct h2_stream {
+    struct h2_down *c;
+    int32_t id;
+    struct exchange *ex;  /* NULL once the exchange finished */
+    struct evbuffer *out; /* response body waiting for DATA frames */
+    nghttp2_nv *trailers; /* response trailers, sent after the body (malloc) */
+    size_t n_trailers;
+    bool out_eof;       /* the response body is complete */
+    bool deferred;      /* the data provider is waiting for bytes */
+    bool head_done;     /* the request head reached the router */
+    bool req_paused;    /* the router asked to stop taking request DATA */
+    bool notify_drained;
+    size_t unconsumed;     /* request DATA not yet returned to the client's window */
+    uint32_t header_bytes; /* for max_header_list_size */
+    struct http_headers req_trailers;
+    struct h2_stream *next, *prev;
+};
+
+struct h2_down {
+    struct listener_worker *lw;
+    struct conn_info ci;
+    struct bufferevent *bev;
+    nghttp2_session *ng;
+    enum h2d_state state;
+    struct h2_stream *streams;
+    unsigned n_streams;
+    bool want_flush;
+    bool ping_outstanding;
+    struct evbuffer *scratch; /* request DATA of one callback */
+    struct event flush_ev, idle_ev, goaway_ev, reap_ev;
+    struct h2_down *next, *prev;
+};
+
+static const struct downstream_ops h2_downstream_ops;
+static void conn_close(struct h2_down *c);
+
+static const struct cfg_listener *listener_cfg(const struct h2_down *c)
+{
+    const struct runtime *rt = c->lw->w->runtime;
+    return &rt->cfg->listeners[c->ci.listener_idx];
+}
+
+static void set_state(struct h2_down *c, enum h2d_state s)
+{
+    log_debug("h2 downstream %p: %s -> %s", (void *)c, h2d_state_str(c->state), h2d_state_str(s));
+    c->state = s;
+}
+
+static void arm_ms(struct event *ev, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
+static void schedule_flush(struct h2_down *c)
+{
+    if (c->state != H2D_CLOSED && !c->want_flush) {
+        c->want_flush = true;
+        event_active(&c->flush_ev, EV_TIMEOUT, 1);
+    }
+}
+
+/* With no stream open, the keep-alive timer runs; any stream stops it. */
+static void update_idle(struct h2_down *c)
+{
+    uint64_t ms = listener_cfg(c)->timeouts.http_keepalive_ms;
+    if (c->n_streams == 0 && ms)
+        arm_ms(&c->idle_ev, ms);
+    else
+        evtimer_del(&c->idle_ev);
+}
+
+/* ---- streams ------------------------------------------------------------------- */
+
+static struct h2_stream *stream_new(struct h2_down *c, int32_t id)
+{
+    struct h2_stream *st = calloc(1, sizeof *st);
+    if (!st || !(st->out = evbuffer_new())) {
+        free(st);
+        return NULL;
+    }
+    st->c = c;
+    st->id = id;
+    st->next = c->streams;
+    if (c->streams)
+        c->streams->prev = st;
+    c->streams = st;
+    c->n_streams++;
+    update_idle(c);
+    return st;
+}
+
+static void stream_free(struct h2_stream *st)
+{
+    struct h2_down *c = st->c;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        c->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    c->n_streams--;
+    evbuffer_free(st->out);
+    free(st->trailers);
+    free(st);
+    if (c->state != H2D_CLOSED)
+        update_idle(c);
+}
+
+/* The client is gone or reset the stream: the exchange ends. */
+static void stream_abort_exchange(struct h2_stream *st)
+{
+    struct exchange *ex = st->ex;
+    st->ex = NULL;
+    if (ex)
+        exchange_on_downstream_abort(ex);
+}
+
+/* Give request bytes back to the client's window. */
+static void stream_consume(struct h2_stream *st, size_t n)
+{
+    if (n && st->c->ng)
+        nghttp2_session_consume(st->c->ng, st->id, n);
+    schedule_flush(st->c);
+}
+
+/* ---- request side ------------------------------------------------------------------ */
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
+{
+    struct h2_down *c = arg;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct h2_stream *st = stream_new(c, f->hd.stream_id);
+    struct exchange *ex = st ? exchange_new(c->lw->w, listener_cfg(c)) : NULL;
+    if (!ex || http_headers_init(&ex->req.headers, &ex->arena, 16) != 0) {
+        if (ex)
+            exchange_reject(ex, 500);
+        if (st)
+            stream_free(st);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST_STREAM INTERNAL_ERROR */
+    }
+    st->ex = ex;
+    ex->down = &h2_downstream_ops;
+    ex->down_ctx = st;
+    ex->tls = c->ci.tls;
+    memcpy(&ex->client_addr, &c->ci.peer, sizeof ex->client_addr);
+    memcpy(&ex->local_addr, &c->ci.local, sizeof ex->local_addr);
+    ex->req.version = HTTP_2;
+    nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, st);
+    return 0;
+}
+
+/* Pseudo-header or field of a request head; copied into the exchange arena. */
+static int take_request_field(struct exchange *ex, const uint8_t *name, size_t nlen,
+                              const uint8_t *value, size_t vlen)
+{
+    struct http_request_head *r = &ex->req;
+    char *v = arena_strndup(&ex->arena, (const char *)value, vlen);
+    if (!v)
+        return -1;
+    if (nlen > 0 && name[0] == ':') {
+        if (nlen == 7 && memcmp(name, ":method", 7) == 0) {
+            r->method = v;
+            r->method_len = (uint32_t)vlen;
+        } else if (nlen == 7 && memcmp(name, ":scheme", 7) == 0) {
+            r->scheme = v;
+            r->scheme_len = (uint32_t)vlen;
+        } else if (nlen == 10 && memcmp(name, ":authority", 10) == 0) {
+            r->authority = v;
+            r->authority_len = (uint32_t)vlen;
+        } else if (nlen == 5 && memcmp(name, ":path", 5) == 0) {
+            r->path = v;
+            r->path_len = (uint32_t)vlen;
+        }
+        return 0; /* nghttp2 rejects unknown pseudo-headers itself */
+    }
+    if (nlen == 4 && memcmp(name, "host", 4) == 0) {
+        if (!r->authority) { /* :authority wins when both are present */
+            r->authority = v;
+            r->authority_len = (uint32_t)vlen;
+        }
+        return 0;
+    }
+    char *n = arena_strndup(&ex->arena, (const char *)name, nlen);
+    if (!n)
+        return -1;
+    return http_headers_add(&r->headers, &ex->arena, n, nlen, v, vlen) ? -1 : 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+{
+    struct h2_down *c = arg;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!st || !st->ex || f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    struct exchange *ex = st->ex;
+    st->header_bytes += (uint32_t)(nlen + vlen + 32);
+    if (st->header_bytes > listener_cfg(c)->http2.max_header_list_size)
+        return 0; /* answered with 431 once the head is complete */
+    if (f->headers.cat == NGHTTP2_HCAT_HEADERS) { /* request trailers */
+        if (!st->req_trailers.v && http_headers_init(&st->req_trailers, &ex->arena, 4) != 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        char *n = arena_strndup(&ex->arena, (const char *)name, nlen);
+        char *v = arena_strndup(&ex->arena, (const char *)value, vlen);
+        if (!n || !v || http_headers_add(&st->req_trailers, &ex->arena, n, nlen, v, vlen))
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0;
+    }
+    return take_request_field(ex, name, nlen, value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+                                                           : 0;
+}
+
+/* RFC 9113 8.2.3: cookie crumbs become one field for HTTP/1.1 backends. */
+static int join_cookies(struct exchange *ex)
+{
+    struct http_headers *h = &ex->req.headers;
+    unsigned n = http_headers_count(h, "cookie", 6);
+    if (n < 2)
+        return 0;
+    size_t len = 0;
+    for (uint32_t i = 0; i < h->n; i++)
+        if (h->v[i].name_len == 6 && memcmp(h->v[i].name, "cookie", 6) == 0)
+            len += h->v[i].value_len + 2;
+    char *v = arena_alloc(&ex->arena, len + 1);
+    if (!v)
+        return -1;
+    size_t off = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const struct http_header *f = &h->v[i];
+        if (f->name_len != 6 || memcmp(f->name, "cookie", 6) != 0)
+            continue;
+        if (off) {
+            memcpy(v + off, "; ", 2);
+            off += 2;
+        }
+        memcpy(v + off, f->value, f->value_len);
+        off += f->value_len;
+    }
+    http_headers_remove(h, "cookie", 6);
+    return http_headers_add(h, &ex->arena, "cookie", 6, v, off);
+}
+
+/* The request head is complete: fill the neutral fields and route it. */
+static void request_head_done(struct h2_down *c, struct h2_stream *st, bool end_stream)
+{
+    struct exchange *ex = st->ex;
+    struct http_request_head *r = &ex->req;
+    st->head_done = true;
+    if (!r->scheme) {
+        r->scheme = ex->tls ? "https" : "http";
+        r->scheme_len = (uint32_t)strlen(r->scheme);
+    }
+    const struct http_header *cl = http_headers_get(&r->headers, "content-length", 14);
+    r->content_length = cl ? strtoll(cl->value, NULL, 10) : -1;
+    if (end_stream)
+        r->content_length = cl ? r->content_length : -1;
+    http_headers_remove(&r->headers, "content-length", 14);
+    r->has_body = !end_stream;
+    ex->is_head = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
+    const struct http_header *ct = http_headers_get(&r->headers, "content-type", 12);
+    ex->is_grpc = ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
+    if (st->header_bytes > listener_cfg(c)->http2.max_header_list_size) {
+        exchange_local_reply(ex, 431, "request header fields too large", 0);
+        return;
+    }
+    if (!r->method || !r->path || join_cookies(ex) != 0) {
+        exchange_local_reply(ex, 400, "bad request", 0);
+        return;
+    }
+    if (end_stream)
+        ex->req_done = true;
+    router_start(ex);
+    if (end_stream && st->ex == ex)
+        exchange_on_request_end(ex, NULL);
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
+{
+    struct h2_down *c = arg;
+    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK))
+        c->ping_outstanding = false;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!st || !st->ex)
+        return 0;
+    bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        request_head_done(c, st, end);
+        return 0;
+    }
+    if (end && st->head_done)
+        exchange_on_request_end(st->ex, st->req_trailers.n ? &st->req_trailers : NULL);
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id,
+                              const uint8_t *data, size_t len, void *arg)
+{
+    struct h2_down *c = arg;
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    if (!st || !st->ex || !st->head_done) {
+        nghttp2_session_consume(ng, id, len); /* nobody wants it */
+        return 0;
+    }
+    evbuffer_add(c->scratch, data, len);
+    exchange_on_request_body(st->ex, c->scratch);
+    evbuffer_drain(c->scratch, evbuffer_get_length(c->scratch));
+    if (st->req_paused)
+        st->unconsumed += len;
+    else
+        nghttp2_session_consume(ng, id, len);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *arg)
+{
+    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    if (!st)
+        return 0;
+    nghttp2_session_set_stream_user_data(ng, id, NULL);
+    stream_abort_exchange(st); /* no-op when the exchange already finished */
+    stream_free(st);
+    return 0;
+}
+
+/* ---- response side ---------------------------------------------------------------------- */
+
+static ssize_t on_data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                            uint32_t *data_flags, nghttp2_data_source *src, void *arg)
+{
+    struct h2_stream *st = src->ptr;
+    size_t have = evbuffer_get_length(st->out);
+    size_t n = have < length ? have : length;
+    if (n == 0 && !st->out_eof) {
+        st->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (n == have && st->out_eof) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (st->n_trailers) {
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_submit_trailer(ng, id, st->trailers, st->n_trailers);
+        }
+    }
+    if (st->ex && have >= SY_FLOW_LOW && have - n < SY_FLOW_LOW)
+        st->notify_drained = true;
+    return (ssize_t)n;
+}
+
+static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *src, void *arg)
+{
+    struct h2_down *c = arg;
+    struct h2_stream *st = src->ptr;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add(out, framehd, 9);
+    evbuffer_remove_buffer(st->out, out, length);
+    return 0;
+}
+
+/* Copy a header list into one malloc'd block of nghttp2_nv (for trailers). */
+static nghttp2_nv *nv_copy(const struct http_headers *h, size_t *n_out)
+{
+    size_t bytes = sizeof(nghttp2_nv) * h->n;
+    for (uint32_t i = 0; i < h->n; i++)
+        bytes += h->v[i].name_len + h->v[i].value_len;
+    nghttp2_nv *nv = malloc(bytes ? bytes : 1);
+    if (!nv)
+        return NULL;
+    uint8_t *p = (uint8_t *)(nv + h->n);
+    for (uint32_t i = 0; i < h->n; i++) {
+        memcpy(p, h->v[i].name, h->v[i].name_len);
+        nv[i].name = p;
+        nv[i].namelen = h->v[i].name_len;
+        p += h->v[i].name_len;
+        memcpy(p, h->v[i].value, h->v[i].value_len);
+        nv[i].value = p;
+        nv[i].valuelen = h->v[i].value_len;
+        p += h->v[i].value_len;
+        nv[i].flags = NGHTTP2_NV_FLAG_NONE;
+    }
+    *n_out = h->n;
+    return nv;
+}
+
+/* Connection-specific fields never go into an HTTP/2 response (RFC 9113 8.2.2). */
+static bool connection_specific(const struct http_header *f)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade", "content-length"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (f->name_len == strlen(names[i]) && memcmp(f->name, names[i], f->name_len) == 0)
+            return true;
+    return false;
+}
+
+static void op_send_head(struct exchange *ex, const struct http_response_head *h, bool end)
+{
+    struct h2_stream *st = ex->down_ctx;
+    struct h2_down *c = st->c;
+    nghttp2_nv *nv = arena_alloc(&ex->arena, sizeof *nv * (h->headers.n + 2));
+    char status[8], clen[24];
+    if (!nv) {
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        schedule_flush(c);
+        return;
+    }
+    snprintf(status, sizeof status, "%03d", h->status % 1000);
+    size_t n = 0;
+    nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    for (uint32_t i = 0; i < h->headers.n; i++) {
+        const struct http_header *f = &h->headers.v[i];
+        if (connection_specific(f))
+            continue;
+        nv[n++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->name_len,
+                               f->value_len, NGHTTP2_NV_FLAG_NONE};
+    }
+    if (h->content_length >= 0 && h->status != 204 && h->status != 304) {
+        int l = snprintf(clen, sizeof clen, "%lld", (long long)h->content_length);
+        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)l,
+                               NGHTTP2_NV_FLAG_NONE};
+    }
+    if (end || ex->is_head) {
+        nghttp2_submit_response(c->ng, st->id, nv, n, NULL);
+        st->out_eof = true;
+    } else {
+        nghttp2_data_provider dp = {.source.ptr = st, .read_callback = on_data_read};
+        nghttp2_submit_response(c->ng, st->id, nv, n, &dp);
+    }
+    schedule_flush(c);
+}
+
+static void resume(struct h2_stream *st)
+{
+    if (st->deferred) {
+        st->deferred = false;
+        nghttp2_session_resume_data(st->c->ng, st->id);
+    }
+    schedule_flush(st->c);
+}
+
+static void op_send_body(struct exchange *ex, struct evbuffer *buf)
+{
+    struct h2_stream *st = ex->down_ctx;
+    if (ex->is_head) {
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        return;
+    }
+    evbuffer_add_buffer(st->out, buf);
+    resume(st);
+}
+
+static void op_send_end(struct exchange *ex, const struct http_headers *trailers)
+{
+    struct h2_stream *st = ex->down_ctx;
+    if (st->out_eof)
+        return;
+    if (trailers && trailers->n)
+        st->trailers = nv_copy(trailers, &st->n_trailers);
+    st->out_eof = true;
+    resume(st);
+}
+
+static void op_reset(struct exchange *ex)
+{
+    struct h2_stream *st = ex->down_ctx;
+    st->ex = NULL;
+    nghttp2_submit_rst_stream(st->c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    schedule_flush(st->c);
+}
+
+static size_t op_pending(struct exchange *ex)
+{
+    struct h2_stream *st = ex->down_ctx;
+    return evbuffer_get_length(st->out);
+}
+
+static void op_read_body(struct exchange *ex, bool enable)
+{
+    struct h2_stream *st = ex->down_ctx;
+    if (st->req_paused == !enable)
+        return;
+    st->req_paused = !enable;
+    if (enable) {
+        size_t n = st->unconsumed;
+        st->unconsumed = 0;
+        stream_consume(st, n);
+    }
+}
+
+static void op_detach(struct exchange *ex)
+{
+    struct h2_stream *st = ex->down_ctx;
+    if (st->ex != ex)
+        return;
+    st->ex = NULL;
+    /* Whatever the client still sends on this stream is consumed and dropped. */
+    size_t n = st->unconsumed;
+    st->unconsumed = 0;
+    st->req_paused = false;
+    stream_consume(st, n);
+    if (!st->out_eof) { /* finished without a complete response */
+        nghttp2_submit_rst_stream(st->c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        schedule_flush(st->c);
+    }
+}
+
+static const struct downstream_ops h2_downstream_ops = {
+    .send_head = op_send_head,
+    .send_body = op_send_body,
+    .send_end = op_send_end,
+    .reset = op_reset,
+    .pending = op_pending,
+    .read_body = op_read_body,
+    .detach = op_detach,
+};
+
+/* ---- connection I/O -------------------------------------------------------------------------- */
+
+/* Tell exchanges whose response buffer drained (outside nghttp2 callbacks). */
+static void notify_drained(struct h2_down *c)
+{
+    for (struct h2_stream *st = c->streams; st; st = st->next) {
+        if (!st->notify_drained)
+            continue;
+        st->notify_drained = false;
+        if (st->ex)
+            exchange_on_downstream_drained(st->ex);
+    }
+}
+
+/*
+ * Close once nothing is left to do: nghttp2 wants neither to read nor to
+ * write (GOAWAY exchanged), or a drain finished its last stream. The output
+ * must be flushed first; a zero low watermark makes on_write say when.
+ */
+static void maybe_close(struct h2_down *c)
+{
+    bool done = !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng);
+    if (c->state == H2D_DRAINING && c->n_streams == 0 && !evtimer_pending(&c->goaway_ev, NULL))
+        done = true;
+    if (!done)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_close(c);
+    else
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+}
+
+/* Serialize pending frames into the socket's output buffer, up to its cap. */
+static void flush(struct h2_down *c)
+{
+    c->want_flush = false;
+    if (c->state == H2D_CLOSED)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    while (evbuffer_get_length(out) < H2_OUTPUT_CAP) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+        if (n < 0) {
+            conn_close(c);
+            return;
+        }
+        if (n == 0)
+            break;
+        evbuffer_add(out, data, (size_t)n);
+    }
+    notify_drained(c);
+    if (c->state != H2D_CLOSED)
+        maybe_close(c);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg) { flush(arg); }
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct h2_down *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (c->state != H2D_CLOSED && evbuffer_get_length(in)) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        ssize_t n = nghttp2_session_mem_recv(c->ng, v.iov_base, v.iov_len);
+        if (n < 0) {
+            log_debug("h2 downstream %p: %s", (void *)c, nghttp2_strerror((int)n));
+            conn_close(c);
+            return;
+        }
+        evbuffer_drain(in, (size_t)n);
+    }
+    if (c->state != H2D_CLOSED)
+        flush(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct h2_down *c = arg;
+    flush(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    conn_close(arg);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_down *c = arg;
+    struct listener_worker *lw = c->lw;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        lw->h2_conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    evbuffer_free(c->scratch);
+    free(c);
+    listener_conn_closed(lw);
+}
+
+static void conn_close(struct h2_down *c)
+{
+    if (c->state == H2D_CLOSED)
+        return;
+    set_state(c, H2D_CLOSED);
+    /* Every stream still open ends its exchange; nghttp2 is freed after. */
+    while (c->streams) {
+        struct h2_stream *st = c->streams;
+        nghttp2_session_set_stream_user_data(c->ng, st->id, NULL);
+        stream_abort_exchange(st);
+        stream_free(st);
+    }
+    nghttp2_session_del(c->ng);
+    c->ng = NULL;
+    event_del(&c->flush_ev);
+    event_del(&c->idle_ev);
+    event_del(&c->goaway_ev);
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    event_active(&c->reap_ev, EV_TIMEOUT, 1);
+}
+
+static void on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_down *c = arg;
+    if (c->n_streams)
+        return;
+    nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+    set_state(c, H2D_DRAINING);
+    flush(c);
+}
+
+/* The final GOAWAY, one grace period after the shutdown notice. */
+static void on_goaway(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_down *c = arg;
+    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    flush(c);
+}
+
+static void conn_drain(struct h2_down *c)
+{
+    if (c->state != H2D_OPEN)
+        return;
+    set_state(c, H2D_DRAINING);
+    nghttp2_submit_shutdown_notice(c->ng);
+    arm_ms(&c->goaway_ev, H2_GOAWAY_GRACE_MS);
+    flush(c);
+}
+
+/* ---- session setup --------------------------------------------------------------------------- */
+
+static nghttp2_session *session_new(struct h2_down *c)
+{
+    nghttp2_session_callbacks *cb;
+    nghttp2_option *opt;
+    nghttp2_session *ng = NULL;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return NULL;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cb);
+        return NULL;
+    }
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_session_server_new2(&ng, cb, c, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cb);
+    return ng;
+}
+
+static int send_settings(struct h2_down *c)
+{
+    const struct cfg_listener *l = listener_cfg(c);
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->http2.max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l->http2.initial_stream_window_size},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, l->http2.max_header_list_size},
+    };
+    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 3) != 0)
+        return -1;
+    int32_t conn_window = (int32_t)l->http2.initial_connection_window_size;
+    if (conn_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)
+        nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, conn_window);
+    return 0;
+}
+
+/* HTTP/1.1 Upgrade: h2c — the upgraded request becomes stream 1. */
+static int take_upgrade(struct h2_down *c, const uint8_t *settings, size_t len,
+                        struct exchange *ex)
+{
+    struct h2_stream *st = stream_new(c, 1);
+    if (!st)
+        return -1;
+    if (nghttp2_session_upgrade2(c->ng, settings, len, ex->is_head, st) != 0) {
+        stream_free(st);
+        return -1;
+    }
+    st->ex = ex;
+    st->head_done = true;
+    ex->down = &h2_downstream_ops;
+    ex->down_ctx = st;
+    ex->req.version = HTTP_2;
+    ex->req_done = true;
+    router_start(ex);
+    if (st->ex == ex)
+        exchange_on_request_end(ex, NULL);
+    return 0;
+}
+
+void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
+                         const struct conn_info *ci, const uint8_t *upgrade_settings,
+                         size_t upgrade_settings_len, struct exchange *upgrade_ex)
+{
+    struct worker *w = lw->w;
+    struct h2_down *c = calloc(1, sizeof *c);
+    if (!c || !(c->scratch = evbuffer_new())) {
+        free(c);
+        bufferevent_free(bev);
+        if (upgrade_ex)
+            exchange_reject(upgrade_ex, 500);
+        listener_conn_closed(lw);
+        return;
+    }
+    c->lw = lw;
+    c->ci = *ci;
+    c->bev = bev;
+    evtimer_assign(&c->flush_ev, w->base, on_flush, c);
+    evtimer_assign(&c->idle_ev, w->base, on_idle, c);
+    evtimer_assign(&c->goaway_ev, w->base, on_goaway, c);
+    evtimer_assign(&c->reap_ev, w->base, on_reap, c);
+    c->next = lw->h2_conns;
+    if (lw->h2_conns)
+        lw->h2_conns->prev = c;
+    lw->h2_conns = c;
+    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
+    bufferevent_setwatermark(bev, EV_WRITE, H2_OUTPUT_CAP / 2, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    c->ng = session_new(c);
+    if (!c->ng || send_settings(c) != 0) {
+        if (upgrade_ex)
+            exchange_reject(upgrade_ex, 500);
+        conn_close(c);
+        return;
+    }
+    update_idle(c);
+    if (upgrade_ex && take_upgrade(c, upgrade_settings, upgrade_settings_len, upgrade_ex) != 0) {
+        exchange_reject(upgrade_ex, 400);
+        conn_close(c);
+        return;
+    }
+    if (w->draining)
+        conn_drain(c);
+    on_read(bev, c); /* bytes that came before the hand-over */
+}
+
+void h2_downstream_drain(struct listener_worker *lw)
+{
+    for (struct h2_down *c = lw->h2_conns; c; c = c->next)
+        conn_drain(c);
+}
+
+void h2_downstream_close_all(struct listener_worker *lw)
+{
+    while (lw->h2_conns) {
+        struct h2_down *c = lw->h2_conns;
+        conn_close(c);
+        event_del(&c->reap_ev);
+        on_reap(-1, 0, c);
+    }
+}

@@ -1,0 +1,25 @@
+/*
+ * tls_server.h — TLS termination for HTTPS listeners (OpenSSL 3).
+ * One SSL_CTX per listener, built on the main thread at startup and shared
+ * read-only by the workers: certificates (the first is the default, the
+ * others are chosen by SNI against their SANs), ALPN h2 then http/1.1,
+ * min_version, and session resumption (server cache and tickets).
+ */
+#ifndef SY_TLS_SERVER_H
+#define SY_TLS_SERVER_H
+
+#include <stddef.h>
+
+#include "config/config-t.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+/*
+ * Build the context for `l`. On failure returns NULL and writes a one-line
+ * reason naming the file into `err` (unreadable file, bad PEM, a key that
+ * does not match its certificate).
+ */
+SSL_CTX *tls_server_ctx_new(const struct cfg_listener *l, char *err, size_t errlen);
+void tls_server_ctx_free(SSL_CTX *ctx);
+
+#endif
