@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "backend/runtime.h"
 #include "backend/upstream.h"
 #include "config/config.h"
@@ -30,6 +31,7 @@ struct proxy {
     struct worker *workers;
     int n_workers;
     struct runtime *rt; /* current snapshot; the main thread's reference */
+    struct backend_registry *registry; /* endpoint state across reloads */
     pthread_mutex_t rt_lock;
     struct event *drain_timer;
     struct event *done_ev;
@@ -156,7 +158,7 @@ static void reload(struct proxy *p)
         config_unref(cfg);
         return;
     }
-    struct runtime *rt = runtime_new(cfg);
+    struct runtime *rt = runtime_new(cfg, p->registry);
     config_unref(cfg);
     if (!rt) {
         log_error("reload refused: out of memory");
@@ -357,12 +359,14 @@ int main(int argc, char **argv)
     pthread_mutex_init(&p.rt_lock, NULL);
     char err[512];
     struct listener_set *set = listeners_open(cfg, p.n_workers, err, sizeof err);
-    p.rt = set ? runtime_new(cfg) : NULL;
+    p.registry = backend_registry_new();
+    p.rt = set && p.registry ? runtime_new(cfg, p.registry) : NULL;
     config_unref(cfg);
     if (!set || !p.rt) {
         fprintf(stderr, "switchyard: %s\n", set ? "out of memory" : err);
         listener_set_free(set);
         runtime_unref(p.rt);
+        backend_registry_free(p.registry);
         return 1;
     }
     p.access_log_fd = open_access_log(p.rt->cfg);
@@ -371,6 +375,7 @@ int main(int argc, char **argv)
                 strerror(errno));
         listener_set_free(set);
         runtime_unref(p.rt);
+        backend_registry_free(p.registry);
         return 1;
     }
     p.base = event_base_new();
@@ -379,6 +384,7 @@ int main(int argc, char **argv)
     if (p.base)
         event_base_free(p.base);
     runtime_unref(p.rt);
+    backend_registry_free(p.registry);
     if (p.access_log_fd > STDOUT_FILENO)
         close(p.access_log_fd);
     libevent_global_shutdown();

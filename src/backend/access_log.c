@@ -94,9 +94,11 @@ void access_log_write(const struct exchange *ex)
     esc(authority, sizeof authority, ex->req.authority, ex->req.authority_len);
     esc(path, sizeof path, ex->req.path, ex->req.path_len);
     access_log_flags(ex->flags, flags, sizeof flags);
+    char tries[300];
+    esc(tries, sizeof tries, ex->tries_log, strlen(ex->tries_log));
     double ms = (double)(sy_now_us() - ex->start_us) / 1000.0;
     const char *svc = ex->service ? ex->service->name : "";
-    char line[2048];
+    char line[3072];
     int n;
     if (ex->rt->cfg->access_log.format == CFG_LOG_TEXT) {
         n = snprintf(line, sizeof line,
@@ -111,11 +113,11 @@ void access_log_write(const struct exchange *ex)
                      "\"authority\":\"%s\",\"path\":\"%s\",\"protocol\":\"%s\",\"status\":%d,"
                      "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,"
                      "\"backend_service\":\"%s\",\"endpoint\":\"%s\",\"request_id\":\"%s\","
-                     "\"attempts\":%u,\"response_flags\":\"%s\"}\n",
+                     "\"attempts\":%u,\"tries\":\"%s\",\"response_flags\":\"%s\"}\n",
                      when, client, ex->listener->name, method, authority, path,
                      protocol_str(ex->req.version), ex->status, (unsigned long long)ex->bytes_in,
                      (unsigned long long)ex->bytes_out, ms, svc, ex->endpoint, ex->request_id,
-                     ex->attempts, flags);
+                     ex->attempts, tries, flags);
     }
     if (n < 0)
         return;

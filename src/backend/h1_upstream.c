@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <http_parser.h>
 #include <limits.h>
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #include "backend/router.h"
+#include "backend/runtime.h"
+#include "backend/tls_client.h"
 #include "backend/upstream-int.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -78,6 +81,7 @@ struct h1_pools {
     struct worker *w;
     struct pool *pools;
     struct h1_up *all;
+    struct tls_client_cache *tls; /* HTTPS client contexts, made on first use */
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -182,6 +186,7 @@ void h1_pools_free(struct h1_pools *ps)
         ps->pools = p->next;
         free(p);
     }
+    tls_client_cache_free(ps->tls);
     free(ps);
 }
 
@@ -199,15 +204,38 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         exchange_on_upstream_error(ex, UPSTREAM_CONNECT_FAILED, false);
 }
 
+/* HTTPS: TLS with ALPN http/1.1 (tls_client.h); otherwise a plain socket. */
+static struct bufferevent *bev_new(struct h1_pools *ps, const struct cfg_backend_service *svc,
+                                   const struct cfg_endpoint *ep)
+{
+    struct event_base *base = ps->w->base;
+    if (svc->protocol != CFG_BACKEND_HTTPS)
+        return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!ps->tls && !(ps->tls = tls_client_cache_new()))
+        return NULL;
+    const struct runtime *rt = ps->w->runtime;
+    SSL *ssl = tls_client_ssl_new(ps->tls, svc, ep, rt->cfg->version);
+    if (!ssl)
+        return NULL;
+    /* The handshake runs first; BEV_EVENT_CONNECTED comes after it. On
+     * failure libevent frees the SSL (BEV_OPT_CLOSE_ON_FREE). */
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    if (bev)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
 static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p,
-                              const struct cfg_backend_service *svc)
+                              const struct cfg_backend_service *svc,
+                              const struct cfg_endpoint *ep)
 {
     struct event_base *base = ps->w->base;
     struct h1_up *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->body = evbuffer_new();
-    c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = bev_new(ps, svc, ep);
     if (!c->body || !c->bev)
         goto fail;
     c->pools = ps;
@@ -549,7 +577,8 @@ static const struct upstream_ops h1_upstream_ops = {
 };
 
 static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
-                               const struct cfg_backend_service *svc)
+                               const struct cfg_backend_service *svc,
+                               const struct cfg_endpoint *ep)
 {
     if (p->idle) {
         struct h1_up *c = p->idle;
@@ -558,7 +587,7 @@ static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
         set_state(c, H1U_ACTIVE);
         return c;
     }
-    return conn_new(ps, p, svc);
+    return conn_new(ps, p, svc, ep);
 }
 
 int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
@@ -567,7 +596,7 @@ int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
     struct pool *p = pool_get(ps, &ep->address);
     if (!p)
         return SY_ENOMEM;
-    struct h1_up *c = pool_take(ps, p, svc);
+    struct h1_up *c = pool_take(ps, p, svc, ep);
     if (!c)
         return SY_EIO;
     c->ex = ex;

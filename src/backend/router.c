@@ -1,16 +1,24 @@
 /*
- * router.c — runs one exchange from routed request to finished response.
- * See router.h for the entry points and exchange.h for the flow contract.
+ * router.c — runs one exchange from routed request to finished response:
+ * route match, fault injection, circuit breakers, endpoint choice, attempts,
+ * retries with backoff, timeouts, body flow between the two sides, and the
+ * single exit exchange_finish(). See router.h and exchange.h.
  *
  * Failure mapping before response headers went out (docs/operations.md):
- *   no endpoint / all unhealthy      503  (UH)
+ *   no healthy endpoint              503  (UH)
+ *   a circuit breaker is open        503  (UO)
  *   connect refused / timed out      503  (UF)
  *   reset or closed before headers   502  (UR)
  *   malformed response               502  (UP)
- *   backend timeout                  504  (UT)
+ *   timeout (route or per try)       504  (UT)
  * After headers: the client stream is reset (HTTP/1.1: connection closed).
- * For gRPC requests each becomes HTTP 200 with grpc-status (14, or 4 for
- * timeouts), trailers-only.
+ * For gRPC requests each becomes HTTP 200 with a grpc-status (14
+ * UNAVAILABLE; 4 DEADLINE_EXCEEDED for timeouts; 8 RESOURCE_EXHAUSTED for an
+ * open circuit breaker), trailers-only.
+ *
+ * Timers: timeout_ev bounds the whole exchange (route timeout, or the
+ * backend service timeout, or a shorter grpc-timeout); try_ev times one
+ * thing at a time, named by ex->_try_state.
  */
 #include "backend/router.h"
 
@@ -21,19 +29,36 @@
 #include <string.h>
 
 #include "backend/access_log.h"
+#include "backend/backend.h"
 #include "backend/request_prep.h"
+#include "backend/retry.h"
 #include "backend/runtime.h"
 #include "backend/upstream.h"
 #include "config/config-t.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/parse.h"
 #include "core/worker.h"
 #include "http/headers.h"
 #include "urlmap/urlmap.h"
 
 #define EXCHANGE_ARENA_LIMIT (1024 * 1024)
+#define CAPACITY_POLL_MS 5        /* waiting for max_concurrent_requests_per_endpoint */
+#define MAX_TRANSPARENT_RETRIES 3 /* refused streams and stale connections */
+
+enum try_state {
+    TRY_IDLE = 0,
+    TRY_FAULT_DELAY, /* fault_injection_policy.delay before the first attempt */
+    TRY_BACKOFF,     /* between a failed attempt and its retry */
+    TRY_CAPACITY,    /* every endpoint at its concurrency limit */
+    TRY_PER_TRY,     /* per_try_timeout of the attempt in flight */
+};
 
 static void start_attempt(struct exchange *ex);
+static void keep_for_replay(struct exchange *ex, struct evbuffer *buf);
+static void on_timeout(evutil_socket_t fd, short what, void *arg);
+static void on_try(evutil_socket_t fd, short what, void *arg);
+static void on_idle(evutil_socket_t fd, short what, void *arg);
 
 const char *upstream_error_str(enum upstream_error e)
 {
@@ -51,13 +76,12 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     struct exchange *ex = arg;
     if (ex->req_pending)
         evbuffer_free(ex->req_pending);
+    if (ex->replay)
+        evbuffer_free(ex->replay);
     runtime_unref(ex->rt);
     arena_free(&ex->arena);
     free(ex);
 }
-
-static void on_timeout(evutil_socket_t fd, short what, void *arg);
-static void on_idle(evutil_socket_t fd, short what, void *arg);
 
 struct exchange *exchange_new(struct worker *w, const struct cfg_listener *listener)
 {
@@ -72,14 +96,82 @@ struct exchange *exchange_new(struct worker *w, const struct cfg_listener *liste
     ex->w = w;
     ex->rt = runtime_ref(w->runtime);
     ex->listener = listener;
+    ex->endpoint_idx = -1;
     arena_init(&ex->arena, EXCHANGE_ARENA_LIMIT);
     evtimer_assign(&ex->timeout_ev, w->base, on_timeout, ex);
+    evtimer_assign(&ex->try_ev, w->base, on_try, ex);
     evtimer_assign(&ex->idle_ev, w->base, on_idle, ex);
     evtimer_assign(&ex->reap_ev, w->base, on_reap, ex);
     ex->start_us = sy_now_us();
     ex->last_activity_ms = ex->start_us / 1000;
     ex->req.content_length = -1;
     return ex;
+}
+
+/* Append a real copy of `src` to `dst` (src unchanged). 0 or SY_ENOMEM. */
+static int copy_buffer(struct evbuffer *dst, struct evbuffer *src)
+{
+    int k = evbuffer_peek(src, -1, NULL, NULL, 0);
+    struct evbuffer_iovec small[8], *v = small;
+    if (k > 8 && !(v = malloc(sizeof *v * (size_t)k)))
+        return SY_ENOMEM;
+    evbuffer_peek(src, -1, NULL, v, k);
+    int rc = 0;
+    for (int i = 0; i < k && rc == 0; i++)
+        rc = evbuffer_add(dst, v[i].iov_base, v[i].iov_len) ? SY_ENOMEM : 0;
+    if (v != small)
+        free(v);
+    return rc;
+}
+
+static void arm_ms(struct event *ev, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
+static void arm_try(struct exchange *ex, enum try_state st, uint64_t ms)
+{
+    ex->_try_state = st;
+    arm_ms(&ex->try_ev, ms);
+}
+
+static void disarm_try(struct exchange *ex)
+{
+    ex->_try_state = TRY_IDLE;
+    evtimer_del(&ex->try_ev);
+}
+
+static void touch(struct exchange *ex) { ex->last_activity_ms = sy_now_ms(); }
+
+/* How an attempt's response counts for outlier detection. */
+static enum attempt_outcome outcome_of_status(int status)
+{
+    if (status == 502 || status == 503 || status == 504)
+        return ATTEMPT_GATEWAY_FAILURE;
+    return status >= 500 ? ATTEMPT_5XX : ATTEMPT_OK;
+}
+
+/* The attempt in flight is over for the endpoint: release it with `o`. */
+static void end_attempt(struct exchange *ex, enum attempt_outcome o)
+{
+    if (ex->_try_state == TRY_PER_TRY)
+        disarm_try(ex);
+    if (ex->endpoint_idx >= 0) {
+        backend_release(ex->srt, ex->endpoint_idx, o);
+        ex->endpoint_idx = -1;
+    }
+}
+
+/* Cancel the attempt in flight (no callback follows) and release it. */
+static void cancel_attempt(struct exchange *ex, enum attempt_outcome o)
+{
+    if (ex->att) {
+        void *att = ex->att;
+        ex->att = NULL;
+        ex->up->cancel(att);
+    }
+    end_attempt(ex, o);
 }
 
 /* The single exit: log, let go of both sides, free on a later loop turn. */
@@ -90,61 +182,60 @@ static void exchange_finish(struct exchange *ex)
     ex->finished = true;
     evtimer_del(&ex->timeout_ev);
     evtimer_del(&ex->idle_ev);
-    if (ex->att) {
-        void *att = ex->att;
-        ex->att = NULL;
-        ex->up->cancel(att);
-    }
+    disarm_try(ex);
+    cancel_attempt(ex, ATTEMPT_CANCELLED);
+    if (ex->in_request_cb)
+        backend_cb_request_leave(ex->srt);
+    if (ex->in_retry_cb)
+        backend_cb_retry_leave(ex->srt);
+    if (ex->in_pending_cb)
+        backend_cb_pending_leave(ex->srt);
+    ex->in_request_cb = ex->in_retry_cb = ex->in_pending_cb = false;
     access_log_write(ex);
     ex->down->detach(ex);
     event_active(&ex->reap_ev, EV_TIMEOUT, 1);
 }
 
-static void touch(struct exchange *ex)
-{
-    ex->last_activity_ms = sy_now_ms();
-}
-
-static void arm_ms(struct event *ev, uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(ev, &tv);
-}
-
 /* HTTP status → gRPC status for replies the proxy makes itself. */
-static int grpc_status_for(int http)
+static int grpc_status_for(int http, unsigned flags)
 {
+    if (flags & EXF_UO)
+        return 8; /* RESOURCE_EXHAUSTED */
     switch (http) {
     case 504: return 4;  /* DEADLINE_EXCEEDED */
     case 429: return 8;  /* RESOURCE_EXHAUSTED */
-    case 400: return 13; /* INTERNAL */
+    case 400:
+    case 431:
+    case 500: return 13; /* INTERNAL */
     case 404: return 12; /* UNIMPLEMENTED */
-    case 500: return 13;
     default: return 14;  /* UNAVAILABLE */
     }
+}
+
+/* A gRPC status as a trailers-only response (HTTP 200, no body). */
+static void grpc_head(struct exchange *ex, struct http_response_head *h, int code, const char *msg)
+{
+    char num[8];
+    int n = snprintf(num, sizeof num, "%d", code);
+    h->status = 200;
+    h->content_length = -1;
+    http_headers_add(&h->headers, &ex->arena, "content-type", 12, "application/grpc", 16);
+    http_headers_add_copy(&h->headers, &ex->arena, "grpc-status", 11, num, (size_t)n);
+    http_headers_add(&h->headers, &ex->arena, "grpc-message", 12, msg, strlen(msg));
 }
 
 void exchange_local_reply(struct exchange *ex, int status, const char *body, unsigned flags)
 {
     if (ex->finished || ex->resp_head_sent)
         return;
-    if (ex->att) {
-        void *att = ex->att;
-        ex->att = NULL;
-        ex->up->cancel(att);
-    }
+    disarm_try(ex);
+    cancel_attempt(ex, ATTEMPT_CANCELLED);
     ex->flags |= flags;
     struct http_response_head h = {.status = status, .content_length = -1};
     struct evbuffer *b = NULL;
     http_headers_init(&h.headers, &ex->arena, 4);
     if (ex->is_grpc) {
-        char code[8];
-        int n = snprintf(code, sizeof code, "%d", grpc_status_for(status));
-        h.status = 200;
-        http_headers_add(&h.headers, &ex->arena, "content-type", 12, "application/grpc", 16);
-        http_headers_add_copy(&h.headers, &ex->arena, "grpc-status", 11, code, (size_t)n);
-        http_headers_add(&h.headers, &ex->arena, "grpc-message", 12, body, strlen(body));
-        h.content_length = 0;
+        grpc_head(ex, &h, grpc_status_for(status, flags), body);
     } else {
         b = evbuffer_new();
         if (b)
@@ -166,6 +257,15 @@ void exchange_local_reply(struct exchange *ex, int status, const char *body, uns
     ex->resp_done = true;
     exchange_finish(ex);
 }
+
+void exchange_reject(struct exchange *ex, int status)
+{
+    ex->status = status;
+    ex->flags |= EXF_LR;
+    exchange_finish(ex);
+}
+
+/* ---- routing ------------------------------------------------------------------- */
 
 static void send_redirect(struct exchange *ex, const struct url_map_request *m,
                           const struct url_map_result *res)
@@ -189,10 +289,76 @@ static void send_redirect(struct exchange *ex, const struct url_map_request *m,
     exchange_finish(ex);
 }
 
-static uint64_t route_timeout_ms(const struct exchange *ex)
+/* Percentages with decimals: true with probability pct/100. */
+static bool chance(struct exchange *ex, double pct)
+{
+    if (pct >= 100.0)
+        return true;
+    if (pct <= 0.0)
+        return false;
+    return (double)(worker_rand(ex->w) % 1000000u) < pct * 10000.0;
+}
+
+/* fault_injection_policy.abort; true when the exchange was answered. */
+static bool inject_abort(struct exchange *ex, const struct cfg_route_action *a)
+{
+    const struct cfg_fault_policy *f = &a->fault_injection_policy;
+    if (!a->fault_set || !f->abort_set || !chance(ex, f->abort_percentage))
+        return false;
+    ex->flags |= EXF_FI;
+    if (f->grpc_status >= 0 && f->http_status == 0) {
+        struct http_response_head h = {.content_length = -1};
+        http_headers_init(&h.headers, &ex->arena, 4);
+        grpc_head(ex, &h, f->grpc_status, "fault injected");
+        ex->status = 200;
+        ex->resp_head_sent = ex->resp_done = true;
+        ex->down->send_head(ex, &h, true);
+        exchange_finish(ex);
+        return true;
+    }
+    exchange_local_reply(ex, f->http_status, "fault filter abort", EXF_FI);
+    return true;
+}
+
+/* The whole-exchange deadline: route timeout, else the service's, or a shorter grpc-timeout. */
+static uint64_t exchange_timeout_ms(const struct exchange *ex)
 {
     const struct cfg_route_action *a = ex->route->action;
-    return a->timeout_set ? a->timeout_ms : ex->service->timeout_ms;
+    uint64_t t = a->timeout_set ? a->timeout_ms : ex->service->timeout_ms;
+    const struct http_header *g = http_headers_get(&ex->req.headers, "grpc-timeout", 12);
+    uint64_t gt;
+    char buf[32];
+    if (g && g->value_len < sizeof buf) {
+        memcpy(buf, g->value, g->value_len);
+        buf[g->value_len] = '\0';
+        if (sy_parse_grpc_timeout_ms(buf, &gt) == 0 && (t == 0 || gt < t))
+            t = gt ? gt : 1;
+    }
+    return t;
+}
+
+/* Circuit breaker, deadline, affinity and the body kept for retries. */
+static bool prepare_attempts(struct exchange *ex)
+{
+    if (!backend_cb_request_enter(ex->srt)) {
+        exchange_local_reply(ex, 503, "upstream overflow: max_requests", EXF_UO);
+        return false;
+    }
+    ex->in_request_cb = true;
+    uint64_t t = exchange_timeout_ms(ex);
+    if (t) {
+        ex->deadline_ms = sy_now_ms() + t;
+        arm_ms(&ex->timeout_ev, t);
+    }
+    uint64_t idle = ex->listener->timeouts.stream_idle_ms;
+    if (idle)
+        arm_ms(&ex->idle_ev, idle);
+    ex->has_hash = backend_request_hash(ex->srt, ex, &ex->hash);
+    if (ex->req.has_body && ex->service->retry_buffer_size > 0) {
+        ex->replay = evbuffer_new();
+        keep_for_replay(ex, ex->req_pending);
+    }
+    return true;
 }
 
 void router_start(struct exchange *ex)
@@ -220,50 +386,225 @@ void router_start(struct exchange *ex)
         exchange_local_reply(ex, 404, "no route", EXF_NR);
         return;
     }
+    ex->srt = runtime_service(ex->rt, ex->service);
     if (request_apply_route(ex, &m, res) != 0) {
         exchange_local_reply(ex, 500, "out of memory", EXF_LR);
         return;
     }
-    uint64_t t = route_timeout_ms(ex);
-    if (t)
-        arm_ms(&ex->timeout_ev, t);
-    uint64_t idle = ex->listener->timeouts.stream_idle_ms;
-    if (idle)
-        arm_ms(&ex->idle_ev, idle);
+    if (inject_abort(ex, res->action))
+        return;
+    if (!prepare_attempts(ex))
+        return;
+    const struct cfg_fault_policy *f = &res->action->fault_injection_policy;
+    if (res->action->fault_set && f->delay_set && chance(ex, f->delay_percentage)) {
+        ex->flags |= EXF_FI;
+        arm_try(ex, TRY_FAULT_DELAY, f->fixed_delay_ms);
+        return;
+    }
     start_attempt(ex);
 }
 
-/* Round robin over the service's endpoints (weights and health: backend issue). */
-static const struct cfg_endpoint *pick_endpoint(struct exchange *ex)
+/* ---- attempts ---------------------------------------------------------------------- */
+
+static void log_try(struct exchange *ex, const char *what)
 {
-    const struct cfg_backend_service *s = ex->service;
-    if (s->n_endpoints == 0)
-        return NULL;
-    struct service_rt *srt = runtime_service(ex->rt, s);
-    unsigned i = __atomic_fetch_add(&srt->rr_next, 1, __ATOMIC_RELAXED);
-    return &s->endpoints[i % s->n_endpoints];
+    size_t n = strlen(ex->tries_log);
+    if (n + 2 >= sizeof ex->tries_log)
+        return;
+    snprintf(ex->tries_log + n, sizeof ex->tries_log - n, "%s%s:%s", n ? ";" : "",
+             ex->endpoint, what);
+}
+
+/* Every endpoint busy: wait for capacity (bounded by the pending breaker and the deadline). */
+static void wait_capacity(struct exchange *ex)
+{
+    if (!ex->in_pending_cb) {
+        if (!backend_cb_pending_enter(ex->srt)) {
+            exchange_local_reply(ex, 503, "upstream overflow: max_pending_requests", EXF_UO);
+            return;
+        }
+        ex->in_pending_cb = true;
+    }
+    arm_try(ex, TRY_CAPACITY, CAPACITY_POLL_MS);
+}
+
+/* Hand the body received so far (and the end) to a new attempt. */
+static void send_request_body(struct exchange *ex)
+{
+    if (ex->attempts > 1 && ex->replay) {
+        struct evbuffer *copy = evbuffer_new();
+        if (copy && copy_buffer(copy, ex->replay) == 0)
+            ex->up->send_body(ex->att, copy);
+        if (copy)
+            evbuffer_free(copy);
+        evbuffer_drain(ex->req_pending, evbuffer_get_length(ex->req_pending));
+    } else if (evbuffer_get_length(ex->req_pending)) {
+        ex->up->send_body(ex->att, ex->req_pending);
+    }
+    if (ex->att && ex->req_done && ex->req.has_body)
+        ex->up->send_end(ex->att, NULL);
 }
 
 static void start_attempt(struct exchange *ex)
 {
-    const struct cfg_endpoint *ep = pick_endpoint(ex);
-    if (!ep) {
+    struct pick_ctx ctx = {.w = ex->w, .has_hash = ex->has_hash, .hash = ex->hash};
+    memcpy(ctx.tried, ex->tried, sizeof ctx.tried);
+    int idx = backend_pick(ex->srt, &ctx);
+    if (idx == SY_ELIMIT) {
+        wait_capacity(ex);
+        return;
+    }
+    if (idx < 0) {
         exchange_local_reply(ex, 503, "no healthy upstream", EXF_UH);
         return;
     }
+    if (ex->in_pending_cb) {
+        backend_cb_pending_leave(ex->srt);
+        ex->in_pending_cb = false;
+    }
+    const struct cfg_endpoint *ep = &ex->service->endpoints[idx];
+    ex->endpoint_idx = idx;
+    if (idx < BACKEND_MAX_TRIED)
+        ex->tried[idx / 64] |= 1ull << (idx % 64);
     snprintf(ex->endpoint, sizeof ex->endpoint, "%s", ep->address.text);
     ex->attempts++;
     if (upstream_attempt_start(ex->w, ex->service, ep, ex) != 0) {
-        exchange_local_reply(ex, 503, "upstream connect error", EXF_UF);
+        exchange_on_upstream_error(ex, UPSTREAM_CONNECT_FAILED, false);
         return;
     }
-    if (evbuffer_get_length(ex->req_pending))
-        ex->up->send_body(ex->att, ex->req_pending);
-    if (ex->req_done && ex->req.has_body)
-        ex->up->send_end(ex->att, NULL);
+    struct retry_policy p;
+    retry_policy_from_route(ex->route->action, &p);
+    if (p.per_try_timeout_ms)
+        arm_try(ex, TRY_PER_TRY, p.per_try_timeout_ms);
+    send_request_body(ex);
+}
+
+/* May the exchange be sent again? Nothing went downstream, the body can be replayed. */
+static bool replayable(const struct exchange *ex)
+{
+    return !ex->resp_head_sent && (!ex->req.has_body || ex->replay);
+}
+
+/*
+ * May the exchange be retried for an outcome meeting `met`? Checks the
+ * route's policy, the retry count, the deadline and the retry circuit
+ * breaker (whose slot it takes, once per exchange).
+ */
+static bool can_retry(struct exchange *ex, uint32_t met)
+{
+    struct retry_policy p;
+    retry_policy_from_route(ex->route->action, &p);
+    if (!(met & p.conditions) || !replayable(ex) || (ex->req.has_body && !p.allow_body))
+        return false;
+    if (ex->retries >= p.num_retries) {
+        if (ex->retries > 0)
+            ex->flags |= EXF_URX;
+        return false;
+    }
+    if (ex->deadline_ms && sy_now_ms() >= ex->deadline_ms)
+        return false;
+    if (!ex->in_retry_cb) {
+        if (!backend_cb_retry_enter(ex->srt)) {
+            ex->flags |= EXF_UO;
+            return false;
+        }
+        ex->in_retry_cb = true;
+    }
+    return true;
+}
+
+/* Retry after a backoff if can_retry(); false when not retried. */
+static bool try_retry(struct exchange *ex, uint32_t met, const char *why)
+{
+    if (!can_retry(ex, met))
+        return false;
+    ex->retries++;
+    log_try(ex, why);
+    const struct cfg_backend_service *s = ex->service;
+    uint64_t delay = retry_backoff_ms(ex->retries, s->retry_backoff.base_interval_ms,
+                                      s->retry_backoff.max_interval_ms, worker_rand(ex->w));
+    log_debug("exchange %s: retry %u in %llums after %s", ex->request_id, ex->retries,
+              (unsigned long long)delay, why);
+    arm_try(ex, TRY_BACKOFF, delay ? delay : 1);
+    return true;
+}
+
+/* An attempt failed before its response head went downstream. */
+static void attempt_failed(struct exchange *ex, const struct attempt_report *r, bool transparent)
+{
+    uint32_t met = retry_conditions_met(r);
+    const char *why = r->result == RESULT_RESPONSE ? retry_condition_name(met)
+                      : r->result == RESULT_PER_TRY_TIMEOUT ? "per-try-timeout"
+                                                            : retry_condition_name(met);
+    if (transparent && replayable(ex) && ex->transparent_retries < MAX_TRANSPARENT_RETRIES) {
+        ex->transparent_retries++;
+        log_try(ex, r->result == RESULT_REFUSED_STREAM ? "refused-stream" : "stale-connection");
+        start_attempt(ex);
+        return;
+    }
+    if (try_retry(ex, met, why))
+        return;
+    log_try(ex, why);
+    static const unsigned flag_of[] = {
+        [RESULT_RESPONSE] = 0,          [RESULT_CONNECT_FAILURE] = EXF_UF,
+        [RESULT_RESET] = EXF_UR,        [RESULT_PROTOCOL_ERROR] = EXF_UP,
+        [RESULT_REFUSED_STREAM] = EXF_UR, [RESULT_PER_TRY_TIMEOUT] = EXF_UT,
+    };
+    static const char *const msg_of[] = {
+        [RESULT_RESPONSE] = "",
+        [RESULT_CONNECT_FAILURE] = "upstream connect error",
+        [RESULT_RESET] = "upstream reset before response headers",
+        [RESULT_PROTOCOL_ERROR] = "upstream protocol error",
+        [RESULT_REFUSED_STREAM] = "upstream refused the stream",
+        [RESULT_PER_TRY_TIMEOUT] = "upstream request timeout",
+    };
+    exchange_local_reply(ex, retry_local_status(r->result), msg_of[r->result],
+                         flag_of[r->result]);
+}
+
+static void on_try(evutil_socket_t fd, short what, void *arg)
+{
+    struct exchange *ex = arg;
+    enum try_state st = ex->_try_state;
+    ex->_try_state = TRY_IDLE;
+    if (ex->finished)
+        return;
+    switch (st) {
+    case TRY_FAULT_DELAY:
+    case TRY_BACKOFF:
+    case TRY_CAPACITY:
+        start_attempt(ex);
+        break;
+    case TRY_PER_TRY:
+        ex->flags |= EXF_UT;
+        if (ex->resp_head_sent) {
+            cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
+            ex->down->reset(ex);
+            exchange_finish(ex);
+            return;
+        }
+        cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
+        attempt_failed(ex, &(struct attempt_report){.result = RESULT_PER_TRY_TIMEOUT}, false);
+        break;
+    case TRY_IDLE:
+        break;
+    }
 }
 
 /* ---- request body ------------------------------------------------------------ */
+
+/* Keep a copy for retries while it fits retry_buffer_size; past that, give up replaying. */
+static void keep_for_replay(struct exchange *ex, struct evbuffer *buf)
+{
+    if (!ex->replay)
+        return;
+    size_t n = evbuffer_get_length(buf);
+    if (evbuffer_get_length(ex->replay) + n > ex->service->retry_buffer_size ||
+        copy_buffer(ex->replay, buf) != 0) {
+        evbuffer_free(ex->replay);
+        ex->replay = NULL;
+    }
+}
 
 void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
 {
@@ -274,10 +615,16 @@ void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
         evbuffer_drain(buf, n);
         return;
     }
+    if (ex->service)
+        keep_for_replay(ex, buf);
     if (ex->att) {
         ex->up->send_body(ex->att, buf);
         if (ex->up->pending(ex->att) >= SY_FLOW_HIGH)
             ex->down->read_body(ex, false);
+        return;
+    }
+    if (ex->replay && ex->attempts > 0) {
+        evbuffer_drain(buf, n); /* kept in replay for the next attempt */
         return;
     }
     evbuffer_add_buffer(ex->req_pending, buf);
@@ -299,13 +646,6 @@ void exchange_on_upstream_drained(struct exchange *ex)
         ex->down->read_body(ex, true);
 }
 
-void exchange_reject(struct exchange *ex, int status)
-{
-    ex->status = status;
-    ex->flags |= EXF_LR;
-    exchange_finish(ex);
-}
-
 void exchange_on_downstream_abort(struct exchange *ex)
 {
     ex->flags |= EXF_DC;
@@ -316,9 +656,44 @@ void exchange_on_downstream_abort(struct exchange *ex)
 
 /* ---- response ------------------------------------------------------------------ */
 
+static int head_grpc_status(const struct http_response_head *h)
+{
+    const struct http_header *g = http_headers_get(&h->headers, "grpc-status", 11);
+    if (!g || g->value_len == 0 || g->value_len > 3)
+        return -1;
+    int v = 0;
+    for (uint32_t i = 0; i < g->value_len; i++) {
+        if (g->value[i] < '0' || g->value[i] > '9')
+            return -1;
+        v = v * 10 + (g->value[i] - '0');
+    }
+    return v;
+}
+
+/* GENERATED_COOKIE / HTTP_COOKIE affinity: tell the client its endpoint. */
+static void add_affinity_cookie(struct exchange *ex, struct http_response_head *h, int idx)
+{
+    char cookie[512];
+    int n = backend_affinity_cookie(ex->srt, ex, idx, cookie, sizeof cookie);
+    if (n > 0)
+        http_headers_add_copy(&h->headers, &ex->arena, "set-cookie", 10, cookie, (size_t)n);
+}
+
 void exchange_on_response_head(struct exchange *ex, struct http_response_head *h, bool end)
 {
     touch(ex);
+    struct attempt_report r = {RESULT_RESPONSE, h->status, end ? head_grpc_status(h) : -1};
+    uint32_t met = retry_conditions_met(&r);
+    if (met && can_retry(ex, met)) {
+        /* The answer is dropped: the backend sees the attempt cancelled. */
+        cancel_attempt(ex, outcome_of_status(h->status));
+        try_retry(ex, met, retry_condition_name(met));
+        return;
+    }
+    if (ex->endpoint_idx >= 0)
+        add_affinity_cookie(ex, h, ex->endpoint_idx);
+    if (ex->attempts > 1)
+        log_try(ex, "done");
     response_apply_route(ex, h, ex->route);
     ex->status = h->status;
     ex->resp_head_sent = true;
@@ -343,6 +718,7 @@ void exchange_on_response_end(struct exchange *ex, const struct http_headers *tr
     ex->att = NULL; /* released by the codec */
     if (ex->finished)
         return;
+    end_attempt(ex, outcome_of_status(ex->status));
     if (!ex->resp_done)
         ex->down->send_end(ex, trailers);
     ex->resp_done = true;
@@ -355,6 +731,17 @@ void exchange_on_downstream_drained(struct exchange *ex)
         ex->up->read_response(ex->att, true);
 }
 
+static enum attempt_result result_of(enum upstream_error err)
+{
+    switch (err) {
+    case UPSTREAM_CONNECT_FAILED: return RESULT_CONNECT_FAILURE;
+    case UPSTREAM_RESET: return RESULT_RESET;
+    case UPSTREAM_PROTOCOL: return RESULT_PROTOCOL_ERROR;
+    case UPSTREAM_REFUSED_STREAM: return RESULT_REFUSED_STREAM;
+    }
+    return RESULT_RESET;
+}
+
 void exchange_on_upstream_error(struct exchange *ex, enum upstream_error err, bool stale)
 {
     ex->att = NULL; /* released by the codec */
@@ -362,30 +749,16 @@ void exchange_on_upstream_error(struct exchange *ex, enum upstream_error err, bo
         return;
     log_debug("exchange %s: upstream %s: %s%s", ex->request_id, ex->endpoint,
               upstream_error_str(err), stale ? " (stale connection)" : "");
+    /* A stale keep-alive connection says nothing about the endpoint's health. */
+    end_attempt(ex, stale ? ATTEMPT_CANCELLED : ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
         ex->flags |= EXF_UR;
         ex->down->reset(ex);
         exchange_finish(ex);
         return;
     }
-    /* A reused connection the backend had closed: the request never reached
-     * it; send it again on a fresh connection when the body can be replayed. */
-    if (stale && !ex->req.has_body && ex->attempts < 3) {
-        start_attempt(ex);
-        return;
-    }
-    switch (err) {
-    case UPSTREAM_CONNECT_FAILED:
-        exchange_local_reply(ex, 503, "upstream connect error", EXF_UF);
-        break;
-    case UPSTREAM_PROTOCOL:
-        exchange_local_reply(ex, 502, "upstream protocol error", EXF_UP);
-        break;
-    case UPSTREAM_RESET:
-    case UPSTREAM_REFUSED_STREAM:
-        exchange_local_reply(ex, 502, "upstream reset before response headers", EXF_UR);
-        break;
-    }
+    struct attempt_report r = {.result = result_of(err)};
+    attempt_failed(ex, &r, stale || err == UPSTREAM_REFUSED_STREAM);
 }
 
 /* ---- timers ------------------------------------------------------------------------- */
@@ -396,16 +769,14 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     if (ex->finished)
         return;
     ex->flags |= EXF_UT;
-    if (ex->att) {
-        void *att = ex->att;
-        ex->att = NULL;
-        ex->up->cancel(att);
-    }
+    disarm_try(ex);
+    cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
         ex->down->reset(ex);
         exchange_finish(ex);
         return;
     }
+    log_try(ex, "timeout");
     exchange_local_reply(ex, 504, "upstream request timeout", 0);
 }
 
@@ -421,11 +792,8 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
         return;
     }
     ex->flags |= EXF_SI;
-    if (ex->att) {
-        void *att = ex->att;
-        ex->att = NULL;
-        ex->up->cancel(att);
-    }
+    disarm_try(ex);
+    cancel_attempt(ex, ATTEMPT_CANCELLED);
     if (ex->resp_head_sent) {
         ex->down->reset(ex);
         exchange_finish(ex);

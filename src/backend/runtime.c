@@ -3,10 +3,11 @@
 
 #include <stdlib.h>
 
+#include "backend/backend.h"
 #include "config/config.h"
 #include "urlmap/urlmap.h"
 
-struct runtime *runtime_new(struct config *cfg)
+struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg)
 {
     struct runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -14,7 +15,7 @@ struct runtime *runtime_new(struct config *cfg)
     rt->refcount = 1;
     rt->cfg = config_ref(cfg);
     rt->url_maps = calloc(cfg->n_url_maps + 1, sizeof *rt->url_maps);
-    rt->services = calloc(cfg->n_backend_services + 1, sizeof *rt->services);
+    rt->services = backend_services_new(reg, cfg);
     if (!rt->url_maps || !rt->services)
         goto fail;
     for (size_t i = 0; i < cfg->n_url_maps; i++) {
@@ -22,8 +23,6 @@ struct runtime *runtime_new(struct config *cfg)
         if (!rt->url_maps[i])
             goto fail;
     }
-    for (size_t i = 0; i < cfg->n_backend_services; i++)
-        rt->services[i].cfg = &cfg->backend_services[i];
     return rt;
 fail:
     runtime_unref(rt);
@@ -44,7 +43,8 @@ void runtime_unref(struct runtime *rt)
         for (size_t i = 0; i < rt->cfg->n_url_maps; i++)
             url_map_free(rt->url_maps[i]);
     free(rt->url_maps);
-    free(rt->services);
+    if (rt->services)
+        backend_services_free(rt->services, rt->cfg->n_backend_services);
     config_unref(rt->cfg);
     free(rt);
 }
@@ -56,5 +56,5 @@ const struct url_map *runtime_url_map(const struct runtime *rt, const struct cfg
 
 struct service_rt *runtime_service(const struct runtime *rt, const struct cfg_backend_service *s)
 {
-    return &rt->services[s - rt->cfg->backend_services];
+    return backend_service_at(rt->services, (size_t)(s - rt->cfg->backend_services));
 }

@@ -10,21 +10,21 @@
 #include "config/config-t.h"
 
 struct url_map;
-
-struct service_rt {
-    const struct cfg_backend_service *cfg;
-    unsigned rr_next; /* atomic round-robin cursor */
-};
+struct service_rt;
+struct backend_registry;
 
 struct runtime {
     int refcount; /* atomic */
     struct config *cfg;
-    struct url_map **url_maps;  /* parallel to cfg->url_maps */
-    struct service_rt *services; /* parallel to cfg->backend_services */
+    struct url_map **url_maps;   /* parallel to cfg->url_maps */
+    struct service_rt *services; /* parallel to cfg->backend_services (backend.h) */
 };
 
-/* Build a runtime for `cfg` (takes a reference). NULL on allocation failure. */
-struct runtime *runtime_new(struct config *cfg);
+/*
+ * Build a runtime for `cfg` (takes a reference), with endpoint state from
+ * `reg`. NULL on allocation failure.
+ */
+struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg);
 struct runtime *runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 

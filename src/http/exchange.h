@@ -33,6 +33,7 @@ struct runtime;
 struct cfg_listener;
 struct cfg_backend_service;
 struct url_map_result;
+struct service_rt;
 
 /* Back-pressure thresholds for the bytes queued toward one side (bytes). */
 #define SY_FLOW_HIGH (64 * 1024)
@@ -89,6 +90,8 @@ enum exchange_flag {
     EXF_UP = 1u << 8,  /* upstream protocol error */
     EXF_LR = 1u << 9,  /* local reply (redirect, 4xx) */
     EXF_SI = 1u << 10, /* stream idle timeout */
+    EXF_UO = 1u << 11, /* upstream overflow: a circuit breaker was open */
+    EXF_DT = 1u << 12, /* the whole-exchange (route) timeout fired: DEADLINE */
 };
 
 struct exchange {
@@ -113,15 +116,30 @@ struct exchange {
 
     /* route and upstream */
     const struct cfg_backend_service *service;
+    struct service_rt *srt;             /* run-time state of `service` */
     const struct url_map_result *route; /* the match (arena), NULL before routing */
     const struct upstream_ops *up;
     void *att;                     /* current attempt, NULL when none */
+    int endpoint_idx;              /* endpoint of the current attempt, -1 = none */
     struct evbuffer *req_pending;  /* request body not yet handed to an attempt */
-    struct event timeout_ev;       /* backend/route timeout */
+    struct evbuffer *replay;       /* request body kept for a retry; NULL = not replayable */
+    uint64_t tried[1];             /* endpoints tried (bits), see backend.h pick_ctx */
+    bool has_hash;
+    uint64_t hash;                 /* session-affinity key */
+    bool in_request_cb;            /* a request circuit-breaker slot is held */
+    bool in_retry_cb;              /* a retry circuit-breaker slot is held */
+    bool in_pending_cb;            /* waiting for endpoint capacity */
+    struct event timeout_ev;       /* route timeout: the whole exchange */
+    struct event try_ev;           /* per-try timeout, backoff, fault delay, capacity wait */
     struct event idle_ev;          /* stream_idle */
     struct event reap_ev;          /* deferred free */
+    uint64_t deadline_ms;          /* sy_now_ms() clock; 0 = none */
     uint64_t last_activity_ms;
     unsigned attempts;
+    unsigned retries;
+    unsigned transparent_retries;
+    int _try_state;                /* router.c: what try_ev is timing */
+    char tries_log[256];           /* "ep:reason;ep:reason" for the access log */
 
     /* accounting, for the access log */
     uint64_t start_us;

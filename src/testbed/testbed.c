@@ -22,6 +22,7 @@
 
 #define LISTEN_BACKLOG 1024
 #define NAME_MAX_LEN 128
+#define ACCEPT_PAUSE_US 100000 /* after an accept error, 100 ms */
 
 struct tb_args {
     const char *listen;
@@ -147,8 +148,21 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
-    /* EMFILE and friends: keep serving the connections we have. */
+    struct testbed *tb = arg;
+    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_PAUSE_US};
+
+    /* EMFILE and friends: keep serving the connections we have, and pause
+     * accepting so a level-triggered listener does not spin. */
     perror("switchyard-testbed: accept");
+    evconnlistener_disable(l);
+    evtimer_add(tb->accept_retry, &tv);
+}
+
+static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct testbed *tb = arg;
+
+    evconnlistener_enable(tb->listener);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -207,6 +221,9 @@ static int testbed_run(struct testbed *tb, const struct tb_args *a)
     tb->fail = tb_fail_table_new();
     if (!tb->base || !tb->fail)
         goto fail;
+    tb->accept_retry = evtimer_new(tb->base, on_accept_retry, tb);
+    if (!tb->accept_retry)
+        goto fail;
     if (a->cert && !(tb->ssl_ctx = tls_ctx_new(a->cert, a->key)))
         goto fail;
     if (listener_open(tb, a->listen) != 0)
@@ -227,6 +244,8 @@ fail:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (tb->accept_retry)
+        event_free(tb->accept_retry);
     if (tb->listener)
         evconnlistener_free(tb->listener);
     SSL_CTX_free(tb->ssl_ctx);

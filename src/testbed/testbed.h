@@ -48,6 +48,7 @@ struct testbed {
     const char *name;                /* --name, echoed as "instance" */
     SSL_CTX *ssl_ctx;                /* NULL: plain listener (HTTP/1.1 + h2c) */
     struct evconnlistener *listener;
+    struct event *accept_retry;      /* re-enables the listener after an accept error */
     struct tb_conn *conns;           /* live connections (freed at exit) */
     struct tb_fail_table *fail;      /* x-testbed-fail-first counters */
     bool healthy;                    /* GET /healthz: 200 when true, else 503 */

@@ -10,7 +10,8 @@
  *      nor an authority the Location is a path-only reference ("/new?q").
  *  D3. Path: path_redirect replaces the whole path; prefix_redirect replaces
  *      the first matched_prefix_len bytes (url_map_result's; rule M in
- *      urlmap.c); otherwise the request path is kept.
+ *      urlmap.c), and a "/" that would follow its own final "/" is dropped
+ *      (as path_prefix_rewrite does); otherwise the request path is kept.
  *  D4. Query: a "?" inside path_redirect brings its own query, which
  *      replaces the request's; otherwise "?" and the request query follow
  *      unless strip_query or the query is empty.
@@ -86,7 +87,10 @@ static void put_path_query(struct loc_buf *b, const struct cfg_url_redirect *r,
         own_query = strchr(r->path_redirect, '?') != NULL;
     } else if (r->prefix_redirect) {
         size_t skip = matched_prefix_len < path_len ? matched_prefix_len : path_len;
-        put_str(b, r->prefix_redirect);
+        size_t pl = strlen(r->prefix_redirect);
+        put(b, r->prefix_redirect, pl);
+        if (pl && r->prefix_redirect[pl - 1] == '/' && skip < path_len && path[skip] == '/')
+            skip++; /* "/new/" for "/old" in "/old/x": "/new/x", not "/new//x" */
         put(b, path + skip, path_len - skip);
     } else {
         put(b, path, path_len);

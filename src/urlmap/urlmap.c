@@ -14,7 +14,8 @@
  *    H2. a wildcard "*<suffix>" ("*.example.com", "*-dev.example.com"): the
  *        "*" stands for at least one character, so "*.example.com" matches
  *        "a.example.com" and "a.b.example.com" but not "example.com".
- *        Among matching wildcards the longest suffix wins;
+ *        Among matching wildcards the longest suffix wins. A wildcard is
+ *        compared with the host without its port, so it carries none;
  *    H3. "*", which matches every host, a missing authority included;
  *    H4. nothing matched: the url map's default action.
  *    When two host rules list the same pattern the first one listed wins.
@@ -25,8 +26,9 @@
  *    "/\*" matches every path. No match: the path matcher's default action.
  * R. Route rules (a path matcher with route_rules, sorted by priority, lowest
  *    first). The first route rule with any matching match rule wins; its
- *    match rules are tried in order. Inside one match rule every condition
- *    must hold:
+ *    match rules are tried in order, and a rule without match rules
+ *    matches every request. Inside one match rule every condition must
+ *    hold:
  *    R1. path: prefix_match (the path starts with it), full_path_match (the
  *        path equals it), both ASCII case-insensitive when ignore_case;
  *        regex_match must match the whole path (anchored at both ends;
@@ -821,11 +823,13 @@ static void host_pattern_add(struct url_map *m, const char *h, const struct um_p
         if (!m->any_host)
             m->any_host = pm;
     } else if (h[0] == '*') {
-        unsigned char first = ascii_lower((unsigned char)h[1]);
-        strtab_put(&m->suffixes, h + 1, n - 1, hash_rev_icase(h + 1, n - 1), pm);
+        const char *suffix = h + 1;
+        size_t sl = n - 1 - (n > 2 && h[n - 1] == '.'); /* the host loses its final "." too */
+        unsigned char first = ascii_lower((unsigned char)suffix[0]);
+        strtab_put(&m->suffixes, suffix, sl, hash_rev_icase(suffix, sl), pm);
         m->suffix_first[first >> 3] |= (uint8_t)(1u << (first & 7));
-        if (n - 1 > m->max_suffix_len)
-            m->max_suffix_len = n - 1;
+        if (sl > m->max_suffix_len)
+            m->max_suffix_len = sl;
     } else {
         const char *rb = h[0] == '[' ? strchr(h, ']') : NULL;
         size_t hl = host_part_len(h, n);
@@ -1162,6 +1166,9 @@ static bool match_rule_ok(const struct um_match_rule *mr, const struct url_map_r
 static bool route_rule_ok(const struct um_route_rule *rr, const struct url_map_request *req,
                           size_t *prefix_len)
 {
+    *prefix_len = 0;
+    if (rr->n_mrs == 0)
+        return true; /* no match rules: every request (as the loader reads it) */
     for (size_t j = 0; j < rr->n_mrs; j++) {
         if (match_rule_ok(&rr->mrs[j], req, prefix_len))
             return true;

@@ -57,7 +57,9 @@ struct url_map_result {
 
 /*
  * Compile `um` (which must outlive the result). Returns NULL on allocation
- * failure only; everything else was validated by the config loader.
+ * failure only; everything else was validated by the config loader (a
+ * hand-built url map whose regex does not compile also gives NULL).
+ * Matching semantics, rule by rule: the comment atop src/urlmap/urlmap.c.
  */
 struct url_map *url_map_compile(const struct cfg_url_map *um);
 void url_map_free(struct url_map *m);
@@ -80,7 +82,7 @@ int url_map_match(const struct url_map *m, const struct url_map_request *req, ui
  * `out` may be `in` for in-place use, else they must not overlap) and sets
  * *out_len; `out` is not NUL-terminated. Returns 0, SY_EINVAL when the path
  * does not start with "/" or holds a bad escape (the caller answers 400),
- * or SY_ERANGE when `cap` is too small.
+ * or SY_ERANGE when `cap` is too small. Rules: src/urlmap/path_normalize.c.
  */
 int url_path_normalize(const char *in, size_t in_len, char *out, size_t cap, size_t *out_len,
                        bool merge_slashes);

@@ -100,7 +100,7 @@ def test_env_expansion_end_to_end(proxy, testbed, tmp_path):
     p = write(tmp_path, "env.yaml", text)
     r = run_switchyard(["-t", "-c", p], env={"SY_TEST_PORT": str(port)})
     assert r.returncode == 0, r.stderr
-    px = proxy(text, expect_ports=[port], env={"SY_TEST_PORT": str(port)})
+    proxy(text, expect_ports=[port], env={"SY_TEST_PORT": str(port)})
     resp = get(port, "/env")
     assert resp.status == 200
     assert resp.header("x-testbed-instance") == "envtb"

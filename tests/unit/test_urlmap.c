@@ -164,7 +164,7 @@ static void run_map(const struct test_config *tc, const char *name, const struct
 /* ---- host rules ------------------------------------------------------------ */
 
 static const struct test_config hosts_config = {
-    "def exact wild wild-eu dev v6 port star",
+    "def exact wild wild-eu dev v6 port star dot",
     "url_maps:\n"
     "  - name: hosts\n"
     "    default_service: def\n"
@@ -175,6 +175,7 @@ static const struct test_config hosts_config = {
     "      - {hosts: [\"*-dev.example.com\"], path_matcher: dev}\n"
     "      - {hosts: [\"[::1]\"], path_matcher: v6}\n"
     "      - {hosts: [\"port.test:8080\"], path_matcher: port}\n"
+    "      - {hosts: [\"*.dot.test.\"], path_matcher: dot}\n"
     "    path_matchers:\n"
     "      - {name: exact, default_service: exact}\n"
     "      - {name: wild, default_service: wild}\n"
@@ -182,6 +183,7 @@ static const struct test_config hosts_config = {
     "      - {name: dev, default_service: dev}\n"
     "      - {name: v6, default_service: v6}\n"
     "      - {name: port, default_service: port}\n"
+    "      - {name: dot, default_service: dot}\n"
     "  - name: star\n"
     "    default_service: def\n"
     "    host_rules:\n"
@@ -223,6 +225,8 @@ static const struct mcase host_cases[] = {
     {"host unknown", "other.org", "/", NULL, NULL, NULL, 0, "def", -1},
     {"host suffix trick", "a.example.com.evil", "/", NULL, NULL, NULL, 0, "def", -1},
     {"host no dot trick", "xexample.com", "/", NULL, NULL, NULL, 0, "def", -1},
+    {"host wildcard pattern with final dot", "a.dot.test", "/", NULL, NULL, NULL, 0, "dot", -1},
+    {"host wildcard both final dots", "a.DOT.test.:80", "/", NULL, NULL, NULL, 0, "dot", -1},
 };
 
 static const struct mcase star_cases[] = {
@@ -765,6 +769,16 @@ static const struct rcase redirect_cases[] = {
      256,
      0,
      "http://ex.com/n"},
+    {"redir prefix no double slash",
+     {.prefix_redirect = "/new/"},
+     "http",
+     "ex.com",
+     "/old/x",
+     NULL,
+     4,
+     256,
+     0,
+     "http://ex.com/new/x"},
     {"redir prefix len 0",
      {.prefix_redirect = "/new"},
      "http",
@@ -877,9 +891,51 @@ static void test_matched_redirect(void)
 
 #define BIG_VALUE (40 * 1024)
 
+static struct cfg_backend_service svc_a = {.name = "a"}, svc_b = {.name = "b"},
+                                  svc_d = {.name = "d"}, svc_e = {.name = "e"};
+
+static void run_hand_built(const struct url_map *m, struct http_headers *hs)
+{
+    struct {
+        const char *name, *authority, *path;
+        uint32_t n_headers;
+        const char *want;
+    } cases[] = {
+        {"hand regex", "upper.example", "/r/12", 0, "a"},
+        {"hand regex whole", "UPPER.example", "/r/12x", 0, "e"},
+        {"hand host default", "zzz", "/r/12", 0, "d"},
+        {"hand joined too long is present", "upper.example", "/big/", 2, "b"},
+        {"hand joined too long matches nothing", "upper.example", "/bigre/", 2, "e"},
+        {"hand single long value", "upper.example", "/bigre/", 1, "a"},
+        {"hand rule without match rules", "upper.example", "/other", 0, "e"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct url_map_request req = {
+            .method = "GET",
+            .method_len = 3,
+            .scheme = "http",
+            .scheme_len = 4,
+            .authority = cases[i].authority,
+            .authority_len = strlen(cases[i].authority),
+            .path = cases[i].path,
+            .path_len = strlen(cases[i].path),
+            .headers = hs,
+        };
+        struct url_map_result res;
+        hs->n = cases[i].n_headers;
+        TEST_CASE(cases[i].name);
+        url_map_match(m, &req, 0, &res);
+        CHECK_STR(result_name(&res), cases[i].want);
+        if (strcmp(cases[i].want, "e") == 0)
+            CHECK(res.matched_prefix_len == 0); /* no path condition (rule M) */
+    }
+}
+
+/* No loader: regexes are compiled by url_map_compile, the host pattern is
+ * not lower-cased, the path matcher is found by name, and the last route
+ * rule has no match rules at all. */
 static void test_hand_built(void)
 {
-    static struct cfg_backend_service a = {.name = "a"}, b = {.name = "b"}, d = {.name = "d"};
     static char *hosts[] = {"Upper.Example"};
     struct cfg_header_match present = {
         .header_name = "x-big", .kind = CFG_HDR_PRESENT, .present = true};
@@ -895,16 +951,17 @@ static void test_hand_built(void)
          .header_matches = &any,
          .n_header_matches = 1},
     };
-    struct cfg_route_rule rrs[3] = {
-        {.priority = 1, .match_rules = &mrs[0], .n_match_rules = 1, .action = {.service = &a}},
-        {.priority = 2, .match_rules = &mrs[1], .n_match_rules = 1, .action = {.service = &b}},
-        {.priority = 3, .match_rules = &mrs[2], .n_match_rules = 1, .action = {.service = &a}},
+    struct cfg_route_rule rrs[4] = {
+        {.priority = 1, .match_rules = &mrs[0], .n_match_rules = 1, .action = {.service = &svc_a}},
+        {.priority = 2, .match_rules = &mrs[1], .n_match_rules = 1, .action = {.service = &svc_b}},
+        {.priority = 3, .match_rules = &mrs[2], .n_match_rules = 1, .action = {.service = &svc_a}},
+        {.priority = 4, .action = {.service = &svc_e}},
     };
     struct cfg_path_matcher pm = {
-        .name = "p", .default_action = {.service = &d}, .route_rules = rrs, .n_route_rules = 3};
+        .name = "p", .default_action = {.service = &svc_d}, .route_rules = rrs, .n_route_rules = 4};
     struct cfg_host_rule hr = {.hosts = hosts, .n_hosts = 1, .path_matcher_name = "p"};
     struct cfg_url_map um = {.name = "m",
-                             .default_action = {.service = &d},
+                             .default_action = {.service = &svc_d},
                              .host_rules = &hr,
                              .n_host_rules = 1,
                              .path_matchers = &pm,
@@ -913,43 +970,11 @@ static void test_hand_built(void)
     struct url_map *m = url_map_compile(&um);
     TEST_CASE("hand-built compile");
     CHECK(m != NULL && big != NULL);
-    if (!m || !big) {
-        url_map_free(m);
-        free(big);
-        return;
-    }
-    memset(big, 'v', BIG_VALUE);
-    struct http_header hv[2] = {{"x-big", big, 5, BIG_VALUE}, {"x-big", big, 5, BIG_VALUE}};
-    struct http_headers hs = {.v = hv, .n = 2, .cap = 2};
-    struct {
-        const char *name, *authority, *path;
-        uint32_t n_headers;
-        const char *want;
-    } cases[] = {
-        {"hand regex", "upper.example", "/r/12", 0, "a"},
-        {"hand regex whole", "UPPER.example", "/r/12x", 0, "d"},
-        {"hand host default", "zzz", "/r/12", 0, "d"},
-        {"hand joined too long is present", "upper.example", "/big/", 2, "b"},
-        {"hand joined too long matches nothing", "upper.example", "/bigre/", 2, "d"},
-        {"hand single long value", "upper.example", "/bigre/", 1, "a"},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct url_map_request req = {
-            .method = "GET",
-            .method_len = 3,
-            .scheme = "http",
-            .scheme_len = 4,
-            .authority = cases[i].authority,
-            .authority_len = strlen(cases[i].authority),
-            .path = cases[i].path,
-            .path_len = strlen(cases[i].path),
-            .headers = &hs,
-        };
-        struct url_map_result res;
-        hs.n = cases[i].n_headers;
-        TEST_CASE(cases[i].name);
-        url_map_match(m, &req, 0, &res);
-        CHECK_STR(result_name(&res), cases[i].want);
+    if (m && big) {
+        memset(big, 'v', BIG_VALUE);
+        struct http_header hv[2] = {{"x-big", big, 5, BIG_VALUE}, {"x-big", big, 5, BIG_VALUE}};
+        struct http_headers hs = {.v = hv, .n = 2, .cap = 2};
+        run_hand_built(m, &hs);
     }
     url_map_free(m);
     free(big);

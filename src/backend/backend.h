@@ -1,0 +1,122 @@
+/*
+ * backend.h — backend services at run time: endpoint health and ejection,
+ * load balancing, session affinity, circuit breakers and outlier detection.
+ *
+ * Endpoint state is shared by every worker (atomics) and survives reloads:
+ * it lives in a process-wide registry keyed by (backend service name,
+ * endpoint address), and each runtime snapshot points at the entries of its
+ * config. A reload that keeps an endpoint keeps its health; an endpoint that
+ * leaves the config is retired (its in-flight exchanges drain).
+ *
+ * Threads: backend_* functions called on the request path (pick, release,
+ * hash) are lock-free and may run on any worker. The registry and the health
+ * checker are driven from the main thread.
+ */
+#ifndef SY_BACKEND_H
+#define SY_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config-t.h"
+
+struct exchange;
+struct worker;
+struct backend_registry;
+struct service_rt;
+struct http_response_head;
+
+/* Shared state of one endpoint of one backend service. */
+struct endpoint_state {
+    char *service;            /* backend service name */
+    char *address;            /* "host:port" as configured */
+    int refcount;             /* atomic: runtimes using it */
+    int healthy;              /* atomic: 1 serving, 0 failed its health checks */
+    uint64_t ejected_until_ms; /* atomic: outlier ejection end (sy_now_ms clock), 0 = none */
+    unsigned ejections;       /* atomic: times ejected so far */
+    unsigned active;          /* atomic: exchanges in flight (max_concurrent_requests_per_endpoint) */
+    unsigned consecutive_errors;          /* atomic: 5xx or failures in a row */
+    unsigned consecutive_gateway_failure; /* atomic: 502/503/504 or failures in a row */
+    uint64_t requests_total;  /* atomic: attempts sent */
+};
+
+/* How an attempt on an endpoint ended, for outlier detection. */
+enum attempt_outcome {
+    ATTEMPT_OK = 0,          /* a response below 500 */
+    ATTEMPT_5XX,             /* 500, 501, 505.. from the backend */
+    ATTEMPT_GATEWAY_FAILURE, /* 502/503/504 from the backend, connect failure, reset, timeout */
+    ATTEMPT_CANCELLED,       /* the client went away: counts for nothing */
+};
+
+/* ---- registry (main thread) -------------------------------------------------------- */
+
+struct backend_registry *backend_registry_new(void);
+/* Frees entries no runtime references any more; then the registry itself. */
+void backend_registry_free(struct backend_registry *reg);
+
+/*
+ * Build the per-service run-time state for `cfg` (LB tables, endpoint
+ * entries from the registry). Returns an array parallel to
+ * cfg->backend_services, or NULL on allocation failure.
+ */
+struct service_rt *backend_services_new(struct backend_registry *reg, const struct config *cfg);
+void backend_services_free(struct service_rt *s, size_t n);
+
+/* Element i of the array backend_services_new returned. */
+struct service_rt *backend_service_at(struct service_rt *arr, size_t i);
+
+/* The endpoint states of a service, parallel to its cfg->endpoints. */
+struct endpoint_state *backend_endpoint(const struct service_rt *s, size_t i);
+
+/* ---- request path (any worker) --------------------------------------------------- */
+
+/* At most this many endpoints are tracked as "already tried" by an exchange. */
+#define BACKEND_MAX_TRIED 64
+
+struct pick_ctx {
+    struct worker *w;   /* for its random numbers */
+    bool has_hash;
+    uint64_t hash;      /* affinity key (backend_request_hash) */
+    uint64_t tried[BACKEND_MAX_TRIED / 64]; /* bit i: endpoint i already tried */
+};
+
+/*
+ * Choose an endpoint for one attempt: healthy, not ejected, under
+ * max_concurrent_requests_per_endpoint, preferring one not yet tried; by the
+ * service's locality_lb_policy. Returns the endpoint index (and counts it
+ * active), or SY_ENOTFOUND when no endpoint can serve, or SY_ELIMIT when all
+ * candidates are at their concurrency limit (the caller may queue).
+ */
+int backend_pick(struct service_rt *s, const struct pick_ctx *ctx);
+
+/* The attempt on endpoint `idx` ended with `outcome`: active count and outlier state. */
+void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome);
+
+/*
+ * The affinity hash of a request for the service's session_affinity
+ * (CLIENT_IP, HEADER_FIELD, HTTP_COOKIE, GENERATED_COOKIE). Returns false
+ * when the policy is NONE or the key is absent (HTTP_COOKIE without cookie:
+ * a random pick; GENERATED_COOKIE: see backend_affinity_cookie).
+ */
+bool backend_request_hash(const struct service_rt *s, const struct exchange *ex, uint64_t *hash);
+
+/*
+ * For GENERATED_COOKIE / HTTP_COOKIE with a ttl: when the request carried no
+ * affinity cookie, the Set-Cookie value to add to the response for the
+ * chosen endpoint (written into `out`, NUL-terminated). Returns its length,
+ * or 0 when no cookie is to be set.
+ */
+int backend_affinity_cookie(const struct service_rt *s, const struct exchange *ex, int idx,
+                            char *out, size_t cap);
+
+/* ---- circuit breakers (any worker) ----------------------------------------------------------------- */
+
+/* Take / give back one slot of a circuit breaker; false when it is open (full). */
+bool backend_cb_request_enter(struct service_rt *s);
+void backend_cb_request_leave(struct service_rt *s);
+bool backend_cb_retry_enter(struct service_rt *s);
+void backend_cb_retry_leave(struct service_rt *s);
+bool backend_cb_pending_enter(struct service_rt *s);
+void backend_cb_pending_leave(struct service_rt *s);
+
+#endif

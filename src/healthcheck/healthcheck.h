@@ -1,0 +1,28 @@
+/*
+ * healthcheck.h — active health checks (TCP, HTTP, HTTPS, HTTP2, H2C, GRPC).
+ *
+ * One checker for the process, on the main thread's event base: probes are
+ * made once per endpoint (not once per worker), off the request path, and
+ * publish their verdict in the shared endpoint_state (backend.h) with
+ * rise/fall hysteresis (healthy_threshold / unhealthy_threshold).
+ */
+#ifndef SY_HEALTHCHECK_H
+#define SY_HEALTHCHECK_H
+
+struct event_base;
+struct runtime;
+struct health_checker;
+
+struct health_checker *health_checker_new(struct event_base *base);
+
+/*
+ * Probe the endpoints of `rt` (a new snapshot after startup or a reload):
+ * endpoints that stay keep their probe state and schedule, new ones start,
+ * retired ones stop. Takes its own reference on rt.
+ */
+void health_checker_update(struct health_checker *hc, struct runtime *rt);
+
+/* Stop every probe and free. */
+void health_checker_free(struct health_checker *hc);
+
+#endif
