@@ -272,7 +272,7 @@ static void send_redirect(struct exchange *ex, const struct url_map_request *m,
 {
     const struct cfg_url_redirect *r = res->action->url_redirect;
     char loc[4096];
-    int n = url_map_redirect_location(r, m, loc, sizeof loc);
+    int n = url_map_redirect_location2(r, m, res->matched_prefix_len, loc, sizeof loc);
     if (n < 0) {
         exchange_local_reply(ex, 500, "redirect target too long", EXF_LR);
         return;

@@ -823,3 +823,17 @@ def test_many_connections(tb):
         assert f'"path": "/{i}"'.encode() in data
         s.close()
     assert wait_for(lambda: tb.running(), 1)
+
+
+def test_reset_over_tls(testbed, certs, client_tls_ctx):
+    t = testbed("tls3", tls=True)
+    with httpx.Client(verify=str(certs.ca), timeout=TIMEOUT) as c:
+        with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+            c.get(t.url + "/r", headers={"x-testbed-reset": "after-headers"})
+    h = H2Raw(t.port, tls_ctx=client_tls_ctx(["h2"]))
+    st = h.wait(h.request("/r", [("x-testbed-reset", "mid-body"),
+                                 ("x-testbed-body-size", "1000")]))
+    assert st.reset == 2 and st.data == pattern(500)
+    st = h.wait(h.request("/ok"))
+    assert st.ended and json.loads(st.data)["protocol"] == "HTTP/2"
+    h.close()

@@ -1,0 +1,288 @@
+#!/usr/bin/python3
+"""Helpers for scripts/bench.sh (`make bench`).
+
+  report.py procstat PID
+      "TICKS HWM_KB NPROC" for PID and all its descendants: utime+stime summed
+      over the process tree (clock ticks, /proc/PID/stat), and the largest
+      VmHWM (peak RSS, kB) among those processes (the worker, for proxies with
+      a master process).
+  report.py record RESULTS key=value...
+      parse one load-generator run (tool=wrk|h2load, out=FILE, log=FILE) and
+      append one JSON line to RESULTS; prints a one-line summary.
+  report.py table RESULTS [--markdown]
+      print the result table with switchyard/peer ratios.
+"""
+import json
+import os
+import re
+import sys
+
+SCENARIOS = [
+    ("h1", "(a) HTTP/1.1 keep-alive -> HTTP/1.1 backend (wrk -t1 -c50)"),
+    ("h2c", "(b) h2c -> h2c backend (h2load -c10 -m32)"),
+    ("tls", "(c) TLS h2 (ALPN) -> HTTP/1.1 backend (h2load -c10 -m32)"),
+]
+PROXIES = ["switchyard", "haproxy", "nghttpx", "nginx", "direct"]
+
+
+# ---- /proc --------------------------------------------------------------------
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    # comm may contain spaces and parentheses: split after the last ')'
+    rest = s[s.rindex(")") + 2:].split()
+    return rest  # rest[0] = state (field 3), rest[1] = ppid (field 4)
+
+
+def _tree(root):
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(d)[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [int(root)]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def procstat(root):
+    ticks, hwm, n = 0, 0, 0
+    for p in _tree(root):
+        try:
+            f = _stat_fields(p)
+            ticks += int(f[11]) + int(f[12])  # utime (14), stime (15)
+            with open(f"/proc/{p}/status") as st:
+                for line in st:
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]))
+            n += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    print(ticks, hwm, n)
+
+
+# ---- load generator output ------------------------------------------------------
+_UNIT_US = {"us": 1.0, "ms": 1000.0, "s": 1e6}
+
+
+def _dur_us(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * _UNIT_US[m.group(2)] if m else None
+
+
+def parse_wrk(out):
+    r = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m),", out)
+    if m:
+        r["requests"] = int(m.group(1))
+        r["duration_s"] = float(m.group(2)) * {"ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
+    for pct, key in (("50", "p50_us"), ("99", "p99_us")):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        if m:
+            r[key] = _dur_us(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    r["errors"] = non2xx + (sum(int(x) for x in m.groups()) if m else 0)
+    if "requests" in r:
+        r["ok_requests"] = max(0, r["requests"] - non2xx)
+    return r
+
+
+def _pct(sorted_vals, p):
+    if not sorted_vals:
+        return None
+    k = max(0, min(len(sorted_vals) - 1, int(round(p / 100.0 * len(sorted_vals) + 0.5)) - 1))
+    return float(sorted_vals[k])
+
+
+def parse_h2load(out, log):
+    r = {}
+    m = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    if m:
+        r["duration_s"] = float(m.group(1))
+        r["rps"] = float(m.group(2))
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    m2 = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if m:
+        r["requests"] = int(m.group(3))
+        r["errors"] = int(m.group(5)) + int(m.group(6)) + int(m.group(7))
+    if m2:
+        r["ok_requests"] = int(m2.group(1))
+        r["errors"] = r.get("errors", 0) + sum(int(x) for x in m2.groups()[1:])
+    m = re.search(r"Application protocol: (\S+)", out)
+    r["alpn"] = m.group(1) if m else None
+    # h2load prints min/max/mean/sd only: percentiles come from --log-file
+    # (one line per completed request: start time, status, duration in us).
+    durs = []
+    try:
+        with open(log) as f:
+            for line in f:
+                parts = line.split("\t")
+                if len(parts) >= 3 and parts[1].startswith("2"):
+                    durs.append(int(parts[2]))
+    except OSError:
+        pass
+    durs.sort()
+    r["p50_us"] = _pct(durs, 50)
+    r["p99_us"] = _pct(durs, 99)
+    r["logged"] = len(durs)
+    return r
+
+
+def record(path, kv):
+    rec = {"proxy": kv["proxy"], "scenario": kv["scenario"], "status": kv.get("status", "ok"),
+           "reason": kv.get("reason", "")}
+    if rec["status"] == "ok":
+        try:
+            with open(kv["out"], errors="replace") as f:
+                out = f.read()
+        except OSError as e:
+            out = ""
+            rec["status"], rec["reason"] = "na", f"no load-generator output ({e.strerror})"
+        if rec["status"] == "ok":
+            r = parse_wrk(out) if kv["tool"] == "wrk" else parse_h2load(out, kv.get("log", ""))
+            rec.update(r)
+            ticks = int(kv["cpu1"]) - int(kv["cpu0"])
+            hz = int(kv.get("hz", "100"))
+            rec["cpu_s"] = ticks / hz
+            rec["wall_s"] = float(kv.get("wall", "0") or 0)
+            rec["rss_kb"] = int(kv.get("hwm", "0") or 0)
+            ok = rec.get("ok_requests") or 0
+            if rec.get("duration_s"):  # count successful (2xx) answers only
+                rec["rps"] = ok / rec["duration_s"]
+            if not rec.get("rps") or ok == 0:
+                rec["status"] = "na"
+                tail = " / ".join(l.strip() for l in out.strip().splitlines()[-3:])
+                rec["reason"] = f"no successful requests ({tail[:160]})"
+            else:
+                rec["cpu_us_per_req"] = rec["cpu_s"] * 1e6 / ok
+                if rec["wall_s"] > 0:
+                    rec["cpu_util"] = rec["cpu_s"] / rec["wall_s"]
+                if kv["scenario"] == "tls" and rec.get("alpn") not in (None, "h2"):
+                    rec["status"] = "na"
+                    rec["reason"] = f"negotiated {rec.get('alpn')} instead of h2"
+                elif rec.get("errors"):
+                    total = rec.get("requests") or ok
+                    rec["reason"] = f"{rec['errors']} errors / non-2xx of {total} requests"
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print("    " + _summary(rec), flush=True)
+
+
+# ---- table ----------------------------------------------------------------------
+def _fmt_lat(us):
+    if us is None:
+        return "-"
+    return f"{us:.0f}us" if us < 1000 else f"{us / 1000:.2f}ms"
+
+
+def _summary(r):
+    if r["status"] != "ok":
+        return f"{r['proxy']:<10} {r['scenario']:<4} n/a: {r['reason']}"
+    s = (f"{r['proxy']:<10} {r['scenario']:<4} {r['rps']:>9.0f} req/s  p50 {_fmt_lat(r.get('p50_us'))}"
+         f"  p99 {_fmt_lat(r.get('p99_us'))}")
+    if r["proxy"] != "direct":
+        s += (f"  {r['cpu_us_per_req']:.2f} cpu-us/req  cpu {100 * r.get('cpu_util', 0):.0f}%"
+              f"  rss {r['rss_kb'] / 1024:.1f}MiB")
+    if r.get("reason"):
+        s += f"  ({r['reason']})"
+    return s
+
+
+def _ratio(a, b):
+    if a is None or b is None or not b:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def table(path, markdown=False):
+    recs = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            recs[(r["proxy"], r["scenario"])] = r
+    head = ["scenario", "proxy", "req/s", "p50", "p99", "cpu us/req", "proxy cpu", "peak RSS",
+            "sy/peer rps", "sy/peer cpu/req", "sy/peer p99"]
+    rows, notes = [], []
+    for sc, _title in SCENARIOS:
+        sy = recs.get(("switchyard", sc))
+        sy_ok = sy if sy and sy["status"] == "ok" else None
+        for px in PROXIES:
+            r = recs.get((px, sc))
+            if r is None:
+                continue
+            name = "(backend direct)" if px == "direct" else px
+            if r["status"] != "ok":
+                notes.append(f"{sc}/{px}: n/a: {r['reason']}")
+                rows.append([sc, name, "n/a", "", "", "", "", "", "", "", ""])
+                continue
+            flag = ""
+            if r.get("reason"):
+                flag = " *"
+                notes.append(f"{sc}/{px}: {r['reason']}")
+            direct = px == "direct"
+            row = [sc, name, f"{r['rps']:.0f}{flag}", _fmt_lat(r.get("p50_us")),
+                   _fmt_lat(r.get("p99_us")),
+                   "" if direct else f"{r['cpu_us_per_req']:.2f}",
+                   "" if direct else f"{100 * r.get('cpu_util', 0):.0f}%",
+                   "" if direct else f"{r['rss_kb'] / 1024:.1f} MiB"]
+            if px in ("switchyard", "direct") or not sy_ok:
+                row += ["", "", ""]
+            else:
+                row += [_ratio(sy_ok["rps"], r["rps"]),
+                        _ratio(sy_ok["cpu_us_per_req"], r["cpu_us_per_req"]),
+                        _ratio(sy_ok.get("p99_us"), r.get("p99_us"))]
+            rows.append(row)
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        out += ["| " + " | ".join(c if c else " " for c in row) + " |" for row in rows]
+    else:
+        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+                  for i, h in enumerate(head)]
+        line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                       for i, (c, w) in enumerate(zip(cells, widths)))
+        out = [line(head), line(["-" * w for w in widths])]
+        prev = None
+        for row in rows:
+            if prev is not None and row[0] != prev:
+                out.append("")
+            prev = row[0]
+            out.append(line(row))
+    print("\n".join(out))
+    print()
+    for sc, title in SCENARIOS:
+        print(f"  {sc:<4} = {title}")
+    print("  ratios are switchyard / peer: rps > 1, cpu/req < 1 and p99 < 1 favour switchyard")
+    print("  proxy cpu = proxy CPU time / wall time of the run (100% = one core saturated)")
+    for n in notes:
+        print(f"  {n}")
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[1] == "procstat":
+        procstat(argv[2])
+    elif len(argv) >= 3 and argv[1] == "record":
+        kv = dict(a.split("=", 1) for a in argv[3:])
+        record(argv[2], kv)
+    elif len(argv) >= 3 and argv[1] == "table":
+        table(argv[2], markdown="--markdown" in argv[3:])
+    else:
+        sys.stderr.write(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
