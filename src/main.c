@@ -17,7 +17,9 @@
 #include "backend/backend.h"
 #include "backend/runtime.h"
 #include "backend/upstream.h"
+#include "admin/admin.h"
 #include "config/config.h"
+#include "core/stats.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "listener/listener.h"
@@ -38,6 +40,8 @@ struct proxy {
     int workers_done; /* atomic */
     bool draining;
     int access_log_fd;
+    struct stats *stats;
+    struct admin *admin;
 };
 
 
@@ -100,6 +104,7 @@ static int start_workers(struct proxy *p, struct listener_set *set)
         w->owner = p;
         w->runtime = runtime_ref(p->rt);
         w->access_log_fd = p->access_log_fd;
+        w->stats = p->stats;
         w->pools = upstream_pools_new(w);
         w->listeners = listener_worker_new(w, set);
         if (!w->pools || !w->listeners)
@@ -139,30 +144,39 @@ static bool same_listeners(const struct config *a, const struct config *b)
     return true;
 }
 
-static void reload(struct proxy *p)
+/*
+ * Load the config file again and publish it to the workers. Returns 0, or
+ * -1 after writing the reasons to `errs` (and the log): the old config keeps
+ * serving.
+ */
+static int reload(struct proxy *p, FILE *errs)
 {
-    struct config_errors errs = {0};
-    struct config *cfg = config_load(p->config_path, &errs);
+    struct config_errors ce = {0};
+    struct config *cfg = config_load(p->config_path, &ce);
+    const char *why = NULL;
     if (!cfg) {
-        log_error("reload refused; still serving config version %s:", p->rt->cfg->version);
-        for (size_t i = 0; i < errs.n; i++)
-            log_error("%s", errs.msgs[i]);
-        config_errors_free(&errs);
-        return;
+        for (size_t i = 0; i < ce.n; i++) {
+            log_error("%s", ce.msgs[i]);
+            if (errs)
+                fprintf(errs, "%s\n", ce.msgs[i]);
+        }
+        why = "the config has errors";
+    } else if (!same_listeners(p->rt->cfg, cfg)) {
+        why = "listeners changed (names, addresses and protocols need a restart)";
     }
-    config_errors_free(&errs);
-    if (!same_listeners(p->rt->cfg, cfg)) {
-        log_error("reload refused: listeners changed (names, addresses and protocols need a "
-                  "restart); still serving config version %s",
-                  p->rt->cfg->version);
-        config_unref(cfg);
-        return;
-    }
-    struct runtime *rt = runtime_new(cfg, p->registry);
+    config_errors_free(&ce);
+    struct runtime *rt = why ? NULL : runtime_new(cfg, p->registry, p->stats);
     config_unref(cfg);
-    if (!rt) {
-        log_error("reload refused: out of memory");
-        return;
+    if (!why && !rt)
+        why = "out of memory";
+    if (why) {
+        log_error("reload refused: %s; still serving config version %s", why,
+                  p->rt->cfg->version);
+        if (errs)
+            fprintf(errs, "reload refused: %s; still serving config version %s\n", why,
+                    p->rt->cfg->version);
+        stats_add(&p->stats->reload_failures, 1);
+        return -1;
     }
     pthread_mutex_lock(&p->rt_lock);
     struct runtime *old = p->rt;
@@ -171,7 +185,9 @@ static void reload(struct proxy *p)
     runtime_unref(old);
     for (int i = 0; i < p->n_workers; i++)
         worker_post(&p->workers[i], WORKER_CMD_SWAP);
+    stats_add(&p->stats->reloads, 1);
     log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
+    return 0;
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
@@ -217,7 +233,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     switch (sig) {
     case SIGTERM:
     case SIGINT: start_drain(p); break;
-    case SIGHUP: reload(p); break;
+    case SIGHUP: reload(p, NULL); break;
     case SIGUSR1:
         if (p->access_log_fd > STDOUT_FILENO) {
             int fd = open_access_log(p->rt->cfg);
@@ -229,6 +245,71 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         log_info("logs reopened");
         break;
     }
+}
+
+/* ---- admin hooks ---------------------------------------------------------------------------- */
+
+static bool hook_draining(void *ctx) { return ((struct proxy *)ctx)->draining; }
+
+static struct runtime *hook_current(void *ctx)
+{
+    struct proxy *p = ctx;
+    pthread_mutex_lock(&p->rt_lock);
+    struct runtime *rt = runtime_ref(p->rt);
+    pthread_mutex_unlock(&p->rt_lock);
+    return rt;
+}
+
+static int hook_reload(void *ctx, FILE *errs) { return reload(ctx, errs); }
+
+static void hook_drain(void *ctx) { start_drain(ctx); }
+
+static void hook_metrics(void *ctx, FILE *out)
+{
+    struct proxy *p = ctx;
+    stats_write_prometheus(p->stats, out);
+    const struct config *cfg = p->rt->cfg;
+    fprintf(out,
+            "# HELP switchyard_config_info The active config version.\n"
+            "# TYPE switchyard_config_info gauge\nswitchyard_config_info{version=\"%s\"} 1\n",
+            cfg->version);
+    fprintf(out, "# HELP switchyard_endpoint_healthy 1 when the endpoint passes its health "
+                 "checks and is not ejected.\n# TYPE switchyard_endpoint_healthy gauge\n");
+    uint64_t now = sy_now_ms();
+    for (size_t i = 0; i < cfg->n_backend_services; i++) {
+        const struct cfg_backend_service *s = &cfg->backend_services[i];
+        struct service_rt *srt = runtime_service(p->rt, s);
+        for (size_t j = 0; j < s->n_endpoints; j++) {
+            const struct endpoint_state *e = backend_endpoint(srt, j);
+            bool ok = __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) &&
+                      __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED) <= now;
+            fprintf(out, "switchyard_endpoint_healthy{backend_service=\"%s\",endpoint=\"%s\"} %d\n",
+                    s->name, s->endpoints[j].address.text, ok ? 1 : 0);
+        }
+    }
+}
+
+static int start_admin(struct proxy *p)
+{
+    const struct config *cfg = p->rt->cfg;
+    if (!cfg->admin.set)
+        return 0;
+    struct admin_hooks hooks = {
+        .ctx = p,
+        .draining = hook_draining,
+        .current = hook_current,
+        .reload = hook_reload,
+        .drain = hook_drain,
+        .metrics = hook_metrics,
+    };
+    char err[256];
+    p->admin = admin_start(p->base, &cfg->admin.address, &hooks, err, sizeof err);
+    if (!p->admin) {
+        fprintf(stderr, "switchyard: %s\n", err);
+        return -1;
+    }
+    log_info("admin on %s", cfg->admin.address.text);
+    return 0;
 }
 
 /* ---- startup ------------------------------------------------------------------------------ */
@@ -282,6 +363,18 @@ static int parse_args(int argc, char **argv, struct options *o)
     return 0;
 }
 
+static struct stats *new_stats(const struct config *cfg)
+{
+    const char **names = calloc(cfg->n_listeners + 1, sizeof *names);
+    if (!names)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        names[i] = cfg->listeners[i].name;
+    struct stats *st = stats_new(names, cfg->n_listeners);
+    free(names);
+    return st;
+}
+
 static struct config *load_or_report(const char *path)
 {
     struct config_errors errs = {0};
@@ -303,6 +396,8 @@ static int serve(struct proxy *p, struct listener_set *set)
     }
     p->drain_timer = evtimer_new(p->base, on_drain_timeout, p);
     p->done_ev = event_new(p->base, -1, 0, on_workers_done, p);
+    if (start_admin(p) != 0)
+        goto out;
     if (start_workers(p, set) != 0) {
         fprintf(stderr, "switchyard: cannot start workers\n");
         goto out;
@@ -325,6 +420,7 @@ out:
         }
     }
     free(p->workers);
+    admin_stop(p->admin);
     for (int i = 0; i < 4; i++)
         if (sev[i])
             event_free(sev[i]);
@@ -360,13 +456,15 @@ int main(int argc, char **argv)
     char err[512];
     struct listener_set *set = listeners_open(cfg, p.n_workers, err, sizeof err);
     p.registry = backend_registry_new();
-    p.rt = set && p.registry ? runtime_new(cfg, p.registry) : NULL;
+    p.stats = new_stats(cfg);
+    p.rt = set && p.registry && p.stats ? runtime_new(cfg, p.registry, p.stats) : NULL;
     config_unref(cfg);
     if (!set || !p.rt) {
         fprintf(stderr, "switchyard: %s\n", set ? "out of memory" : err);
         listener_set_free(set);
         runtime_unref(p.rt);
         backend_registry_free(p.registry);
+        stats_free(p.stats);
         return 1;
     }
     p.access_log_fd = open_access_log(p.rt->cfg);
@@ -376,6 +474,7 @@ int main(int argc, char **argv)
         listener_set_free(set);
         runtime_unref(p.rt);
         backend_registry_free(p.registry);
+        stats_free(p.stats);
         return 1;
     }
     p.base = event_base_new();
@@ -385,6 +484,7 @@ int main(int argc, char **argv)
         event_base_free(p.base);
     runtime_unref(p.rt);
     backend_registry_free(p.registry);
+    stats_free(p.stats);
     if (p.access_log_fd > STDOUT_FILENO)
         close(p.access_log_fd);
     libevent_global_shutdown();

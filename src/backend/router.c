@@ -38,6 +38,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "core/stats.h"
 #include "core/worker.h"
 #include "http/headers.h"
 #include "urlmap/urlmap.h"
@@ -78,6 +79,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
         evbuffer_free(ex->req_pending);
     if (ex->replay)
         evbuffer_free(ex->replay);
+    stats_sub(&ex->rt->stats->active_exchanges, 1);
     runtime_unref(ex->rt);
     arena_free(&ex->arena);
     free(ex);
@@ -96,6 +98,7 @@ struct exchange *exchange_new(struct worker *w, const struct cfg_listener *liste
     ex->w = w;
     ex->rt = runtime_ref(w->runtime);
     ex->listener = listener;
+    stats_add(&ex->rt->stats->active_exchanges, 1);
     ex->endpoint_idx = -1;
     arena_init(&ex->arena, EXCHANGE_ARENA_LIMIT);
     evtimer_assign(&ex->timeout_ev, w->base, on_timeout, ex);
@@ -192,6 +195,9 @@ static void exchange_finish(struct exchange *ex)
         backend_cb_pending_leave(ex->srt);
     ex->in_request_cb = ex->in_retry_cb = ex->in_pending_cb = false;
     access_log_write(ex);
+    size_t li = (size_t)(ex->listener - ex->rt->cfg->listeners);
+    if (li < ex->rt->stats->n_listeners)
+        stats_request(&ex->rt->stats->listeners[li], ex->status, sy_now_us() - ex->start_us);
     ex->down->detach(ex);
     event_active(&ex->reap_ev, EV_TIMEOUT, 1);
 }
@@ -468,6 +474,10 @@ static void start_attempt(struct exchange *ex)
         ex->tried[idx / 64] |= 1ull << (idx % 64);
     snprintf(ex->endpoint, sizeof ex->endpoint, "%s", ep->address.text);
     ex->attempts++;
+    struct stats_service *ss = runtime_service_stats(ex->rt, ex->service);
+    stats_add(&ss->upstream_requests, 1);
+    if (ex->attempts > 1)
+        stats_add(&ss->upstream_retries, 1);
     if (upstream_attempt_start(ex->w, ex->service, ep, ex) != 0) {
         exchange_on_upstream_error(ex, UPSTREAM_CONNECT_FAILED, false);
         return;
@@ -577,6 +587,7 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
         break;
     case TRY_PER_TRY:
         ex->flags |= EXF_UT;
+        stats_add(&runtime_service_stats(ex->rt, ex->service)->upstream_timeouts, 1);
         if (ex->resp_head_sent) {
             cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
             ex->down->reset(ex);
@@ -695,6 +706,8 @@ void exchange_on_response_head(struct exchange *ex, struct http_response_head *h
     if (ex->attempts > 1)
         log_try(ex, "done");
     response_apply_route(ex, h, ex->route);
+    if (h->status >= 100 && h->status < 600)
+        stats_add(&runtime_service_stats(ex->rt, ex->service)->by_class[h->status / 100], 1);
     ex->status = h->status;
     ex->resp_head_sent = true;
     ex->down->send_head(ex, h, end);
@@ -749,6 +762,7 @@ void exchange_on_upstream_error(struct exchange *ex, enum upstream_error err, bo
         return;
     log_debug("exchange %s: upstream %s: %s%s", ex->request_id, ex->endpoint,
               upstream_error_str(err), stale ? " (stale connection)" : "");
+    stats_add(&runtime_service_stats(ex->rt, ex->service)->upstream_failures, 1);
     /* A stale keep-alive connection says nothing about the endpoint's health. */
     end_attempt(ex, stale ? ATTEMPT_CANCELLED : ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
@@ -769,6 +783,8 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     if (ex->finished)
         return;
     ex->flags |= EXF_UT;
+    if (ex->att)
+        stats_add(&runtime_service_stats(ex->rt, ex->service)->upstream_timeouts, 1);
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {

@@ -5,9 +5,10 @@
 
 #include "backend/backend.h"
 #include "config/config.h"
+#include "core/stats.h"
 #include "urlmap/urlmap.h"
 
-struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg)
+struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, struct stats *st)
 {
     struct runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -16,8 +17,13 @@ struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg)
     rt->cfg = config_ref(cfg);
     rt->url_maps = calloc(cfg->n_url_maps + 1, sizeof *rt->url_maps);
     rt->services = backend_services_new(reg, cfg);
-    if (!rt->url_maps || !rt->services)
+    rt->stats = st;
+    rt->service_stats = calloc(cfg->n_backend_services + 1, sizeof *rt->service_stats);
+    if (!rt->url_maps || !rt->services || !rt->service_stats)
         goto fail;
+    for (size_t i = 0; i < cfg->n_backend_services; i++)
+        if (!(rt->service_stats[i] = stats_service(st, cfg->backend_services[i].name)))
+            goto fail;
     for (size_t i = 0; i < cfg->n_url_maps; i++) {
         rt->url_maps[i] = url_map_compile(&cfg->url_maps[i]);
         if (!rt->url_maps[i])
@@ -45,6 +51,7 @@ void runtime_unref(struct runtime *rt)
     free(rt->url_maps);
     if (rt->services)
         backend_services_free(rt->services, rt->cfg->n_backend_services);
+    free(rt->service_stats);
     config_unref(rt->cfg);
     free(rt);
 }
@@ -57,4 +64,10 @@ const struct url_map *runtime_url_map(const struct runtime *rt, const struct cfg
 struct service_rt *runtime_service(const struct runtime *rt, const struct cfg_backend_service *s)
 {
     return backend_service_at(rt->services, (size_t)(s - rt->cfg->backend_services));
+}
+
+struct stats_service *runtime_service_stats(const struct runtime *rt,
+                                            const struct cfg_backend_service *s)
+{
+    return rt->service_stats[s - rt->cfg->backend_services];
 }

@@ -379,7 +379,7 @@ static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len,
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     c->bev = NULL;
     c->ex = NULL;
-    c->lw->n_conns++; /* the HTTP/2 session's; ours goes at reap */
+    listener_conn_opened(c->lw); /* the HTTP/2 session's; ours goes at reap */
     conn_close(c);
     h2_downstream_start(c->lw, bev, &ci, settings, len, ex);
 }

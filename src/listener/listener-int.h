@@ -57,7 +57,8 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
 void h2_downstream_drain(struct listener_worker *lw);
 void h2_downstream_close_all(struct listener_worker *lw);
 
-/* Bookkeeping for the codecs. */
+/* Bookkeeping for the codecs: every session (and TLS handshake) opens and closes once. */
+void listener_conn_opened(struct listener_worker *lw);
 void listener_conn_closed(struct listener_worker *lw);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "backend/runtime.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/worker.h"
 #include "listener/listener-int.h"
 #include "listener/tls_server.h"
@@ -127,7 +128,7 @@ static void on_tls_event(struct bufferevent *bev, short what, void *arg)
     unsigned len = 0;
     SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
     struct conn_info ci = ta->ci;
-    lw->n_conns++; /* the session's; the handshake's is released below */
+    listener_conn_opened(lw); /* the session's; the handshake's is released below */
     tls_accept_free(ta, false);
     if (len == 2 && memcmp(proto, "h2", 2) == 0)
         h2_downstream_start(lw, bev, &ci, NULL, 0, NULL);
@@ -172,7 +173,7 @@ static void start_tls(struct listener_worker *lw, evutil_socket_t fd, const stru
     if (lw->pending)
         lw->pending->prev = ta;
     lw->pending = ta;
-    lw->n_conns++;
+    listener_conn_opened(lw);
 }
 
 /* ---- accept ---------------------------------------------------------------------------- */
@@ -187,6 +188,9 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
             ci.listener_idx = lw->listener_idx[i];
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct stats *st = lw->w->stats;
+    if (st && ci.listener_idx >= 0 && (size_t)ci.listener_idx < st->n_listeners)
+        stats_add(&st->listeners[ci.listener_idx].downstream_connections_total, 1);
     memcpy(&ci.peer, sa, (size_t)salen < sizeof ci.peer ? (size_t)salen : sizeof ci.peer);
     socklen_t llen = sizeof ci.local;
     getsockname(fd, (struct sockaddr *)&ci.local, &llen);
@@ -200,7 +204,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         close(fd);
         return;
     }
-    lw->n_conns++;
+    listener_conn_opened(lw);
     h1_downstream_start(lw, bev, &ci);
 }
 
@@ -261,8 +265,17 @@ unsigned listener_worker_conns(const struct listener_worker *lw) { return lw->n_
 
 void listener_worker_on_idle(struct listener_worker *lw, listener_idle_fn fn) { lw->on_idle = fn; }
 
+void listener_conn_opened(struct listener_worker *lw)
+{
+    lw->n_conns++;
+    if (lw->w->stats)
+        stats_add(&((struct stats *)lw->w->stats)->active_connections, 1);
+}
+
 void listener_conn_closed(struct listener_worker *lw)
 {
+    if (lw->w->stats)
+        stats_sub(&((struct stats *)lw->w->stats)->active_connections, 1);
     lw->n_conns--;
     if (lw->n_conns == 0 && lw->w->draining && lw->on_idle)
         lw->on_idle(lw->w);

@@ -1,0 +1,190 @@
+/* admin.c — see admin.h. */
+#include "admin/admin.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "backend/runtime.h"
+#include "config/config.h"
+#include "core/worker.h"
+
+struct admin {
+    struct evhttp *http;
+    struct admin_hooks hooks;
+};
+
+/* Run `fn` with a memory FILE and send what it wrote. */
+static void reply_stream(struct evhttp_request *req, int code, const char *type,
+                         void (*fn)(struct admin *, FILE *, void *), struct admin *a, void *arg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    fn(a, f, arg);
+    fclose(f);
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, buf, len);
+    free(buf);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", type);
+    evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", b);
+    evbuffer_free(b);
+}
+
+static void reply_text(struct evhttp_request *req, int code, const char *text)
+{
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "%s\n", text);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", "text/plain");
+    evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", b);
+    evbuffer_free(b);
+}
+
+static void write_metrics(struct admin *a, FILE *out, void *arg)
+{
+    if (a->hooks.metrics)
+        a->hooks.metrics(a->hooks.ctx, out);
+}
+
+static void write_config(struct admin *a, FILE *out, void *arg)
+{
+    struct runtime *rt = a->hooks.current(a->hooks.ctx);
+    config_write_json(rt->cfg, out);
+    runtime_unref(rt);
+}
+
+static void write_backends(struct admin *a, FILE *out, void *arg)
+{
+    struct runtime *rt = a->hooks.current(a->hooks.ctx);
+    const struct config *cfg = rt->cfg;
+    uint64_t now = sy_now_ms();
+    fprintf(out, "{\"version\":\"%s\",\"backend_services\":[", cfg->version);
+    for (size_t i = 0; i < cfg->n_backend_services; i++) {
+        const struct cfg_backend_service *s = &cfg->backend_services[i];
+        struct service_rt *srt = runtime_service(rt, s);
+        fprintf(out, "%s{\"name\":\"%s\",\"endpoints\":[", i ? "," : "", s->name);
+        for (size_t j = 0; j < s->n_endpoints; j++) {
+            const struct endpoint_state *e = backend_endpoint(srt, j);
+            uint64_t until = __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED);
+            fprintf(out,
+                    "%s{\"address\":\"%s\",\"weight\":%u,\"healthy\":%s,\"ejected\":%s,"
+                    "\"ejected_for_ms\":%llu,\"ejections\":%u,\"active_requests\":%u,"
+                    "\"requests_total\":%llu}",
+                    j ? "," : "", s->endpoints[j].address.text, s->endpoints[j].weight,
+                    __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) ? "true" : "false",
+                    until > now ? "true" : "false",
+                    (unsigned long long)(until > now ? until - now : 0),
+                    __atomic_load_n(&e->ejections, __ATOMIC_RELAXED),
+                    __atomic_load_n(&e->active, __ATOMIC_RELAXED),
+                    (unsigned long long)__atomic_load_n(&e->requests_total, __ATOMIC_RELAXED));
+        }
+        fprintf(out, "]}");
+    }
+    fprintf(out, "]}\n");
+    runtime_unref(rt);
+}
+
+static void do_reload(struct evhttp_request *req, struct admin *a)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *errs = open_memstream(&buf, &len);
+    if (!errs) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    int rc = a->hooks.reload(a->hooks.ctx, errs);
+    fclose(errs);
+    struct evbuffer *b = evbuffer_new();
+    if (rc == 0) {
+        struct runtime *rt = a->hooks.current(a->hooks.ctx);
+        evbuffer_add_printf(b, "{\"version\":\"%s\"}\n", rt->cfg->version);
+        runtime_unref(rt);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "content-type",
+                          "application/json");
+    } else {
+        evbuffer_add(b, buf, len);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "content-type", "text/plain");
+    }
+    free(buf);
+    evhttp_send_reply(req, rc == 0 ? 200 : 400, rc == 0 ? "OK" : "Bad Request", b);
+    evbuffer_free(b);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct admin *a = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    char path[64];
+    size_t n = strcspn(uri, "?");
+    snprintf(path, sizeof path, "%.*s", (int)(n < sizeof path ? n : sizeof path - 1), uri);
+    bool get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD, post = m == EVHTTP_REQ_POST;
+    if (strcmp(path, "/ready") == 0 && get) {
+        bool d = a->hooks.draining(a->hooks.ctx);
+        reply_text(req, d ? 503 : 200, d ? "draining" : "ready");
+    } else if (strcmp(path, "/metrics") == 0 && get) {
+        reply_stream(req, 200, "text/plain; version=0.0.4", write_metrics, a, NULL);
+    } else if (strcmp(path, "/config") == 0 && get) {
+        reply_stream(req, 200, "application/json", write_config, a, NULL);
+    } else if (strcmp(path, "/backends") == 0 && get) {
+        reply_stream(req, 200, "application/json", write_backends, a, NULL);
+    } else if (strcmp(path, "/reload") == 0 && post) {
+        do_reload(req, a);
+    } else if (strcmp(path, "/drain") == 0 && post) {
+        a->hooks.drain(a->hooks.ctx);
+        reply_text(req, 200, "draining");
+    } else if (!strcmp(path, "/ready") || !strcmp(path, "/metrics") || !strcmp(path, "/config") ||
+               !strcmp(path, "/backends") || !strcmp(path, "/reload") || !strcmp(path, "/drain")) {
+        reply_text(req, 405, "method not allowed");
+    } else {
+        reply_text(req, 404, "not found: /ready /metrics /backends /config /reload /drain");
+    }
+}
+
+struct admin *admin_start(struct event_base *base, const struct cfg_addr *addr,
+                          const struct admin_hooks *hooks, char *err, size_t errlen)
+{
+    struct admin *a = calloc(1, sizeof *a);
+    if (!a || !(a->http = evhttp_new(base))) {
+        snprintf(err, errlen, "admin: out of memory");
+        free(a);
+        return NULL;
+    }
+    a->hooks = *hooks;
+    int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0 ||
+        listen(fd, 128) != 0 || !evhttp_accept_socket_with_handle(a->http, fd)) {
+        snprintf(err, errlen, "admin: cannot listen on %s: %s", addr->text, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        admin_stop(a);
+        return NULL;
+    }
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+    evhttp_set_timeout(a->http, 30);
+    evhttp_set_gencb(a->http, on_request, a);
+    return a;
+}
+
+void admin_stop(struct admin *a)
+{
+    if (!a)
+        return;
+    if (a->http)
+        evhttp_free(a->http);
+    free(a);
+}
