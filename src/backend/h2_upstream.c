@@ -413,18 +413,18 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
         /* Closed before the response ended. */
         struct exchange *ex = s->ex;
         enum upstream_error err = UPSTREAM_RESET;
-        bool stale = false;
         s->ex = NULL;
-        s->unconsumed = 0; /* nghttp2 returned the window of a closed stream */
-        if (error_code == NGHTTP2_REFUSED_STREAM) {
-            err = UPSTREAM_REFUSED_STREAM;
-            stale = true; /* the backend did not process it: safe to send again */
-        } else if (s->bad_response || error_code == NGHTTP2_PROTOCOL_ERROR) {
+        /* The connection window still counts the bytes we held back. */
+        if (s->unconsumed)
+            nghttp2_session_consume_connection(session, s->unconsumed);
+        s->unconsumed = 0;
+        if (error_code == NGHTTP2_REFUSED_STREAM)
+            err = UPSTREAM_REFUSED_STREAM; /* not processed: the router sends it again */
+        else if (s->bad_response || error_code == NGHTTP2_PROTOCOL_ERROR)
             err = UPSTREAM_PROTOCOL;
-        }
         log_debug("h2 upstream %s: stream %d closed (error %u) before the response ended",
                   c->name, id, error_code);
-        exchange_on_upstream_error(ex, err, stale);
+        exchange_on_upstream_error(ex, err, false);
     }
     stream_free(s);
     return 0;

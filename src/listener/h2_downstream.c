@@ -74,14 +74,22 @@ struct h2_down {
     struct h2_stream *streams;
     unsigned n_streams;
     bool want_flush;
-    bool ping_outstanding;
+    bool ping_outstanding;    /* our keepalive PING awaits its ACK */
+    uint64_t last_read_ms;    /* last bytes from the client (keepalive) */
+    uint64_t last_client_ping_ms; /* ping_policy: previous PING from the client */
+    uint64_t last_data_ms;    /* last HEADERS/DATA sent (ping_policy resets strikes) */
+    unsigned ping_strikes;
     struct evbuffer *scratch; /* request DATA of one callback */
     struct event flush_ev, idle_ev, goaway_ev, reap_ev;
+    struct event keepalive_ev; /* keepalive.time, then keepalive.timeout */
+    struct event age_ev;       /* max_connection_age, then its grace */
+    bool age_reached;
     struct h2_down *next, *prev;
 };
 
 static const struct downstream_ops h2_downstream_ops;
 static void conn_close(struct h2_down *c);
+static void conn_drain(struct h2_down *c);
 
 static const struct cfg_listener *listener_cfg(const struct h2_down *c)
 {
@@ -109,10 +117,17 @@ static void schedule_flush(struct h2_down *c)
     }
 }
 
-/* With no stream open, the keep-alive timer runs; any stream stops it. */
+/*
+ * With no stream open, the idle timer runs (the shorter of
+ * timeouts.http_keepalive and http2.max_connection_idle); any stream stops it.
+ */
 static void update_idle(struct h2_down *c)
 {
-    uint64_t ms = listener_cfg(c)->timeouts.http_keepalive_ms;
+    const struct cfg_listener *l = listener_cfg(c);
+    uint64_t ms = l->timeouts.http_keepalive_ms;
+    uint64_t mci = l->http2.max_connection_idle_ms;
+    if (mci && (!ms || mci < ms))
+        ms = mci;
     if (c->n_streams == 0 && ms)
         arm_ms(&c->idle_ev, ms);
     else
@@ -325,11 +340,46 @@ static void request_head_done(struct h2_down *c, struct h2_stream *st, bool end_
         exchange_on_request_end(ex, NULL);
 }
 
+/*
+ * ping_policy, as gRPC servers enforce it: a client PING is a strike when it
+ * comes sooner than min_interval_without_data after the previous one while
+ * no data is flowing, or at all when no stream is open and
+ * permit_without_calls is false. Sending HEADERS or DATA clears the strikes.
+ * More than max_strikes: GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
+ */
+static void police_ping(struct h2_down *c)
+{
+    const struct cfg_listener *l = listener_cfg(c);
+    uint64_t now = sy_now_ms();
+    uint64_t min = l->http2.ping_min_interval_without_data_ms;
+    bool strike = false;
+    if (c->n_streams == 0 && !l->http2.ping_permit_without_calls)
+        strike = true;
+    else if (c->last_client_ping_ms && c->last_data_ms <= c->last_client_ping_ms &&
+             now - c->last_client_ping_ms < min)
+        strike = true;
+    c->last_client_ping_ms = now;
+    if (!strike)
+        return;
+    if (++c->ping_strikes <= l->http2.ping_max_strikes)
+        return;
+    static const char msg[] = "too_many_pings";
+    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
+                          NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)msg, sizeof msg - 1);
+    set_state(c, H2D_DRAINING);
+    schedule_flush(c);
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
     struct h2_down *c = arg;
-    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK))
-        c->ping_outstanding = false;
+    if (f->hd.type == NGHTTP2_PING) {
+        if (f->hd.flags & NGHTTP2_FLAG_ACK)
+            c->ping_outstanding = false;
+        else
+            police_ping(c);
+        return 0;
+    }
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
@@ -361,6 +411,16 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id,
         st->unconsumed += len;
     else
         nghttp2_session_consume(ng, id, len);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
+{
+    struct h2_down *c = arg;
+    if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) {
+        c->last_data_ms = sy_now_ms();
+        c->ping_strikes = 0;
+    }
     return 0;
 }
 
@@ -629,6 +689,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
     struct h2_down *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    c->last_read_ms = sy_now_ms();
     while (c->state != H2D_CLOSED && evbuffer_get_length(in)) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
@@ -688,6 +749,8 @@ static void conn_close(struct h2_down *c)
     event_del(&c->flush_ev);
     event_del(&c->idle_ev);
     event_del(&c->goaway_ev);
+    event_del(&c->keepalive_ev);
+    event_del(&c->age_ev);
     bufferevent_free(c->bev);
     c->bev = NULL;
     event_active(&c->reap_ev, EV_TIMEOUT, 1);
@@ -710,6 +773,50 @@ static void on_goaway(evutil_socket_t fd, short what, void *arg)
     nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
                           NGHTTP2_NO_ERROR, NULL, 0);
     flush(c);
+}
+
+/*
+ * keepalive: after `time` without bytes from the client, PING it; no ACK
+ * within `timeout` closes the connection.
+ */
+static void on_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_down *c = arg;
+    const struct cfg_listener *l = listener_cfg(c);
+    uint64_t now = sy_now_ms(), t = l->http2.keepalive_time_ms;
+    if (c->ping_outstanding) {
+        if (now - c->last_read_ms >= l->http2.keepalive_timeout_ms) {
+            log_info("h2 downstream: keepalive PING not answered; closing");
+            conn_close(c);
+            return;
+        }
+        arm_ms(&c->keepalive_ev, l->http2.keepalive_timeout_ms - (now - c->last_read_ms));
+        return;
+    }
+    if (now - c->last_read_ms < t) {
+        arm_ms(&c->keepalive_ev, t - (now - c->last_read_ms));
+        return;
+    }
+    nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
+    c->ping_outstanding = true;
+    c->last_read_ms = now; /* the timeout counts from the PING */
+    arm_ms(&c->keepalive_ev, l->http2.keepalive_timeout_ms);
+    schedule_flush(c);
+}
+
+/* max_connection_age: GOAWAY (drain), then after the grace period close. */
+static void on_age(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_down *c = arg;
+    const struct cfg_listener *l = listener_cfg(c);
+    if (c->age_reached) {
+        conn_close(c);
+        return;
+    }
+    c->age_reached = true;
+    conn_drain(c);
+    if (c->state != H2D_CLOSED && l->http2.max_connection_age_grace_ms)
+        arm_ms(&c->age_ev, l->http2.max_connection_age_grace_ms);
 }
 
 static void conn_drain(struct h2_down *c)
@@ -740,6 +847,7 @@ static nghttp2_session *session_new(struct h2_down *c)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
@@ -810,6 +918,9 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     evtimer_assign(&c->idle_ev, w->base, on_idle, c);
     evtimer_assign(&c->goaway_ev, w->base, on_goaway, c);
     evtimer_assign(&c->reap_ev, w->base, on_reap, c);
+    evtimer_assign(&c->keepalive_ev, w->base, on_keepalive, c);
+    evtimer_assign(&c->age_ev, w->base, on_age, c);
+    c->last_read_ms = sy_now_ms();
     c->next = lw->h2_conns;
     if (lw->h2_conns)
         lw->h2_conns->prev = c;
@@ -826,6 +937,11 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
         return;
     }
     update_idle(c);
+    const struct cfg_listener *l = listener_cfg(c);
+    if (l->http2.keepalive_time_ms)
+        arm_ms(&c->keepalive_ev, l->http2.keepalive_time_ms);
+    if (l->http2.max_connection_age_ms)
+        arm_ms(&c->age_ev, l->http2.max_connection_age_ms);
     if (upgrade_ex && take_upgrade(c, upgrade_settings, upgrade_settings_len, upgrade_ex) != 0) {
         exchange_reject(upgrade_ex, 400);
         conn_close(c);

@@ -23,25 +23,19 @@
 #include "testbed/testbed.h"
 
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-#define H2_PREFACE_LEN (sizeof(H2_PREFACE) - 1)
+#define H2_PREFACE_LEN      (sizeof(H2_PREFACE) - 1)
 #define CONN_LINGER_POLL_US 10000 /* re-check the send queue before an RST every 10 ms */
-#define CONN_LINGER_POLLS 500     /* ... for at most 5 s */
+#define CONN_LINGER_POLLS   500   /* ... for at most 5 s */
 
 static const char *conn_state_str(enum tb_conn_state s)
 {
     switch (s) {
-    case TB_CONN_HANDSHAKE:
-        return "handshake";
-    case TB_CONN_SNIFF:
-        return "sniff";
-    case TB_CONN_H1:
-        return "h1";
-    case TB_CONN_H2:
-        return "h2";
-    case TB_CONN_FLUSHING:
-        return "flushing";
-    case TB_CONN_DEAD:
-        return "dead";
+    case TB_CONN_HANDSHAKE: return "handshake";
+    case TB_CONN_SNIFF: return "sniff";
+    case TB_CONN_H1: return "h1";
+    case TB_CONN_H2: return "h2";
+    case TB_CONN_FLUSHING: return "flushing";
+    case TB_CONN_DEAD: return "dead";
     }
     return "?";
 }

@@ -166,7 +166,7 @@ char *tb_echo_json(const struct testbed *tb, const struct tb_request *req, size_
     out_lit(&w, "{\"instance\": ");
     out_string(&w, tb->name, name_len);
     out_lit(&w, req->protocol == TB_HTTP2 ? ", \"protocol\": \"HTTP/2\", \"method\": "
-                                         : ", \"protocol\": \"HTTP/1.1\", \"method\": ");
+                                          : ", \"protocol\": \"HTTP/1.1\", \"method\": ");
     out_span(&w, req, req->method);
     out_lit(&w, ", \"path\": ");
     out_span(&w, req, req->path);

@@ -16,16 +16,11 @@ static void on_exchange_timer(evutil_socket_t fd, short what, void *arg);
 const char *tb_exchange_state_str(enum tb_exchange_state s)
 {
     switch (s) {
-    case TB_EX_REQUEST:
-        return "request";
-    case TB_EX_DELAY:
-        return "delay";
-    case TB_EX_RESPONDING:
-        return "responding";
-    case TB_EX_BODY_WAIT:
-        return "body-wait";
-    case TB_EX_DONE:
-        return "done";
+    case TB_EX_REQUEST: return "request";
+    case TB_EX_DELAY: return "delay";
+    case TB_EX_RESPONDING: return "responding";
+    case TB_EX_BODY_WAIT: return "body-wait";
+    case TB_EX_DONE: return "done";
     }
     return "?";
 }
@@ -124,12 +119,9 @@ static struct tb_span *request_piece_span(struct tb_request *req, enum tb_piece 
     struct tb_field *f;
 
     switch (kind) {
-    case TB_PIECE_METHOD:
-        return &req->method;
-    case TB_PIECE_PATH:
-        return &req->path;
-    case TB_PIECE_AUTHORITY:
-        return &req->authority;
+    case TB_PIECE_METHOD: return &req->method;
+    case TB_PIECE_PATH: return &req->path;
+    case TB_PIECE_AUTHORITY: return &req->authority;
     case TB_PIECE_NAME:
         if (start) {
             if (req->nfields == TB_FIELDS_CAP) {

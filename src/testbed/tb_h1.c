@@ -20,8 +20,8 @@
 #include "core/errors.h"
 #include "testbed/testbed.h"
 
-#define H1_PULL_MAX (64 * 1024)  /* bytes pulled from the exchange per step */
-#define H2_SETTINGS_MAX 1024     /* decoded HTTP2-Settings bytes accepted */
+#define H1_PULL_MAX     (64 * 1024) /* bytes pulled from the exchange per step */
+#define H2_SETTINGS_MAX 1024        /* decoded HTTP2-Settings bytes accepted */
 
 struct tb_h1 {
     http_parser parser;
@@ -195,7 +195,8 @@ static void h1_fill(struct tb_conn *c)
             tb_conn_abort(c);
             return;
         }
-        st = tb_exchange_pull(h1->ex, v.iov_base, v.iov_len < H1_PULL_MAX ? v.iov_len : H1_PULL_MAX, &n);
+        st = tb_exchange_pull(h1->ex, v.iov_base, v.iov_len < H1_PULL_MAX ? v.iov_len : H1_PULL_MAX,
+                              &n);
         v.iov_len = n;
         evbuffer_commit_space(out, &v, n ? 1 : 0);
         if (st == TB_PULL_WAIT)
@@ -312,7 +313,8 @@ static bool h1_wants_h2c(const struct tb_request *req, struct tb_span *settings)
 {
     struct tb_span up;
 
-    if (!tb_request_header(req, "upgrade", &up) || !tb_request_header(req, "http2-settings", settings))
+    if (!tb_request_header(req, "upgrade", &up) ||
+        !tb_request_header(req, "http2-settings", settings))
         return false;
     for (uint32_t i = 0; i + 3 <= up.len; i++) {
         if (strncasecmp(req->buf + up.off + i, "h2c", 3) == 0 &&
@@ -329,7 +331,8 @@ static bool h1_wants_h2c(const struct tb_request *req, struct tb_span *settings)
  */
 static bool h1_upgrade(struct tb_conn *c, struct tb_exchange *ex)
 {
-    static const char resp[] = "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n";
+    static const char resp[] =
+        "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n";
     struct tb_span s;
     uint8_t settings[H2_SETTINGS_MAX];
     long n;
@@ -341,7 +344,8 @@ static bool h1_upgrade(struct tb_conn *c, struct tb_exchange *ex)
         return false;
     evbuffer_add(bufferevent_get_output(c->bev), resp, sizeof(resp) - 1);
     c->h1->ex = NULL;
-    if (tb_conn_upgrade_h2(c, settings, (size_t)n, tb_span_eq(&ex->req, ex->req.method, "HEAD"), ex) != 0) {
+    if (tb_conn_upgrade_h2(c, settings, (size_t)n, tb_span_eq(&ex->req, ex->req.method, "HEAD"),
+                           ex) != 0) {
         tb_conn_abort(c);
         return true;
     }

@@ -20,9 +20,9 @@
 #include "core/errors.h"
 #include "testbed/testbed.h"
 
-#define H2_STREAM_WINDOW (1 << 20)     /* SETTINGS_INITIAL_WINDOW_SIZE we announce */
-#define H2_CONN_WINDOW (16 << 20)      /* connection receive window */
-#define H2_NV_MAX (8 + TB_EXTRA_MAX)   /* response header fields we may send */
+#define H2_STREAM_WINDOW (1 << 20)          /* SETTINGS_INITIAL_WINDOW_SIZE we announce */
+#define H2_CONN_WINDOW   (16 << 20)         /* connection receive window */
+#define H2_NV_MAX        (8 + TB_EXTRA_MAX) /* response header fields we may send */
 
 struct tb_h2 {
     nghttp2_session *session;
@@ -144,14 +144,11 @@ static ssize_t on_h2_data_read(nghttp2_session *s, int32_t stream_id, uint8_t *b
     enum tb_pull st = tb_exchange_pull(ex, (char *)buf, length, &n);
 
     switch (st) {
-    case TB_PULL_MORE:
-        return (ssize_t)n;
-    case TB_PULL_WAIT:
-        return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+    case TB_PULL_MORE: return (ssize_t)n;
+    case TB_PULL_WAIT: return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
     case TB_PULL_RESET:
         return n ? (ssize_t)n : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* RST INTERNAL_ERROR */
-    case TB_PULL_EOF:
-        break;
+    case TB_PULL_EOF: break;
     }
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
     if (ex->plan.grpc == TB_GRPC_TRAILERS) {
@@ -205,7 +202,8 @@ static void h2_op_reset(struct tb_exchange *ex)
 {
     struct tb_h2 *h2 = ex->conn->h2;
 
-    nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, ex->stream_id, NGHTTP2_INTERNAL_ERROR);
+    nghttp2_submit_rst_stream(h2->session, NGHTTP2_FLAG_NONE, ex->stream_id,
+                              NGHTTP2_INTERNAL_ERROR);
     if (!h2->in_session)
         h2_pump(ex->conn);
 }
@@ -223,7 +221,8 @@ const struct tb_exchange_ops tb_h2_exchange_ops = {
     .close = h2_op_close,
 };
 
-/* ---- the pump --------------------------------------------------------------------------------- */
+/* ---- the pump ---------------------------------------------------------------------------------
+ */
 
 /* Feeds one chunk of input to the session. False when nothing was fed. */
 static bool h2_recv_chunk(struct tb_conn *c)
@@ -310,8 +309,8 @@ static int h2_session_new(struct tb_conn *c, nghttp2_session **out)
     return rv == 0 ? 0 : SY_ENOMEM;
 }
 
-int tb_h2_start(struct tb_conn *c, const uint8_t *settings, size_t settings_len,
-                bool head_request, struct tb_exchange *ex)
+int tb_h2_start(struct tb_conn *c, const uint8_t *settings, size_t settings_len, bool head_request,
+                struct tb_exchange *ex)
 {
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, TB_H2_MAX_STREAMS},
@@ -323,10 +322,13 @@ int tb_h2_start(struct tb_conn *c, const uint8_t *settings, size_t settings_len,
     if (!h2 || h2_session_new(c, &h2->session) != 0)
         goto fail;
     rc = SY_EPROTO;
-    if (settings && nghttp2_session_upgrade2(h2->session, settings, settings_len, head_request, ex) != 0)
+    if (settings &&
+        nghttp2_session_upgrade2(h2->session, settings, settings_len, head_request, ex) != 0)
         goto fail;
-    if (nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
-        nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0)
+    if (nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) !=
+            0 ||
+        nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) !=
+            0)
         goto fail;
     if (ex) {
         ex->ops = &tb_h2_exchange_ops;

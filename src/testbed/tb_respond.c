@@ -34,10 +34,10 @@ void tb_pattern_fill(char *dst, uint64_t off, size_t n)
 /* ---- x-testbed-fail-first counters ------------------------------------------ */
 
 struct tb_fail_entry {
-    char *key;       /* NULL = free slot */
+    char *key; /* NULL = free slot */
     size_t key_len;
-    uint64_t count;  /* requests seen with this key */
-    uint64_t used;   /* table tick of the last use, for LRU eviction */
+    uint64_t count; /* requests seen with this key */
+    uint64_t used;  /* table tick of the last use, for LRU eviction */
 };
 
 struct tb_fail_table {
@@ -201,7 +201,8 @@ static bool path_is(const struct tb_request *req, const char *p)
 static int query_param(const struct tb_request *req, const char *name, char *buf, size_t cap)
 {
     uint32_t qoff = path_len_no_query(req);
-    const char *p = req->buf + req->path.off + qoff, *end = req->buf + req->path.off + req->path.len;
+    const char *p = req->buf + req->path.off + qoff,
+               *end = req->buf + req->path.off + req->path.len;
     size_t nlen = strlen(name);
 
     if (p == end)
@@ -359,8 +360,7 @@ static bool steer_abort_grpc(const struct tb_request *req, struct tb_plan *plan)
  * requests with K fail with x-testbed-fail-status [503] (gRPC: grpc-status 14)
  * after x-testbed-fail-delay [x-testbed-delay]. Sets x-testbed-attempt.
  */
-static bool steer_fail_first(struct testbed *tb, const struct tb_request *req,
-                             struct tb_plan *plan)
+static bool steer_fail_first(struct testbed *tb, const struct tb_request *req, struct tb_plan *plan)
 {
     char v[STEER_VALUE_MAX], key[TB_FAIL_KEY_MAX + 1], attempt[24];
     uint64_t n, count, fail_status = 503, fail_delay = plan->delay_ms;

@@ -20,8 +20,8 @@
 #include "core/parse.h"
 #include "testbed/testbed.h"
 
-#define LISTEN_BACKLOG 1024
-#define NAME_MAX_LEN 128
+#define LISTEN_BACKLOG  1024
+#define NAME_MAX_LEN    128
 #define ACCEPT_PAUSE_US 100000 /* after an accept error, 100 ms */
 
 struct tb_args {
@@ -33,21 +33,20 @@ struct tb_args {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: switchyard-testbed --listen HOST:PORT [--name NAME]\n"
-            "                          [--tls-cert FILE --tls-key FILE] [--verbose]\n"
-            "\n"
-            "A controllable HTTP/1.1 + HTTP/2 test backend. Plain listeners speak\n"
-            "HTTP/1.1 and h2c (prior knowledge or Upgrade); with a certificate, TLS\n"
-            "with ALPN h2 and http/1.1. Answers 200 with a JSON echo of the request\n"
-            "unless steered by request headers:\n"
-            "  x-testbed-status: CODE            x-testbed-delay: DURATION\n"
-            "  x-testbed-body-delay: DURATION    x-testbed-body-size: BYTES\n"
-            "  x-testbed-reset: before-headers|after-headers|mid-body\n"
-            "  x-testbed-close: 1                x-testbed-grpc-status: CODE\n"
-            "  x-testbed-fail-first: N  (with x-testbed-key: K)\n"
-            "GET /healthz answers 200 \"ok\" until POST /testbed/health?status=fail.\n"
-            "See docs/testbed.md.\n");
+    fprintf(f, "usage: switchyard-testbed --listen HOST:PORT [--name NAME]\n"
+               "                          [--tls-cert FILE --tls-key FILE] [--verbose]\n"
+               "\n"
+               "A controllable HTTP/1.1 + HTTP/2 test backend. Plain listeners speak\n"
+               "HTTP/1.1 and h2c (prior knowledge or Upgrade); with a certificate, TLS\n"
+               "with ALPN h2 and http/1.1. Answers 200 with a JSON echo of the request\n"
+               "unless steered by request headers:\n"
+               "  x-testbed-status: CODE            x-testbed-delay: DURATION\n"
+               "  x-testbed-body-delay: DURATION    x-testbed-body-size: BYTES\n"
+               "  x-testbed-reset: before-headers|after-headers|mid-body\n"
+               "  x-testbed-close: 1                x-testbed-grpc-status: CODE\n"
+               "  x-testbed-fail-first: N  (with x-testbed-key: K)\n"
+               "GET /healthz answers 200 \"ok\" until POST /testbed/health?status=fail.\n"
+               "See docs/testbed.md.\n");
 }
 
 /* Returns 0, 1 (help printed: exit 0) or SY_EINVAL (message printed). */
@@ -181,10 +180,9 @@ static int listener_open(struct testbed *tb, const char *addr)
         fprintf(stderr, "switchyard-testbed: bad --listen address %s\n", addr);
         return SY_EINVAL;
     }
-    tb->listener = evconnlistener_new_bind(tb->base, on_accept, tb,
-                                           LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
-                                               LEV_OPT_CLOSE_ON_EXEC,
-                                           LISTEN_BACKLOG, (struct sockaddr *)&ss, (int)len);
+    tb->listener = evconnlistener_new_bind(
+        tb->base, on_accept, tb, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+        LISTEN_BACKLOG, (struct sockaddr *)&ss, (int)len);
     if (!tb->listener) {
         fprintf(stderr, "switchyard-testbed: cannot listen on %s: %s\n", addr,
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));

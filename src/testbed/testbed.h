@@ -27,16 +27,16 @@
 #include <openssl/ssl.h>
 
 /* ---- caps -------------------------------------------------------------- */
-#define TB_HEAD_CAP (64 * 1024)     /* request line/pseudo-headers + headers, bytes */
-#define TB_FIELDS_CAP 256           /* header fields per request */
-#define TB_IN_CAP (256 * 1024)      /* bytes read ahead per connection */
-#define TB_OUT_CAP (256 * 1024)     /* bytes queued for the socket per connection */
-#define TB_OUT_LOW (64 * 1024)      /* refill the output below this */
-#define TB_CHUNK_MAX (16 * 1024)    /* body chunk size when a body delay is set */
-#define TB_FAIL_KEYS 4096           /* x-testbed-key entries remembered (LRU) */
-#define TB_FAIL_KEY_MAX 256         /* longest x-testbed-key, bytes */
-#define TB_H2_MAX_STREAMS 512       /* SETTINGS_MAX_CONCURRENT_STREAMS */
-#define TB_BODY_SIZE_MAX (1ULL << 40) /* x-testbed-body-size upper bound: 1 TiB */
+#define TB_HEAD_CAP       (64 * 1024)  /* request line/pseudo-headers + headers, bytes */
+#define TB_FIELDS_CAP     256          /* header fields per request */
+#define TB_IN_CAP         (256 * 1024) /* bytes read ahead per connection */
+#define TB_OUT_CAP        (256 * 1024) /* bytes queued for the socket per connection */
+#define TB_OUT_LOW        (64 * 1024)  /* refill the output below this */
+#define TB_CHUNK_MAX      (16 * 1024)  /* body chunk size when a body delay is set */
+#define TB_FAIL_KEYS      4096         /* x-testbed-key entries remembered (LRU) */
+#define TB_FAIL_KEY_MAX   256          /* longest x-testbed-key, bytes */
+#define TB_H2_MAX_STREAMS 512          /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define TB_BODY_SIZE_MAX  (1ULL << 40) /* x-testbed-body-size upper bound: 1 TiB */
 
 struct tb_conn;
 struct tb_exchange;
@@ -45,15 +45,15 @@ struct tb_fail_table;
 /* The process context. */
 struct testbed {
     struct event_base *base;
-    const char *name;                /* --name, echoed as "instance" */
-    SSL_CTX *ssl_ctx;                /* NULL: plain listener (HTTP/1.1 + h2c) */
+    const char *name; /* --name, echoed as "instance" */
+    SSL_CTX *ssl_ctx; /* NULL: plain listener (HTTP/1.1 + h2c) */
     struct evconnlistener *listener;
-    struct event *accept_retry;      /* re-enables the listener after an accept error */
-    struct tb_conn *conns;           /* live connections (freed at exit) */
-    struct tb_fail_table *fail;      /* x-testbed-fail-first counters */
-    bool healthy;                    /* GET /healthz: 200 when true, else 503 */
-    uint64_t health_delay_ms;        /* delay before answering /healthz */
-    bool trace;                      /* --verbose: log connection states to stderr */
+    struct event *accept_retry; /* re-enables the listener after an accept error */
+    struct tb_conn *conns;      /* live connections (freed at exit) */
+    struct tb_fail_table *fail; /* x-testbed-fail-first counters */
+    bool healthy;               /* GET /healthz: 200 when true, else 503 */
+    uint64_t health_delay_ms;   /* delay before answering /healthz */
+    bool trace;                 /* --verbose: log connection states to stderr */
 };
 
 /* ---- requests (tb_exchange.c) ------------------------------------------ */
@@ -95,7 +95,7 @@ struct tb_request {
     uint32_t nfields;
     bool too_large;
     enum tb_protocol protocol;
-    uint64_t body_bytes;   /* request body bytes received (counted, discarded) */
+    uint64_t body_bytes; /* request body bytes received (counted, discarded) */
 };
 
 /* ---- plans (tb_respond.c) ----------------------------------------------- */
@@ -121,19 +121,19 @@ struct tb_extra_header {
 
 /* How to answer one exchange. Owns `body`, the extra headers and grpc_message. */
 struct tb_plan {
-    int status;                  /* HTTP status, 200..599 */
-    const char *content_type;    /* static string, NULL = none */
-    uint64_t delay_ms;           /* before the response headers */
-    uint64_t body_delay_ms;      /* between body chunks, 0 = none */
-    bool close;                  /* close the connection without answering */
+    int status;               /* HTTP status, 200..599 */
+    const char *content_type; /* static string, NULL = none */
+    uint64_t delay_ms;        /* before the response headers */
+    uint64_t body_delay_ms;   /* between body chunks, 0 = none */
+    bool close;               /* close the connection without answering */
     enum tb_reset reset;
     enum tb_grpc grpc;
     int grpc_status;
-    char *grpc_message;          /* NULL = none */
-    bool head;                   /* HEAD: headers (with content-length) only */
-    bool no_body;                /* 204/304: no body, no content-length */
-    char *body;                  /* fixed body bytes, or NULL for the pattern */
-    uint64_t body_len;           /* body length either way */
+    char *grpc_message; /* NULL = none */
+    bool head;          /* HEAD: headers (with content-length) only */
+    bool no_body;       /* 204/304: no body, no content-length */
+    char *body;         /* fixed body bytes, or NULL for the pattern */
+    uint64_t body_len;  /* body length either way */
     struct tb_extra_header extra[TB_EXTRA_MAX];
     unsigned nextra;
 };
@@ -168,7 +168,7 @@ uint64_t tb_fail_table_hit(struct tb_fail_table *t, const char *key, size_t n);
  * for closing (it is reaped after the current libevent callback returns).
  */
 struct tb_exchange_ops {
-    void (*respond)(struct tb_exchange *ex);     /* send the head; body comes via tb_exchange_pull */
+    void (*respond)(struct tb_exchange *ex); /* send the head; body comes via tb_exchange_pull */
     void (*resume_body)(struct tb_exchange *ex); /* tb_exchange_pull has more after a WAIT */
     void (*reset)(struct tb_exchange *ex);       /* abort now: RST_STREAM / TCP RST */
     void (*close)(struct tb_exchange *ex);       /* drop the connection without answering */
@@ -194,16 +194,16 @@ enum tb_pull {
 struct tb_exchange {
     struct tb_conn *conn;
     const struct tb_exchange_ops *ops;
-    void *proto;                  /* protocol's per-exchange data, unused by the driver */
-    int32_t stream_id;            /* HTTP/2 stream, 0 for HTTP/1.1 */
+    void *proto;       /* protocol's per-exchange data, unused by the driver */
+    int32_t stream_id; /* HTTP/2 stream, 0 for HTTP/1.1 */
     enum tb_exchange_state state;
     struct tb_request req;
     struct tb_plan plan;
-    bool planned;                 /* plan is built (and must be freed) */
-    uint64_t sent;                /* body bytes pulled */
-    uint64_t limit;               /* body bytes to pull before EOF or reset */
+    bool planned;   /* plan is built (and must be freed) */
+    uint64_t sent;  /* body bytes pulled */
+    uint64_t limit; /* body bytes to pull before EOF or reset */
     uint64_t chunk_size, chunk_left;
-    struct event *timer;          /* delay and body-delay */
+    struct event *timer;             /* delay and body-delay */
     struct tb_exchange *prev, *next; /* in conn->exchanges or conn->retired */
 };
 
@@ -258,9 +258,9 @@ struct tb_conn {
     struct bufferevent *bev;
     enum tb_conn_state state;
     bool tls;
-    bool peer_eof;                 /* the client shut its side */
-    bool reset_after_flush;        /* TCP RST once the output is written */
-    struct event *linger_timer;    /* polls the kernel send queue before that RST */
+    bool peer_eof;              /* the client shut its side */
+    bool reset_after_flush;     /* TCP RST once the output is written */
+    struct event *linger_timer; /* polls the kernel send queue before that RST */
     unsigned linger_polls;
     struct tb_h1 *h1;
     struct tb_h2 *h2;
@@ -307,8 +307,8 @@ void tb_h1_free(struct tb_h1 *h1);
  * decoded HTTP2-Settings), `ex` becomes stream 1 and is answered over HTTP/2.
  * Returns 0 or SY_ENOMEM / SY_EPROTO (nothing changed).
  */
-int tb_h2_start(struct tb_conn *c, const uint8_t *settings, size_t settings_len,
-                bool head_request, struct tb_exchange *ex);
+int tb_h2_start(struct tb_conn *c, const uint8_t *settings, size_t settings_len, bool head_request,
+                struct tb_exchange *ex);
 void tb_h2_on_read(struct tb_conn *c);
 void tb_h2_on_write(struct tb_conn *c);
 void tb_h2_free(struct tb_h2 *h2);

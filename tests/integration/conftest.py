@@ -8,14 +8,22 @@ sanitizer report in any of their stderr fails the test. Everything listens on
 
 Fixtures
   testbed  factory: start(name="tb1", tls=False, extra_args=(), port=None) -> Testbed
+           Testbed: .name .port .addr ("127.0.0.1:PORT") .url .tls .pid .proc
+                    .stop(timeout=10) -> rc, .kill() -> rc, .running(), .stderr()
   proxy    factory: start(config_text, workers=1, extra_args=(), expect_ports=None,
                           env=None) -> Proxy
+           Proxy: .proc .pid .config_path .stdout_path .stderr_path
+                  .access_log(min_entries=0, timeout=5.0) -> [dict], .stdout(), .stderr(),
+                  .reload() (SIGHUP), .send_signal(sig), .write_config(text),
+                  .running(), .stop(sig=SIGTERM, timeout=35) -> rc
   certs    session: a throwaway CA plus server certs (see Certs)
   sy_build the Path of the binaries directory
 
 Plain helpers (importable with `from conftest import ...`)
-  free_port(), wait_port(port, timeout, proc), wait_for(pred, timeout),
-  run_switchyard(args, timeout=30, env=None), binary(name)
+  free_port(), port_accepts(port), wait_port(port, timeout, proc),
+  wait_for(pred, timeout, interval), run_switchyard(args, timeout=30, env=None,
+  input=None) -> CompletedProcess(text), binary(name), child_env(extra),
+  sanitizer_report(text), HOST, SY_BUILD, CHILD_ENV_DEFAULTS
 """
 
 import dataclasses

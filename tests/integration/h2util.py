@@ -31,7 +31,10 @@ from h2.settings import SettingCodes
 
 HOST = "127.0.0.1"
 
-__all__ = ["H2Conn", "Stream", "ErrorCodes", "SettingCodes", "proxy_config", "HOST"]
+__all__ = ["H2Conn", "Stream", "GoawayReceived", "ErrorCodes", "SettingCodes", "proxy_config", "HOST"]
+
+
+GoawayReceived = collections.namedtuple("GoawayReceived", "error_code last_stream_id debug")
 
 
 class Stream:
@@ -98,7 +101,8 @@ class H2Conn:
         self.closed = False
         self.server_settings = {}   # the server's SETTINGS, as received
         self.window_updates = []    # (stream_id, increment) received
-        self.events = []            # every h2 event, in order (for debugging)
+        self.events = []            # every h2 event (and GoawayReceived), in order
+        self._rbuf = bytearray()
         raw = socket.create_connection((HOST, port), timeout=timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
@@ -175,14 +179,46 @@ class H2Conn:
         if not data:
             self.closed = True
             return False
+        self._rbuf += data
+        # GOAWAY frames are taken out here: python3-h2 closes its state machine
+        # on the first GOAWAY and then refuses the frames of streams that are
+        # still allowed to finish (graceful shutdown).
+        pending = bytearray()
+        off = 0
+        buf = self._rbuf
+        for _ in range(len(buf) // 9 + 1):
+            if len(buf) - off < 9:
+                break
+            length = int.from_bytes(buf[off:off + 3], "big")
+            if len(buf) - off < 9 + length:
+                break
+            ftype = buf[off + 3]
+            frame = buf[off:off + 9 + length]
+            off += 9 + length
+            if ftype == 0x7 and length >= 8:
+                self._feed(bytes(pending))
+                pending = bytearray()
+                last = int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF
+                code = int.from_bytes(frame[13:17], "big")
+                ev = GoawayReceived(code, last, bytes(frame[17:]))
+                self.events.append(ev)
+                self.goaway.append((code, last))
+            else:
+                pending += frame
+        del self._rbuf[:off]
+        self._feed(bytes(pending))
+        self.flush()
+        return True
+
+    def _feed(self, data):
+        if not data:
+            return
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as e:
             raise AssertionError(f"protocol error from the server's bytes: {e!r}") from e
         for ev in events:
             self._handle(ev)
-        self.flush()
-        return True
 
     def pump_until(self, pred, timeout=None):
         """Pump until pred() is truthy (returns True) or timeout / close (False)."""
@@ -228,8 +264,6 @@ class H2Conn:
         elif isinstance(ev, h2.events.StreamReset):
             if ev.remote_reset:
                 self.stream(ev.stream_id).reset_code = int(ev.error_code)
-        elif isinstance(ev, h2.events.ConnectionTerminated):
-            self.goaway.append((int(ev.error_code), ev.last_stream_id))
         elif isinstance(ev, h2.events.WindowUpdated):
             self.window_updates.append((ev.stream_id, ev.delta))
 

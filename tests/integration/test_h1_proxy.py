@@ -476,11 +476,13 @@ def test_keepalive_idle_timeout_closes(proxy, testbed):
     px, port, tb = start_simple(proxy, testbed, listener_extra="timeouts: {http_keepalive: 1s}")
     with H1Conn(port) as c:
         c.send(request_bytes("GET", "/idle"))
-        assert c.read_response().status == 200
+        r = c.read_response()
+        assert r.status == 200, r
+        assert not r.wants_close(), r
         t0 = time.monotonic()
         assert c.wait_closed(5.0), "idle connection not closed"
         elapsed = time.monotonic() - t0
-        assert 0.7 <= elapsed < 4, elapsed
+        assert 0.7 <= elapsed < 4, (elapsed, px.stderr()[-3000:])
         assert not c.buf, f"unexpected bytes before close: {bytes(c.buf)!r}"
 
 

@@ -417,8 +417,8 @@ def test_goaway_on_drain(proxy, testbed):
         assert st.json()["path"] == "/inflight"
         assert c.wait_goaway(5), "no GOAWAY"
         kinds = [type(e).__name__ for e in c.events]
-        assert "ConnectionTerminated" in kinds
-        assert kinds.index("ConnectionTerminated") < kinds.index("ResponseReceived"), \
+        assert "GoawayReceived" in kinds
+        assert kinds.index("GoawayReceived") < kinds.index("ResponseReceived"), \
             "GOAWAY came only after the in-flight response"
         assert all(code == ErrorCodes.NO_ERROR for code, _ in c.goaway), c.goaway
         assert c.goaway[-1][1] >= sid, c.goaway   # the in-flight stream was processed

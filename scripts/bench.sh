@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# `make bench`: switchyard side by side with haproxy, nghttpx and nginx-light,
+# each with one worker, in front of the same backend, on 127.0.0.1.
+#
+#   (h1)  HTTP/1.1 keep-alive  wrk -t1 -c50 --latency   -> proxy -> HTTP/1.1 backend
+#   (h2c) h2c prior knowledge  h2load -c10 -m32          -> proxy -> h2c backend
+#   (tls) TLS, h2 via ALPN     h2load -c10 -m32          -> proxy -> HTTP/1.1 backend
+#
+# Backends: nginx-light (one worker, fixed 40-byte body) for HTTP/1.1, and
+# build/switchyard-testbed (fixed 40-byte body via x-testbed-body-size) for
+# h2c: the faster of the two for each protocol (see docs/performance.md).
+# Per proxy x scenario: req/s (2xx only), p50/p99 latency, proxy CPU us per
+# request (utime+stime over the run / requests), peak RSS (VmHWM).
+# A scenario that fails is reported as n/a with the reason. Every process
+# started here is stopped by pid on exit.
+#
+# Environment: SY_BENCH_DURATION (s, default 10), SY_BENCH_WARMUP (s, default 2),
+# SY_BENCH_PROXIES, SY_BENCH_SCENARIOS, SY_BENCH_PIN=0 (no CPU pinning),
+# SY_BENCH_KEEP=1 (keep the temp dir), SY_BENCH_URLMAP_N (urlmap_bench matches).
+set -uo pipefail # no -e: one failing scenario must not end the run
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=/usr/bin/python3
+REPORT="$PY $ROOT/bench/report.py"
+DUR=${SY_BENCH_DURATION:-10}
+WARM=${SY_BENCH_WARMUP:-2}
+PROXIES=${SY_BENCH_PROXIES:-switchyard haproxy nghttpx nginx}
+SCENARIOS=${SY_BENCH_SCENARIOS:-h1 h2c tls}
+HZ=$(getconf CLK_TCK)
+# The request every client sends: the h2c backend (switchyard-testbed) answers
+# it with the same fixed 40-byte body the HTTP/1.1 backend (nginx) returns.
+HDR="x-testbed-body-size: 40"
+
+for tool in wrk h2load haproxy nghttpx nginx curl openssl taskset; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool not found (run: SY_DEPS_BENCH=1 scripts/deps.sh)" >&2; exit 1; }
+done
+for b in build/switchyard build/switchyard-testbed; do
+  [ -x "$b" ] || { echo "bench: $b missing (run: make all)" >&2; exit 1; }
+done
+
+# ---- CPU placement --------------------------------------------------------------
+# Two cores: the proxy under test gets CPU 1 to itself; the load generator and
+# the backend share CPU 0. (With one core, nothing is pinned.)
+if [ "${SY_BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  PROXY_CPU=1; LOAD_CPU=0; BACKEND_CPU=0
+  on() { local cpu=$1; shift; taskset -c "$cpu" "$@"; }
+else
+  PROXY_CPU=-; LOAD_CPU=-; BACKEND_CPU=-
+  on() { shift; "$@"; }
+fi
+
+# ---- process bookkeeping ----------------------------------------------------------
+tmp=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+pids=()
+descendants() { # PID -> PID and all its descendants
+  local p
+  echo "$1"
+  for p in $(pgrep -P "$1" 2>/dev/null); do descendants "$p"; done
+}
+stop_pid() { # TERM the process (and its children), KILL after 3s
+  local pid=$1 all i
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+  all=$(descendants "$pid")
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 30); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  for p in $all; do kill -KILL "$p" 2>/dev/null; done
+  wait "$pid" 2>/dev/null
+  return 0
+}
+cleanup() {
+  trap - EXIT INT TERM
+  local p
+  for p in "${pids[@]}"; do stop_pid "$p"; done
+  if [ "${SY_BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'echo "bench: interrupted" >&2; exit 130' INT TERM
+
+free_ports() { # N -> N free TCP ports on 127.0.0.1
+  $PY - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+wait_port() { # PORT PID -> 0 once it accepts, 1 if the process died or 5s passed
+  local i
+  for i in $(seq 1 50); do
+    kill -0 "$2" 2>/dev/null || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+render() { # TEMPLATE OUT KEY=VALUE... : replace @KEY@ with VALUE
+  local in=$1 out=$2 kv k v script=()
+  shift 2
+  for kv in "$@"; do
+    k=${kv%%=*}; v=${kv#*=}
+    v=${v//\\/\\\\}; v=${v//|/\\|}; v=${v//&/\\&}
+    script+=(-e "s|@$k@|$v|g")
+  done
+  sed "${script[@]}" "$in" >"$out"
+}
+last_err() { # FILE -> its last non-empty line, for n/a reasons
+  grep -v '^\s*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-160
+}
+
+# ---- machine ------------------------------------------------------------------------
+pkgver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
+echo "== switchyard bench  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "   $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); kernel $(uname -r)"
+echo "   haproxy $(pkgver haproxy), nghttpx $(pkgver nghttp2-proxy), nginx-light $(pkgver nginx-light)," \
+     "wrk $(pkgver wrk), h2load $(pkgver nghttp2-client), openssl $(pkgver openssl)"
+echo "   pinning: proxy on CPU $PROXY_CPU; load generator and backend on CPU $LOAD_CPU;" \
+     "${DUR}s runs after ${WARM}s warm-up; one worker/thread per proxy"
+
+# ---- certificate, backends ----------------------------------------------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$tmp/key.pem" -out "$tmp/cert.pem" >/dev/null 2>&1 || { echo "bench: openssl failed" >&2; exit 1; }
+cat "$tmp/cert.pem" "$tmp/key.pem" >"$tmp/haproxy.pem"
+
+read -r BE_H1 BE_H2C < <(free_ports 2)
+mkdir -p "$tmp/backend-nginx-tmp"
+render bench/backend-nginx.conf.in "$tmp/backend-nginx.conf" DIR="$tmp" PORT="$BE_H1"
+on $BACKEND_CPU nginx -p "$tmp" -c "$tmp/backend-nginx.conf" -e "$tmp/backend-nginx-error.log" \
+  >"$tmp/backend-nginx.out" 2>&1 &
+pids+=($!); be_nginx=$!
+on $BACKEND_CPU build/switchyard-testbed --listen "127.0.0.1:$BE_H2C" --name bench \
+  >"$tmp/backend-testbed.out" 2>&1 &
+pids+=($!); be_testbed=$!
+wait_port "$BE_H1" "$be_nginx" || { echo "bench: backend nginx did not start: $(last_err "$tmp/backend-nginx-error.log")" >&2; exit 1; }
+wait_port "$BE_H2C" "$be_testbed" || { echo "bench: backend testbed did not start: $(last_err "$tmp/backend-testbed.out")" >&2; exit 1; }
+echo "   backends: nginx-light HTTP/1.1 on :$BE_H1, switchyard-testbed h2c on :$BE_H2C"
+
+# ---- one proxy ----------------------------------------------------------------------------------
+RESULTS=$tmp/results.jsonl
+: >"$RESULTS"
+na() { $REPORT record "$RESULTS" proxy="$1" scenario="$2" status=na reason="$3"; }
+
+# start_proxy NAME SCENARIO PORT -> sets PROXY_PID, or returns 1 with NA_REASON set
+start_proxy() {
+  local px=$1 sc=$2 port=$3 be_port be_proto scheme
+  local cfg out=$tmp/$px-$sc.out
+  if [ "$sc" = h2c ]; then be_port=$BE_H2C; else be_port=$BE_H1; fi
+  if [ "$sc" = tls ]; then scheme=https; else scheme=http; fi
+  case $px in
+    switchyard)
+      cfg=$tmp/switchyard-$sc.yaml
+      local lproto=HTTP ltls="" bproto=HTTP
+      if [ "$sc" = tls ]; then
+        lproto=HTTPS
+        ltls="    tls: {certificates: [{cert_file: \"$tmp/cert.pem\", key_file: \"$tmp/key.pem\"}]}"
+      fi
+      [ "$sc" = h2c ] && bproto=H2C
+      render bench/switchyard.yaml.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" \
+        LISTEN_PROTO="$lproto" LISTEN_TLS="$ltls" BACKEND_PROTO="$bproto"
+      on $PROXY_CPU build/switchyard -c "$cfg" --workers 1 --log-level warn >"$out" 2>&1 &
+      ;;
+    haproxy)
+      cfg=$tmp/haproxy-$sc.cfg
+      local bind="" server=""
+      case $sc in
+        h2c) bind="proto h2"; server="proto h2" ;;
+        tls) bind="ssl crt $tmp/haproxy.pem alpn h2,http/1.1" ;;
+      esac
+      render bench/haproxy.cfg.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" \
+        BIND_OPTS="$bind" SERVER_OPTS="$server" SCHEME="$scheme"
+      on $PROXY_CPU haproxy -db -f "$cfg" >"$out" 2>&1 &
+      ;;
+    nghttpx)
+      cfg=$tmp/nghttpx-$sc.conf
+      local fopts=";no-tls" bopts=""
+      [ "$sc" = tls ] && fopts=""
+      [ "$sc" = h2c ] && bopts=";;proto=h2"
+      render bench/nghttpx.conf.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" DIR="$tmp" \
+        FRONTEND_OPTS="$fopts" BACKEND_OPTS="$bopts" KEY="$tmp/key.pem" CERT="$tmp/cert.pem"
+      on $PROXY_CPU nghttpx --conf="$cfg" >"$out" 2>&1 &
+      ;;
+    nginx)
+      if [ "$sc" = h2c ]; then
+        NA_REASON="nginx cannot proxy to HTTP/2 backends (proxy_http_version is 1.0/1.1; grpc_pass is for gRPC)"
+        return 1
+      fi
+      cfg=$tmp/nginx-$sc.conf
+      local lopts=""
+      [ "$sc" = tls ] && lopts="ssl http2"
+      mkdir -p "$tmp/nginx-proxy-tmp"
+      render bench/nginx.conf.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" DIR="$tmp" \
+        LISTEN_OPTS="$lopts" KEY="$tmp/key.pem" CERT="$tmp/cert.pem"
+      on $PROXY_CPU nginx -p "$tmp" -c "$cfg" -e "$tmp/nginx-proxy-error.log" >"$out" 2>&1 &
+      ;;
+    *) NA_REASON="unknown proxy $px"; return 1 ;;
+  esac
+  PROXY_PID=$!
+  pids+=("$PROXY_PID")
+  if ! wait_port "$port" "$PROXY_PID"; then
+    NA_REASON="did not start: $(last_err "$out")"
+    [ -z "$(last_err "$out")" ] && NA_REASON="did not start: $(last_err "$tmp/nghttpx-error.log")"
+    stop_pid "$PROXY_PID"
+    return 1
+  fi
+  return 0
+}
+
+# probe SCENARIO PORT -> 0 if one request answers 200; else NA_REASON is set
+probe() {
+  local sc=$1 port=$2 code args=(-s -o "$tmp/probe.body" -w '%{http_code} %{http_version}' -m 5 -H "$HDR")
+  case $sc in
+    h1) code=$(curl "${args[@]}" --http1.1 "http://127.0.0.1:$port/") ;;
+    h2c) code=$(curl "${args[@]}" --http2-prior-knowledge "http://127.0.0.1:$port/") ;;
+    tls) code=$(curl "${args[@]}" -k --http2 "https://127.0.0.1:$port/") ;;
+  esac
+  case $code in
+    "200 1.1" | "200 2") return 0 ;;
+  esac
+  NA_REASON="probe request answered '${code:-nothing}': $(head -c 120 "$tmp/probe.body" 2>/dev/null | tr -d '\r\n')"
+  return 1
+}
+
+# load SCENARIO PORT SECONDS OUT [LOG]: the load generator, bounded
+load() {
+  local sc=$1 port=$2 secs=$3 out=$4 log=${5:-}
+  local lim=$((secs + 30))
+  case $sc in
+    h1) on $LOAD_CPU timeout -k 5 "$lim" wrk -t1 -c50 -d"${secs}s" --latency -H "$HDR" \
+          "http://127.0.0.1:$port/" >"$out" 2>&1 ;;
+    h2c | tls)
+      local url="http://127.0.0.1:$port/"
+      [ "$sc" = tls ] && url="https://127.0.0.1:$port/"
+      on $LOAD_CPU timeout -k 5 "$lim" h2load -c10 -m32 -D "$secs" -H "$HDR" \
+        ${log:+--log-file="$log"} "$url" >"$out" 2>&1 ;;
+  esac
+}
+
+run_one() { # PROXY SCENARIO
+  local px=$1 sc=$2 port t0 t1 cpu0=0 cpu1=0 hwm=0 n tool=h2load log=""
+  local out=$tmp/load-$px-$sc.txt
+  [ "$sc" = h1 ] && tool=wrk
+  [ "$tool" = h2load ] && log=$tmp/h2load-$px-$sc.log
+  NA_REASON=""
+  if [ "$px" = direct ]; then
+    [ "$sc" = tls ] && return 0 # the backends are cleartext
+    if [ "$sc" = h2c ]; then port=$BE_H2C; else port=$BE_H1; fi
+    PROXY_PID=""
+  else
+    read -r port < <(free_ports 1)
+    if ! start_proxy "$px" "$sc" "$port"; then na "$px" "$sc" "$NA_REASON"; return 0; fi
+  fi
+  if ! probe "$sc" "$port"; then
+    na "$px" "$sc" "$NA_REASON"
+    [ -n "$PROXY_PID" ] && stop_pid "$PROXY_PID"
+    return 0
+  fi
+  load "$sc" "$port" "$WARM" "$tmp/warmup-$px-$sc.txt"
+  [ -n "$PROXY_PID" ] && read -r cpu0 hwm n < <($REPORT procstat "$PROXY_PID")
+  t0=$(date +%s.%N)
+  load "$sc" "$port" "$DUR" "$out" "$log"
+  local rc=$?
+  t1=$(date +%s.%N)
+  if [ -n "$PROXY_PID" ]; then
+    read -r cpu1 hwm n < <($REPORT procstat "$PROXY_PID")
+    if ! kill -0 "$PROXY_PID" 2>/dev/null; then
+      na "$px" "$sc" "proxy exited during the run: $(last_err "$tmp/$px-$sc.out")"
+      stop_pid "$PROXY_PID"
+      return 0
+    fi
+    stop_pid "$PROXY_PID"
+  fi
+  if [ "$rc" -ne 0 ]; then
+    na "$px" "$sc" "load generator exit $rc: $(last_err "$out")"
+    return 0
+  fi
+  $REPORT record "$RESULTS" proxy="$px" scenario="$sc" tool="$tool" out="$out" log="$log" \
+    cpu0="$cpu0" cpu1="$cpu1" hwm="$hwm" hz="$HZ" wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+  [ -n "$log" ] && rm -f "$log" # large; percentiles are in the results
+}
+
+for sc in $SCENARIOS; do
+  echo "== scenario $sc"
+  for px in direct $PROXIES; do run_one "$px" "$sc"; done
+done
+
+# ---- url map microbenchmark -----------------------------------------------------------------
+URLMAP_LINE=""
+if [ -f bench/urlmap_bench.c ]; then
+  echo "== url map matcher (bench/urlmap_bench.c)"
+  mkvar() { make -s --no-print-directory --eval='sy-print-%: ; @echo $($*)' "sy-print-$1"; }
+  cflags=$(mkvar OPT_CFLAGS | sed -e 's/-MMD//' -e 's/-MP//')
+  libs=$(mkvar PKG_LIBS)
+  # urlmap is pure (no I/O); if it ever needs more of the tree, add config/ and core/.
+  # shellcheck disable=SC2086
+  if ${CC:-cc} $cflags -o build/urlmap_bench bench/urlmap_bench.c src/urlmap/*.c $libs \
+       >"$tmp/urlmap_bench.build" 2>&1 ||
+     ${CC:-cc} $cflags -o build/urlmap_bench bench/urlmap_bench.c src/urlmap/*.c src/config/*.c \
+       src/core/*.c $libs >"$tmp/urlmap_bench.build" 2>&1; then
+    on $PROXY_CPU timeout 120 build/urlmap_bench ${SY_BENCH_URLMAP_N:-} >"$tmp/urlmap_bench.out" 2>&1
+    sed 's/^/   /' "$tmp/urlmap_bench.out"
+    URLMAP_LINE=$(grep -m1 'ns/match' "$tmp/urlmap_bench.out")
+    [ -z "$URLMAP_LINE" ] && URLMAP_LINE="n/a: urlmap_bench printed no ns/match line"
+  else
+    URLMAP_LINE="n/a: urlmap_bench did not build: $(grep -m1 -i error "$tmp/urlmap_bench.build")"
+    echo "   $URLMAP_LINE"
+  fi
+else
+  # HOOK: bench/urlmap_bench.c (url map matcher microbenchmark, prints ns/match)
+  # is built and run here once it exists.
+  URLMAP_LINE="n/a: bench/urlmap_bench.c not present"
+fi
+
+# ---- report --------------------------------------------------------------------------------------
+echo
+echo "== results (one worker per proxy; ${DUR}s per run; proxy on CPU $PROXY_CPU, load+backend on CPU $LOAD_CPU)"
+$REPORT table "$RESULTS"
+echo "  url map matcher: $URLMAP_LINE"
+rm -rf build/bench && mkdir -p build/bench
+cp "$RESULTS" build/bench/results.jsonl
+$REPORT table "$RESULTS" --markdown >build/bench/table.md
+cp "$tmp"/load-*.txt build/bench/ 2>/dev/null
+echo "  (raw results in build/bench/)"
