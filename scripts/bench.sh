@@ -57,6 +57,13 @@ descendants() { # PID -> PID and all its descendants
   echo "$1"
   for p in $(pgrep -P "$1" 2>/dev/null); do descendants "$p"; done
 }
+exit_desc() { # PID of a child that exited -> "exit N" or "killed by SIGNAME"
+  local rc
+  wait "$1" 2>/dev/null
+  rc=$?
+  if [ "$rc" -gt 128 ]; then echo "killed by SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128)))"
+  else echo "exit $rc"; fi
+}
 stop_pid() { # TERM the process (and its children), KILL after 3s
   local pid=$1 all i
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
@@ -111,6 +118,13 @@ last_err() { # FILE -> its last non-empty line, for n/a reasons
   grep -v '^\s*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-160
 }
 
+# A private copy of the binaries: a rebuild of build/ during the run (make in
+# another shell) must not change what is measured.
+mkdir -p "$tmp/bin"
+cp build/switchyard build/switchyard-testbed "$tmp/bin/"
+SY=$tmp/bin/switchyard
+TB=$tmp/bin/switchyard-testbed
+
 # ---- machine ------------------------------------------------------------------------
 pkgver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 echo "== switchyard bench  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -129,14 +143,26 @@ cat "$tmp/cert.pem" "$tmp/key.pem" >"$tmp/haproxy.pem"
 read -r BE_H1 BE_H2C < <(free_ports 2)
 mkdir -p "$tmp/backend-nginx-tmp"
 render bench/backend-nginx.conf.in "$tmp/backend-nginx.conf" DIR="$tmp" PORT="$BE_H1"
-on $BACKEND_CPU nginx -p "$tmp" -c "$tmp/backend-nginx.conf" -e "$tmp/backend-nginx-error.log" \
-  >"$tmp/backend-nginx.out" 2>&1 &
-pids+=($!); be_nginx=$!
-on $BACKEND_CPU build/switchyard-testbed --listen "127.0.0.1:$BE_H2C" --name bench \
-  >"$tmp/backend-testbed.out" 2>&1 &
-pids+=($!); be_testbed=$!
-wait_port "$BE_H1" "$be_nginx" || { echo "bench: backend nginx did not start: $(last_err "$tmp/backend-nginx-error.log")" >&2; exit 1; }
-wait_port "$BE_H2C" "$be_testbed" || { echo "bench: backend testbed did not start: $(last_err "$tmp/backend-testbed.out")" >&2; exit 1; }
+be_nginx=""; be_testbed=""
+start_backends() { # (re)start whichever backend is not running
+  if [ -z "$be_nginx" ] || ! kill -0 "$be_nginx" 2>/dev/null; then
+    [ -n "$be_nginx" ] && echo "   backend nginx had stopped ($(exit_desc "$be_nginx")); restarting"
+    on $BACKEND_CPU nginx -p "$tmp" -c "$tmp/backend-nginx.conf" -e "$tmp/backend-nginx-error.log" \
+      >>"$tmp/backend-nginx.out" 2>&1 &
+    be_nginx=$!; pids+=("$be_nginx")
+    wait_port "$BE_H1" "$be_nginx" ||
+      { echo "bench: backend nginx did not start: $(last_err "$tmp/backend-nginx-error.log")" >&2; exit 1; }
+  fi
+  if [ -z "$be_testbed" ] || ! kill -0 "$be_testbed" 2>/dev/null; then
+    [ -n "$be_testbed" ] && echo "   backend testbed had stopped ($(exit_desc "$be_testbed")); restarting"
+    on $BACKEND_CPU "$TB" --listen "127.0.0.1:$BE_H2C" --name bench >>"$tmp/backend-testbed.out" 2>&1 &
+    be_testbed=$!; pids+=("$be_testbed")
+    wait_port "$BE_H2C" "$be_testbed" ||
+      { echo "bench: backend testbed did not start: $(last_err "$tmp/backend-testbed.out")" >&2; exit 1; }
+  fi
+}
+backends_alive() { kill -0 "$be_nginx" 2>/dev/null && kill -0 "$be_testbed" 2>/dev/null; }
+start_backends
 echo "   backends: nginx-light HTTP/1.1 on :$BE_H1, switchyard-testbed h2c on :$BE_H2C"
 
 # ---- one proxy ----------------------------------------------------------------------------------
@@ -161,7 +187,7 @@ start_proxy() {
       [ "$sc" = h2c ] && bproto=H2C
       render bench/switchyard.yaml.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" \
         LISTEN_PROTO="$lproto" LISTEN_TLS="$ltls" BACKEND_PROTO="$bproto"
-      on $PROXY_CPU build/switchyard -c "$cfg" --workers 1 --log-level warn >"$out" 2>&1 &
+      on $PROXY_CPU "$SY" -c "$cfg" --workers 1 --log-level warn >"$out" 2>&1 &
       ;;
     haproxy)
       cfg=$tmp/haproxy-$sc.cfg
@@ -245,6 +271,7 @@ run_one() { # PROXY SCENARIO
   [ "$sc" = h1 ] && tool=wrk
   [ "$tool" = h2load ] && log=$tmp/h2load-$px-$sc.log
   NA_REASON=""
+  start_backends
   if [ "$px" = direct ]; then
     [ "$sc" = tls ] && return 0 # the backends are cleartext
     if [ "$sc" = h2c ]; then port=$BE_H2C; else port=$BE_H1; fi
@@ -267,11 +294,14 @@ run_one() { # PROXY SCENARIO
   if [ -n "$PROXY_PID" ]; then
     read -r cpu1 hwm n < <($REPORT procstat "$PROXY_PID")
     if ! kill -0 "$PROXY_PID" 2>/dev/null; then
-      na "$px" "$sc" "proxy exited during the run: $(last_err "$tmp/$px-$sc.out")"
-      stop_pid "$PROXY_PID"
+      na "$px" "$sc" "proxy exited during the run ($(exit_desc "$PROXY_PID")): $(last_err "$tmp/$px-$sc.out")"
       return 0
     fi
     stop_pid "$PROXY_PID"
+  fi
+  if ! backends_alive; then
+    na "$px" "$sc" "the backend exited during the run"
+    return 0
   fi
   if [ "$rc" -ne 0 ]; then
     na "$px" "$sc" "load generator exit $rc: $(last_err "$out")"
