@@ -61,6 +61,7 @@ struct h1_up {
     bool req_sent;   /* the whole request went into the output buffer */
     bool req_chunked;
     bool paused;     /* response reading paused by back-pressure */
+    bool tunnel;     /* 101 Switching Protocols: bytes pass through as they are */
     struct http_response_head head;
     struct evbuffer *body; /* decoded body bytes collected during one parse pass */
     struct event timer_ev; /* connect timeout, then idle timeout */
@@ -297,6 +298,10 @@ static int on_headers_complete(http_parser *hp)
     c->head.content_length = (hp->flags & F_CHUNKED) || hp->content_length == ULLONG_MAX
                                  ? -1
                                  : (int64_t)hp->content_length;
+    if (hp->status_code == 101 && c->ex && c->ex->req.upgrade) {
+        c->head_done = c->tunnel = true;
+        return 1; /* no body: what follows is the upgraded protocol */
+    }
     if (hp->status_code >= 100 && hp->status_code < 200)
         return 0;
     c->head_done = true;
@@ -408,6 +413,16 @@ static void deliver_head(struct h1_up *c)
     struct http_response_head *h = &c->head;
     http_headers_strip_hop_by_hop(&h->headers, false);
     http_headers_remove(&h->headers, "content-length", 14);
+    if (c->tunnel) {
+        struct exchange *ex = c->ex;
+        c->msg_done = false;
+        h->content_length = -1;
+        http_headers_add(&h->headers, &ex->arena, "connection", 10, "upgrade", 7);
+        http_headers_add(&h->headers, &ex->arena, "upgrade", 7, ex->req.upgrade,
+                         strlen(ex->req.upgrade));
+        exchange_on_response_head(ex, h, false);
+        return;
+    }
     bool end = c->msg_done && evbuffer_get_length(c->body) == 0;
     exchange_on_response_head(c->ex, h, end);
 }
@@ -449,6 +464,11 @@ static void process_input(struct h1_up *c)
         if (c->state != H1U_ACTIVE || !c->ex)
             return;
     }
+    if (c->tunnel) {
+        if (evbuffer_get_length(in) && c->ex)
+            exchange_on_response_body(c->ex, in);
+        return;
+    }
     if (c->msg_done) {
         finish_response(c);
         return;
@@ -479,6 +499,14 @@ static void on_write(struct bufferevent *bev, void *arg)
 /* EOF: completes a close-delimited body, otherwise the attempt failed. */
 static void on_eof(struct h1_up *c)
 {
+    if (c->state == H1U_ACTIVE && c->ex && c->tunnel) {
+        process_input(c);
+        if (c->state != H1U_ACTIVE || !c->ex)
+            return;
+        c->req_sent = false; /* never reuse a tunnel */
+        finish_response(c);
+        return;
+    }
     if (c->state == H1U_ACTIVE && c->ex && c->head_done && !c->msg_done) {
         process_input(c);
         if (c->state != H1U_ACTIVE || !c->ex)
@@ -535,6 +563,8 @@ static void op_send_body(void *att, struct evbuffer *buf)
 static void op_send_end(void *att, const struct http_headers *trailers)
 {
     struct h1_up *c = att;
+    if (c->ex && c->ex->req.upgrade)
+        return; /* a tunnel ends when the backend closes */
     if (c->req_chunked)
         h1_write_last_chunk(bufferevent_get_output(c->bev), NULL);
     c->req_sent = true;
@@ -600,12 +630,12 @@ int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
     if (!c)
         return SY_EIO;
     c->ex = ex;
-    c->got_bytes = c->head_done = c->msg_done = c->paused = false;
+    c->got_bytes = c->head_done = c->msg_done = c->paused = c->tunnel = false;
     memset(&c->head, 0, sizeof c->head);
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
-    c->req_chunked = ex->req.has_body && ex->req.content_length < 0;
-    c->req_sent = !ex->req.has_body;
+    c->req_chunked = ex->req.has_body && ex->req.content_length < 0 && !ex->req.upgrade;
+    c->req_sent = !ex->req.has_body && !ex->req.upgrade;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
     ex->up = &h1_upstream_ops;
     ex->att = c;

@@ -11,6 +11,14 @@
 ssize_t h1_head_length(struct evbuffer *buf, size_t max)
 {
     struct evbuffer_ptr p = evbuffer_search(buf, "\r\n\r\n", 4, NULL);
+    /* A head ended by bare LFs is found too, so that h1_head_check rejects
+     * it at once instead of waiting for a CRLFCRLF that never comes. */
+    struct evbuffer_ptr q = evbuffer_search(buf, "\n\n", 2, NULL);
+    if (q.pos >= 0 && (p.pos < 0 || q.pos + 2 < p.pos + 4)) {
+        if ((size_t)q.pos + 2 > max)
+            return SY_ELIMIT;
+        return (ssize_t)q.pos + 2;
+    }
     if (p.pos >= 0) {
         if ((size_t)p.pos + 4 > max)
             return SY_ELIMIT;
@@ -88,6 +96,11 @@ void h1_write_request_head(struct evbuffer *out, const struct http_request_head 
         evbuffer_add(out, "\r\n", 2);
     }
     write_fields(out, &h->headers);
+    if (h->upgrade) {
+        evbuffer_add_printf(out, "connection: upgrade\r\nupgrade: %s\r\n", h->upgrade);
+        evbuffer_add(out, "\r\n", 2); /* an upgrade request carries no body of its own */
+        return;
+    }
     if (h->content_length >= 0 && (h->has_body || h->content_length > 0))
         evbuffer_add_printf(out, "content-length: %lld\r\n", (long long)h->content_length);
     else if (h->has_body)

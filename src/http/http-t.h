@@ -49,6 +49,10 @@ struct http_request_head {
     enum http_version version;
     int64_t content_length; /* -1 = unknown (chunked or h2 without it) */
     bool has_body;          /* false: the request ends with its head */
+    /* A protocol upgrade the client asked for ("websocket"), NULL when none.
+     * The Upgrade/Connection fields themselves are hop-by-hop and are not in
+     * `headers`; upstream codecs regenerate them from this. */
+    const char *upgrade;
     struct http_headers headers;
 };
 

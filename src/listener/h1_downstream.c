@@ -38,11 +38,20 @@
 
 #define LINGER_MS 2000
 
-enum h1d_state { H1D_IDLE, H1D_HEAD, H1D_ACTIVE, H1D_CLOSING, H1D_LINGER, H1D_CLOSED };
+enum h1d_state {
+    H1D_IDLE,
+    H1D_HEAD,
+    H1D_ACTIVE,
+    H1D_TUNNEL, /* after 101 Switching Protocols: bytes pass through both ways */
+    H1D_CLOSING,
+    H1D_LINGER,
+    H1D_CLOSED
+};
 
 static const char *h1d_state_str(enum h1d_state s)
 {
-    static const char *const names[] = {"idle", "head", "active", "closing", "linger", "closed"};
+    static const char *const names[] = {"idle",    "head",   "active", "tunnel",
+                                        "closing", "linger", "closed"};
     return names[s];
 }
 
@@ -105,6 +114,7 @@ static void set_state(struct h1_down *c, enum h1d_state s)
     case H1D_HEAD: arm(c, l->timeouts.request_headers_ms); break;
     case H1D_LINGER: arm(c, LINGER_MS); break;
     case H1D_ACTIVE:
+    case H1D_TUNNEL:
     case H1D_CLOSING:
     case H1D_CLOSED: evtimer_del(&c->timer_ev); break;
     }
@@ -306,7 +316,7 @@ static int check_request(struct h1_down *c, struct exchange *ex)
     if (expect) {
         if (expect->value_len != 12 || strncasecmp(expect->value, "100-continue", 12) != 0)
             return 417;
-        c->expect_continue = r->has_body;
+        c->expect_continue = true; /* acted on only when the request has a body */
         http_headers_remove(&r->headers, "expect", 6);
     }
     return 0;
@@ -329,6 +339,12 @@ static void fill_request(struct h1_down *c, struct exchange *ex)
         r->content_length = 0;
     http_headers_remove(&r->headers, "content-length", 14);
     ex->is_head = c->parser.method == HTTP_HEAD;
+    const struct http_header *up = http_headers_get(&r->headers, "upgrade", 7);
+    const struct http_header *conn = http_headers_get(&r->headers, "connection", 10);
+    if (up && conn && c->parser.method == HTTP_GET && !r->has_body &&
+        http_list_has_token(up->value, up->value_len, "websocket") &&
+        http_list_has_token(conn->value, conn->value_len, "upgrade"))
+        r->upgrade = "websocket";
     const struct http_header *ct = http_headers_get(&r->headers, "content-type", 12);
     ex->is_grpc = ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
 }
@@ -535,6 +551,11 @@ static void start_next(struct h1_down *c)
 static void process(struct h1_down *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (c->state == H1D_TUNNEL) {
+        if (c->ex && !c->body_paused && evbuffer_get_length(in))
+            exchange_on_request_body(c->ex, in);
+        return;
+    }
     if (c->state == H1D_IDLE || c->state == H1D_HEAD) {
         const struct cfg_listener *l = listener_cfg(c);
         if (evbuffer_get_length(in) == 0)
@@ -562,7 +583,7 @@ static void process(struct h1_down *c)
             return;
         struct exchange *ex = c->ex;
         router_start(ex);
-        if (c->ex == ex && c->expect_continue && !ex->resp_head_sent)
+        if (c->ex == ex && c->expect_continue && ex->req.has_body && !ex->resp_head_sent)
             evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         if (c->state != H1D_ACTIVE)
             return;
@@ -636,6 +657,8 @@ static struct h1_down *conn_of(struct exchange *ex) { return ex->down_ctx; }
 static enum h1_framing pick_framing(struct h1_down *c, struct exchange *ex,
                                     const struct http_response_head *h, bool end)
 {
+    if (h->status == 101)
+        return H1_FRAMING_NONE;
     if (ex->is_head || h->status == 204 || h->status == 304 || h->status < 200)
         return H1_FRAMING_NONE;
     if (end || h->content_length >= 0)
@@ -659,6 +682,14 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
                            c->framing, cl, c->close_after);
     c->resp_started = true;
     c->resp_complete = end;
+    if (h->status == 101 && ex->req.upgrade) {
+        /* The tunnel ends when either side closes; nothing follows on this connection. */
+        c->framing = H1_FRAMING_CLOSE;
+        c->close_after = true;
+        set_state(c, H1D_TUNNEL);
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+            event_active(&c->process_ev, EV_TIMEOUT, 1);
+    }
 }
 
 static void op_send_body(struct exchange *ex, struct evbuffer *buf)
@@ -697,7 +728,7 @@ static size_t op_pending(struct exchange *ex)
 static void op_read_body(struct exchange *ex, bool enable)
 {
     struct h1_down *c = conn_of(ex);
-    if (c->state != H1D_ACTIVE || c->body_paused == !enable)
+    if ((c->state != H1D_ACTIVE && c->state != H1D_TUNNEL) || c->body_paused == !enable)
         return;
     c->body_paused = !enable;
     if (enable) {
@@ -714,6 +745,10 @@ static void op_detach(struct exchange *ex)
     if (c->ex != ex)
         return; /* already dropped (close or reset) */
     c->ex = NULL;
+    if (c->state == H1D_TUNNEL) {
+        conn_close_after_flush(c);
+        return;
+    }
     if (!c->resp_complete) {
         conn_abort(c);
         return;
