@@ -37,6 +37,9 @@
 #include "listener/listener-int.h"
 
 #define LINGER_MS 2000
+/* An unread request body up to this size is read and dropped after an early
+ * response, so the connection stays usable; a larger one closes it. */
+#define DISCARD_MAX (64 * 1024)
 
 enum h1d_state {
     H1D_IDLE,
@@ -675,6 +678,11 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
     c->framing = pick_framing(c, ex, h, end);
     if (c->framing == H1_FRAMING_CLOSE || !c->keep_alive || c->lw->w->draining)
         c->close_after = true;
+    /* Answered before the request body was read: a small rest is discarded
+     * later; for a large or chunked one, say now that the connection closes. */
+    if (!c->req_complete && !ex->req.upgrade &&
+        ((c->parser.flags & F_CHUNKED) || c->parser.content_length > DISCARD_MAX))
+        c->close_after = true;
     int64_t cl = h->content_length;
     if (end && c->framing == H1_FRAMING_LENGTH)
         cl = 0;
@@ -753,13 +761,13 @@ static void op_detach(struct exchange *ex)
         conn_abort(c);
         return;
     }
-    if (!c->req_complete) {
-        /* Answered before the body was read: the framing is lost, close. */
-        c->close_after = true;
+    if (!c->req_complete && c->close_after) {
         bufferevent_disable(c->bev, EV_READ);
         conn_close_after_flush(c);
         return;
     }
+    if (!c->req_complete) /* discard the rest of a small body, within a bound */
+        arm(c, listener_cfg(c)->timeouts.request_headers_ms);
     if (c->body_paused) {
         c->body_paused = false;
         bufferevent_enable(c->bev, EV_READ);

@@ -21,6 +21,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -236,6 +237,8 @@ static int take_request_field(struct exchange *ex, const uint8_t *name, size_t n
         } else if (nlen == 5 && memcmp(name, ":path", 5) == 0) {
             r->path = v;
             r->path_len = (uint32_t)vlen;
+        } else if (nlen == 9 && memcmp(name, ":protocol", 9) == 0) {
+            r->upgrade = v; /* RFC 8441 extended CONNECT */
         }
         return 0; /* nghttp2 rejects unknown pseudo-headers itself */
     }
@@ -306,6 +309,34 @@ static int join_cookies(struct exchange *ex)
     return http_headers_add(h, &ex->arena, "cookie", 6, v, off);
 }
 
+/*
+ * RFC 8441: an extended CONNECT with :protocol websocket becomes the
+ * HTTP/1.1 Upgrade request a WebSocket backend expects (GET, a generated
+ * Sec-WebSocket-Key); the stream's DATA frames are the tunnel. 0 or -1.
+ */
+static int websocket_connect(struct exchange *ex)
+{
+    struct http_request_head *r = &ex->req;
+    bool connect = r->method_len == 7 && memcmp(r->method, "CONNECT", 7) == 0;
+    if (!r->upgrade)
+        return 0;
+    if (!connect || strcmp(r->upgrade, "websocket") != 0)
+        return -1;
+    r->method = "GET";
+    r->method_len = 3;
+    r->has_body = false;
+    r->content_length = -1;
+    if (http_headers_get(&r->headers, "sec-websocket-key", 17))
+        return 0;
+    unsigned char raw[16], key[32];
+    uint64_t a = worker_rand(ex->w), b = worker_rand(ex->w);
+    memcpy(raw, &a, 8);
+    memcpy(raw + 8, &b, 8);
+    EVP_EncodeBlock(key, raw, 16); /* 24 characters */
+    return http_headers_add_copy(&r->headers, &ex->arena, "sec-websocket-key", 17, (char *)key,
+                                24);
+}
+
 /* The request head is complete: fill the neutral fields and route it. */
 static void request_head_done(struct h2_down *c, struct h2_stream *st, bool end_stream)
 {
@@ -329,7 +360,7 @@ static void request_head_done(struct h2_down *c, struct h2_stream *st, bool end_
         exchange_local_reply(ex, 431, "request header fields too large", 0);
         return;
     }
-    if (!r->method || !r->path || join_cookies(ex) != 0) {
+    if (!r->method || !r->path || join_cookies(ex) != 0 || websocket_connect(ex) != 0) {
         exchange_local_reply(ex, 400, "bad request", 0);
         return;
     }
@@ -518,12 +549,15 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
         schedule_flush(c);
         return;
     }
-    snprintf(status, sizeof status, "%03d", h->status % 1000);
+    bool tunnel = h->status == 101 && ex->req.upgrade;
+    /* RFC 8441: the WebSocket handshake succeeds with a 200 on the stream. */
+    snprintf(status, sizeof status, "%03d", tunnel ? 200 : h->status % 1000);
     size_t n = 0;
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (uint32_t i = 0; i < h->headers.n; i++) {
         const struct http_header *f = &h->headers.v[i];
-        if (connection_specific(f))
+        if (connection_specific(f) ||
+            (tunnel && f->name_len == 20 && memcmp(f->name, "sec-websocket-accept", 20) == 0))
             continue;
         nv[n++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->name_len,
                                f->value_len, NGHTTP2_NV_FLAG_NONE};
@@ -865,8 +899,9 @@ static int send_settings(struct h2_down *c)
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->http2.max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l->http2.initial_stream_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, l->http2.max_header_list_size},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 WebSocket */
     };
-    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 3) != 0)
+    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 4) != 0)
         return -1;
     int32_t conn_window = (int32_t)l->http2.initial_connection_window_size;
     if (conn_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)

@@ -110,3 +110,62 @@ def test_plain_request_to_websocket_backend_is_not_upgraded(proxy, ws_backend):
     proxy(config(port, ws_backend), expect_ports=[port])
     r = httpx.get(f"http://127.0.0.1:{port}/chat", timeout=5)
     assert r.status_code in (400, 426)
+
+
+def _ws_frame(payload: bytes) -> bytes:
+    """A masked client text frame (RFC 6455 5.2), payload < 126 bytes."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+def test_websocket_over_http2_extended_connect(proxy, ws_backend):
+    """RFC 8441: an h2 client's extended CONNECT reaches an HTTP/1.1 WebSocket backend."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    port = free_port()
+    proxy(config(port, ws_backend), expect_ports=[port])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    deadline = time.monotonic() + 10
+    enabled = False
+    while not enabled and time.monotonic() < deadline:
+        for ev in conn.receive_data(sock.recv(65536)):
+            if isinstance(ev, h2.events.RemoteSettingsChanged):
+                setting = ev.changed_settings.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL)
+                enabled = enabled or (setting is not None and setting.new_value == 1)
+        sock.sendall(conn.data_to_send())
+    assert enabled, "the proxy must advertise SETTINGS_ENABLE_CONNECT_PROTOCOL"
+    conn.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"),
+                          (":scheme", "http"), (":path", "/chat"),
+                          (":authority", f"127.0.0.1:{port}"),
+                          ("sec-websocket-version", "13")])
+    sock.sendall(conn.data_to_send())
+    status, echoed = None, b""
+    sent = False
+    while time.monotonic() < deadline and len(echoed) < 7:
+        data = sock.recv(65536)
+        if not data:
+            break
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                status = dict(ev.headers)[b":status"]
+            elif isinstance(ev, h2.events.DataReceived):
+                echoed += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamReset):
+                pytest.fail(f"stream reset: {ev.error_code}")
+        if status == b"200" and not sent:
+            conn.send_data(1, _ws_frame(b"hello"))
+            sent = True
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    assert status == b"200"
+    assert echoed[:2] == b"\x81\x05" and echoed[2:7] == b"hello"
