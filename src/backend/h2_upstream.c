@@ -73,16 +73,16 @@
 #include "core/worker.h"
 #include "http/headers.h"
 
-#define H2U_IDLE_MS 60000                 /* an idle connection closes after this */
-#define H2U_CONNECT_TIMEOUT_MS 5000       /* when the service sets none */
-#define H2U_STREAM_WINDOW (256 * 1024)    /* SETTINGS_INITIAL_WINDOW_SIZE we announce */
-#define H2U_CONN_WINDOW (16 * 1024 * 1024) /* connection receive window */
-#define H2U_MAX_STREAMS 1000              /* per connection, whatever the backend allows */
-#define H2U_MAX_HEADER_LIST (64 * 1024)   /* SETTINGS_MAX_HEADER_LIST_SIZE we announce */
-#define H2U_OUT_CAP (256 * 1024)          /* serialize frames only below this */
-#define H2U_OUT_LOW (64 * 1024)           /* write callback (pump again) below this */
-#define H2U_IN_CAP (256 * 1024)           /* stop reading the socket above this */
-#define H2U_HEADERS_CAP 16                /* initial header list room */
+#define H2U_IDLE_MS            60000              /* an idle connection closes after this */
+#define H2U_CONNECT_TIMEOUT_MS 5000               /* when the service sets none */
+#define H2U_STREAM_WINDOW      (256 * 1024)       /* SETTINGS_INITIAL_WINDOW_SIZE we announce */
+#define H2U_CONN_WINDOW        (16 * 1024 * 1024) /* connection receive window */
+#define H2U_MAX_STREAMS        1000               /* per connection, whatever the backend allows */
+#define H2U_MAX_HEADER_LIST    (64 * 1024)        /* SETTINGS_MAX_HEADER_LIST_SIZE we announce */
+#define H2U_OUT_CAP            (256 * 1024)       /* serialize frames only below this */
+#define H2U_OUT_LOW            (64 * 1024)        /* write callback (pump again) below this */
+#define H2U_IN_CAP             (256 * 1024)       /* stop reading the socket above this */
+#define H2U_HEADERS_CAP        16                 /* initial header list room */
 
 enum h2u_state { H2U_CONNECTING, H2U_READY, H2U_DRAINING, H2U_CLOSED };
 
@@ -103,19 +103,19 @@ struct h2_stream {
     struct evbuffer *body;  /* request body not yet framed (pending()) */
     nghttp2_nv *trailer_nv; /* request trailers (ex arena), sent after the body */
     size_t n_trailer_nv;
-    bool body_end;   /* send_end called: EOF once `body` is empty */
-    bool req_done;   /* the request's END_STREAM is in the session */
-    bool deferred;   /* the data provider deferred: resume when bytes arrive */
-    bool above_high; /* pending() reached SY_FLOW_HIGH: report the drain */
-    bool drained;    /* ... due at the end of this pump */
-    bool reused;     /* the connection carried streams before this one */
-    bool got_bytes;  /* any response frame arrived */
-    bool head_done;  /* the final response head went to the exchange */
+    bool body_end;     /* send_end called: EOF once `body` is empty */
+    bool req_done;     /* the request's END_STREAM is in the session */
+    bool deferred;     /* the data provider deferred: resume when bytes arrive */
+    bool above_high;   /* pending() reached SY_FLOW_HIGH: report the drain */
+    bool drained;      /* ... due at the end of this pump */
+    bool reused;       /* the connection carried streams before this one */
+    bool got_bytes;    /* any response frame arrived */
+    bool head_done;    /* the final response head went to the exchange */
     bool bad_response; /* we reset it: a response we cannot take */
     bool paused;       /* read_response(false): do not consume */
     size_t unconsumed; /* DATA bytes delivered but not consumed (window closed) */
     struct http_response_head head;
-    struct http_headers trailers; /* response trailers (ex arena) */
+    struct http_headers trailers;  /* response trailers (ex arena) */
     struct h2_stream *next, *prev; /* the connection's streams */
 };
 
@@ -130,13 +130,14 @@ struct h2_conn {
     bool in_pump;       /* inside conn_pump: closing is deferred to its end */
     bool close_pending; /* conn_fail() was called inside the pump */
     enum upstream_error close_err;
-    bool any_drained;   /* some stream has `drained` set */
-    bool ping_out;      /* a keepalive PING awaits its ACK */
-    unsigned n_streams; /* live stream structs (each holds a slot) */
-    uint64_t n_started; /* streams ever started here */
+    bool any_drained;                   /* some stream has `drained` set */
+    bool ping_out;                      /* a keepalive PING awaits its ACK */
+    bool got_settings;                  /* the backend's first SETTINGS arrived */
+    unsigned n_streams;                 /* live stream structs (each holds a slot) */
+    uint64_t n_started;                 /* streams ever started here */
     uint64_t ka_time_ms, ka_timeout_ms; /* http2_keepalive; 0 = off */
     uint64_t last_read_ms;
-    char name[64]; /* endpoint, for logs */
+    char name[64];            /* endpoint, for logs */
     struct evbuffer *scratch; /* DATA on its way to an exchange */
     struct h2_stream *streams;
     struct event timer_ev; /* connect timeout, then idle timeout */
@@ -153,7 +154,10 @@ struct pool {
     socklen_t len;
     enum cfg_backend_protocol protocol;
     bool verify;
-    char *ca_file, *sni; /* copies; NULL = unset (TLS only) */
+    char *ca_file, *sni;       /* copies; NULL = unset (TLS only) */
+    uint32_t peer_max_streams; /* the backend's last SETTINGS_MAX_CONCURRENT_STREAMS,
+                                  used for new connections until their own SETTINGS
+                                  arrive; 0 = none seen yet (nghttp2 assumes 100) */
     struct h2_conn *conns;
     struct pool *next;
 };
@@ -385,8 +389,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     case NGHTTP2_GOAWAY:
         /* nghttp2 closes the streams above last_stream_id with REFUSED_STREAM
          * (on_stream_close) and refuses new ones; we stop offering it. */
-        log_info("h2 upstream %s: GOAWAY (error %u, last stream %d)", c->name,
-                 frame->goaway.error_code, frame->goaway.last_stream_id);
+        if (frame->goaway.error_code != NGHTTP2_NO_ERROR)
+            log_info("h2 upstream %s: GOAWAY %s (last stream %d)", c->name,
+                     nghttp2_http2_strerror(frame->goaway.error_code),
+                     frame->goaway.last_stream_id);
+        else
+            log_debug("h2 upstream %s: GOAWAY (last stream %d)", c->name,
+                      frame->goaway.last_stream_id);
         c->retiring = true;
         if (c->state == H2U_READY)
             set_state(c, H2U_DRAINING);
@@ -395,8 +404,15 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)
             c->ping_out = false;
         break;
-    default:
+    case NGHTTP2_SETTINGS:
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+            c->got_settings = true;
+            if (c->pool)
+                c->pool->peer_max_streams = nghttp2_session_get_remote_settings(
+                    session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        }
         break;
+    default: break;
     }
     return 0;
 }
@@ -422,8 +438,8 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
             err = UPSTREAM_REFUSED_STREAM; /* not processed: the router sends it again */
         else if (s->bad_response || error_code == NGHTTP2_PROTOCOL_ERROR)
             err = UPSTREAM_PROTOCOL;
-        log_debug("h2 upstream %s: stream %d closed (error %u) before the response ended",
-                  c->name, id, error_code);
+        log_debug("h2 upstream %s: stream %d closed (error %u) before the response ended", c->name,
+                  id, error_code);
         exchange_on_upstream_error(ex, err, false);
     }
     stream_free(s);
@@ -486,8 +502,7 @@ static int pump_input(struct h2_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    while (evbuffer_get_length(in) && evbuffer_get_length(out) < H2U_OUT_CAP &&
-           !c->close_pending) {
+    while (evbuffer_get_length(in) && evbuffer_get_length(out) < H2U_OUT_CAP && !c->close_pending) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
             break;
@@ -810,8 +825,7 @@ static struct h2_conn *conn_new(struct h2_pools *ps, struct pool *p,
     if (ps->all)
         ps->all->all_prev = c;
     ps->all = c;
-    log_debug("h2 upstream %p %s: new connection (%s)", (void *)c, c->name,
-              c->tls ? "h2" : "h2c");
+    log_debug("h2 upstream %p %s: new connection (%s)", (void *)c, c->name, c->tls ? "h2" : "h2c");
     return c;
 fail:
     if (c->bev)
@@ -901,11 +915,18 @@ static void pool_unlink(struct h2_conn *c)
     pool_free(p);
 }
 
-/* Streams a connection may carry at once. */
+/*
+ * Streams a connection may carry at once. Before its SETTINGS arrive, what
+ * the backend announced on an earlier connection: a burst of new attempts
+ * then spreads over new connections instead of piling onto one (where the
+ * backend would refuse the excess, or nghttp2 would queue it).
+ */
 static unsigned conn_stream_limit(struct h2_conn *c)
 {
     uint32_t max =
         nghttp2_session_get_remote_settings(c->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    if (!c->got_settings && c->pool && c->pool->peer_max_streams)
+        max = c->pool->peer_max_streams;
     return max < H2U_MAX_STREAMS ? max : H2U_MAX_STREAMS;
 }
 
@@ -983,7 +1004,8 @@ void h2_pools_free(struct h2_pools *ps)
     free(ps);
 }
 
-/* ---- attempt ops ------------------------------------------------------------------------------ */
+/* ---- attempt ops ------------------------------------------------------------------------------
+ */
 
 static void stream_resume(struct h2_stream *s)
 {
@@ -1076,13 +1098,14 @@ static const struct upstream_ops h2_upstream_ops = {
     .cancel = op_cancel,
 };
 
-/* ---- attempt start --------------------------------------------------------------------------------- */
+/* ---- attempt start
+ * --------------------------------------------------------------------------------- */
 
 static bool is_connection_specific(const struct http_header *f)
 {
-    static const char *const names[] = {"connection", "keep-alive",     "proxy-connection",
-                                        "transfer-encoding", "upgrade", "host",
-                                        "http2-settings", "content-length", NULL};
+    static const char *const names[] = {"connection",        "keep-alive",     "proxy-connection",
+                                        "transfer-encoding", "upgrade",        "host",
+                                        "http2-settings",    "content-length", NULL};
     for (const char *const *n = names; *n; n++)
         if (f->name_len == strlen(*n) && memcmp(f->name, *n, f->name_len) == 0)
             return true;
@@ -1098,8 +1121,7 @@ static nghttp2_nv make_nv(const char *name, size_t nlen, const char *value, size
 }
 
 /* Submit the request HEADERS (and the body's data provider). Stream id or < 0. */
-static int32_t submit_request(struct h2_conn *c, struct h2_stream *s,
-                              const struct cfg_endpoint *ep)
+static int32_t submit_request(struct h2_conn *c, struct h2_stream *s, const struct cfg_endpoint *ep)
 {
     struct exchange *ex = s->ex;
     const struct http_request_head *r = &ex->req;

@@ -10,8 +10,8 @@
 
 #include "core/log.h"
 
-#define TLS_CACHE_MAX 16 /* contexts kept per cache; the oldest goes first */
-#define TLS_HOST_MAX 256 /* longest SNI / verification name, bytes */
+#define TLS_CACHE_MAX 16  /* contexts kept per cache; the oldest goes first */
+#define TLS_HOST_MAX  256 /* longest SNI / verification name, bytes */
 
 enum tls_alpn { TLS_ALPN_H2, TLS_ALPN_HTTP11 };
 

@@ -86,8 +86,12 @@ class H2Backend:
                   GOAWAY(last_stream_id=1) instead of answering later streams
     silent        send the preface SETTINGS, then never read or write again
 
+    Answers 200 with a small JSON body, then trailers `x-resp-trailer: 2`
+    when the request asked for them (`te: trailers`).
+
     Records: conns, peak concurrent streams on any one connection, requests
-    answered, RST_STREAM error codes received, PINGs received."""
+    answered, RST_STREAM error codes received, PINGs received, request
+    trailers received."""
 
     def __init__(self, max_streams=100, delay=0.0, goaway_first=False, silent=False):
         self.max_streams = max_streams
@@ -100,6 +104,7 @@ class H2Backend:
         self.answered = 0
         self.resets = []
         self.pings = 0
+        self.trailers = []
         self.stop_ev = threading.Event()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -152,7 +157,7 @@ class H2Backend:
         if self.silent:
             self.stop_ev.wait(30)
             return
-        active, due, bodies = set(), [], {}
+        active, due, bodies, want_trailers = set(), [], {}, set()
         goaway = self.goaway_first and idx == 1
         sent_goaway = False
         while not self.stop_ev.is_set():
@@ -166,6 +171,8 @@ class H2Backend:
                     if isinstance(ev, h2.events.RequestReceived):
                         active.add(ev.stream_id)
                         bodies[ev.stream_id] = 0
+                        if (b"te", b"trailers") in ev.headers or ("te", "trailers") in ev.headers:
+                            want_trailers.add(ev.stream_id)
                         with self.lock:
                             self.peak_streams = max(self.peak_streams, len(active))
                         if goaway and ev.stream_id > 1 and not sent_goaway:
@@ -186,6 +193,9 @@ class H2Backend:
                         due = [d for d in due if d[1] != ev.stream_id]
                         with self.lock:
                             self.resets.append(ev.error_code)
+                    elif isinstance(ev, h2.events.TrailersReceived):
+                        with self.lock:
+                            self.trailers.append([(bytes(k), bytes(v)) for k, v in ev.headers])
                     elif isinstance(ev, h2.events.PingReceived):
                         with self.lock:
                             self.pings += 1
@@ -200,7 +210,11 @@ class H2Backend:
                 body = body.encode()
                 conn.send_headers(sid, [(":status", "200"), ("content-length", str(len(body))),
                                         ("x-h2-conn", str(idx))])
-                conn.send_data(sid, body, end_stream=True)
+                if sid in want_trailers:
+                    conn.send_data(sid, body)
+                    conn.send_headers(sid, [("x-resp-trailer", "2")], end_stream=True)
+                else:
+                    conn.send_data(sid, body, end_stream=True)
                 active.discard(sid)
                 with self.lock:
                     self.answered += 1
@@ -443,6 +457,67 @@ def test_h2c_reuses_one_connection(proxy, testbed):
     assert len(backend_conns(tb.port, before)) == 1
 
 
+def h2_client_exchange(port, path, body, trailers=(), extra=(), timeout=10.0):
+    """One request over a fresh prior-knowledge h2c connection (python-h2):
+    returns (response headers, body bytes, trailers); None when the proxy
+    does not speak h2c."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                                (":authority", "h2.example"), (":path", path),
+                                ("te", "trailers"), *extra])
+        conn.send_data(sid, body, end_stream=not trailers)
+        if trailers:
+            conn.send_headers(sid, list(trailers), end_stream=True)
+        sock.sendall(conn.data_to_send())
+        head, data, trail = None, b"", None
+        deadline = time.monotonic() + timeout
+        for _ in range(100000):
+            if time.monotonic() >= deadline:
+                raise TimeoutError("no complete h2 response")
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None if head is None else (head, data, trail)
+            for ev in conn.receive_data(chunk):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    head = [(bytes(k).decode(), bytes(v).decode()) for k, v in ev.headers]
+                elif isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    trail = [(bytes(k).decode(), bytes(v).decode()) for k, v in ev.headers]
+                elif isinstance(ev, h2.events.StreamEnded):
+                    return head, data, trail
+                elif isinstance(ev, h2.events.StreamReset):
+                    raise AssertionError(f"stream reset {ev.error_code}")
+            sock.sendall(conn.data_to_send())
+    except (OSError, h2.exceptions.ProtocolError):
+        return None
+    finally:
+        sock.close()
+    return None
+
+
+def test_h2_end_to_end_trailers_both_ways(proxy, h2backend):
+    """An HTTP/2 client: request trailers reach the backend after the body,
+    response trailers come back (gRPC's shape)."""
+    b = h2backend()
+    px, port = start(proxy, b.addr)
+    got = h2_client_exchange(port, "/pkg.S/M", b"q" * 16000,
+                             trailers=[("x-req-trailer", "1")],
+                             extra=[("content-type", "application/grpc")])
+    if got is None:
+        pytest.skip("the listener does not speak h2c yet")
+    head, data, trail = got
+    assert dict(head)[":status"] == "200", head
+    assert b'"body_bytes": 16000' in data, data
+    assert trail == [("x-resp-trailer", "2")], trail
+    assert b.trailers == [[(b"x-req-trailer", b"1")]], b.trailers
+
+
 def test_h2c_many_concurrent_streams_multiplexed(proxy, testbed):
     tb = testbed()
     px, port = start(proxy, tb.addr)
@@ -548,6 +623,36 @@ def test_h2c_slow_reader_bounded_memory(big_h2c):
     # The abandoned stream was cancelled; the connection still serves.
     r = get(port, "/after")
     assert r.status == 200, r
+
+
+def test_h2c_abandoned_streams_return_the_window(proxy, testbed):
+    """Clients that stop reading and leave: each stream held back part of the
+    connection's flow-control window; cancelling must give it back, or the
+    shared connection stalls after a few dozen of them."""
+    tb = testbed()
+    px, port = start(proxy, tb.addr, timeout="60s")
+    before = tcp_peers_of_port(tb.port)
+
+    def abandon(i):
+        c = H1Conn(port, timeout=10)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        try:
+            c.send(request_bytes("GET", f"/ab/{i}",
+                                 headers=[("x-testbed-body-size", str(16 * MiB))]))
+            head = c.read_head(10)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            time.sleep(0.3)   # the proxy pauses, the window stays closed
+        finally:
+            c.close()
+        return True
+
+    for _ in range(8):
+        assert all(run_parallel(10, abandon))
+    with H1Conn(port, timeout=20) as c:
+        c.send(request_bytes("GET", "/after", headers=[("x-testbed-body-size", str(32 * MiB))]))
+        r = c.read_response(timeout=20, store=False)
+    assert r.status == 200 and r.complete and r.body_len == 32 * MiB, r
+    assert len(backend_conns(tb.port, before)) == 1
 
 
 def test_h2c_parallel_downloads_complete(proxy, testbed):
