@@ -620,6 +620,8 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->state == H1D_CLOSING) {
         if (evbuffer_get_length(bufferevent_get_output(bev)))
             return;
+        if (c->tls)
+            listener_tls_close_notify(bev);
         shutdown(bufferevent_getfd(bev), SHUT_WR);
         set_state(c, H1D_LINGER);
         bufferevent_enable(bev, EV_READ);

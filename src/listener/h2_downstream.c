@@ -172,21 +172,30 @@ static void stream_free(struct h2_stream *st)
         update_idle(c);
 }
 
-/* The client is gone or reset the stream: the exchange ends. */
-static void stream_abort_exchange(struct h2_stream *st)
-{
-    struct exchange *ex = st->ex;
-    st->ex = NULL;
-    if (ex)
-        exchange_on_downstream_abort(ex);
-}
-
 /* Give request bytes back to the client's window. */
 static void stream_consume(struct h2_stream *st, size_t n)
 {
-    if (n && st->c->ng)
-        nghttp2_session_consume(st->c->ng, st->id, n);
+    /* A closed stream has no window left to update, but the connection's
+     * share of those bytes must come back or the connection starves. */
+    if (n && st->c->ng && nghttp2_session_consume(st->c->ng, st->id, n) != 0)
+        nghttp2_session_consume_connection(st->c->ng, n);
     schedule_flush(st->c);
+}
+
+/*
+ * The client is gone or reset the stream: the exchange ends. Request bytes
+ * held back by back-pressure go back to the connection's window first.
+ */
+static void stream_abort_exchange(struct h2_stream *st)
+{
+    struct exchange *ex = st->ex;
+    size_t n = st->unconsumed;
+    st->unconsumed = 0;
+    st->req_paused = false;
+    stream_consume(st, n);
+    st->ex = NULL;
+    if (ex)
+        exchange_on_downstream_abort(ex);
 }
 
 /* ---- request side ------------------------------------------------------------------ */
@@ -785,6 +794,8 @@ static void conn_close(struct h2_down *c)
     event_del(&c->goaway_ev);
     event_del(&c->keepalive_ev);
     event_del(&c->age_ev);
+    if (c->ci.tls)
+        listener_tls_close_notify(c->bev);
     bufferevent_free(c->bev);
     c->bev = NULL;
     event_active(&c->reap_ev, EV_TIMEOUT, 1);

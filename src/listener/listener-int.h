@@ -57,6 +57,9 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
 void h2_downstream_drain(struct listener_worker *lw);
 void h2_downstream_close_all(struct listener_worker *lw);
 
+/* Send TLS close_notify on a TLS bufferevent whose output is flushed (no-op otherwise). */
+void listener_tls_close_notify(struct bufferevent *bev);
+
 /* Bookkeeping for the codecs: every session (and TLS handshake) opens and closes once. */
 void listener_conn_opened(struct listener_worker *lw);
 void listener_conn_closed(struct listener_worker *lw);

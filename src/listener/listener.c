@@ -3,12 +3,14 @@
 
 #include <errno.h>
 #include <event2/bufferevent.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,6 +176,15 @@ static void start_tls(struct listener_worker *lw, evutil_socket_t fd, const stru
         lw->pending->prev = ta;
     lw->pending = ta;
     listener_conn_opened(lw);
+}
+
+void listener_tls_close_notify(struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (ssl && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        SSL_shutdown(ssl); /* one record, written straight to the socket */
+        ERR_clear_error();
+    }
 }
 
 /* ---- accept ---------------------------------------------------------------------------- */

@@ -103,6 +103,7 @@ class H2Conn:
         self.window_updates = []    # (stream_id, increment) received
         self.events = []            # every h2 event (and GoawayReceived), in order
         self._rbuf = bytearray()
+        self.corked = False         # True: frames queue up until uncork()
         raw = socket.create_connection((HOST, port), timeout=timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
@@ -136,12 +137,23 @@ class H2Conn:
     # -- plumbing ---------------------------------------------------------
 
     def flush(self):
+        if self.corked:
+            return
         data = self.conn.data_to_send()
         if data and not self.closed:
             try:
                 self.sock.sendall(data)
             except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
                 self.closed = True
+
+    def cork(self):
+        """Queue frames instead of writing them (then uncork() sends them in
+        one write, so the server reads them together)."""
+        self.corked = True
+
+    def uncork(self):
+        self.corked = False
+        self.flush()
 
     def close(self):
         try:

@@ -143,10 +143,13 @@ def test_max_concurrent_streams_enforced(proxy, testbed):
         # h2 would refuse to exceed the server's limit: pretend it is higher.
         c.conn.remote_settings._settings[SettingCodes.MAX_CONCURRENT_STREAMS] = \
             collections.deque([1000])
+        # One write, so the proxy reads every HEADERS frame before it answers.
+        c.cork()
         inside = [c.request("GET", f"/in/{i}", headers=[("x-testbed-delay", "1s")])
                   for i in range(limit)]
         excess = [c.request("GET", f"/over/{i}", headers=[("x-testbed-delay", "1s")])
                   for i in range(3)]
+        c.uncork()
         c.pump_until(lambda: all(c.stream(s).done for s in inside + excess)
                      or c.closed, 10)
         ex_sts = [c.stream(s) for s in excess]
@@ -287,7 +290,7 @@ http2:
     endpoints:
       - {{address: "127.0.0.1:{hole.getsockname()[1]}"}}
 """
-        px = proxy(cfg, workers=1, expect_ports=[port])
+        proxy(cfg, workers=1, expect_ports=[port])
         with H2Conn(port, timeout=20) as c:
             sid = c.request("POST", "/stuck", authority="hole.test",
                             headers=[("content-length", str(64 * MiB))], end=False)
@@ -295,7 +298,9 @@ http2:
             assert sent < 64 * MiB, "the backend that never reads took 64 MiB"
             c.reset(sid, ErrorCodes.CANCEL)
             body = b"w" * (3 * MiB)
-            st = c.wait_stream(c.request("POST", "/after", body=body), 15)
+            sid2 = c.request("POST", "/after", end=False)
+            c.send_data(sid2, body, end_stream=True, timeout=8)
+            st = c.wait_stream(sid2, 10)
             assert st.status == 200 and st.json()["body_bytes"] == len(body), st
         get_ok(port)
     finally:
