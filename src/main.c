@@ -22,6 +22,7 @@
 #include "core/stats.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "healthcheck/healthcheck.h"
 #include "listener/listener.h"
 
 #define SY_VERSION "0.1.0"
@@ -42,6 +43,7 @@ struct proxy {
     int access_log_fd;
     struct stats *stats;
     struct admin *admin;
+    struct health_checker *hc; /* active health checks, on this thread's base */
 };
 
 
@@ -185,6 +187,7 @@ static int reload(struct proxy *p, FILE *errs)
     runtime_unref(old);
     for (int i = 0; i < p->n_workers; i++)
         worker_post(&p->workers[i], WORKER_CMD_SWAP);
+    health_checker_update(p->hc, rt);
     stats_add(&p->stats->reloads, 1);
     log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
     return 0;
@@ -478,7 +481,10 @@ int main(int argc, char **argv)
         return 1;
     }
     p.base = event_base_new();
-    int rc = p.base ? serve(&p, set) : 1;
+    p.hc = p.base ? health_checker_new(p.base) : NULL;
+    health_checker_update(p.hc, p.rt);
+    int rc = p.base && p.hc ? serve(&p, set) : 1;
+    health_checker_free(p.hc);
     listener_set_free(set);
     if (p.base)
         event_base_free(p.base);

@@ -1,6 +1,9 @@
 /*
  * backend.c — backend services at run time (see backend.h): the endpoint
- * registry shared across reloads, and endpoint selection.
+ * registry shared across reloads, the per-runtime service state, and the
+ * common part of endpoint selection (filtering, the concurrency limit, the
+ * "not tried yet" preference). The policies are in lb*.c, session affinity
+ * in affinity.c, outlier detection in outlier.c, breakers in breakers.c.
  */
 #include "backend/backend.h"
 
@@ -8,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend-int.h"
 #include "core/errors.h"
 #include "core/worker.h"
 
@@ -17,12 +21,7 @@ struct backend_registry {
     size_t n, cap;
 };
 
-struct service_rt {
-    const struct cfg_backend_service *cfg;
-    struct backend_registry *reg;
-    struct endpoint_state **eps; /* parallel to cfg->endpoints */
-    unsigned rr_next;            /* atomic round-robin cursor */
-};
+/* ---- registry (main thread; registry_put also from workers) ---------------------------------- */
 
 struct backend_registry *backend_registry_new(void)
 {
@@ -50,7 +49,7 @@ void backend_registry_free(struct backend_registry *reg)
     free(reg);
 }
 
-/* Find or add the entry for (service, address); takes a reference. */
+/* Find or add the entry for (service, address); takes a reference. NULL on ENOMEM. */
 static struct endpoint_state *registry_get(struct backend_registry *reg, const char *service,
                                            const char *address)
 {
@@ -75,7 +74,8 @@ static struct endpoint_state *registry_get(struct backend_registry *reg, const c
             e = NULL;
             goto out;
         }
-        e->healthy = 1; /* until a health check says otherwise */
+        e->healthy = 1; /* unknown counts as healthy until a health check says otherwise */
+        e->_reg = reg;
         reg->v[reg->n++] = e;
     }
     __atomic_add_fetch(&e->refcount, 1, __ATOMIC_RELAXED);
@@ -84,7 +84,7 @@ out:
     return e;
 }
 
-/* Drop a reference; an entry no runtime uses any more leaves the registry. */
+/* Drop a reference; an entry nothing uses any more leaves the registry. */
 static void registry_put(struct backend_registry *reg, struct endpoint_state *e)
 {
     pthread_mutex_lock(&reg->lock);
@@ -98,6 +98,71 @@ static void registry_put(struct backend_registry *reg, struct endpoint_state *e)
         endpoint_free(e);
     }
     pthread_mutex_unlock(&reg->lock);
+}
+
+void backend_endpoint_unref(struct endpoint_state *e)
+{
+    registry_put(e->_reg, e);
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+void backend_services_publish(struct service_rt *arr, size_t n)
+{
+    size_t total = 0, k = 0;
+    struct backend_registry *reg = NULL;
+    for (size_t i = 0; i < n; i++) {
+        total += arr[i].n;
+        reg = arr[i].reg;
+    }
+    if (!reg)
+        return;
+    struct endpoint_state **cur = calloc(total + 1, sizeof *cur);
+    if (!cur)
+        return; /* draining deadlines are best effort */
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < arr[i].n; j++)
+            cur[k++] = arr[i].eps[j];
+    qsort(cur, total, sizeof *cur, cmp_ptr);
+    uint64_t now = sy_now_ms();
+    pthread_mutex_lock(&reg->lock);
+    for (size_t i = 0; i < reg->n; i++) {
+        struct endpoint_state *e = reg->v[i];
+        bool in = bsearch(&e, cur, total, sizeof *cur, cmp_ptr) != NULL;
+        uint64_t was = __atomic_load_n(&e->retired_at_ms, __ATOMIC_RELAXED);
+        if (in)
+            __atomic_store_n(&e->retired_at_ms, 0, __ATOMIC_RELAXED);
+        else if (was == 0)
+            __atomic_store_n(&e->retired_at_ms, now ? now : 1, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&reg->lock);
+    free(cur);
+}
+
+/* ---- services (main thread)
+ * ------------------------------------------------------------------------ */
+
+static bool hash_policy(enum cfg_lb_policy p)
+{
+    return p == CFG_LB_RING_HASH || p == CFG_LB_MAGLEV;
+}
+
+/* Selection tables of one service: the alias table, the policy's, the affinity ring. */
+static int service_build(struct service_rt *s)
+{
+    const struct cfg_backend_service *c = s->cfg;
+    s->lb = lb_ops_for(c->locality_lb_policy);
+    if (affinity_build(s) != 0 || lb_alias_build(&s->alias, c->endpoints, s->n) != 0 ||
+        s->lb->build(s) != 0)
+        return SY_ENOMEM;
+    /* Affinity keys under ROUND_ROBIN / LEAST_REQUEST / RANDOM go through a ring. */
+    if (c->session_affinity != CFG_AFFINITY_NONE && !hash_policy(c->locality_lb_policy))
+        return lb_ring_build(&s->ring, c->endpoints, s->n, c->consistent_hash.minimum_ring_size);
+    return 0;
 }
 
 struct service_rt *backend_services_new(struct backend_registry *reg, const struct config *cfg)
@@ -116,7 +181,10 @@ struct service_rt *backend_services_new(struct backend_registry *reg, const stru
             s->eps[j] = registry_get(reg, s->cfg->name, s->cfg->endpoints[j].address.text);
             if (!s->eps[j])
                 goto fail;
+            s->n = j + 1;
         }
+        if (service_build(s) != 0)
+            goto fail;
     }
     return arr;
 fail:
@@ -128,76 +196,189 @@ void backend_services_free(struct service_rt *arr, size_t n)
 {
     for (size_t i = 0; arr && i < n; i++) {
         struct service_rt *s = &arr[i];
-        for (size_t j = 0; s->eps && j < s->cfg->n_endpoints; j++)
-            if (s->eps[j])
-                registry_put(s->reg, s->eps[j]);
+        for (size_t j = 0; j < s->n; j++)
+            registry_put(s->reg, s->eps[j]);
+        if (s->lb)
+            s->lb->destroy(s);
+        lb_alias_free(&s->alias);
+        lb_ring_free(&s->ring);
+        free(s->ep_ids);
         free(s->eps);
     }
     free(arr);
 }
 
-struct service_rt *backend_service_at(struct service_rt *arr, size_t i) { return &arr[i]; }
+struct service_rt *backend_service_at(struct service_rt *arr, size_t i)
+{
+    return &arr[i];
+}
 
-struct endpoint_state *backend_endpoint(const struct service_rt *s, size_t i) { return s->eps[i]; }
+struct endpoint_state *backend_endpoint(const struct service_rt *s, size_t i)
+{
+    return s->eps[i];
+}
+
+size_t backend_endpoint_count(const struct service_rt *s)
+{
+    return s->n;
+}
+
+/* ---- selection (any worker)
+ * ----------------------------------------------------------------------- */
 
 static bool tried(const struct pick_ctx *ctx, size_t i)
 {
     return i < BACKEND_MAX_TRIED && (ctx->tried[i / 64] >> (i % 64)) & 1;
 }
 
-static bool usable(const struct endpoint_state *e, uint64_t now)
+/* Healthy, not ejected, and with a weight: may get traffic at all. */
+static bool usable(const struct service_rt *s, size_t i, uint64_t now)
 {
-    return __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) &&
+    const struct endpoint_state *e = s->eps[i];
+    return s->cfg->endpoints[i].weight > 0 && __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) &&
            __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED) <= now;
 }
 
-/* Round robin over usable endpoints, preferring ones not tried yet. */
+bool lb_ok(const struct lb_filter *f, size_t i)
+{
+    const struct service_rt *s = f->s;
+    if (!usable(s, i, f->now) || (!f->allow_tried && tried(f->ctx, i)))
+        return false;
+    uint32_t lim = s->cfg->max_concurrent_requests_per_endpoint;
+    return lim == 0 || __atomic_load_n(&s->eps[i]->active, __ATOMIC_RELAXED) < lim;
+}
+
+static bool cookie_affinity(const struct cfg_backend_service *c)
+{
+    return c->session_affinity == CFG_AFFINITY_GENERATED_COOKIE ||
+           c->session_affinity == CFG_AFFINITY_HTTP_COOKIE;
+}
+
+/* One pass of the choice under filter f; -1 when nothing passes it. */
+static int choose(const struct lb_filter *f)
+{
+    const struct service_rt *s = f->s;
+    if (f->ctx->has_hash) {
+        if (cookie_affinity(s->cfg)) {
+            int id = affinity_endpoint_of_id(s, f->ctx->hash);
+            if (id >= 0 && lb_ok(f, (size_t)id))
+                return id;
+        }
+        if (s->ring.n && !hash_policy(s->cfg->locality_lb_policy))
+            return lb_ring_lookup(&s->ring, f, f->ctx->hash);
+    }
+    return s->lb->pick(f);
+}
+
+/* Count one more exchange on endpoint idx unless it reached its limit meanwhile. */
+static bool acquire(struct service_rt *s, size_t idx)
+{
+    struct endpoint_state *e = s->eps[idx];
+    uint32_t lim = s->cfg->max_concurrent_requests_per_endpoint;
+    if (lim == 0) {
+        __atomic_add_fetch(&e->active, 1, __ATOMIC_RELAXED);
+        return true;
+    }
+    unsigned v = __atomic_load_n(&e->active, __ATOMIC_RELAXED);
+    while (v < lim)
+        if (__atomic_compare_exchange_n(&e->active, &v, v + 1, true, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            return true;
+    return false;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+int backend_pick_at(struct service_rt *s, const struct pick_ctx *ctx, uint64_t now, uint64_t rnd)
+{
+    if (s->n == 0)
+        return SY_ENOTFOUND;
+    /* A few rounds: another worker may take an endpoint's last slot between
+     * the filter and acquire(). */
+    for (int round = 0; round < 4; round++) {
+        struct lb_filter f = {.s = s, .ctx = ctx, .now = now, .rnd = rnd};
+        int idx = choose(&f);
+        if (idx < 0) {
+            f.allow_tried = true;
+            idx = choose(&f);
+        }
+        if (idx < 0)
+            break;
+        if (acquire(s, (size_t)idx)) {
+            __atomic_add_fetch(&s->eps[idx]->requests_total, 1, __ATOMIC_RELAXED);
+            return idx;
+        }
+        rnd = mix64(rnd + 1);
+    }
+    for (size_t i = 0; i < s->n; i++)
+        if (usable(s, i, now))
+            return SY_ELIMIT; /* usable ones exist: all at max_concurrent_requests_per_endpoint */
+    return SY_ENOTFOUND;
+}
+
 int backend_pick(struct service_rt *s, const struct pick_ctx *ctx)
 {
-    size_t n = s->cfg->n_endpoints;
-    if (n == 0)
-        return SY_ENOTFOUND;
-    uint64_t now = sy_now_ms();
-    unsigned start = __atomic_fetch_add(&s->rr_next, 1, __ATOMIC_RELAXED);
-    int fallback = -1;
-    for (size_t k = 0; k < n; k++) {
-        size_t i = (start + k) % n;
-        if (!usable(s->eps[i], now))
-            continue;
-        if (!tried(ctx, i)) {
-            __atomic_add_fetch(&s->eps[i]->active, 1, __ATOMIC_RELAXED);
-            return (int)i;
-        }
-        if (fallback < 0)
-            fallback = (int)i;
-    }
-    if (fallback < 0)
-        return SY_ENOTFOUND;
-    __atomic_add_fetch(&s->eps[fallback]->active, 1, __ATOMIC_RELAXED);
-    return fallback;
+    uint64_t now_us = sy_now_us();
+    uint64_t rnd = ctx->w ? worker_rand(ctx->w) : mix64(now_us ^ (uintptr_t)ctx);
+    return backend_pick_at(s, ctx, now_us / 1000, rnd);
+}
+
+void backend_release_at(struct service_rt *s, int idx, enum attempt_outcome outcome, uint64_t now,
+                        uint64_t rnd)
+{
+    if (idx < 0 || (size_t)idx >= s->n)
+        return;
+    __atomic_sub_fetch(&s->eps[idx]->active, 1, __ATOMIC_RELAXED);
+    outlier_on_result(s, (size_t)idx, outcome, now, rnd);
 }
 
 void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome)
 {
-    struct endpoint_state *e = s->eps[idx];
-    __atomic_sub_fetch(&e->active, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&e->requests_total, 1, __ATOMIC_RELAXED);
+    uint64_t now_us = sy_now_us();
+    /* No worker here: enforcement draws come from a hash of the clock and counters. */
+    uint64_t rnd = mix64(now_us ^ ((uint64_t)(unsigned)idx << 48) ^
+                         (idx >= 0 && (size_t)idx < s->n
+                              ? __atomic_load_n(&s->eps[idx]->requests_total, __ATOMIC_RELAXED)
+                              : 0));
+    backend_release_at(s, idx, outcome, now_us / 1000, rnd);
 }
 
-bool backend_request_hash(const struct service_rt *s, const struct exchange *ex, uint64_t *hash)
+/* ---- introspection and draining -------------------------------------------------------------- */
+
+enum endpoint_health backend_endpoint_health(const struct endpoint_state *e)
 {
-    return false;
+    if (!__atomic_load_n(&e->healthy, __ATOMIC_RELAXED))
+        return ENDPOINT_HEALTH_UNHEALTHY;
+    return __atomic_load_n(&e->health_known, __ATOMIC_RELAXED) ? ENDPOINT_HEALTH_HEALTHY
+                                                               : ENDPOINT_HEALTH_UNKNOWN;
 }
 
-int backend_affinity_cookie(const struct service_rt *s, const struct exchange *ex, int idx,
-                            char *out, size_t cap)
+const char *endpoint_health_str(enum endpoint_health h)
 {
-    return 0;
+    switch (h) {
+    case ENDPOINT_HEALTH_HEALTHY: return "healthy";
+    case ENDPOINT_HEALTH_UNHEALTHY: return "unhealthy";
+    case ENDPOINT_HEALTH_UNKNOWN: break;
+    }
+    return "unknown";
 }
 
-bool backend_cb_request_enter(struct service_rt *s) { return true; }
-void backend_cb_request_leave(struct service_rt *s) {}
-bool backend_cb_retry_enter(struct service_rt *s) { return true; }
-void backend_cb_retry_leave(struct service_rt *s) {}
-bool backend_cb_pending_enter(struct service_rt *s) { return true; }
-void backend_cb_pending_leave(struct service_rt *s) {}
+bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms)
+{
+    return __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED) > now_ms;
+}
+
+uint64_t backend_endpoint_drain_deadline_ms(const struct service_rt *s, int idx)
+{
+    if (idx < 0 || (size_t)idx >= s->n || s->cfg->draining_timeout_ms == 0)
+        return 0;
+    uint64_t at = __atomic_load_n(&s->eps[idx]->retired_at_ms, __ATOMIC_RELAXED);
+    return at ? at + s->cfg->draining_timeout_ms : 0;
+}

@@ -30,14 +30,20 @@ struct http_response_head;
 struct endpoint_state {
     char *service;            /* backend service name */
     char *address;            /* "host:port" as configured */
-    int refcount;             /* atomic: runtimes using it */
+    int refcount;             /* atomic: runtimes and upstream connections using it */
     int healthy;              /* atomic: 1 serving, 0 failed its health checks */
-    uint64_t ejected_until_ms; /* atomic: outlier ejection end (sy_now_ms clock), 0 = none */
-    unsigned ejections;       /* atomic: times ejected so far */
+    int health_known;         /* atomic: 1 once its health checks gave a verdict; 0 = unknown
+                               * (counts as healthy) or the service has no health checks */
+    uint64_t ejected_until_ms; /* atomic: outlier ejection end (sy_now_ms clock), 0 = none;
+                                * kept after the ejection ended (ejection-count decay) */
+    unsigned ejections;       /* atomic: ejection multiplier (decays, see docs/backends.md) */
     unsigned active;          /* atomic: exchanges in flight (max_concurrent_requests_per_endpoint) */
     unsigned consecutive_errors;          /* atomic: 5xx or failures in a row */
     unsigned consecutive_gateway_failure; /* atomic: 502/503/504 or failures in a row */
     uint64_t requests_total;  /* atomic: attempts sent */
+    unsigned connections;     /* atomic: open upstream connections (max_connections) */
+    uint64_t retired_at_ms;   /* atomic: when it left the newest config (draining), 0 = in it */
+    struct backend_registry *_reg; /* owner, for references taken by connections */
 };
 
 /* How an attempt on an endpoint ended, for outlier detection. */
@@ -111,12 +117,73 @@ int backend_affinity_cookie(const struct service_rt *s, const struct exchange *e
 
 /* ---- circuit breakers (any worker) ----------------------------------------------------------------- */
 
-/* Take / give back one slot of a circuit breaker; false when it is open (full). */
+/*
+ * Take / give back one slot of a circuit breaker; false when it is open
+ * (full). The counters live in the service's runtime: a reload starts them
+ * afresh for new exchanges (the old runtime's exchanges count in the old one).
+ */
 bool backend_cb_request_enter(struct service_rt *s);
 void backend_cb_request_leave(struct service_rt *s);
 bool backend_cb_retry_enter(struct service_rt *s);
 void backend_cb_retry_leave(struct service_rt *s);
 bool backend_cb_pending_enter(struct service_rt *s);
 void backend_cb_pending_leave(struct service_rt *s);
+
+/*
+ * circuit_breakers.max_connections, for the upstream pools: before opening
+ * a connection to endpoint `idx` of `s`, take a slot. Returns the endpoint's
+ * state with a reference held for the connection (give it back with
+ * backend_cb_connection_leave when the connection closes, from any thread),
+ * or NULL when the service already has max_connections open connections
+ * (count: every worker, every runtime; connections outlive reloads, so the
+ * count is kept per endpoint in the registry, not in the runtime).
+ */
+struct endpoint_state *backend_cb_connection_enter(struct service_rt *s, int idx);
+void backend_cb_connection_leave(struct endpoint_state *e);
+
+/* ---- introspection (admin API, any thread) ------------------------------------------------- */
+
+enum endpoint_health {
+    ENDPOINT_HEALTH_UNKNOWN = 0, /* no verdict yet, or no health checks: serving */
+    ENDPOINT_HEALTH_HEALTHY,
+    ENDPOINT_HEALTH_UNHEALTHY,
+};
+
+/* Number of endpoints of a service (= its cfg->n_endpoints). */
+size_t backend_endpoint_count(const struct service_rt *s);
+enum endpoint_health backend_endpoint_health(const struct endpoint_state *e);
+/* "unknown", "healthy", "unhealthy". */
+const char *endpoint_health_str(enum endpoint_health h);
+/* Is the endpoint ejected by outlier detection at `now_ms` (sy_now_ms clock)? */
+bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms);
+
+/* Circuit-breaker occupancy of one service (this runtime's counters, connections: all). */
+struct backend_service_load {
+    unsigned requests; /* exchanges holding a max_requests slot */
+    unsigned pending;  /* exchanges waiting for endpoint capacity */
+    unsigned retries;  /* exchanges holding a max_retries slot */
+    unsigned connections; /* open upstream connections to its endpoints */
+    unsigned active;   /* attempts in flight on its endpoints */
+};
+void backend_service_load(const struct service_rt *s, struct backend_service_load *out);
+
+/* ---- connection draining ---------------------------------------------------------------------- */
+
+/*
+ * Main thread, after a new runtime is published: every registry entry that
+ * is not an endpoint of `arr` (the new runtime's services, n of them) is
+ * marked retired now (retired_at_ms), entries of `arr` are un-retired.
+ * health_checker_update() calls it.
+ */
+void backend_services_publish(struct service_rt *arr, size_t n);
+
+/*
+ * connection_draining: when must the in-flight exchanges on endpoint `idx`
+ * of `s` (an old runtime's service) end? Returns the sy_now_ms deadline
+ * (retired_at + draining_timeout), or 0 when the endpoint is still in the
+ * newest config or draining_timeout is 0 (no limit beyond the exchange's
+ * own timeouts).
+ */
+uint64_t backend_endpoint_drain_deadline_ms(const struct service_rt *s, int idx);
 
 #endif

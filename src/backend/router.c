@@ -45,7 +45,7 @@
 
 #define EXCHANGE_ARENA_LIMIT (1024 * 1024)
 #define CAPACITY_POLL_MS 5        /* waiting for max_concurrent_requests_per_endpoint */
-#define MAX_TRANSPARENT_RETRIES 3 /* refused streams and stale connections */
+#define MAX_TRANSPARENT_RETRIES 3 /* refused streams: the backend never saw them */
 
 enum try_state {
     TRY_IDLE = 0,
@@ -548,7 +548,7 @@ static void attempt_failed(struct exchange *ex, const struct attempt_report *r, 
                                                             : retry_condition_name(met);
     if (transparent && replayable(ex) && ex->transparent_retries < MAX_TRANSPARENT_RETRIES) {
         ex->transparent_retries++;
-        log_try(ex, r->result == RESULT_REFUSED_STREAM ? "refused-stream" : "stale-connection");
+        log_try(ex, "refused-stream");
         start_attempt(ex);
         return;
     }
@@ -586,9 +586,9 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
         start_attempt(ex);
         break;
     case TRY_PER_TRY:
-        ex->flags |= EXF_UT;
         stats_add(&runtime_service_stats(ex->rt, ex->service)->upstream_timeouts, 1);
         if (ex->resp_head_sent) {
+            ex->flags |= EXF_UT;
             cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
             ex->down->reset(ex);
             exchange_finish(ex);
@@ -763,16 +763,18 @@ void exchange_on_upstream_error(struct exchange *ex, enum upstream_error err, bo
     log_debug("exchange %s: upstream %s: %s%s", ex->request_id, ex->endpoint,
               upstream_error_str(err), stale ? " (stale connection)" : "");
     stats_add(&runtime_service_stats(ex->rt, ex->service)->upstream_failures, 1);
-    /* A stale keep-alive connection says nothing about the endpoint's health. */
-    end_attempt(ex, stale ? ATTEMPT_CANCELLED : ATTEMPT_GATEWAY_FAILURE);
+    end_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
         ex->flags |= EXF_UR;
         ex->down->reset(ex);
         exchange_finish(ex);
         return;
     }
+    /* Only a refused stream is known not to have been processed. A reused
+     * keep-alive connection that fails ("stale") may have delivered the
+     * request: it follows the retry policy like any other failure. */
     struct attempt_report r = {.result = result_of(err)};
-    attempt_failed(ex, &r, stale || err == UPSTREAM_REFUSED_STREAM);
+    attempt_failed(ex, &r, err == UPSTREAM_REFUSED_STREAM);
 }
 
 /* ---- timers ------------------------------------------------------------------------- */

@@ -75,6 +75,7 @@ struct h1_down {
     bool resp_started;   /* a response head was written for this request */
     bool resp_complete;  /* ... and its end */
     bool expect_continue;
+    bool abort_after_flush; /* CLOSING ends with a TCP reset, not a lingering close */
     enum http_version version;
     enum h1_framing framing;
     struct evbuffer *body; /* decoded request body of one parse pass */
@@ -116,9 +117,9 @@ static void set_state(struct h1_down *c, enum h1d_state s)
     case H1D_IDLE: arm(c, l->timeouts.http_keepalive_ms); break;
     case H1D_HEAD: arm(c, l->timeouts.request_headers_ms); break;
     case H1D_LINGER: arm(c, LINGER_MS); break;
+    case H1D_CLOSING: arm(c, l->timeouts.http_keepalive_ms); break; /* a client that stops reading */
     case H1D_ACTIVE:
     case H1D_TUNNEL:
-    case H1D_CLOSING:
     case H1D_CLOSED: evtimer_del(&c->timer_ev); break;
     }
 }
@@ -620,6 +621,10 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->state == H1D_CLOSING) {
         if (evbuffer_get_length(bufferevent_get_output(bev)))
             return;
+        if (c->abort_after_flush) {
+            conn_abort(c);
+            return;
+        }
         if (c->tls)
             listener_tls_close_notify(bev);
         shutdown(bufferevent_getfd(bev), SHUT_WR);
@@ -722,11 +727,22 @@ static void op_send_end(struct exchange *ex, const struct http_headers *trailers
     c->resp_complete = true;
 }
 
+/*
+ * After response bytes went out the exchange failed: what is queued still
+ * reaches the client, then the connection is reset so the client cannot
+ * take the truncated response for a complete one.
+ */
 static void op_reset(struct exchange *ex)
 {
     struct h1_down *c = conn_of(ex);
     c->ex = NULL;
-    conn_abort(c);
+    if (c->state >= H1D_CLOSING) {
+        conn_abort(c);
+        return;
+    }
+    c->abort_after_flush = true;
+    bufferevent_disable(c->bev, EV_READ);
+    conn_close_after_flush(c);
 }
 
 static size_t op_pending(struct exchange *ex)

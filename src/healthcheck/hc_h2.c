@@ -1,0 +1,310 @@
+/*
+ * hc_h2.c — HTTP/2 health checks with an nghttp2 client session on a fresh
+ * connection: HTTP2 (TLS, ALPN h2), H2C (cleartext, prior knowledge) and
+ * GRPC (h2c, grpc.health.v1.Health/Check).
+ *
+ * HTTP2 / H2C: GET <request_path> with :authority <host, else the
+ * endpoint's address>; healthy when :status is 200 and, if `response` is
+ * set, the first 1024 body bytes contain it.
+ *
+ * GRPC: POST /grpc.health.v1.Health/Check, content-type application/grpc,
+ * te: trailers, one length-prefixed message HealthCheckRequest{service =
+ * grpc_service_name}. Healthy only when :status is 200, grpc-status is 0 and
+ * the HealthCheckResponse's status (field 1) is SERVING (1).
+ */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "healthcheck/hc-int.h"
+
+#define GRPC_HEALTH_PATH "/grpc.health.v1.Health/Check"
+#define H2_BODY_CAP      (HC_BODY_MAX + 5) /* a gRPC message prefix plus the kept body */
+
+struct h2_probe {
+    nghttp2_session *ng;
+    int32_t stream_id;
+    int status;      /* :status, 0 = none yet */
+    int grpc_status; /* -1 = none */
+    char grpc_message[64];
+    uint8_t body[H2_BODY_CAP];
+    size_t body_len;
+    bool closed;                  /* our stream is closed */
+    uint32_t error_code;          /* RST_STREAM / GOAWAY code when closed abnormally */
+    uint8_t req[5 + 2 + 5 + 256]; /* gRPC request message (name truncated at 256) */
+    size_t req_len, req_off;
+};
+
+static int parse_int(const uint8_t *v, size_t len)
+{
+    int x = 0;
+    if (len == 0 || len > 6)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    return x;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    struct h2_probe *h = user;
+    if (frame->hd.stream_id != h->stream_id)
+        return 0;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0)
+        h->status = parse_int(value, valuelen);
+    else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
+        h->grpc_status = parse_int(value, valuelen);
+    else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0)
+        snprintf(h->grpc_message, sizeof h->grpc_message, "%.*s", (int)valuelen,
+                 (const char *)value);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t stream_id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    struct h2_probe *h = user;
+    if (stream_id != h->stream_id)
+        return 0;
+    size_t room = sizeof h->body - h->body_len;
+    size_t n = len < room ? len : room;
+    memcpy(h->body + h->body_len, data, n);
+    h->body_len += n;
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error_code, void *user)
+{
+    struct h2_probe *h = user;
+    if (stream_id == h->stream_id) {
+        h->closed = true;
+        h->error_code = error_code;
+    }
+    return 0;
+}
+
+static ssize_t read_req(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, size_t len,
+                        uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    struct h2_probe *h = user;
+    size_t n = h->req_len - h->req_off;
+    if (n > len)
+        n = len;
+    memcpy(buf, h->req + h->req_off, n);
+    h->req_off += n;
+    if (h->req_off == h->req_len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* Queue everything nghttp2 wants to send. 0 or an nghttp2 error. */
+static int flush(struct hc_probe *p)
+{
+    struct h2_probe *h = p->state;
+    struct evbuffer *out = bufferevent_get_output(p->bev);
+    for (int k = 0; k < 256; k++) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(h->ng, &data);
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            return 0;
+        if (evbuffer_add(out, data, (size_t)n) != 0)
+            return NGHTTP2_ERR_NOMEM;
+    }
+    return 0;
+}
+
+/* HealthCheckRequest{service: name} with its 5-byte gRPC prefix. */
+static void grpc_request(struct h2_probe *h, const char *service)
+{
+    size_t n = strlen(service);
+    if (n > 256)
+        n = 256;
+    size_t msg = n ? 2 + n + (n > 127) : 0, k = 0;
+    h->req[k++] = 0; /* not compressed */
+    h->req[k++] = (uint8_t)(msg >> 24);
+    h->req[k++] = (uint8_t)(msg >> 16);
+    h->req[k++] = (uint8_t)(msg >> 8);
+    h->req[k++] = (uint8_t)msg;
+    if (n) {
+        h->req[k++] = 0x0a; /* field 1, length-delimited */
+        if (n > 127) {
+            h->req[k++] = (uint8_t)(0x80 | (n & 0x7f));
+            h->req[k++] = (uint8_t)(n >> 7);
+        } else {
+            h->req[k++] = (uint8_t)n;
+        }
+        memcpy(h->req + k, service, n);
+        k += n;
+    }
+    h->req_len = k;
+}
+
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME     \
+    }
+
+static enum hc_verdict h2_connected(struct hc_probe *p)
+{
+    struct h2_probe *h = calloc(1, sizeof *h);
+    nghttp2_session_callbacks *cb = NULL;
+    if (!h)
+        return hc_fail(p, "out of memory");
+    p->state = h;
+    h->grpc_status = -1;
+    bool grpc = p->t->type == CFG_HC_GRPC;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return hc_fail(p, "out of memory");
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    int rc = nghttp2_session_client_new(&h->ng, cb, h);
+    nghttp2_session_callbacks_del(cb);
+    if (rc != 0)
+        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc));
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+    nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv, 1);
+    const char *scheme = p->kind->tls ? "https" : "http";
+    const char *path = grpc ? GRPC_HEALTH_PATH : p->t->request_path;
+    nghttp2_nv nva[] = {
+        NV(":method", grpc ? "POST" : "GET"),
+        NV(":scheme", scheme),
+        NV(":authority", p->t->authority),
+        NV(":path", path),
+        NV("user-agent", "switchyard-health-check"),
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
+    };
+    nghttp2_data_provider prd = {.read_callback = read_req};
+    if (grpc)
+        grpc_request(h, p->t->grpc_service_name);
+    h->stream_id = nghttp2_submit_request(h->ng, NULL, nva, grpc ? 7 : 5, grpc ? &prd : NULL, h);
+    if (h->stream_id < 0)
+        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror(h->stream_id));
+    rc = flush(p);
+    return rc ? hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc)) : HC_PENDING;
+}
+
+/* HealthCheckResponse.status, or -1 when the message cannot be read. */
+static int grpc_serving_status(const struct h2_probe *h)
+{
+    if (h->body_len < 5 || h->body[0] != 0)
+        return -1; /* no message, or compressed */
+    size_t len =
+        (size_t)h->body[1] << 24 | (size_t)h->body[2] << 16 | (size_t)h->body[3] << 8 | h->body[4];
+    if (len > h->body_len - 5)
+        return -1;
+    const uint8_t *m = h->body + 5, *end = m + len;
+    int status = 0; /* proto3 default: UNKNOWN */
+    while (m < end) {
+        uint64_t key = 0, v = 0;
+        for (int sh = 0; m < end && sh < 64; sh += 7) { /* varint key */
+            key |= (uint64_t)(*m & 0x7f) << sh;
+            if (!(*m++ & 0x80))
+                break;
+        }
+        unsigned wt = key & 7;
+        if (wt == 0 || wt == 2) {
+            for (int sh = 0; m < end && sh < 64; sh += 7) {
+                v |= (uint64_t)(*m & 0x7f) << sh;
+                if (!(*m++ & 0x80))
+                    break;
+            }
+            if (wt == 0 && key >> 3 == 1)
+                status = (int)v;
+            if (wt == 2)
+                m += v < (uint64_t)(end - m) ? v : (uint64_t)(end - m);
+        } else if (wt == 1 || wt == 5) {
+            size_t skip = wt == 1 ? 8 : 4;
+            m += skip < (size_t)(end - m) ? skip : (size_t)(end - m);
+        } else {
+            return -1;
+        }
+    }
+    return status;
+}
+
+static const char *serving_str(int s)
+{
+    static const char *const names[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+    return s >= 0 && s < 4 ? names[s] : "unrecognised";
+}
+
+static enum hc_verdict judge(struct hc_probe *p)
+{
+    struct h2_probe *h = p->state;
+    if (h->status == 0)
+        return hc_fail(p, "stream closed before a response (%s)",
+                       nghttp2_http2_strerror(h->error_code));
+    if (h->status != 200)
+        return hc_fail(p, "HTTP %d", h->status);
+    if (h->error_code)
+        return hc_fail(p, "stream reset (%s)", nghttp2_http2_strerror(h->error_code));
+    if (p->t->type != CFG_HC_GRPC)
+        return hc_body_matches(p->t, h->body + 0, h->body_len)
+                   ? HC_PASS
+                   : hc_fail(p, "HTTP 200 but the body does not contain the expected response");
+    if (h->grpc_status < 0)
+        return hc_fail(p, "no grpc-status");
+    if (h->grpc_status != 0)
+        return hc_fail(p, "grpc-status %d%s%s", h->grpc_status, h->grpc_message[0] ? ": " : "",
+                       h->grpc_message);
+    int s = grpc_serving_status(h);
+    if (s < 0)
+        return hc_fail(p, "no readable HealthCheckResponse");
+    return s == 1 ? HC_PASS : hc_fail(p, "serving status %s (%d)", serving_str(s), s);
+}
+
+static enum hc_verdict h2_read(struct hc_probe *p, struct evbuffer *in)
+{
+    struct h2_probe *h = p->state;
+    size_t len = evbuffer_get_length(in);
+    if (!h) {
+        evbuffer_drain(in, len);
+        return HC_PENDING;
+    }
+    const uint8_t *data = evbuffer_pullup(in, -1);
+    ssize_t n = data ? nghttp2_session_mem_recv(h->ng, data, len) : NGHTTP2_ERR_NOMEM;
+    evbuffer_drain(in, len);
+    if (n < 0)
+        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror((int)n));
+    if (h->closed)
+        return judge(p);
+    int rc = flush(p);
+    return rc ? hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc)) : HC_PENDING;
+}
+
+static enum hc_verdict h2_eof(struct hc_probe *p)
+{
+    struct h2_probe *h = p->state;
+    if (h && h->closed)
+        return judge(p);
+    return hc_fail(p, "connection closed before the response ended");
+}
+
+static void h2_destroy(struct hc_probe *p)
+{
+    struct h2_probe *h = p->state;
+    if (!h)
+        return;
+    if (h->ng)
+        nghttp2_session_del(h->ng);
+    free(h);
+    p->state = NULL;
+}
+
+const struct hc_kind hc_kind_http2 = {"HTTP2", true,   "\x02h2",  h2_connected,
+                                      h2_read, h2_eof, h2_destroy};
+const struct hc_kind hc_kind_h2c = {"H2C", false, NULL, h2_connected, h2_read, h2_eof, h2_destroy};
+const struct hc_kind hc_kind_grpc = {"GRPC",  false,  NULL,      h2_connected,
+                                     h2_read, h2_eof, h2_destroy};
