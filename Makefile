@@ -80,7 +80,8 @@ PYTEST_ARGS ?=
 integration: build/asan/switchyard build/asan/switchyard-testbed
 	SY_BUILD=$(CURDIR)/build/asan /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
-bench: deps
+bench:
+	@SY_DEPS_BENCH=1 scripts/deps.sh
 	@$(MAKE) --no-print-directory all
 	@scripts/bench.sh
 

@@ -16,7 +16,8 @@
 #
 # Environment: SY_BENCH_DURATION (s, default 10), SY_BENCH_WARMUP (s, default 2),
 # SY_BENCH_PROXIES, SY_BENCH_SCENARIOS, SY_BENCH_PIN=0 (no CPU pinning),
-# SY_BENCH_KEEP=1 (keep the temp dir), SY_BENCH_URLMAP_N (urlmap_bench matches).
+# SY_BENCH_KEEP=1 (keep the temp dir), SY_BENCH_URLMAP_N (urlmap_bench matches),
+# SY_BENCH_ROUNDS (default 1; see below).
 set -uo pipefail # no -e: one failing scenario must not end the run
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,6 +27,9 @@ DUR=${SY_BENCH_DURATION:-10}
 WARM=${SY_BENCH_WARMUP:-2}
 PROXIES=${SY_BENCH_PROXIES:-switchyard haproxy nghttpx nginx}
 SCENARIOS=${SY_BENCH_SCENARIOS:-h1 h2c tls}
+ROUNDS=${SY_BENCH_ROUNDS:-1} # >1: the whole matrix again; the table keeps, per
+ROUNDS_TAG=""                # proxy x scenario, the run least disturbed by other load
+[ "$ROUNDS" -gt 1 ] && ROUNDS_TAG=1
 HZ=$(getconf CLK_TCK)
 # The request every client sends: the h2c backend (switchyard-testbed) answers
 # it with the same fixed 40-byte body the HTTP/1.1 backend (nginx) returns.
@@ -51,21 +55,28 @@ fi
 
 # ---- process bookkeeping ----------------------------------------------------------
 tmp=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
-pids=()
+pids=() # processes started here and not yet reaped
+untrack() {
+  local p keep=()
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
 descendants() { # PID -> PID and all its descendants
   local p
   echo "$1"
   for p in $(pgrep -P "$1" 2>/dev/null); do descendants "$p"; done
 }
-exit_desc() { # PID of a child that exited -> "exit N" or "killed by SIGNAME"
+exit_desc() { # PID of a child that exited -> EXIT_DESC="exit N" or "killed by SIGNAME"
   local rc
+  untrack "$1"
   wait "$1" 2>/dev/null
   rc=$?
-  if [ "$rc" -gt 128 ]; then echo "killed by SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128)))"
-  else echo "exit $rc"; fi
+  if [ "$rc" -gt 128 ]; then EXIT_DESC="killed by SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128)))"
+  else EXIT_DESC="exit $rc"; fi
 }
 stop_pid() { # TERM the process (and its children), KILL after 3s
   local pid=$1 all i
+  untrack "$pid"
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
   all=$(descendants "$pid")
   kill -TERM "$pid" 2>/dev/null
@@ -140,13 +151,16 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$tmp/key.pem" -out "$tmp/cert.pem" >/dev/null 2>&1 || { echo "bench: openssl failed" >&2; exit 1; }
 cat "$tmp/cert.pem" "$tmp/key.pem" >"$tmp/haproxy.pem"
 
-read -r BE_H1 BE_H2C < <(free_ports 2)
+read -r BE_H1 BE_H2C BE_STATUS < <(free_ports 3)
 mkdir -p "$tmp/backend-nginx-tmp"
-render bench/backend-nginx.conf.in "$tmp/backend-nginx.conf" DIR="$tmp" PORT="$BE_H1"
+render bench/backend-nginx.conf.in "$tmp/backend-nginx.conf" DIR="$tmp" PORT="$BE_H1" STATUS_PORT="$BE_STATUS"
+be_accepts() { # connections the HTTP/1.1 backend has accepted so far, and requests served
+  curl -s -m 2 "http://127.0.0.1:$BE_STATUS/" | awk 'NR == 3 { print $1, $3 }'
+}
 be_nginx=""; be_testbed=""
 start_backends() { # (re)start whichever backend is not running
   if [ -z "$be_nginx" ] || ! kill -0 "$be_nginx" 2>/dev/null; then
-    [ -n "$be_nginx" ] && echo "   backend nginx had stopped ($(exit_desc "$be_nginx")); restarting"
+    if [ -n "$be_nginx" ]; then exit_desc "$be_nginx"; echo "   backend nginx had stopped ($EXIT_DESC); restarting"; fi
     on $BACKEND_CPU nginx -p "$tmp" -c "$tmp/backend-nginx.conf" -e "$tmp/backend-nginx-error.log" \
       >>"$tmp/backend-nginx.out" 2>&1 &
     be_nginx=$!; pids+=("$be_nginx")
@@ -154,7 +168,7 @@ start_backends() { # (re)start whichever backend is not running
       { echo "bench: backend nginx did not start: $(last_err "$tmp/backend-nginx-error.log")" >&2; exit 1; }
   fi
   if [ -z "$be_testbed" ] || ! kill -0 "$be_testbed" 2>/dev/null; then
-    [ -n "$be_testbed" ] && echo "   backend testbed had stopped ($(exit_desc "$be_testbed")); restarting"
+    if [ -n "$be_testbed" ]; then exit_desc "$be_testbed"; echo "   backend testbed had stopped ($EXIT_DESC); restarting"; fi
     on $BACKEND_CPU "$TB" --listen "127.0.0.1:$BE_H2C" --name bench >>"$tmp/backend-testbed.out" 2>&1 &
     be_testbed=$!; pids+=("$be_testbed")
     wait_port "$BE_H2C" "$be_testbed" ||
@@ -168,7 +182,7 @@ echo "   backends: nginx-light HTTP/1.1 on :$BE_H1, switchyard-testbed h2c on :$
 # ---- one proxy ----------------------------------------------------------------------------------
 RESULTS=$tmp/results.jsonl
 : >"$RESULTS"
-na() { $REPORT record "$RESULTS" proxy="$1" scenario="$2" status=na reason="$3"; }
+na() { $REPORT record "$RESULTS" proxy="$1" scenario="$2" round="$round" status=na reason="$3"; }
 
 # start_proxy NAME SCENARIO PORT -> sets PROXY_PID, or returns 1 with NA_REASON set
 start_proxy() {
@@ -235,41 +249,49 @@ start_proxy() {
   return 0
 }
 
-# probe SCENARIO PORT -> 0 if one request answers 200; else NA_REASON is set
+# probe SCENARIO PORT -> 0 if one request answers 200 with the 40-byte body;
+# else NA_REASON is set
 probe() {
-  local sc=$1 port=$2 code args=(-s -o "$tmp/probe.body" -w '%{http_code} %{http_version}' -m 5 -H "$HDR")
+  local sc=$1 port=$2 code args=(-s -o "$tmp/probe.body" -w '%{http_code} %{http_version} %{size_download}' -m 5 -H "$HDR")
   case $sc in
     h1) code=$(curl "${args[@]}" --http1.1 "http://127.0.0.1:$port/") ;;
     h2c) code=$(curl "${args[@]}" --http2-prior-knowledge "http://127.0.0.1:$port/") ;;
     tls) code=$(curl "${args[@]}" -k --http2 "https://127.0.0.1:$port/") ;;
   esac
   case $code in
-    "200 1.1" | "200 2") return 0 ;;
+    "200 1.1 40" | "200 2 40") return 0 ;;
   esac
   NA_REASON="probe request answered '${code:-nothing}': $(head -c 120 "$tmp/probe.body" 2>/dev/null | tr -d '\r\n')"
   return 1
 }
 
-# load SCENARIO PORT SECONDS OUT [LOG]: the load generator, bounded
+# load SCENARIO PORT SECONDS OUT [LOG]: the load generator, bounded; its CPU
+# ticks go to OUT.cpu
 load() {
-  local sc=$1 port=$2 secs=$3 out=$4 log=${5:-}
+  local sc=$1 port=$2 secs=$3 out=$4 log=${5:-} cmd
   local lim=$((secs + 30))
   case $sc in
-    h1) on $LOAD_CPU timeout -k 5 "$lim" wrk -t1 -c50 -d"${secs}s" --latency -H "$HDR" \
-          "http://127.0.0.1:$port/" >"$out" 2>&1 ;;
-    h2c | tls)
-      local url="http://127.0.0.1:$port/"
-      [ "$sc" = tls ] && url="https://127.0.0.1:$port/"
-      on $LOAD_CPU timeout -k 5 "$lim" h2load -c10 -m32 -D "$secs" -H "$HDR" \
-        ${log:+--log-file="$log"} "$url" >"$out" 2>&1 ;;
+    h1) cmd=(wrk -t1 -c50 -d"${secs}s" --latency -H "$HDR" "http://127.0.0.1:$port/") ;;
+    h2c) cmd=(h2load -c10 -m32 -D "$secs" -H "$HDR" ${log:+--log-file="$log"} "http://127.0.0.1:$port/") ;;
+    tls) cmd=(h2load -c10 -m32 -D "$secs" -H "$HDR" --tls13-ciphers=TLS_AES_128_GCM_SHA256
+              ${log:+--log-file="$log"} "https://127.0.0.1:$port/") ;;
   esac
+  [ "$LOAD_CPU" != - ] && cmd=(taskset -c "$LOAD_CPU" "${cmd[@]}")
+  # in the background, so that an interrupt stops it too (see cleanup)
+  $REPORT rusage "$out.cpu" timeout -k 5 "$lim" "${cmd[@]}" >"$out" 2>&1 &
+  local lp=$! rc
+  pids+=("$lp")
+  wait "$lp"
+  rc=$?
+  untrack "$lp"
+  return $rc
 }
 
 run_one() { # PROXY SCENARIO
   local px=$1 sc=$2 port t0 t1 cpu0=0 cpu1=0 hwm=0 n tool=h2load log=""
-  local out=$tmp/load-$px-$sc.txt
+  local out=$tmp/load-$px-$sc-$round.txt
   [ "$sc" = h1 ] && tool=wrk
-  [ "$tool" = h2load ] && log=$tmp/h2load-$px-$sc.log
+  [ "$tool" = h2load ] && log=$tmp/h2load-$px-$sc-$round.log
   NA_REASON=""
   start_backends
   if [ "$px" = direct ]; then
@@ -285,16 +307,24 @@ run_one() { # PROXY SCENARIO
     [ -n "$PROXY_PID" ] && stop_pid "$PROXY_PID"
     return 0
   fi
-  load "$sc" "$port" "$WARM" "$tmp/warmup-$px-$sc.txt"
+  load "$sc" "$port" "$WARM" "$tmp/warmup-$px-$sc-$round.txt"
+  local bk0 bk1 sys0 sys1 rc acc0 acc1 breq0 breq1 beconn="" bereq=""
   [ -n "$PROXY_PID" ] && read -r cpu0 hwm n < <($REPORT procstat "$PROXY_PID")
+  read -r bk0 _ < <($REPORT procstat "$be_nginx" "$be_testbed")
+  read -r acc0 breq0 < <(be_accepts)
+  read -r sys0 < <($REPORT sysstat)
   t0=$(date +%s.%N)
   load "$sc" "$port" "$DUR" "$out" "$log"
-  local rc=$?
+  rc=$?
   t1=$(date +%s.%N)
+  read -r sys1 < <($REPORT sysstat)
+  read -r acc1 breq1 < <(be_accepts)
+  read -r bk1 _ < <($REPORT procstat "$be_nginx" "$be_testbed")
   if [ -n "$PROXY_PID" ]; then
     read -r cpu1 hwm n < <($REPORT procstat "$PROXY_PID")
     if ! kill -0 "$PROXY_PID" 2>/dev/null; then
-      na "$px" "$sc" "proxy exited during the run ($(exit_desc "$PROXY_PID")): $(last_err "$tmp/$px-$sc.out")"
+      exit_desc "$PROXY_PID"
+      na "$px" "$sc" "proxy exited during the run ($EXIT_DESC): $(last_err "$tmp/$px-$sc.out")"
       return 0
     fi
     stop_pid "$PROXY_PID"
@@ -307,14 +337,21 @@ run_one() { # PROXY SCENARIO
     na "$px" "$sc" "load generator exit $rc: $(last_err "$out")"
     return 0
   fi
-  $REPORT record "$RESULTS" proxy="$px" scenario="$sc" tool="$tool" out="$out" log="$log" \
-    cpu0="$cpu0" cpu1="$cpu1" hwm="$hwm" hz="$HZ" wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+  if [ "$sc" != h2c ] && [ -n "$acc0" ] && [ -n "$acc1" ]; then
+    beconn=$((acc1 - acc0 - 1)); bereq=$((breq1 - breq0 - 1)) # minus the status request itself
+  fi
+  $REPORT record "$RESULTS" proxy="$px" scenario="$sc" round="$round" tool="$tool" out="$out" log="$log" \
+    be_conns="$beconn" be_reqs="$bereq" \
+    cpu0="$cpu0" cpu1="$cpu1" hwm="$hwm" hz="$HZ" bk0="$bk0" bk1="$bk1" sys0="$sys0" sys1="$sys1" \
+    lg="$(cat "$out.cpu" 2>/dev/null)" wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
   [ -n "$log" ] && rm -f "$log" # large; percentiles are in the results
 }
 
-for sc in $SCENARIOS; do
-  echo "== scenario $sc"
-  for px in direct $PROXIES; do run_one "$px" "$sc"; done
+for round in $(seq 1 "$ROUNDS"); do
+  for sc in $SCENARIOS; do
+    echo "== scenario $sc${ROUNDS_TAG:+ (round $round of $ROUNDS)}"
+    for px in direct $PROXIES; do run_one "$px" "$sc"; done
+  done
 done
 
 # ---- url map microbenchmark -----------------------------------------------------------------
@@ -346,7 +383,7 @@ fi
 
 # ---- report --------------------------------------------------------------------------------------
 echo
-echo "== results (one worker per proxy; ${DUR}s per run; proxy on CPU $PROXY_CPU, load+backend on CPU $LOAD_CPU)"
+echo "== results (one worker per proxy; ${DUR}s per run; proxy on CPU $PROXY_CPU, load+backend on CPU $LOAD_CPU${ROUNDS_TAG:+; $ROUNDS rounds, least-disturbed run kept})"
 $REPORT table "$RESULTS"
 echo "  url map matcher: $URLMAP_LINE"
 rm -rf build/bench && mkdir -p build/bench

@@ -7,7 +7,10 @@ pkgs=(build-essential pkg-config clang
       curl nghttp2-client nghttp2-proxy
       python3 python3-pytest python3-h2 python3-httpx python3-grpcio python3-grpc-tools
       python3-websockets)
-[ "${SY_DEPS_BENCH:-0}" = 1 ] && pkgs+=(wrk haproxy nginx-light)
+# make bench: load generators (wrk; h2load is in nghttp2-client), the peers
+# (haproxy, nghttpx in nghttp2-proxy, nginx-light), openssl for a throwaway
+# certificate, procps for pgrep.
+[ "${SY_DEPS_BENCH:-0}" = 1 ] && pkgs+=(wrk haproxy nginx-light nghttp2-proxy nghttp2-client openssl procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -73,6 +73,7 @@ struct h1_up {
 struct pool {
     struct sockaddr_storage ss;
     socklen_t len;
+    uint64_t tls_key; /* 0 for plain HTTP; else a hash of the TLS settings */
     struct h1_up *idle;
     unsigned n_idle;
     struct pool *next;
@@ -106,16 +107,36 @@ struct h1_pools *h1_pools_new(struct worker *w)
     return p;
 }
 
-static struct pool *pool_get(struct h1_pools *ps, const struct cfg_addr *a)
+/* FNV-1a over the settings that make two TLS connections interchangeable. */
+static uint64_t tls_key_of(const struct cfg_backend_service *svc)
 {
+    if (svc->protocol != CFG_BACKEND_HTTPS)
+        return 0;
+    uint64_t h = 0xcbf29ce484222325ull;
+    const char *parts[] = {svc->tls.ca_file ? svc->tls.ca_file : "",
+                           svc->tls.sni ? svc->tls.sni : "", svc->tls.verify ? "v" : "n"};
+    for (size_t i = 0; i < 3; i++) {
+        for (const char *p = parts[i]; *p; p++)
+            h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+        h = (h ^ 0xff) * 0x100000001b3ull;
+    }
+    return h | 1; /* never 0 */
+}
+
+/* The pool of one endpoint address and TLS setting (plain and TLS never mix). */
+static struct pool *pool_get(struct h1_pools *ps, const struct cfg_addr *a,
+                             const struct cfg_backend_service *svc)
+{
+    uint64_t key = tls_key_of(svc);
     for (struct pool *p = ps->pools; p; p = p->next)
-        if (p->len == a->len && memcmp(&p->ss, &a->ss, a->len) == 0)
+        if (p->len == a->len && p->tls_key == key && memcmp(&p->ss, &a->ss, a->len) == 0)
             return p;
     struct pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     memcpy(&p->ss, &a->ss, a->len);
     p->len = a->len;
+    p->tls_key = key;
     p->next = ps->pools;
     ps->pools = p;
     return p;
@@ -623,7 +644,7 @@ static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
 int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
                      const struct cfg_endpoint *ep, struct exchange *ex)
 {
-    struct pool *p = pool_get(ps, &ep->address);
+    struct pool *p = pool_get(ps, &ep->address, svc);
     if (!p)
         return SY_ENOMEM;
     struct h1_up *c = pool_take(ps, p, svc, ep);

@@ -10,6 +10,7 @@ int main(void)
     test_config_suite();
     test_urlmap_suite();
     test_http_suite();
+    test_backend_suite();
     test_retry_suite();
     printf("%d passed, %d failed\n", test_passed, test_failed);
     return test_failed ? 1 : 0;
