@@ -102,7 +102,11 @@ static int set_forwarded_for(struct exchange *ex)
         memcpy(v + n, ", ", 2);
         n += 2;
     }
-    n += (size_t)snprintf(v + n, cap - n, "%s, %s", client, local);
+    size_t cl = strlen(client), ll = strlen(local);
+    memcpy(v + n, client, cl);
+    memcpy(v + n + cl, ", ", 2);
+    memcpy(v + n + cl + 2, local, ll);
+    n += cl + 2 + ll;
     http_headers_remove(h, "x-forwarded-for", 15);
     return http_headers_add(h, &ex->arena, "x-forwarded-for", 15, v, n);
 }

@@ -106,7 +106,7 @@ struct exchange *exchange_new(struct worker *w, const struct cfg_listener *liste
     evtimer_assign(&ex->idle_ev, w->base, on_idle, ex);
     evtimer_assign(&ex->reap_ev, w->base, on_reap, ex);
     ex->start_us = sy_now_us();
-    ex->last_activity_ms = ex->start_us / 1000;
+    ex->last_activity_ms = sy_now_ms();
     ex->req.content_length = -1;
     return ex;
 }
@@ -472,7 +472,11 @@ static void start_attempt(struct exchange *ex)
     ex->endpoint_idx = idx;
     if (idx < BACKEND_MAX_TRIED)
         ex->tried[idx / 64] |= 1ull << (idx % 64);
-    snprintf(ex->endpoint, sizeof ex->endpoint, "%s", ep->address.text);
+    size_t elen = strlen(ep->address.text);
+    if (elen >= sizeof ex->endpoint)
+        elen = sizeof ex->endpoint - 1;
+    memcpy(ex->endpoint, ep->address.text, elen);
+    ex->endpoint[elen] = '\0';
     ex->attempts++;
     struct stats_service *ss = runtime_service_stats(ex->rt, ex->service);
     stats_add(&ss->upstream_requests, 1);
@@ -805,8 +809,9 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     uint64_t now = sy_now_ms();
     if (ex->finished)
         return;
-    if (now - ex->last_activity_ms < idle) {
-        arm_ms(&ex->idle_ev, idle - (now - ex->last_activity_ms));
+    uint64_t quiet = now > ex->last_activity_ms ? now - ex->last_activity_ms : 0;
+    if (quiet < idle) {
+        arm_ms(&ex->idle_ev, idle - quiet);
         return;
     }
     ex->flags |= EXF_SI;

@@ -30,6 +30,7 @@ struct worker {
     struct event_base *base;
     pthread_t thread;
     struct event *cmd_ev;
+    int cmd_fd; /* eventfd the main thread writes to (worker_post) */
     unsigned _cmds; /* atomic: pending command bits */
     worker_cmd_fn on_cmd;
     uint64_t rng; /* xorshift64* state, this thread only */
@@ -61,7 +62,7 @@ void worker_destroy(struct worker *w);
 /* Per-worker random numbers (not for cryptography). */
 uint64_t worker_rand(struct worker *w);
 
-/* Monotonic clock in milliseconds / microseconds. */
+/* Monotonic clock: milliseconds (coarse, ~4 ms steps) / microseconds (precise). */
 uint64_t sy_now_ms(void);
 uint64_t sy_now_us(void);
 

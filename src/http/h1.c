@@ -2,6 +2,7 @@
 #include "http/h1.h"
 
 #include <event2/buffer.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -72,6 +73,29 @@ int h1_head_check(const char *p, size_t len)
     return 0;
 }
 
+/* Decimal digits of v into buf (no NUL); returns the length. No printf on the hot path. */
+static size_t fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static void add_content_length(struct evbuffer *out, int64_t len)
+{
+    char line[48] = "content-length: ";
+    size_t n = 16 + fmt_u64(line + 16, (uint64_t)len);
+    line[n++] = '\r';
+    line[n++] = '\n';
+    evbuffer_add(out, line, n);
+}
+
 static void write_fields(struct evbuffer *out, const struct http_headers *hs)
 {
     for (uint32_t i = 0; i < hs->n; i++) {
@@ -102,7 +126,7 @@ void h1_write_request_head(struct evbuffer *out, const struct http_request_head 
         return;
     }
     if (h->content_length >= 0 && (h->has_body || h->content_length > 0))
-        evbuffer_add_printf(out, "content-length: %lld\r\n", (long long)h->content_length);
+        add_content_length(out, h->content_length);
     else if (h->has_body)
         evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
     evbuffer_add(out, "\r\n", 2);
@@ -112,16 +136,23 @@ void h1_write_response_head(struct evbuffer *out, enum http_version v, int statu
                             const struct http_headers *hs, enum h1_framing framing,
                             int64_t content_length, bool close)
 {
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", v == HTTP_10 ? 0 : 1, status,
-                        http_reason(status));
+    char line[64] = "HTTP/1.1 ";
+    if (v == HTTP_10)
+        line[7] = '0';
+    size_t n = 9 + fmt_u64(line + 9, (uint64_t)(status >= 100 && status < 1000 ? status : 500));
+    line[n++] = ' ';
+    evbuffer_add(out, line, n);
+    const char *reason = http_reason(status);
+    evbuffer_add(out, reason, strlen(reason));
+    evbuffer_add(out, "\r\n", 2);
     write_fields(out, hs);
     switch (framing) {
     case H1_FRAMING_NONE:
         if (content_length >= 0 && status != 204 && !(status >= 100 && status < 200))
-            evbuffer_add_printf(out, "content-length: %lld\r\n", (long long)content_length);
+            add_content_length(out, content_length);
         break;
     case H1_FRAMING_LENGTH:
-        evbuffer_add_printf(out, "content-length: %lld\r\n", (long long)content_length);
+        add_content_length(out, content_length);
         break;
     case H1_FRAMING_CHUNKED:
         evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
@@ -141,7 +172,16 @@ void h1_write_chunk(struct evbuffer *out, struct evbuffer *data)
     size_t n = evbuffer_get_length(data);
     if (n == 0)
         return;
-    evbuffer_add_printf(out, "%zx\r\n", n);
+    static const char hex[] = "0123456789abcdef";
+    char line[20];
+    size_t k = sizeof line;
+    line[--k] = '\n';
+    line[--k] = '\r';
+    do {
+        line[--k] = hex[n & 15];
+        n >>= 4;
+    } while (n);
+    evbuffer_add(out, line + k, sizeof line - k);
     evbuffer_add_buffer(out, data);
     evbuffer_add(out, "\r\n", 2);
 }
