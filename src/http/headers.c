@@ -78,47 +78,56 @@ unsigned http_headers_remove(struct http_headers *h, const char *name, size_t na
     return removed;
 }
 
-bool http_list_has_token(const char *v, size_t len, const char *token)
+/*
+ * Next element of a comma-separated list (RFC 9110 5.6.1) from *pos: sets
+ * *start and *n (OWS trimmed, empty elements skipped). False at the end.
+ */
+static bool list_next(const char *v, size_t len, size_t *pos, size_t *start, size_t *n)
 {
-    size_t tlen = strlen(token);
-    size_t i = 0;
-    while (i < len) {
+    size_t i = *pos;
+    for (;;) {
         while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
             i++;
-        size_t start = i;
+        if (i >= len) {
+            *pos = i;
+            return false;
+        }
+        size_t s = i;
         while (i < len && v[i] != ',')
             i++;
-        size_t end = i;
-        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-            end--;
-        if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0)
+        size_t e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e > s) {
+            *pos = i;
+            *start = s;
+            *n = e - s;
             return true;
+        }
     }
+}
+
+bool http_list_has_token(const char *v, size_t len, const char *token)
+{
+    size_t tlen = strlen(token), pos = 0, start, n;
+    while (list_next(v, len, &pos, &start, &n))
+        if (n == tlen && strncasecmp(v + start, token, tlen) == 0)
+            return true;
     return false;
 }
 
 /* Remove the fields a Connection header names (each comma-separated token). */
 static void strip_connection_tokens(struct http_headers *h, const struct http_header *conn)
 {
-    const char *v = conn->value;
-    size_t len = conn->value_len, i = 0;
-    while (i < len) {
-        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < len && v[i] != ',')
-            i++;
-        size_t end = i;
-        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-            end--;
+    size_t pos = 0, start, n;
+    while (list_next(conn->value, conn->value_len, &pos, &start, &n)) {
         char name[64];
-        size_t n = end - start;
-        if (n == 0 || n >= sizeof name)
+        if (n >= sizeof name)
             continue;
-        memcpy(name, v + start, n);
+        memcpy(name, conn->value + start, n);
         http_lower(name, n);
         /* Never let a client drop end-to-end fields that framing needs. */
-        if (strcmp(name, "te") != 0)
+        if (n != 2 || memcmp(name, "te", 2) != 0)
             http_headers_remove(h, name, n);
     }
 }
