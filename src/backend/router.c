@@ -230,6 +230,30 @@ static void grpc_head(struct exchange *ex, struct http_response_head *h, int cod
     http_headers_add(&h->headers, &ex->arena, "grpc-message", 12, msg, strlen(msg));
 }
 
+/*
+ * The exchange fails after its response head went out. A gRPC call over
+ * HTTP/2 ends with trailers carrying `grpc_code` (so the client sees
+ * DEADLINE_EXCEEDED or UNAVAILABLE, not a bare stream reset); anything else
+ * is reset (RST_STREAM, or an HTTP/1.1 connection closed).
+ */
+static void fail_after_head(struct exchange *ex, int grpc_code, const char *msg)
+{
+    struct http_headers t;
+    if (ex->is_grpc && ex->req.version == HTTP_2 && !ex->resp_done &&
+        http_headers_init(&t, &ex->arena, 2) == 0) {
+        struct http_response_head h = {.content_length = -1};
+        grpc_head(ex, &h, grpc_code, msg); /* reuse its two trailer fields */
+        for (uint32_t i = 1; i < h.headers.n; i++)
+            http_headers_add(&t, &ex->arena, h.headers.v[i].name, h.headers.v[i].name_len,
+                             h.headers.v[i].value, h.headers.v[i].value_len);
+        ex->down->send_end(ex, &t);
+        ex->resp_done = true;
+    } else {
+        ex->down->reset(ex);
+    }
+    exchange_finish(ex);
+}
+
 void exchange_local_reply(struct exchange *ex, int status, const char *body, unsigned flags)
 {
     if (ex->finished || ex->resp_head_sent)
@@ -594,8 +618,7 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
         if (ex->resp_head_sent) {
             ex->flags |= EXF_UT;
             cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
-            ex->down->reset(ex);
-            exchange_finish(ex);
+            fail_after_head(ex, 4, "upstream per-try timeout");
             return;
         }
         cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
@@ -770,8 +793,7 @@ void exchange_on_upstream_error(struct exchange *ex, enum upstream_error err, bo
     end_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
         ex->flags |= EXF_UR;
-        ex->down->reset(ex);
-        exchange_finish(ex);
+        fail_after_head(ex, 14, "upstream reset");
         return;
     }
     /* Only a refused stream is known not to have been processed. A reused
@@ -794,8 +816,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
-        ex->down->reset(ex);
-        exchange_finish(ex);
+        fail_after_head(ex, 4, "upstream request timeout");
         return;
     }
     log_try(ex, "timeout");
@@ -818,8 +839,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_CANCELLED);
     if (ex->resp_head_sent) {
-        ex->down->reset(ex);
-        exchange_finish(ex);
+        fail_after_head(ex, 4, "stream idle timeout");
         return;
     }
     exchange_local_reply(ex, 504, "stream idle timeout", 0);
