@@ -87,15 +87,23 @@ struct pick_ctx {
 };
 
 /*
- * Choose an endpoint for one attempt: healthy, not ejected, under
- * max_concurrent_requests_per_endpoint, preferring one not yet tried; by the
- * service's locality_lb_policy. Returns the endpoint index (and counts it
- * active), or SY_ENOTFOUND when no endpoint can serve, or SY_ELIMIT when all
- * candidates are at their concurrency limit (the caller may queue).
+ * Choose an endpoint for one attempt: healthy, not ejected, weight > 0,
+ * under max_concurrent_requests_per_endpoint, preferring one not yet tried;
+ * by the service's locality_lb_policy, driven by ctx->hash when has_hash
+ * (RING_HASH / MAGLEV natively; the other policies through a consistent-hash
+ * ring; a GENERATED_COOKIE / HTTP_COOKIE id goes straight to its endpoint).
+ * Returns the endpoint index (counted active until backend_release), or
+ * SY_ENOTFOUND when no endpoint can serve, or SY_ELIMIT when usable
+ * endpoints exist but all are at their concurrency limit (the caller may
+ * queue). Lock-free; see docs/backends.md.
  */
 int backend_pick(struct service_rt *s, const struct pick_ctx *ctx);
 
-/* The attempt on endpoint `idx` ended with `outcome`: active count and outlier state. */
+/*
+ * The attempt on endpoint `idx` (from backend_pick) ended with `outcome`:
+ * active count and outlier detection (which may eject the endpoint, and logs
+ * it). Exactly once per successful backend_pick.
+ */
 void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome);
 
 /*
@@ -107,10 +115,11 @@ void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome
 bool backend_request_hash(const struct service_rt *s, const struct exchange *ex, uint64_t *hash);
 
 /*
- * For GENERATED_COOKIE / HTTP_COOKIE with a ttl: when the request carried no
- * affinity cookie, the Set-Cookie value to add to the response for the
- * chosen endpoint (written into `out`, NUL-terminated). Returns its length,
- * or 0 when no cookie is to be set.
+ * The Set-Cookie value to add to the response answered by endpoint `idx`
+ * (written into `out`, NUL-terminated): for GENERATED_COOKIE when the request
+ * carried no cookie naming idx; for HTTP_COOKIE with a ttl when it carried
+ * none. Returns its length, or 0 when no cookie is to be set (or it does not
+ * fit in cap).
  */
 int backend_affinity_cookie(const struct service_rt *s, const struct exchange *ex, int idx,
                             char *out, size_t cap);

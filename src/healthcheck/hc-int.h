@@ -37,6 +37,7 @@ struct hc_target {
     /* identity (copies) */
     char *check_name;
     enum cfg_health_check_type type;
+    bool tls; /* GRPC only: over TLS (ALPN h2) instead of h2c */
     uint32_t port;
     char *request_path, *host_cfg, *response, *grpc_service_name;
     char *addr_text; /* the endpoint's address as configured */
@@ -104,6 +105,7 @@ extern const struct hc_kind hc_kind_https;
 extern const struct hc_kind hc_kind_http2;
 extern const struct hc_kind hc_kind_h2c;
 extern const struct hc_kind hc_kind_grpc;
+extern const struct hc_kind hc_kind_grpc_tls;
 
 struct hc_probe {
     struct hc_target *t;

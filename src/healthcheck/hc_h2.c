@@ -1,14 +1,15 @@
 /*
  * hc_h2.c — HTTP/2 health checks with an nghttp2 client session on a fresh
  * connection: HTTP2 (TLS, ALPN h2), H2C (cleartext, prior knowledge) and
- * GRPC (h2c, grpc.health.v1.Health/Check).
+ * GRPC (grpc.health.v1.Health/Check).
  *
  * HTTP2 / H2C: GET <request_path> with :authority <host, else the
  * endpoint's address>; healthy when :status is 200 and, if `response` is
  * set, the first 1024 body bytes contain it.
  *
- * GRPC: POST /grpc.health.v1.Health/Check, content-type application/grpc,
- * te: trailers, one length-prefixed message HealthCheckRequest{service =
+ * GRPC: over h2c, or over TLS (ALPN h2) when the backend service's protocol
+ * is HTTPS or HTTP2. POST /grpc.health.v1.Health/Check, content-type
+ * application/grpc, te: trailers, one length-prefixed message HealthCheckRequest{service =
  * grpc_service_name}. Healthy only when :status is 200, grpc-status is 0 and
  * the HealthCheckResponse's status (field 1) is SERVING (1).
  */
@@ -303,8 +304,39 @@ static void h2_destroy(struct hc_probe *p)
     p->state = NULL;
 }
 
-const struct hc_kind hc_kind_http2 = {"HTTP2", true,   "\x02h2",  h2_connected,
-                                      h2_read, h2_eof, h2_destroy};
-const struct hc_kind hc_kind_h2c = {"H2C", false, NULL, h2_connected, h2_read, h2_eof, h2_destroy};
-const struct hc_kind hc_kind_grpc = {"GRPC",  false,  NULL,      h2_connected,
-                                     h2_read, h2_eof, h2_destroy};
+const struct hc_kind hc_kind_http2 = {
+    .name = "HTTP2",
+    .tls = true,
+    .alpn = "\x02h2",
+    .on_connected = h2_connected,
+    .on_read = h2_read,
+    .on_eof = h2_eof,
+    .destroy = h2_destroy,
+};
+const struct hc_kind hc_kind_h2c = {
+    .name = "H2C",
+    .tls = false,
+    .alpn = NULL,
+    .on_connected = h2_connected,
+    .on_read = h2_read,
+    .on_eof = h2_eof,
+    .destroy = h2_destroy,
+};
+const struct hc_kind hc_kind_grpc = {
+    .name = "GRPC",
+    .tls = false,
+    .alpn = NULL,
+    .on_connected = h2_connected,
+    .on_read = h2_read,
+    .on_eof = h2_eof,
+    .destroy = h2_destroy,
+};
+const struct hc_kind hc_kind_grpc_tls = {
+    .name = "GRPC",
+    .tls = true,
+    .alpn = "\x02h2",
+    .on_connected = h2_connected,
+    .on_read = h2_read,
+    .on_eof = h2_eof,
+    .destroy = h2_destroy,
+};

@@ -133,7 +133,21 @@ static void h1_destroy(struct hc_probe *p)
     p->state = NULL;
 }
 
-const struct hc_kind hc_kind_http = {"HTTP",  false,  NULL,      h1_connected,
-                                     h1_read, h1_eof, h1_destroy};
-const struct hc_kind hc_kind_https = {"HTTPS", true,   "\x08http/1.1", h1_connected,
-                                      h1_read, h1_eof, h1_destroy};
+const struct hc_kind hc_kind_http = {
+    .name = "HTTP",
+    .tls = false,
+    .alpn = NULL,
+    .on_connected = h1_connected,
+    .on_read = h1_read,
+    .on_eof = h1_eof,
+    .destroy = h1_destroy,
+};
+const struct hc_kind hc_kind_https = {
+    .name = "HTTPS",
+    .tls = true,
+    .alpn = "\x08http/1.1",
+    .on_connected = h1_connected,
+    .on_read = h1_read,
+    .on_eof = h1_eof,
+    .destroy = h1_destroy,
+};

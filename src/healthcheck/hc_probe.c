@@ -187,14 +187,14 @@ static struct bufferevent *bev_new(struct hc_probe *p)
     return bev;
 }
 
-static const struct hc_kind *kind_of(enum cfg_health_check_type type)
+static const struct hc_kind *kind_of(const struct hc_target *t)
 {
-    switch (type) {
+    switch (t->type) {
     case CFG_HC_HTTP: return &hc_kind_http;
     case CFG_HC_HTTPS: return &hc_kind_https;
     case CFG_HC_HTTP2: return &hc_kind_http2;
     case CFG_HC_H2C: return &hc_kind_h2c;
-    case CFG_HC_GRPC: return &hc_kind_grpc;
+    case CFG_HC_GRPC: return t->tls ? &hc_kind_grpc_tls : &hc_kind_grpc;
     case CFG_HC_TCP: break;
     }
     return &hc_kind_tcp;
@@ -206,7 +206,7 @@ int hc_probe_start(struct hc_target *t)
     if (!p)
         return SY_ENOMEM;
     p->t = t;
-    p->kind = kind_of(t->type);
+    p->kind = kind_of(t);
     p->started_ms = sy_now_ms();
     p->bev = bev_new(p);
     p->timeout_ev = evtimer_new(t->hc->base, on_timeout, p);
@@ -247,4 +247,9 @@ static enum hc_verdict tcp_eof(struct hc_probe *p)
     return hc_fail(p, "connection closed");
 }
 
-const struct hc_kind hc_kind_tcp = {"TCP", false, NULL, tcp_connected, tcp_read, tcp_eof, NULL};
+const struct hc_kind hc_kind_tcp = {
+    .name = "TCP",
+    .on_connected = tcp_connected,
+    .on_read = tcp_read,
+    .on_eof = tcp_eof,
+};

@@ -83,11 +83,11 @@ static bool same_str(const char *a, const char *b)
 }
 
 static bool target_is(const struct hc_target *t, const struct cfg_health_check *h,
-                      const struct cfg_endpoint *ep)
+                      const struct cfg_endpoint *ep, bool tls)
 {
-    return t->type == h->type && t->port == h->port && same_str(t->check_name, h->name) &&
-           same_str(t->request_path, h->request_path) && same_str(t->host_cfg, h->host) &&
-           same_str(t->response, h->response) &&
+    return t->type == h->type && t->port == h->port && t->tls == tls &&
+           same_str(t->check_name, h->name) && same_str(t->request_path, h->request_path) &&
+           same_str(t->host_cfg, h->host) && same_str(t->response, h->response) &&
            same_str(t->grpc_service_name, h->grpc_service_name) &&
            same_str(t->addr_text, ep->address.text);
 }
@@ -156,13 +156,14 @@ static void schedule(struct hc_target *t, uint64_t delay_ms)
 }
 
 static struct hc_target *target_new(struct health_checker *hc, const struct cfg_health_check *h,
-                                    const struct cfg_endpoint *ep)
+                                    const struct cfg_endpoint *ep, bool tls)
 {
     struct hc_target *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
     t->hc = hc;
     t->type = h->type;
+    t->tls = tls;
     t->port = h->port;
     t->check_name = strdup(h->name);
     t->request_path = strdup(h->request_path ? h->request_path : "/");
@@ -181,15 +182,22 @@ static struct hc_target *target_new(struct health_checker *hc, const struct cfg_
     return t;
 }
 
-/* The target for (h, ep), existing or new; marked as in use. NULL on ENOMEM. */
+/*
+ * The target for (h, ep) of service b, existing or new; marked as in use.
+ * NULL on ENOMEM. GRPC checks use TLS when the service speaks TLS (HTTPS,
+ * HTTP2) and h2c otherwise; the other types say which they use.
+ */
 static struct hc_target *target_get(struct health_checker *hc, const struct cfg_health_check *h,
+                                    const struct cfg_backend_service *b,
                                     const struct cfg_endpoint *ep)
 {
+    bool tls = h->type == CFG_HC_GRPC &&
+               (b->protocol == CFG_BACKEND_HTTPS || b->protocol == CFG_BACKEND_HTTP2);
     struct hc_target *t = hc->targets;
-    while (t && !target_is(t, h, ep))
+    while (t && !target_is(t, h, ep, tls))
         t = t->next;
     bool fresh = !t;
-    if (fresh && !(t = target_new(hc, h, ep)))
+    if (fresh && !(t = target_new(hc, h, ep, tls)))
         return NULL;
     t->mark = true;
     t->interval_ms = h->check_interval_ms ? h->check_interval_ms : 5000;
@@ -342,7 +350,7 @@ static struct hc_endpoint *endpoints_build(struct health_checker *hc, struct run
             if (!ep->targets)
                 goto fail;
             for (size_t h = 0; h < b->n_health_checks; h++) {
-                ep->targets[h] = target_get(hc, b->health_checks[h], &b->endpoints[j]);
+                ep->targets[h] = target_get(hc, b->health_checks[h], b, &b->endpoints[j]);
                 if (!ep->targets[h])
                     goto fail;
                 ep->n = h + 1;
