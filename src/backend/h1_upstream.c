@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "backend/router.h"
 #include "backend/runtime.h"
 #include "backend/tls_client.h"
@@ -48,6 +49,7 @@ struct pool;
 
 struct h1_up {
     struct h1_pools *pools;
+    struct endpoint_state *slot; /* max_connections slot held (backend.h), or NULL */
     struct pool *pool;
     struct bufferevent *bev;
     struct exchange *ex; /* NULL unless ACTIVE */
@@ -165,6 +167,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     if (c->all_next)
         c->all_next->all_prev = c->all_prev;
     evbuffer_free(c->body);
+    if (c->slot)
+        backend_cb_connection_leave(c->slot);
     free(c);
 }
 
@@ -627,9 +631,13 @@ static const struct upstream_ops h1_upstream_ops = {
     .cancel = op_cancel,
 };
 
+/*
+ * An idle connection of the pool, or a new one when the service's
+ * circuit_breakers.max_connections allows (*err = SY_ELIMIT when not).
+ */
 static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
                                const struct cfg_backend_service *svc,
-                               const struct cfg_endpoint *ep)
+                               const struct cfg_endpoint *ep, struct exchange *ex, int *err)
 {
     if (p->idle) {
         struct h1_up *c = p->idle;
@@ -638,7 +646,19 @@ static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
         set_state(c, H1U_ACTIVE);
         return c;
     }
-    return conn_new(ps, p, svc, ep);
+    struct endpoint_state *slot = backend_cb_connection_enter(ex->srt, ex->endpoint_idx);
+    if (!slot) {
+        *err = SY_ELIMIT;
+        return NULL;
+    }
+    struct h1_up *c = conn_new(ps, p, svc, ep);
+    if (!c) {
+        backend_cb_connection_leave(slot);
+        *err = SY_EIO;
+        return NULL;
+    }
+    c->slot = slot;
+    return c;
 }
 
 int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
@@ -647,9 +667,10 @@ int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
     struct pool *p = pool_get(ps, &ep->address, svc);
     if (!p)
         return SY_ENOMEM;
-    struct h1_up *c = pool_take(ps, p, svc, ep);
+    int err = SY_EIO;
+    struct h1_up *c = pool_take(ps, p, svc, ep, ex, &err);
     if (!c)
-        return SY_EIO;
+        return err;
     c->ex = ex;
     c->got_bytes = c->head_done = c->msg_done = c->paused = c->tunnel = false;
     memset(&c->head, 0, sizeof c->head);

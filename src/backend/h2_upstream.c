@@ -64,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "backend/router.h"
 #include "backend/runtime.h"
 #include "backend/tls_client.h"
@@ -120,6 +121,7 @@ struct h2_stream {
 };
 
 struct h2_conn {
+    struct endpoint_state *slot; /* max_connections slot held (backend.h), or NULL */
     struct h2_pools *pools;
     struct pool *pool; /* NULL once CLOSED */
     struct bufferevent *bev;
@@ -617,6 +619,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     }
     nghttp2_session_del(c->session);
     evbuffer_free(c->scratch);
+    if (c->slot)
+        backend_cb_connection_leave(c->slot);
     free(c);
 }
 
@@ -1161,9 +1165,16 @@ int h2_attempt_start(struct h2_pools *ps, const struct cfg_backend_service *svc,
     struct h2_conn *c = pool_pick(p);
     bool fresh = false;
     if (!c) {
+        /* circuit_breakers.max_connections */
+        struct endpoint_state *slot = backend_cb_connection_enter(ex->srt, ex->endpoint_idx);
+        if (!slot)
+            return SY_ELIMIT;
         c = conn_new(ps, p, svc, ep, ex);
-        if (!c)
+        if (!c) {
+            backend_cb_connection_leave(slot);
             return SY_EIO;
+        }
+        c->slot = slot;
         fresh = true;
     }
     struct h2_stream *s = calloc(1, sizeof *s);

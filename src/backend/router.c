@@ -13,8 +13,8 @@
  *   timeout (route or per try)       504  (UT)
  * After headers: the client stream is reset (HTTP/1.1: connection closed).
  * For gRPC requests each becomes HTTP 200 with a grpc-status (14
- * UNAVAILABLE; 4 DEADLINE_EXCEEDED for timeouts; 8 RESOURCE_EXHAUSTED for an
- * open circuit breaker), trailers-only.
+ * UNAVAILABLE, also for an open circuit breaker; 4 DEADLINE_EXCEEDED for
+ * timeouts), trailers-only.
  *
  * Timers: timeout_ev bounds the whole exchange (route timeout, or the
  * backend service timeout, or a shorter grpc-timeout); try_ev times one
@@ -60,6 +60,7 @@ static void keep_for_replay(struct exchange *ex, struct evbuffer *buf);
 static void on_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_try(evutil_socket_t fd, short what, void *arg);
 static void on_idle(evutil_socket_t fd, short what, void *arg);
+static void on_drain_check(evutil_socket_t fd, short what, void *arg);
 
 const char *upstream_error_str(enum upstream_error e)
 {
@@ -104,6 +105,7 @@ struct exchange *exchange_new(struct worker *w, const struct cfg_listener *liste
     evtimer_assign(&ex->timeout_ev, w->base, on_timeout, ex);
     evtimer_assign(&ex->try_ev, w->base, on_try, ex);
     evtimer_assign(&ex->idle_ev, w->base, on_idle, ex);
+    evtimer_assign(&ex->drain_ev, w->base, on_drain_check, ex);
     evtimer_assign(&ex->reap_ev, w->base, on_reap, ex);
     ex->start_us = sy_now_us();
     ex->last_activity_ms = sy_now_ms();
@@ -160,6 +162,7 @@ static void end_attempt(struct exchange *ex, enum attempt_outcome o)
 {
     if (ex->_try_state == TRY_PER_TRY)
         disarm_try(ex);
+    evtimer_del(&ex->drain_ev);
     if (ex->endpoint_idx >= 0) {
         backend_release(ex->srt, ex->endpoint_idx, o);
         ex->endpoint_idx = -1;
@@ -185,6 +188,7 @@ static void exchange_finish(struct exchange *ex)
     ex->finished = true;
     evtimer_del(&ex->timeout_ev);
     evtimer_del(&ex->idle_ev);
+    evtimer_del(&ex->drain_ev);
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_CANCELLED);
     if (ex->in_request_cb)
@@ -203,10 +207,8 @@ static void exchange_finish(struct exchange *ex)
 }
 
 /* HTTP status → gRPC status for replies the proxy makes itself. */
-static int grpc_status_for(int http, unsigned flags)
+static int grpc_status_for(int http)
 {
-    if (flags & EXF_UO)
-        return 8; /* RESOURCE_EXHAUSTED */
     switch (http) {
     case 504: return 4;  /* DEADLINE_EXCEEDED */
     case 429: return 8;  /* RESOURCE_EXHAUSTED */
@@ -265,7 +267,7 @@ void exchange_local_reply(struct exchange *ex, int status, const char *body, uns
     struct evbuffer *b = NULL;
     http_headers_init(&h.headers, &ex->arena, 4);
     if (ex->is_grpc) {
-        grpc_head(ex, &h, grpc_status_for(status, flags), body);
+        grpc_head(ex, &h, grpc_status_for(status), body);
     } else {
         b = evbuffer_new();
         if (b)
@@ -506,7 +508,13 @@ static void start_attempt(struct exchange *ex)
     stats_add(&ss->upstream_requests, 1);
     if (ex->attempts > 1)
         stats_add(&ss->upstream_retries, 1);
-    if (upstream_attempt_start(ex->w, ex->service, ep, ex) != 0) {
+    int rc = upstream_attempt_start(ex->w, ex->service, ep, ex);
+    if (rc == SY_ELIMIT) {
+        end_attempt(ex, ATTEMPT_CANCELLED);
+        exchange_local_reply(ex, 503, "upstream overflow: max_connections", EXF_UO);
+        return;
+    }
+    if (rc != 0) {
         exchange_on_upstream_error(ex, UPSTREAM_CONNECT_FAILED, false);
         return;
     }
@@ -514,6 +522,8 @@ static void start_attempt(struct exchange *ex)
     retry_policy_from_route(ex->route->action, &p);
     if (p.per_try_timeout_ms)
         arm_try(ex, TRY_PER_TRY, p.per_try_timeout_ms);
+    if (ex->service->draining_timeout_ms)
+        arm_ms(&ex->drain_ev, 1000);
     send_request_body(ex);
 }
 
@@ -804,6 +814,33 @@ void exchange_on_upstream_error(struct exchange *ex, enum upstream_error err, bo
 }
 
 /* ---- timers ------------------------------------------------------------------------- */
+
+/*
+ * connection_draining: once a reload removed the endpoint of the attempt in
+ * flight, it may finish within draining_timeout; past that it is cut off
+ * (503 before response headers, a reset or gRPC UNAVAILABLE after).
+ */
+static void on_drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct exchange *ex = arg;
+    if (ex->finished || ex->endpoint_idx < 0)
+        return;
+    uint64_t deadline = backend_endpoint_drain_deadline_ms(ex->srt, ex->endpoint_idx);
+    uint64_t now = sy_now_ms();
+    if (!deadline || now < deadline) {
+        uint64_t left = deadline ? deadline - now : 1000;
+        arm_ms(&ex->drain_ev, left < 1000 ? left + 1 : 1000);
+        return;
+    }
+    log_try(ex, "drained");
+    cancel_attempt(ex, ATTEMPT_CANCELLED);
+    if (ex->resp_head_sent) {
+        ex->flags |= EXF_UR;
+        fail_after_head(ex, 14, "endpoint drained");
+        return;
+    }
+    exchange_local_reply(ex, 503, "endpoint removed: connection draining timeout", EXF_UR);
+}
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {

@@ -22,8 +22,10 @@ void upstream_pools_close_idle(struct upstream_pools *p);
 /*
  * Start an attempt for `ex` against endpoint `ep` of `svc`. On success sets
  * ex->up and ex->att and returns 0; errors come later through
- * exchange_on_upstream_error. Returns SY_ENOMEM (or SY_EIO when no socket
- * could be made), in which case no callback will follow.
+ * exchange_on_upstream_error. Returns SY_ENOMEM, SY_EIO when no socket
+ * could be made, or SY_ELIMIT when a new connection was needed and the
+ * service's circuit_breakers.max_connections is reached; then no callback
+ * will follow.
  */
 int upstream_attempt_start(struct worker *w, const struct cfg_backend_service *svc,
                            const struct cfg_endpoint *ep, struct exchange *ex);

@@ -132,6 +132,7 @@ struct exchange {
     struct event timeout_ev;       /* route timeout: the whole exchange */
     struct event try_ev;           /* per-try timeout, backoff, fault delay, capacity wait */
     struct event idle_ev;          /* stream_idle */
+    struct event drain_ev;         /* connection_draining checks of the endpoint */
     struct event reap_ev;          /* deferred free */
     uint64_t deadline_ms;          /* sy_now_ms() clock; 0 = none */
     uint64_t last_activity_ms;

@@ -485,6 +485,48 @@ def test_removed_endpoint_finishes_in_flight_exchanges(testbed, proxy):
     assert results[0].header("x-testbed-instance") == "b"
 
 
+def test_removed_endpoint_cut_off_after_draining_timeout(testbed, proxy):
+    """connection_draining with draining_timeout 1s: an exchange still running
+    on a removed endpoint 1 s after the reload is ended (503 here, since no
+    response header went out), while new exchanges use the new endpoint."""
+    a, b = testbed(name="a"), testbed(name="b")
+    port = free_port()
+    svc = {"connection_draining": {"draining_timeout": "1s"}}
+    px = proxy(config(port, [b.addr], service=svc), expect_ports=[port])
+    results = []
+    t = slow_in_background(port, "6s", results)
+    time.sleep(0.3)
+    px.write_config(config(port, [a.addr], service=svc))
+    t0 = time.monotonic()
+    px.reload()
+    assert wait_for(lambda: " loaded from " in px.stderr(), 5), px.stderr()[-2000:]
+    assert get(port, "/").header("x-testbed-instance") == "a"
+    t.join(10)
+    took = time.monotonic() - t0
+    assert results and results[0].status == 503, results
+    assert 0.9 <= took <= 4.0, took
+    slow = [e for e in px.access_log(min_entries=2) if e["status"] == 503][0]
+    assert "drained" in slow["tries"], slow
+
+
+def test_circuit_breaker_max_connections(testbed, proxy):
+    """max_connections 1: a second request that needs a second connection to
+    the backend while the first is busy gets 503 with UO; once the first
+    finishes, its kept-alive connection serves the next request."""
+    px, port, _ = start(proxy, testbed, n=1,
+                        service={"circuit_breakers": {"max_connections": 1}})
+    results = []
+    t = slow_in_background(port, "1s", results)
+    time.sleep(0.3)
+    r = get(port, "/second")
+    assert r.status == 503, r
+    t.join(10)
+    assert results and results[0].status == 200
+    second = [e for e in px.access_log(min_entries=2) if e["path"] == "/second"][0]
+    assert "UO" in second["response_flags"].split(","), second
+    assert get(port, "/third").status == 200
+
+
 # ---------------------------------------------------------------------------
 # load balancing and affinity
 # ---------------------------------------------------------------------------
