@@ -19,7 +19,7 @@
 # SY_BENCH_KEEP=1 (keep the temp dir), SY_BENCH_URLMAP_N (urlmap_bench matches),
 # SY_BENCH_ROUNDS (default 1; see below).
 set -uo pipefail # no -e: one failing scenario must not end the run
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 PY=/usr/bin/python3
 REPORT="$PY $ROOT/bench/report.py"
@@ -75,12 +75,12 @@ exit_desc() { # PID of a child that exited -> EXIT_DESC="exit N" or "killed by S
   else EXIT_DESC="exit $rc"; fi
 }
 stop_pid() { # TERM the process (and its children), KILL after 3s
-  local pid=$1 all i
+  local pid=$1 all p _i
   untrack "$pid"
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
   all=$(descendants "$pid")
   kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 1 30); do
+  for _i in $(seq 1 30); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -107,8 +107,8 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 wait_port() { # PORT PID -> 0 once it accepts, 1 if the process died or 5s passed
-  local i
-  for i in $(seq 1 50); do
+  local _i
+  for _i in $(seq 1 50); do
     kill -0 "$2" 2>/dev/null || return 1
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
@@ -186,7 +186,7 @@ na() { $REPORT record "$RESULTS" proxy="$1" scenario="$2" round="$round" status=
 
 # start_proxy NAME SCENARIO PORT -> sets PROXY_PID, or returns 1 with NA_REASON set
 start_proxy() {
-  local px=$1 sc=$2 port=$3 be_port be_proto scheme
+  local px=$1 sc=$2 port=$3 be_port scheme
   local cfg out=$tmp/$px-$sc.out
   if [ "$sc" = h2c ]; then be_port=$BE_H2C; else be_port=$BE_H1; fi
   if [ "$sc" = tls ]; then scheme=https; else scheme=http; fi
@@ -241,8 +241,13 @@ start_proxy() {
   PROXY_PID=$!
   pids+=("$PROXY_PID")
   if ! wait_port "$port" "$PROXY_PID"; then
-    NA_REASON="did not start: $(last_err "$out")"
-    [ -z "$(last_err "$out")" ] && NA_REASON="did not start: $(last_err "$tmp/nghttpx-error.log")"
+    local why
+    why=$(last_err "$out")
+    case $px in # nghttpx and nginx write their errors to their own log files
+      nghttpx) [ -n "$why" ] || why=$(last_err "$tmp/nghttpx-error.log") ;;
+      nginx) [ -n "$why" ] || why=$(last_err "$tmp/nginx-proxy-error.log") ;;
+    esac
+    NA_REASON="did not start: ${why:-no message}"
     stop_pid "$PROXY_PID"
     return 1
   fi
@@ -288,7 +293,7 @@ load() {
 }
 
 run_one() { # PROXY SCENARIO
-  local px=$1 sc=$2 port t0 t1 cpu0=0 cpu1=0 hwm=0 n tool=h2load log=""
+  local px=$1 sc=$2 port t0 t1 cpu0=0 cpu1=0 hwm=0 tool=h2load log=""
   local out=$tmp/load-$px-$sc-$round.txt
   [ "$sc" = h1 ] && tool=wrk
   [ "$tool" = h2load ] && log=$tmp/h2load-$px-$sc-$round.log
@@ -309,7 +314,7 @@ run_one() { # PROXY SCENARIO
   fi
   load "$sc" "$port" "$WARM" "$tmp/warmup-$px-$sc-$round.txt"
   local bk0 bk1 sys0 sys1 rc acc0 acc1 breq0 breq1 beconn="" bereq=""
-  [ -n "$PROXY_PID" ] && read -r cpu0 hwm n < <($REPORT procstat "$PROXY_PID")
+  [ -n "$PROXY_PID" ] && read -r cpu0 hwm _ < <($REPORT procstat "$PROXY_PID")
   read -r bk0 _ < <($REPORT procstat "$be_nginx" "$be_testbed")
   read -r acc0 breq0 < <(be_accepts)
   read -r sys0 < <($REPORT sysstat)
@@ -321,7 +326,7 @@ run_one() { # PROXY SCENARIO
   read -r acc1 breq1 < <(be_accepts)
   read -r bk1 _ < <($REPORT procstat "$be_nginx" "$be_testbed")
   if [ -n "$PROXY_PID" ]; then
-    read -r cpu1 hwm n < <($REPORT procstat "$PROXY_PID")
+    read -r cpu1 hwm _ < <($REPORT procstat "$PROXY_PID")
     if ! kill -0 "$PROXY_PID" 2>/dev/null; then
       exit_desc "$PROXY_PID"
       na "$px" "$sc" "proxy exited during the run ($EXIT_DESC): $(last_err "$tmp/$px-$sc.out")"
@@ -358,6 +363,7 @@ done
 URLMAP_LINE=""
 if [ -f bench/urlmap_bench.c ]; then
   echo "== url map matcher (bench/urlmap_bench.c)"
+  # shellcheck disable=SC2016 # $($*) is for make, not the shell
   mkvar() { make -s --no-print-directory --eval='sy-print-%: ; @echo $($*)' "sy-print-$1"; }
   cflags=$(mkvar OPT_CFLAGS | sed -e 's/-MMD//' -e 's/-MP//')
   libs=$(mkvar PKG_LIBS)

@@ -33,7 +33,7 @@
 #include "http/h1.h"
 #include "http/headers.h"
 
-#define POOL_MAX_IDLE 64
+#define POOL_MAX_IDLE 1024 /* per endpoint per worker; an HTTP/2 client may have hundreds in flight */
 #define UPSTREAM_IDLE_MS 60000
 #define UPSTREAM_MAX_HEAD (64 * 1024)
 
