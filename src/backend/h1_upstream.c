@@ -27,6 +27,7 @@
 #include "backend/runtime.h"
 #include "backend/tls_client.h"
 #include "backend/upstream-int.h"
+#include "core/bev_flush.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/worker.h"
@@ -67,6 +68,8 @@ struct h1_up {
     struct http_response_head head;
     struct evbuffer *body; /* decoded body bytes collected during one parse pass */
     struct event timer_ev; /* connect timeout, then idle timeout */
+    struct event flush_ev; /* one optimistic write per loop turn (bev_flush.h) */
+    bool tls;
     struct event reap_ev;
     struct h1_up *all_next, *all_prev;   /* every connection of this worker */
     struct h1_up *idle_next, *idle_prev; /* the pool's idle list */
@@ -92,6 +95,7 @@ static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void process_input(struct h1_up *c);
+static void on_flush(evutil_socket_t fd, short what, void *arg);
 
 static void set_state(struct h1_up *c, enum h1u_state s)
 {
@@ -182,6 +186,7 @@ static void conn_close(struct h1_up *c)
     set_state(c, H1U_CLOSED);
     c->ex = NULL;
     event_del(&c->timer_ev);
+    event_del(&c->flush_ev);
     bufferevent_free(c->bev);
     c->bev = NULL;
     event_active(&c->reap_ev, EV_TIMEOUT, 1);
@@ -269,6 +274,8 @@ static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p,
     c->state = H1U_CONNECTING;
     evtimer_assign(&c->timer_ev, base, on_timer, c);
     evtimer_assign(&c->reap_ev, base, on_reap, c);
+    evtimer_assign(&c->flush_ev, base, on_flush, c);
+    c->tls = svc->protocol == CFG_BACKEND_HTTPS;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, 2 * SY_FLOW_HIGH);
     bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
@@ -514,11 +521,31 @@ static void on_read(struct bufferevent *bev, void *arg)
         process_input(c);
 }
 
+static void output_progress(struct h1_up *c, size_t left)
+{
+    if (c->state == H1U_ACTIVE && c->ex && left <= SY_FLOW_LOW)
+        exchange_on_upstream_drained(c->ex);
+}
+
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct h1_up *c = arg;
-    if (c->state == H1U_ACTIVE && c->ex)
-        exchange_on_upstream_drained(c->ex);
+    sy_bev_written(bev, c->tls);
+    output_progress(c, evbuffer_get_length(bufferevent_get_output(bev)));
+}
+
+/* Write the request bytes queued during this loop turn (once connected). */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_up *c = arg;
+    if (c->state == H1U_ACTIVE && c->connected)
+        output_progress(c, sy_bev_flush(c->bev, c->tls));
+}
+
+static void schedule_flush(struct h1_up *c)
+{
+    if (c->state != H1U_CLOSED)
+        event_active(&c->flush_ev, EV_TIMEOUT, 1);
 }
 
 /* EOF: completes a close-delimited body, otherwise the attempt failed. */
@@ -556,6 +583,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             set_state(c, c->ex ? H1U_ACTIVE : H1U_IDLE);
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        sy_bev_flush(bev, c->tls); /* what was queued while connecting */
         return;
     }
     if (c->state == H1U_IDLE) {
@@ -583,6 +611,7 @@ static void op_send_body(void *att, struct evbuffer *buf)
         h1_write_chunk(out, buf);
     else
         evbuffer_add_buffer(out, buf);
+    schedule_flush(c);
 }
 
 static void op_send_end(void *att, const struct http_headers *trailers)
@@ -593,6 +622,7 @@ static void op_send_end(void *att, const struct http_headers *trailers)
     if (c->req_chunked)
         h1_write_last_chunk(bufferevent_get_output(c->bev), NULL);
     c->req_sent = true;
+    schedule_flush(c);
 }
 
 static size_t op_pending(void *att)
@@ -682,6 +712,7 @@ int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
     ex->up = &h1_upstream_ops;
     ex->att = c;
     h1_write_request_head(bufferevent_get_output(c->bev), &ex->req);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
+    schedule_flush(c);
     return 0;
 }

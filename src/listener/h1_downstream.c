@@ -29,6 +29,7 @@
 #include "backend/router.h"
 #include "backend/runtime.h"
 #include "config/config-t.h"
+#include "core/bev_flush.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/worker.h"
@@ -83,6 +84,7 @@ struct h1_down {
     const char *url;
     size_t url_len;
     struct event timer_ev, process_ev, reap_ev;
+    struct event flush_ev; /* one optimistic write per loop turn (bev_flush.h) */
     struct h1_down *next, *prev;
 };
 
@@ -148,6 +150,7 @@ static void conn_close(struct h1_down *c)
     struct exchange *ex = c->ex;
     set_state(c, H1D_CLOSED);
     event_del(&c->process_ev);
+    event_del(&c->flush_ev);
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -168,15 +171,29 @@ static void conn_abort(struct h1_down *c)
 }
 
 /* Flush what is queued, then shut the write side and linger (see LINGER). */
+static void output_progress(struct h1_down *c, size_t left);
+
+/* Queue-side: have the output written at the end of this loop turn. */
+static void schedule_flush(struct h1_down *c)
+{
+    if (c->state != H1D_CLOSED)
+        event_active(&c->flush_ev, EV_TIMEOUT, 1);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_down *c = arg;
+    if (c->state != H1D_CLOSED)
+        output_progress(c, sy_bev_flush(c->bev, c->tls));
+}
+
 static void conn_close_after_flush(struct h1_down *c)
 {
     if (c->state >= H1D_CLOSING)
         return;
     set_state(c, H1D_CLOSING);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(c->bev, EV_WRITE);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        on_write(c->bev, c);
+    output_progress(c, sy_bev_flush(c->bev, c->tls));
 }
 
 /* A minimal local answer for errors found before an exchange exists. */
@@ -587,8 +604,10 @@ static void process(struct h1_down *c)
             return;
         struct exchange *ex = c->ex;
         router_start(ex);
-        if (c->ex == ex && c->expect_continue && ex->req.has_body && !ex->resp_head_sent)
+        if (c->ex == ex && c->expect_continue && ex->req.has_body && !ex->resp_head_sent) {
             evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            schedule_flush(c);
+        }
         if (c->state != H1D_ACTIVE)
             return;
         if (c->req_complete)
@@ -615,11 +634,16 @@ static void on_read(struct bufferevent *bev, void *arg)
     process(c);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+/*
+ * Output was written (by a flush or by the bufferevent) and `left` bytes
+ * remain: finish a close once everything went out, and let a paused
+ * backend side resume once the client side drained.
+ */
+static void output_progress(struct h1_down *c, size_t left)
 {
-    struct h1_down *c = arg;
+    struct bufferevent *bev = c->bev;
     if (c->state == H1D_CLOSING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)))
+        if (left)
             return;
         if (c->abort_after_flush) {
             conn_abort(c);
@@ -632,8 +656,15 @@ static void on_write(struct bufferevent *bev, void *arg)
         bufferevent_enable(bev, EV_READ);
         return;
     }
-    if (c->ex)
+    if (c->ex && left <= SY_FLOW_LOW)
         exchange_on_downstream_drained(c->ex);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct h1_down *c = arg;
+    sy_bev_written(bev, c->tls);
+    output_progress(c, evbuffer_get_length(bufferevent_get_output(bev)));
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -697,6 +728,7 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
                            c->framing, cl, c->close_after);
     c->resp_started = true;
     c->resp_complete = end;
+    schedule_flush(c);
     if (h->status == 101 && ex->req.upgrade) {
         /* The tunnel ends when either side closes; nothing follows on this connection. */
         c->framing = H1_FRAMING_CLOSE;
@@ -717,6 +749,7 @@ static void op_send_body(struct exchange *ex, struct evbuffer *buf)
         evbuffer_drain(buf, evbuffer_get_length(buf));
     else
         evbuffer_add_buffer(out, buf);
+    schedule_flush(c);
 }
 
 static void op_send_end(struct exchange *ex, const struct http_headers *trailers)
@@ -725,6 +758,7 @@ static void op_send_end(struct exchange *ex, const struct http_headers *trailers
     if (c->framing == H1_FRAMING_CHUNKED)
         h1_write_last_chunk(bufferevent_get_output(c->bev), NULL);
     c->resp_complete = true;
+    schedule_flush(c);
 }
 
 /*
@@ -826,12 +860,15 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     evtimer_assign(&c->timer_ev, w->base, on_timer, c);
     evtimer_assign(&c->process_ev, w->base, on_process, c);
     evtimer_assign(&c->reap_ev, w->base, on_reap, c);
+    evtimer_assign(&c->flush_ev, w->base, on_flush, c);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     size_t head_max = listener_cfg(c)->max_request_headers_size + 1;
     bufferevent_setwatermark(c->bev, EV_READ, 0,
                              head_max > 2 * SY_FLOW_HIGH ? head_max : 2 * SY_FLOW_HIGH);
     bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (!c->tls) /* a new bufferevent has EV_WRITE on; plain sockets flush themselves */
+        bufferevent_disable(c->bev, EV_WRITE);
     c->next = lw->conns;
     if (lw->conns)
         lw->conns->prev = c;

@@ -29,6 +29,7 @@
 #include "backend/router.h"
 #include "backend/runtime.h"
 #include "config/config-t.h"
+#include "core/bev_flush.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/worker.h"
@@ -721,6 +722,7 @@ static void flush(struct h2_down *c)
             break;
         evbuffer_add(out, data, (size_t)n);
     }
+    sy_bev_flush(c->bev, c->ci.tls);
     notify_drained(c);
     if (c->state != H2D_CLOSED)
         maybe_close(c);
@@ -752,6 +754,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct h2_down *c = arg;
+    sy_bev_written(bev, c->ci.tls);
     flush(c);
 }
 
@@ -975,6 +978,8 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
     bufferevent_setwatermark(bev, EV_WRITE, H2_OUTPUT_CAP / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (!c->ci.tls) /* plain sockets flush themselves (bev_flush.h) */
+        bufferevent_disable(bev, EV_WRITE);
     c->ng = session_new(c);
     if (!c->ng || send_settings(c) != 0) {
         if (upgrade_ex)

@@ -1,0 +1,33 @@
+/*
+ * bev_flush.h — optimistic writes for bufferevents on plain sockets.
+ *
+ * libevent's bufferevent watches a socket for writability whenever its
+ * output buffer has bytes: two epoll_ctl calls and one extra loop turn per
+ * response. Instead, a plain connection keeps EV_WRITE disabled, queues its
+ * output during a loop turn, and calls sy_bev_flush() once: the bytes go
+ * out with one writev, and EV_WRITE is enabled only for a rest the kernel
+ * did not take (the write callback then calls sy_bev_written()).
+ *
+ * TLS bufferevents write through OpenSSL themselves: for them both calls
+ * only keep EV_WRITE enabled.
+ */
+#ifndef SY_BEV_FLUSH_H
+#define SY_BEV_FLUSH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct bufferevent;
+
+/*
+ * Write the queued output of `bev` now. Returns the bytes still queued (0
+ * when everything went out). On EAGAIN or a socket error the rest stays
+ * queued with EV_WRITE enabled, so the bufferevent finishes it or reports
+ * the error through its event callback.
+ */
+size_t sy_bev_flush(struct bufferevent *bev, bool tls);
+
+/* From the write callback: stop watching writability once the output is empty. */
+void sy_bev_written(struct bufferevent *bev, bool tls);
+
+#endif
