@@ -80,8 +80,14 @@ static void on_worker_cmd(struct worker *w, unsigned cmds)
         pthread_mutex_lock(&p->rt_lock);
         struct runtime *rt = runtime_ref(p->rt);
         pthread_mutex_unlock(&p->rt_lock);
-        runtime_unref(w->runtime);
-        w->runtime = rt;
+        struct rt_hold *h = rt_hold_new(rt);
+        if (!h) {
+            runtime_unref(rt); /* keep serving the old one */
+        } else {
+            rt_hold_retire(w->rt_hold);
+            w->rt_hold = h;
+            w->runtime = rt;
+        }
     }
     if ((cmds & WORKER_CMD_DRAIN) && !w->draining) {
         w->draining = true;
@@ -105,6 +111,12 @@ static int start_workers(struct proxy *p, struct listener_set *set)
             return -1;
         w->owner = p;
         w->runtime = runtime_ref(p->rt);
+        w->rt_hold = rt_hold_new(w->runtime);
+        if (!w->rt_hold) {
+            runtime_unref(w->runtime);
+            w->runtime = NULL;
+            return -1;
+        }
         w->access_log_fd = p->access_log_fd;
         w->stats = p->stats;
         w->pools = upstream_pools_new(w);
@@ -128,7 +140,9 @@ static void free_worker(struct worker *w)
     upstream_pools_free(w->pools);
     for (int i = 0; i < 4; i++)
         event_base_loop(w->base, EVLOOP_NONBLOCK);
-    runtime_unref(w->runtime);
+    rt_hold_retire(w->rt_hold);
+    w->rt_hold = NULL;
+    w->runtime = NULL;
     worker_destroy(w);
 }
 
@@ -177,7 +191,7 @@ static int reload(struct proxy *p, FILE *errs)
         if (errs)
             fprintf(errs, "reload refused: %s; still serving config version %s\n", why,
                     p->rt->cfg->version);
-        stats_add(&p->stats->reload_failures, 1);
+        p->stats->reload_failures++; /* main thread only */
         return -1;
     }
     pthread_mutex_lock(&p->rt_lock);
@@ -188,7 +202,7 @@ static int reload(struct proxy *p, FILE *errs)
     for (int i = 0; i < p->n_workers; i++)
         worker_post(&p->workers[i], WORKER_CMD_SWAP);
     health_checker_update(p->hc, rt);
-    stats_add(&p->stats->reloads, 1);
+    p->stats->reloads++;
     log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
     return 0;
 }
@@ -366,14 +380,14 @@ static int parse_args(int argc, char **argv, struct options *o)
     return 0;
 }
 
-static struct stats *new_stats(const struct config *cfg)
+static struct stats *new_stats(const struct config *cfg, int n_workers)
 {
     const char **names = calloc(cfg->n_listeners + 1, sizeof *names);
     if (!names)
         return NULL;
     for (size_t i = 0; i < cfg->n_listeners; i++)
         names[i] = cfg->listeners[i].name;
-    struct stats *st = stats_new(names, cfg->n_listeners);
+    struct stats *st = stats_new(names, cfg->n_listeners, n_workers);
     free(names);
     return st;
 }
@@ -459,7 +473,7 @@ int main(int argc, char **argv)
     char err[512];
     struct listener_set *set = listeners_open(cfg, p.n_workers, err, sizeof err);
     p.registry = backend_registry_new();
-    p.stats = new_stats(cfg);
+    p.stats = new_stats(cfg, p.n_workers);
     p.rt = set && p.registry && p.stats ? runtime_new(cfg, p.registry, p.stats) : NULL;
     config_unref(cfg);
     if (!set || !p.rt) {

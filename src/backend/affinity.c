@@ -185,7 +185,9 @@ int backend_affinity_cookie(const struct service_rt *s, const struct exchange *e
     const char *v;
     size_t len;
     uint64_t id;
-    if (idx < 0 || (size_t)idx >= s->n || cap == 0)
+    if (idx < 0 || (size_t)idx >= s->n || cap == 0 ||
+        (c->session_affinity != CFG_AFFINITY_HTTP_COOKIE &&
+         c->session_affinity != CFG_AFFINITY_GENERATED_COOKIE))
         return 0;
     bool present =
         affinity_cookie_value(&ex->req.headers, c->consistent_hash.cookie_name, &v, &len);

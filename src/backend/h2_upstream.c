@@ -71,6 +71,7 @@
 #include "backend/upstream-int.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/parse.h"
 #include "core/worker.h"
 #include "http/headers.h"
 
@@ -1147,7 +1148,7 @@ static int32_t submit_request(struct h2_conn *c, struct h2_stream *s, const stru
             nv[n++] = make_nv(f->name, f->name_len, f->value, f->value_len);
     }
     if (r->has_body && r->content_length >= 0) {
-        int len = snprintf(cl, sizeof cl, "%lld", (long long)r->content_length);
+        int len = (int)sy_u64_to_dec(cl, (uint64_t)r->content_length);
         nv[n++] = make_nv("content-length", 14, cl, (size_t)len);
     }
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = on_body_read};

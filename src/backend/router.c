@@ -44,6 +44,7 @@
 #include "urlmap/urlmap.h"
 
 #define EXCHANGE_ARENA_LIMIT (1024 * 1024)
+#define EXCHANGE_INLINE_ARENA 3072 /* bytes of arena allocated with the exchange itself */
 #define CAPACITY_POLL_MS 5        /* waiting for max_concurrent_requests_per_endpoint */
 #define MAX_TRANSPARENT_RETRIES 3 /* refused streams: the backend never saw them */
 
@@ -80,28 +81,40 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
         evbuffer_free(ex->req_pending);
     if (ex->replay)
         evbuffer_free(ex->replay);
-    stats_sub(&ex->rt->stats->active_exchanges, 1);
-    runtime_unref(ex->rt);
+    stats_dec(&ex->rt->stats->workers[ex->w->id].active_exchanges, 1);
+    rt_hold_put(ex->rt_hold);
     arena_free(&ex->arena);
     free(ex);
 }
 
+/* The request body buffer before an attempt takes it; made on first use. */
+static struct evbuffer *pending_buf(struct exchange *ex)
+{
+    if (!ex->req_pending)
+        ex->req_pending = evbuffer_new();
+    return ex->req_pending;
+}
+
+static size_t pending_len(const struct exchange *ex)
+{
+    return ex->req_pending ? evbuffer_get_length(ex->req_pending) : 0;
+}
+
 struct exchange *exchange_new(struct worker *w, const struct cfg_listener *listener)
 {
-    struct exchange *ex = calloc(1, sizeof *ex);
+    /* One allocation: the exchange, then the first block of its arena. */
+    size_t head = (sizeof(struct exchange) + 15) & ~(size_t)15;
+    struct exchange *ex = malloc(head + EXCHANGE_INLINE_ARENA);
     if (!ex)
         return NULL;
-    ex->req_pending = evbuffer_new();
-    if (!ex->req_pending) {
-        free(ex);
-        return NULL;
-    }
+    memset(ex, 0, sizeof *ex);
     ex->w = w;
-    ex->rt = runtime_ref(w->runtime);
+    ex->rt_hold = w->rt_hold;
+    ex->rt = rt_hold_get(ex->rt_hold);
     ex->listener = listener;
-    stats_add(&ex->rt->stats->active_exchanges, 1);
+    stats_inc(&ex->rt->stats->workers[w->id].active_exchanges, 1);
     ex->endpoint_idx = -1;
-    arena_init(&ex->arena, EXCHANGE_ARENA_LIMIT);
+    arena_init_buf(&ex->arena, EXCHANGE_ARENA_LIMIT, (char *)ex + head, EXCHANGE_INLINE_ARENA);
     evtimer_assign(&ex->timeout_ev, w->base, on_timeout, ex);
     evtimer_assign(&ex->try_ev, w->base, on_try, ex);
     evtimer_assign(&ex->idle_ev, w->base, on_idle, ex);
@@ -127,6 +140,12 @@ static int copy_buffer(struct evbuffer *dst, struct evbuffer *src)
     if (v != small)
         free(v);
     return rc;
+}
+
+/* This worker's counters of the exchange's backend service. */
+static struct stats_service_shard *svc_stats(const struct exchange *ex)
+{
+    return &runtime_service_stats(ex->rt, ex->service)->shards[ex->w->id];
 }
 
 static void arm_ms(struct event *ev, uint64_t ms)
@@ -201,7 +220,8 @@ static void exchange_finish(struct exchange *ex)
     access_log_write(ex);
     size_t li = (size_t)(ex->listener - ex->rt->cfg->listeners);
     if (li < ex->rt->stats->n_listeners)
-        stats_request(&ex->rt->stats->listeners[li], ex->status, sy_now_us() - ex->start_us);
+        stats_request(&ex->rt->stats->listeners[li].shards[ex->w->id], ex->status,
+                      sy_now_us() - ex->start_us);
     ex->down->detach(ex);
     event_active(&ex->reap_ev, EV_TIMEOUT, 1);
 }
@@ -388,7 +408,8 @@ static bool prepare_attempts(struct exchange *ex)
     ex->has_hash = backend_request_hash(ex->srt, ex, &ex->hash);
     if (ex->req.has_body && ex->service->retry_buffer_size > 0) {
         ex->replay = evbuffer_new();
-        keep_for_replay(ex, ex->req_pending);
+        if (ex->req_pending)
+            keep_for_replay(ex, ex->req_pending);
     }
     return true;
 }
@@ -469,8 +490,9 @@ static void send_request_body(struct exchange *ex)
             ex->up->send_body(ex->att, copy);
         if (copy)
             evbuffer_free(copy);
-        evbuffer_drain(ex->req_pending, evbuffer_get_length(ex->req_pending));
-    } else if (evbuffer_get_length(ex->req_pending)) {
+        if (ex->req_pending)
+            evbuffer_drain(ex->req_pending, pending_len(ex));
+    } else if (pending_len(ex)) {
         ex->up->send_body(ex->att, ex->req_pending);
     }
     if (ex->att && ex->req_done && ex->req.has_body)
@@ -504,10 +526,10 @@ static void start_attempt(struct exchange *ex)
     memcpy(ex->endpoint, ep->address.text, elen);
     ex->endpoint[elen] = '\0';
     ex->attempts++;
-    struct stats_service *ss = runtime_service_stats(ex->rt, ex->service);
-    stats_add(&ss->upstream_requests, 1);
+    struct stats_service_shard *ss = svc_stats(ex);
+    stats_inc(&ss->upstream_requests, 1);
     if (ex->attempts > 1)
-        stats_add(&ss->upstream_retries, 1);
+        stats_inc(&ss->upstream_retries, 1);
     int rc = upstream_attempt_start(ex->w, ex->service, ep, ex);
     if (rc == SY_ELIMIT) {
         end_attempt(ex, ATTEMPT_CANCELLED);
@@ -624,7 +646,7 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
         start_attempt(ex);
         break;
     case TRY_PER_TRY:
-        stats_add(&runtime_service_stats(ex->rt, ex->service)->upstream_timeouts, 1);
+        stats_inc(&svc_stats(ex)->upstream_timeouts, 1);
         if (ex->resp_head_sent) {
             ex->flags |= EXF_UT;
             cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
@@ -675,8 +697,14 @@ void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
         evbuffer_drain(buf, n); /* kept in replay for the next attempt */
         return;
     }
-    evbuffer_add_buffer(ex->req_pending, buf);
-    if (evbuffer_get_length(ex->req_pending) >= SY_FLOW_HIGH)
+    struct evbuffer *pending = pending_buf(ex);
+    if (!pending) {
+        evbuffer_drain(buf, n);
+        exchange_local_reply(ex, 500, "out of memory", 0);
+        return;
+    }
+    evbuffer_add_buffer(pending, buf);
+    if (evbuffer_get_length(pending) >= SY_FLOW_HIGH)
         ex->down->read_body(ex, false);
 }
 
@@ -744,7 +772,7 @@ void exchange_on_response_head(struct exchange *ex, struct http_response_head *h
         log_try(ex, "done");
     response_apply_route(ex, h, ex->route);
     if (h->status >= 100 && h->status < 600)
-        stats_add(&runtime_service_stats(ex->rt, ex->service)->by_class[h->status / 100], 1);
+        stats_inc(&svc_stats(ex)->by_class[h->status / 100], 1);
     ex->status = h->status;
     ex->resp_head_sent = true;
     ex->down->send_head(ex, h, end);
@@ -799,7 +827,7 @@ void exchange_on_upstream_error(struct exchange *ex, enum upstream_error err, bo
         return;
     log_debug("exchange %s: upstream %s: %s%s", ex->request_id, ex->endpoint,
               upstream_error_str(err), stale ? " (stale connection)" : "");
-    stats_add(&runtime_service_stats(ex->rt, ex->service)->upstream_failures, 1);
+    stats_inc(&svc_stats(ex)->upstream_failures, 1);
     end_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
         ex->flags |= EXF_UR;
@@ -849,7 +877,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
         return;
     ex->flags |= EXF_UT;
     if (ex->att)
-        stats_add(&runtime_service_stats(ex->rt, ex->service)->upstream_timeouts, 1);
+        stats_inc(&svc_stats(ex)->upstream_timeouts, 1);
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {

@@ -71,3 +71,38 @@ struct stats_service *runtime_service_stats(const struct runtime *rt,
 {
     return rt->service_stats[s - rt->cfg->backend_services];
 }
+
+struct rt_hold *rt_hold_new(struct runtime *rt)
+{
+    struct rt_hold *h = calloc(1, sizeof *h);
+    if (h)
+        h->rt = rt;
+    return h;
+}
+
+struct runtime *rt_hold_get(struct rt_hold *h)
+{
+    h->refs++;
+    return h->rt;
+}
+
+static void rt_hold_free(struct rt_hold *h)
+{
+    runtime_unref(h->rt);
+    free(h);
+}
+
+void rt_hold_put(struct rt_hold *h)
+{
+    if (--h->refs == 0 && h->retired)
+        rt_hold_free(h);
+}
+
+void rt_hold_retire(struct rt_hold *h)
+{
+    if (!h)
+        return;
+    h->retired = true;
+    if (h->refs == 0)
+        rt_hold_free(h);
+}

@@ -7,6 +7,8 @@
 #ifndef SY_RUNTIME_H
 #define SY_RUNTIME_H
 
+#include <stdbool.h>
+
 #include "config/config-t.h"
 
 struct url_map;
@@ -31,6 +33,27 @@ struct runtime {
 struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, struct stats *st);
 struct runtime *runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
+
+/*
+ * A worker's local claim on a runtime. The worker owns one atomic reference
+ * through the hold; its exchanges count on the hold without atomics (all on
+ * the same thread). When a reload replaces the worker's runtime the old hold
+ * is retired and lets its reference go with its last exchange.
+ */
+struct rt_hold {
+    struct runtime *rt;
+    unsigned refs;  /* exchanges holding it (worker thread only) */
+    bool retired;   /* the worker moved on to a newer runtime */
+};
+
+/* A hold owning `rt` (the caller's reference moves into it); NULL on ENOMEM. */
+struct rt_hold *rt_hold_new(struct runtime *rt);
+/* An exchange starts on this runtime. */
+struct runtime *rt_hold_get(struct rt_hold *h);
+/* An exchange ended; frees a retired hold with its last exchange. */
+void rt_hold_put(struct rt_hold *h);
+/* The worker lets go of the hold (reload or shutdown). */
+void rt_hold_retire(struct rt_hold *h);
 
 /* The compiled matcher of one of cfg's url maps. */
 const struct url_map *runtime_url_map(const struct runtime *rt, const struct cfg_url_map *um);

@@ -1,6 +1,7 @@
 /* arena.c — see arena.h. */
 #include "core/arena.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@ struct arena_block {
     struct arena_block *next;
     size_t size; /* usable bytes after the header */
     size_t off;  /* next free offset */
+    bool heap;   /* malloc'd by the arena (false: the caller's buffer) */
     max_align_t data[];
 };
 
@@ -19,6 +21,19 @@ void arena_init(struct arena *a, size_t limit)
     a->head = NULL;
     a->used_total = 0;
     a->limit = limit;
+}
+
+void arena_init_buf(struct arena *a, size_t limit, void *buf, size_t size)
+{
+    arena_init(a, limit);
+    if (size <= sizeof(struct arena_block) + 16)
+        return;
+    struct arena_block *b = buf;
+    b->next = NULL;
+    b->size = size - sizeof *b;
+    b->off = 0;
+    b->heap = false;
+    a->head = b;
 }
 
 void *arena_alloc(struct arena *a, size_t n)
@@ -36,6 +51,7 @@ void *arena_alloc(struct arena *a, size_t n)
             return NULL;
         b->size = size;
         b->off = 0;
+        b->heap = true;
         b->next = a->head;
         a->head = b;
     }
@@ -60,7 +76,8 @@ void arena_free(struct arena *a)
     struct arena_block *b = a->head;
     while (b) {
         struct arena_block *next = b->next;
-        free(b);
+        if (b->heap)
+            free(b);
         b = next;
     }
     a->head = NULL;

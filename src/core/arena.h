@@ -21,6 +21,13 @@ struct arena {
 /* Initialise an empty arena that will hand out at most `limit` bytes. */
 void arena_init(struct arena *a, size_t limit);
 
+/*
+ * Same, with a first block carved from caller-owned memory `buf` of `size`
+ * bytes (aligned like malloc's): small exchanges then make no allocation of
+ * their own. The caller frees `buf`, after arena_free.
+ */
+void arena_init_buf(struct arena *a, size_t limit, void *buf, size_t size);
+
 /* Allocate `n` bytes aligned to 16; NULL when over the limit or out of memory. */
 void *arena_alloc(struct arena *a, size_t n);
 

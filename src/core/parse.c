@@ -348,3 +348,16 @@ int sy_parse_grpc_timeout_ms(const char *s, uint64_t *out_ms)
     *out_ms = v;
     return 0;
 }
+
+size_t sy_u64_to_dec(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}

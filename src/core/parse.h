@@ -38,4 +38,7 @@ bool sy_cidr_contains(int family, const uint8_t addr[16], unsigned prefix,
  * grpc-timeout "100m" (ms), "5S", "1H", "10u", "7n", "2M" (minutes). */
 int sy_parse_grpc_timeout_ms(const char *s, uint64_t *out_ms);
 
+/* Decimal digits of v into buf (no NUL, at most 20 bytes); returns the length. */
+size_t sy_u64_to_dec(char *buf, uint64_t v);
+
 #endif

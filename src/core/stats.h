@@ -1,10 +1,12 @@
 /*
- * stats.h — process-wide counters for /metrics (Prometheus text format).
+ * stats.h — process counters for /metrics (Prometheus text format).
  *
- * Counters are plain uint64_t updated with relaxed atomic adds from any
- * worker and read by the admin thread; families are keyed by name so that a
- * reload keeps a backend service's counters. Entries are created on the
- * main thread (at startup and reload) and live until the process ends.
+ * Every counter the request path touches has one writer: each worker owns a
+ * shard (a cache-line aligned copy) and bumps it with plain loads and
+ * stores, no locked instruction; the admin thread sums the shards when it
+ * renders /metrics. Families are keyed by name so that a reload keeps a
+ * backend service's counters. Entries are created on the main thread (at
+ * startup and reload) and live until the process ends.
  */
 #ifndef SY_STATS_H
 #define SY_STATS_H
@@ -17,48 +19,68 @@
 #define STATS_N_BUCKETS 13
 extern const double stats_bucket_ms[STATS_N_BUCKETS];
 
-struct stats_listener {
-    char *name;
-    uint64_t by_status[600];              /* requests by status code (0..599) */
+struct stats_listener_shard {
+    uint64_t by_status[600]; /* requests by status code (0..599) */
     uint64_t duration_bucket[STATS_N_BUCKETS + 1];
     uint64_t duration_us_sum;
     uint64_t downstream_connections_total;
+} __attribute__((aligned(64)));
+
+struct stats_listener {
+    char *name;
+    struct stats_listener_shard *shards; /* [n_workers] */
 };
+
+struct stats_service_shard {
+    uint64_t upstream_requests; /* attempts sent */
+    uint64_t upstream_retries;  /* attempts that were retries */
+    uint64_t upstream_failures; /* attempts that ended without a response */
+    uint64_t upstream_timeouts;
+    uint64_t by_class[6]; /* responses forwarded by class: 1xx..5xx */
+} __attribute__((aligned(64)));
 
 struct stats_service {
     char *name;
-    uint64_t upstream_requests;   /* attempts sent */
-    uint64_t upstream_retries;    /* attempts that were retries */
-    uint64_t upstream_failures;   /* attempts that ended without a response */
-    uint64_t upstream_timeouts;
-    uint64_t by_class[6];         /* responses forwarded by class: 1xx..5xx */
+    struct stats_service_shard *shards; /* [n_workers] */
 };
+
+struct stats_worker_shard {
+    uint64_t active_connections; /* gauge: open client connections */
+    uint64_t active_exchanges;   /* gauge: exchanges in flight */
+} __attribute__((aligned(64)));
 
 struct stats {
+    int n_workers;
     struct stats_listener *listeners; /* fixed at startup */
     size_t n_listeners;
-    struct stats_service **services;  /* grows at reloads (main thread) */
+    struct stats_service **services; /* grows at reloads (main thread) */
     size_t n_services, cap_services;
-    uint64_t active_connections;      /* gauge */
-    uint64_t active_exchanges;        /* gauge */
-    uint64_t reload_failures;
+    struct stats_worker_shard *workers; /* [n_workers] */
+    uint64_t reload_failures;           /* main thread only */
     uint64_t reloads;
-    uint64_t config_version;          /* the hash as a number */
 };
 
-struct stats *stats_new(const char *const *listener_names, size_t n);
+struct stats *stats_new(const char *const *listener_names, size_t n, int n_workers);
 void stats_free(struct stats *st);
 
 /* The entry for a backend service name, created if new (main thread only). */
 struct stats_service *stats_service(struct stats *st, const char *name);
 
-static inline void stats_add(uint64_t *c, uint64_t n) { __atomic_add_fetch(c, n, __ATOMIC_RELAXED); }
-static inline void stats_sub(uint64_t *c, uint64_t n) { __atomic_sub_fetch(c, n, __ATOMIC_RELAXED); }
+/* Bump a counter of the calling worker's own shard (single writer). */
+static inline void stats_inc(uint64_t *c, uint64_t n)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
 
-/* Record one finished request on a listener. */
-void stats_request(struct stats_listener *l, int status, uint64_t duration_us);
+static inline void stats_dec(uint64_t *c, uint64_t n)
+{
+    __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) - n, __ATOMIC_RELAXED);
+}
 
-/* Write every family in Prometheus text format. */
+/* Record one finished request in a listener shard. */
+void stats_request(struct stats_listener_shard *l, int status, uint64_t duration_us);
+
+/* Write every family in Prometheus text format (any thread; sums the shards). */
 void stats_write_prometheus(const struct stats *st, FILE *out);
 
 #endif

@@ -35,7 +35,8 @@ struct worker {
     worker_cmd_fn on_cmd;
     uint64_t rng; /* xorshift64* state, this thread only */
     bool draining;
-    void *runtime;   /* struct runtime * in use (backend/runtime.h), one reference */
+    void *runtime;   /* struct runtime * in use (backend/runtime.h), owned by rt_hold */
+    void *rt_hold;   /* struct rt_hold *: the worker's claim on `runtime` */
     void *listeners; /* listener module's per-worker state */
     void *pools;     /* backend module's per-worker upstream state */
     void *stats;     /* per-worker stats shard */

@@ -30,6 +30,7 @@ struct evbuffer;
 struct exchange;
 struct worker;
 struct runtime;
+struct rt_hold;
 struct cfg_listener;
 struct cfg_backend_service;
 struct url_map_result;
@@ -97,7 +98,8 @@ enum exchange_flag {
 struct exchange {
     struct worker *w;
     struct arena arena;
-    struct runtime *rt; /* the snapshot this exchange started with (one ref) */
+    struct runtime *rt; /* the snapshot this exchange started with */
+    struct rt_hold *rt_hold; /* the worker's claim that keeps `rt` alive for us */
     const struct cfg_listener *listener;
 
     /* downstream */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/parse.h"
 #include "http/headers.h"
 
 ssize_t h1_head_length(struct evbuffer *buf, size_t max)
@@ -73,24 +74,10 @@ int h1_head_check(const char *p, size_t len)
     return 0;
 }
 
-/* Decimal digits of v into buf (no NUL); returns the length. No printf on the hot path. */
-static size_t fmt_u64(char *buf, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
 static void add_content_length(struct evbuffer *out, int64_t len)
 {
     char line[48] = "content-length: ";
-    size_t n = 16 + fmt_u64(line + 16, (uint64_t)len);
+    size_t n = 16 + sy_u64_to_dec(line + 16, (uint64_t)len);
     line[n++] = '\r';
     line[n++] = '\n';
     evbuffer_add(out, line, n);
@@ -139,7 +126,7 @@ void h1_write_response_head(struct evbuffer *out, enum http_version v, int statu
     char line[64] = "HTTP/1.1 ";
     if (v == HTTP_10)
         line[7] = '0';
-    size_t n = 9 + fmt_u64(line + 9, (uint64_t)(status >= 100 && status < 1000 ? status : 500));
+    size_t n = 9 + sy_u64_to_dec(line + 9, (uint64_t)(status >= 100 && status < 1000 ? status : 500));
     line[n++] = ' ';
     evbuffer_add(out, line, n);
     const char *reason = http_reason(status);

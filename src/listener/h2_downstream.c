@@ -32,6 +32,7 @@
 #include "core/bev_flush.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/parse.h"
 #include "core/worker.h"
 #include "http/headers.h"
 #include "listener/listener-int.h"
@@ -561,7 +562,11 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
     }
     bool tunnel = h->status == 101 && ex->req.upgrade;
     /* RFC 8441: the WebSocket handshake succeeds with a 200 on the stream. */
-    snprintf(status, sizeof status, "%03d", tunnel ? 200 : h->status % 1000);
+    int code = tunnel ? 200 : h->status % 1000;
+    status[0] = (char)('0' + code / 100);
+    status[1] = (char)('0' + code / 10 % 10);
+    status[2] = (char)('0' + code % 10);
+    status[3] = '\0';
     size_t n = 0;
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
     for (uint32_t i = 0; i < h->headers.n; i++) {
@@ -573,8 +578,8 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
                                f->value_len, NGHTTP2_NV_FLAG_NONE};
     }
     if (h->content_length >= 0 && h->status != 204 && h->status != 304) {
-        int l = snprintf(clen, sizeof clen, "%lld", (long long)h->content_length);
-        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, (size_t)l,
+        size_t l = sy_u64_to_dec(clen, (uint64_t)h->content_length);
+        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, l,
                                NGHTTP2_NV_FLAG_NONE};
     }
     if (end || ex->is_head) {

@@ -201,7 +201,8 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct stats *st = lw->w->stats;
     if (st && ci.listener_idx >= 0 && (size_t)ci.listener_idx < st->n_listeners)
-        stats_add(&st->listeners[ci.listener_idx].downstream_connections_total, 1);
+        stats_inc(&st->listeners[ci.listener_idx].shards[lw->w->id].downstream_connections_total,
+                  1);
     memcpy(&ci.peer, sa, (size_t)salen < sizeof ci.peer ? (size_t)salen : sizeof ci.peer);
     socklen_t llen = sizeof ci.local;
     getsockname(fd, (struct sockaddr *)&ci.local, &llen);
@@ -280,13 +281,13 @@ void listener_conn_opened(struct listener_worker *lw)
 {
     lw->n_conns++;
     if (lw->w->stats)
-        stats_add(&((struct stats *)lw->w->stats)->active_connections, 1);
+        stats_inc(&((struct stats *)lw->w->stats)->workers[lw->w->id].active_connections, 1);
 }
 
 void listener_conn_closed(struct listener_worker *lw)
 {
     if (lw->w->stats)
-        stats_sub(&((struct stats *)lw->w->stats)->active_connections, 1);
+        stats_dec(&((struct stats *)lw->w->stats)->workers[lw->w->id].active_connections, 1);
     lw->n_conns--;
     if (lw->n_conns == 0 && lw->w->draining && lw->on_idle)
         lw->on_idle(lw->w);
