@@ -68,7 +68,7 @@ static SSL_CTX *ctx_new(const struct cfg_backend_service *svc, enum tls_alpn alp
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* No read_ahead: libevent cannot see bytes OpenSSL buffered ahead. */
     const unsigned char *protos = alpn == TLS_ALPN_H2 ? alpn_h2 : alpn_http11;
     unsigned plen = alpn == TLS_ALPN_H2 ? sizeof alpn_h2 - 1 : sizeof alpn_http11 - 1;
     if (SSL_CTX_set_alpn_protos(ctx, protos, plen) != 0) /* 0 is success here */

@@ -70,7 +70,8 @@ static SSL_CTX *ctx_with_cert(const struct cfg_listener *l, const struct cfg_cer
     }
     SSL_CTX_set_min_proto_version(ctx, l->tls.min_version ? l->tls.min_version : TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS (a malloc/free per record) and no
+     * read_ahead (libevent cannot see bytes OpenSSL buffered ahead). */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"switchyard", 10);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
