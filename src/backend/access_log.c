@@ -10,6 +10,7 @@
 
 #include "backend/runtime.h"
 #include "config/config-t.h"
+#include "core/parse.h"
 #include "core/worker.h"
 
 static const char *const flag_names[] = {"UT", "UF", "UR", "URX", "FI", "NR", "UH",
@@ -55,15 +56,6 @@ static size_t json_escape(char *out, size_t cap, const char *s, size_t len)
     return n;
 }
 
-static void addr_str(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-    out[0] = '\0';
-    if (ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)cap);
-    else if (ss->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)cap);
-}
-
 static const char *protocol_str(enum http_version v)
 {
     return v == HTTP_2 ? "HTTP/2" : v == HTTP_10 ? "HTTP/1.0" : "HTTP/1.1";
@@ -89,7 +81,7 @@ void access_log_write(const struct exchange *ex)
     snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              (long)(tv.tv_usec / 1000));
-    addr_str(&ex->client_addr, client, sizeof client);
+    sy_sockaddr_ip(&ex->client_addr, client, sizeof client);
     esc(method, sizeof method, ex->req.method, ex->req.method_len);
     esc(authority, sizeof authority, ex->req.authority, ex->req.authority_len);
     esc(path, sizeof path, ex->req.path, ex->req.path_len);

@@ -53,15 +53,6 @@ int request_prepare_match(struct exchange *ex, struct url_map_request *m)
     return 0;
 }
 
-static void sockaddr_ip(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-    out[0] = '\0';
-    if (ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)cap);
-    else if (ss->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)cap);
-}
-
 static bool peer_trusted(const struct exchange *ex)
 {
     const struct cfg_listener *l = ex->listener;
@@ -82,8 +73,8 @@ static int set_forwarded_for(struct exchange *ex)
 {
     struct http_headers *h = &ex->req.headers;
     char client[INET6_ADDRSTRLEN], local[INET6_ADDRSTRLEN];
-    sockaddr_ip(&ex->client_addr, client, sizeof client);
-    sockaddr_ip(&ex->local_addr, local, sizeof local);
+    sy_sockaddr_ip(&ex->client_addr, client, sizeof client);
+    sy_sockaddr_ip(&ex->local_addr, local, sizeof local);
     size_t cap = strlen(client) + strlen(local) + 8;
     bool keep = peer_trusted(ex);
     for (uint32_t i = 0; keep && i < h->n; i++)

@@ -361,3 +361,18 @@ size_t sy_u64_to_dec(char *buf, uint64_t v)
         buf[i] = tmp[n - 1 - i];
     return n;
 }
+
+void sy_sockaddr_ip(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (ss->ss_family == AF_INET && cap >= 16) {
+        const uint8_t *b = (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
+        size_t n = 0;
+        for (int i = 0; i < 4; i++) {
+            n += sy_u64_to_dec(out + n, b[i]);
+            out[n++] = i < 3 ? '.' : '\0';
+        }
+    } else if (ss->ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)cap);
+    }
+}

@@ -38,6 +38,12 @@ bool sy_cidr_contains(int family, const uint8_t addr[16], unsigned prefix,
  * grpc-timeout "100m" (ms), "5S", "1H", "10u", "7n", "2M" (minutes). */
 int sy_parse_grpc_timeout_ms(const char *s, uint64_t *out_ms);
 
+/*
+ * The IP address of `ss` as text (no port) into `out` (NUL-terminated; cap
+ * >= INET6_ADDRSTRLEN); "" for other families. IPv4 without printf.
+ */
+void sy_sockaddr_ip(const struct sockaddr_storage *ss, char *out, size_t cap);
+
 /* Decimal digits of v into buf (no NUL, at most 20 bytes); returns the length. */
 size_t sy_u64_to_dec(char *buf, uint64_t v);
 

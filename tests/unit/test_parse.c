@@ -240,8 +240,32 @@ static void test_strerror(void)
         CHECK(strcmp(sy_strerror(e), sy_strerror(e + 1)) != 0);
 }
 
+static void test_formatting(void)
+{
+    TEST_CASE("formatting");
+    char buf[64];
+    size_t n = sy_u64_to_dec(buf, 0);
+    buf[n] = '\0';
+    CHECK_STR(buf, "0");
+    n = sy_u64_to_dec(buf, 18446744073709551615ull);
+    buf[n] = '\0';
+    CHECK_STR(buf, "18446744073709551615");
+    struct sockaddr_storage ss;
+    socklen_t len;
+    CHECK(sy_parse_addr("10.0.255.7:80", &ss, &len) == 0);
+    sy_sockaddr_ip(&ss, buf, sizeof buf);
+    CHECK_STR(buf, "10.0.255.7");
+    CHECK(sy_parse_addr("[2001:db8::1]:443", &ss, &len) == 0);
+    sy_sockaddr_ip(&ss, buf, sizeof buf);
+    CHECK_STR(buf, "2001:db8::1");
+    ss.ss_family = AF_UNIX;
+    sy_sockaddr_ip(&ss, buf, sizeof buf);
+    CHECK_STR(buf, "");
+}
+
 void test_parse_suite(void)
 {
+    test_formatting();
     test_durations();
     test_sizes();
     test_addresses();
