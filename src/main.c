@@ -25,7 +25,7 @@
 #include "healthcheck/healthcheck.h"
 #include "listener/listener.h"
 
-#define SY_VERSION "0.1.0"
+#define SY_VERSION     "0.1.0"
 #define DEFAULT_CONFIG "config/switchyard.yaml"
 
 struct proxy {
@@ -33,7 +33,7 @@ struct proxy {
     struct event_base *base;
     struct worker *workers;
     int n_workers;
-    struct runtime *rt; /* current snapshot; the main thread's reference */
+    struct runtime *rt;                /* current snapshot; the main thread's reference */
     struct backend_registry *registry; /* endpoint state across reloads */
     pthread_mutex_t rt_lock;
     struct event *drain_timer;
@@ -46,14 +46,12 @@ struct proxy {
     struct health_checker *hc; /* active health checks, on this thread's base */
 };
 
-
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: switchyard [-c FILE] [--workers N] [--log-level debug|info|warn|error]\n"
-            "       switchyard -t -c FILE     validate the config and exit 0/1\n"
-            "       switchyard --version | --help\n"
-            "default config: " DEFAULT_CONFIG "\n");
+    fprintf(out, "usage: switchyard [-c FILE] [--workers N] [--log-level debug|info|warn|error]\n"
+                 "       switchyard -t -c FILE     validate the config and exit 0/1\n"
+                 "       switchyard --version | --help\n"
+                 "default config: " DEFAULT_CONFIG "\n");
 }
 
 /* ---- workers -------------------------------------------------------------------- */
@@ -186,8 +184,7 @@ static int reload(struct proxy *p, FILE *errs)
     if (!why && !rt)
         why = "out of memory";
     if (why) {
-        log_error("reload refused: %s; still serving config version %s", why,
-                  p->rt->cfg->version);
+        log_error("reload refused: %s; still serving config version %s", why, p->rt->cfg->version);
         if (errs)
             fprintf(errs, "reload refused: %s; still serving config version %s\n", why,
                     p->rt->cfg->version);
@@ -266,7 +263,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 /* ---- admin hooks ---------------------------------------------------------------------------- */
 
-static bool hook_draining(void *ctx) { return ((struct proxy *)ctx)->draining; }
+static bool hook_draining(void *ctx)
+{
+    return ((struct proxy *)ctx)->draining;
+}
 
 static struct runtime *hook_current(void *ctx)
 {
@@ -277,9 +277,15 @@ static struct runtime *hook_current(void *ctx)
     return rt;
 }
 
-static int hook_reload(void *ctx, FILE *errs) { return reload(ctx, errs); }
+static int hook_reload(void *ctx, FILE *errs)
+{
+    return reload(ctx, errs);
+}
 
-static void hook_drain(void *ctx) { start_drain(ctx); }
+static void hook_drain(void *ctx)
+{
+    start_drain(ctx);
+}
 
 static void hook_metrics(void *ctx, FILE *out)
 {
@@ -339,11 +345,13 @@ struct options {
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"workers", required_argument, NULL, 'w'},
-        {"log-level", required_argument, NULL, 'l'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'}, {"test", no_argument, NULL, 't'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"workers", required_argument, NULL, 'w'},
+                                             {"log-level", required_argument, NULL, 'l'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"test", no_argument, NULL, 't'},
+                                             {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:tw:l:hV", longopts, NULL)) != -1) {
         switch (ch) {

@@ -14,7 +14,7 @@
 #include "core/worker.h"
 
 static const char *const flag_names[] = {"UT", "UF", "UR", "URX", "FI", "NR", "UH",
-                                         "DC", "UP", "LR", "SI", "UO", "DT"};
+                                         "DC", "UP", "LR", "SI",  "UO", "DT"};
 
 void access_log_flags(unsigned flags, char *out, size_t cap)
 {
@@ -94,8 +94,8 @@ void access_log_write(const struct exchange *ex)
     int n;
     if (ex->rt->cfg->access_log.format == CFG_LOG_TEXT) {
         n = snprintf(line, sizeof line,
-                     "%s %s \"%s %s %s\" %d %llu %llu %.3fms %s %s %s attempts=%u flags=%s\n",
-                     when, client, method, path, protocol_str(ex->req.version), ex->status,
+                     "%s %s \"%s %s %s\" %d %llu %llu %.3fms %s %s %s attempts=%u flags=%s\n", when,
+                     client, method, path, protocol_str(ex->req.version), ex->status,
                      (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, ms,
                      svc[0] ? svc : "-", ex->endpoint[0] ? ex->endpoint : "-", ex->request_id,
                      ex->attempts, flags);

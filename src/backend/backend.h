@@ -28,21 +28,21 @@ struct http_response_head;
 
 /* Shared state of one endpoint of one backend service. */
 struct endpoint_state {
-    char *service;            /* backend service name */
-    char *address;            /* "host:port" as configured */
-    int refcount;             /* atomic: runtimes and upstream connections using it */
-    int healthy;              /* atomic: 1 serving, 0 failed its health checks */
-    int health_known;         /* atomic: 1 once its health checks gave a verdict; 0 = unknown
-                               * (counts as healthy) or the service has no health checks */
+    char *service;             /* backend service name */
+    char *address;             /* "host:port" as configured */
+    int refcount;              /* atomic: runtimes and upstream connections using it */
+    int healthy;               /* atomic: 1 serving, 0 failed its health checks */
+    int health_known;          /* atomic: 1 once its health checks gave a verdict; 0 = unknown
+                                * (counts as healthy) or the service has no health checks */
     uint64_t ejected_until_ms; /* atomic: outlier ejection end (sy_now_ms clock), 0 = none;
                                 * kept after the ejection ended (ejection-count decay) */
-    unsigned ejections;       /* atomic: ejection multiplier (decays, see docs/backends.md) */
-    unsigned active;          /* atomic: exchanges in flight (max_concurrent_requests_per_endpoint) */
+    unsigned ejections;        /* atomic: ejection multiplier (decays, see docs/backends.md) */
+    unsigned active; /* atomic: exchanges in flight (max_concurrent_requests_per_endpoint) */
     unsigned consecutive_errors;          /* atomic: 5xx or failures in a row */
     unsigned consecutive_gateway_failure; /* atomic: 502/503/504 or failures in a row */
-    uint64_t requests_total;  /* atomic: attempts sent */
-    unsigned connections;     /* atomic: open upstream connections (max_connections) */
-    uint64_t retired_at_ms;   /* atomic: when it left the newest config (draining), 0 = in it */
+    uint64_t requests_total;              /* atomic: attempts sent */
+    unsigned connections;                 /* atomic: open upstream connections (max_connections) */
+    uint64_t retired_at_ms; /* atomic: when it left the newest config (draining), 0 = in it */
     struct backend_registry *_reg; /* owner, for references taken by connections */
 };
 
@@ -80,9 +80,9 @@ struct endpoint_state *backend_endpoint(const struct service_rt *s, size_t i);
 #define BACKEND_MAX_TRIED 64
 
 struct pick_ctx {
-    struct worker *w;   /* for its random numbers */
+    struct worker *w; /* for its random numbers */
     bool has_hash;
-    uint64_t hash;      /* affinity key (backend_request_hash) */
+    uint64_t hash;                          /* affinity key (backend_request_hash) */
     uint64_t tried[BACKEND_MAX_TRIED / 64]; /* bit i: endpoint i already tried */
 };
 
@@ -124,7 +124,8 @@ bool backend_request_hash(const struct service_rt *s, const struct exchange *ex,
 int backend_affinity_cookie(const struct service_rt *s, const struct exchange *ex, int idx,
                             char *out, size_t cap);
 
-/* ---- circuit breakers (any worker) ----------------------------------------------------------------- */
+/* ---- circuit breakers (any worker)
+ * ----------------------------------------------------------------- */
 
 /*
  * Take / give back one slot of a circuit breaker; false when it is open
@@ -168,15 +169,16 @@ bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms);
 
 /* Circuit-breaker occupancy of one service (this runtime's counters, connections: all). */
 struct backend_service_load {
-    unsigned requests; /* exchanges holding a max_requests slot */
-    unsigned pending;  /* exchanges waiting for endpoint capacity */
-    unsigned retries;  /* exchanges holding a max_retries slot */
+    unsigned requests;    /* exchanges holding a max_requests slot */
+    unsigned pending;     /* exchanges waiting for endpoint capacity */
+    unsigned retries;     /* exchanges holding a max_retries slot */
     unsigned connections; /* open upstream connections to its endpoints */
-    unsigned active;   /* attempts in flight on its endpoints */
+    unsigned active;      /* attempts in flight on its endpoints */
 };
 void backend_service_load(const struct service_rt *s, struct backend_service_load *out);
 
-/* ---- connection draining ---------------------------------------------------------------------- */
+/* ---- connection draining ----------------------------------------------------------------------
+ */
 
 /*
  * Main thread, after a new runtime is published: every registry entry that

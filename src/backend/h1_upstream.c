@@ -34,8 +34,9 @@
 #include "http/h1.h"
 #include "http/headers.h"
 
-#define POOL_MAX_IDLE 1024 /* per endpoint per worker; an HTTP/2 client may have hundreds in flight */
-#define UPSTREAM_IDLE_MS 60000
+#define POOL_MAX_IDLE                                                                              \
+    1024 /* per endpoint per worker; an HTTP/2 client may have hundreds in flight */
+#define UPSTREAM_IDLE_MS  60000
 #define UPSTREAM_MAX_HEAD (64 * 1024)
 
 enum h1u_state { H1U_CONNECTING, H1U_ACTIVE, H1U_IDLE, H1U_CLOSED };
@@ -57,14 +58,14 @@ struct h1_up {
     enum h1u_state state;
     http_parser parser;
     bool connected;
-    bool reused;     /* served an exchange before this one */
-    bool got_bytes;  /* any response byte for the current attempt */
-    bool head_done;  /* response head delivered */
-    bool msg_done;   /* parser saw the end of the response */
-    bool req_sent;   /* the whole request went into the output buffer */
+    bool reused;    /* served an exchange before this one */
+    bool got_bytes; /* any response byte for the current attempt */
+    bool head_done; /* response head delivered */
+    bool msg_done;  /* parser saw the end of the response */
+    bool req_sent;  /* the whole request went into the output buffer */
     bool req_chunked;
-    bool paused;     /* response reading paused by back-pressure */
-    bool tunnel;     /* 101 Switching Protocols: bytes pass through as they are */
+    bool paused; /* response reading paused by back-pressure */
+    bool tunnel; /* 101 Switching Protocols: bytes pass through as they are */
     struct http_response_head head;
     struct evbuffer *body; /* decoded body bytes collected during one parse pass */
     struct event timer_ev; /* connect timeout, then idle timeout */
@@ -258,8 +259,7 @@ static struct bufferevent *bev_new(struct h1_pools *ps, const struct cfg_backend
 }
 
 static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p,
-                              const struct cfg_backend_service *svc,
-                              const struct cfg_endpoint *ep)
+                              const struct cfg_backend_service *svc, const struct cfg_endpoint *ep)
 {
     struct event_base *base = ps->w->base;
     struct h1_up *c = calloc(1, sizeof *c);
@@ -429,7 +429,8 @@ static bool read_head(struct h1_up *c, struct evbuffer *in)
         }
         evbuffer_remove(in, copy, (size_t)n);
         size_t done = http_parser_execute(&c->parser, &parser_settings, copy, (size_t)n);
-        if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK && HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
+        if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK &&
+            HTTP_PARSER_ERRNO(&c->parser) != HPE_PAUSED) {
             fail(c, UPSTREAM_PROTOCOL);
             return false;
         }
@@ -666,8 +667,8 @@ static const struct upstream_ops h1_upstream_ops = {
  * circuit_breakers.max_connections allows (*err = SY_ELIMIT when not).
  */
 static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
-                               const struct cfg_backend_service *svc,
-                               const struct cfg_endpoint *ep, struct exchange *ex, int *err)
+                               const struct cfg_backend_service *svc, const struct cfg_endpoint *ep,
+                               struct exchange *ex, int *err)
 {
     if (p->idle) {
         struct h1_up *c = p->idle;

@@ -113,8 +113,8 @@ static int set_forwarding_headers(struct exchange *ex)
         return SY_ENOMEM;
     const struct http_header *id = http_headers_get(h, "x-request-id", 12);
     if (id && id->value_len > 0) {
-        size_t n = id->value_len < sizeof ex->request_id - 1 ? id->value_len
-                                                             : sizeof ex->request_id - 1;
+        size_t n =
+            id->value_len < sizeof ex->request_id - 1 ? id->value_len : sizeof ex->request_id - 1;
         memcpy(ex->request_id, id->value, n);
         ex->request_id[n] = '\0';
         return 0;
@@ -135,8 +135,8 @@ static int apply_header_lists(struct exchange *ex, struct http_headers *h,
         size_t nl = strlen(add[i].name);
         if (add[i].replace)
             http_headers_remove(h, add[i].name, nl);
-        if (http_headers_add(h, &ex->arena, add[i].name, nl, add[i].value,
-                             strlen(add[i].value)) != 0)
+        if (http_headers_add(h, &ex->arena, add[i].name, nl, add[i].value, strlen(add[i].value)) !=
+            0)
             return SY_ENOMEM;
     }
     return 0;

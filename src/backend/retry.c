@@ -50,8 +50,7 @@ uint32_t retry_conditions_met(const struct attempt_report *r)
         return CFG_RETRY_5XX | CFG_RETRY_GATEWAY_ERROR | CFG_RETRY_REFUSED_STREAM;
     case RESULT_RESET:
     case RESULT_PROTOCOL_ERROR:
-    case RESULT_PER_TRY_TIMEOUT:
-        return CFG_RETRY_5XX | CFG_RETRY_GATEWAY_ERROR;
+    case RESULT_PER_TRY_TIMEOUT: return CFG_RETRY_5XX | CFG_RETRY_GATEWAY_ERROR;
     }
     return 0;
 }
@@ -59,9 +58,8 @@ uint32_t retry_conditions_met(const struct attempt_report *r)
 const char *retry_condition_name(uint32_t bits)
 {
     static const char *const names[] = {
-        "5xx",      "gateway-error",     "connect-failure", "retriable-4xx",
-        "refused-stream", "cancelled",   "deadline-exceeded", "internal",
-        "resource-exhausted", "unavailable",
+        "5xx",       "gateway-error",     "connect-failure", "retriable-4xx",      "refused-stream",
+        "cancelled", "deadline-exceeded", "internal",        "resource-exhausted", "unavailable",
     };
     /* The most specific name first, so the log says why precisely. */
     static const int order[] = {2, 4, 3, 5, 6, 7, 8, 9, 1, 0};

@@ -28,7 +28,7 @@
 
 /* What happened to one attempt. */
 enum attempt_result {
-    RESULT_RESPONSE = 0,   /* a response head arrived: see status/grpc_status */
+    RESULT_RESPONSE = 0, /* a response head arrived: see status/grpc_status */
     RESULT_CONNECT_FAILURE,
     RESULT_RESET,          /* reset or closed before the response head */
     RESULT_PROTOCOL_ERROR, /* malformed response */
@@ -44,10 +44,10 @@ struct attempt_report {
 
 /* The effective policy of a route: its retry_policy, or the default. */
 struct retry_policy {
-    uint32_t conditions;  /* enum cfg_retry_cond bits */
+    uint32_t conditions; /* enum cfg_retry_cond bits */
     uint32_t num_retries;
     uint64_t per_try_timeout_ms; /* 0 = the route timeout */
-    bool allow_body;      /* requests with a body may be retried (policy given) */
+    bool allow_body;             /* requests with a body may be retried (policy given) */
 };
 
 void retry_policy_from_route(const struct cfg_route_action *a, struct retry_policy *out);

@@ -43,10 +43,10 @@
 #include "http/headers.h"
 #include "urlmap/urlmap.h"
 
-#define EXCHANGE_ARENA_LIMIT (1024 * 1024)
-#define EXCHANGE_INLINE_ARENA 3072 /* bytes of arena allocated with the exchange itself */
-#define CAPACITY_POLL_MS 5        /* waiting for max_concurrent_requests_per_endpoint */
-#define MAX_TRANSPARENT_RETRIES 3 /* refused streams: the backend never saw them */
+#define EXCHANGE_ARENA_LIMIT    (1024 * 1024)
+#define EXCHANGE_INLINE_ARENA   3072 /* bytes of arena allocated with the exchange itself */
+#define CAPACITY_POLL_MS        5    /* waiting for max_concurrent_requests_per_endpoint */
+#define MAX_TRANSPARENT_RETRIES 3    /* refused streams: the backend never saw them */
 
 enum try_state {
     TRY_IDLE = 0,
@@ -166,7 +166,10 @@ static void disarm_try(struct exchange *ex)
     evtimer_del(&ex->try_ev);
 }
 
-static void touch(struct exchange *ex) { ex->last_activity_ms = sy_now_ms(); }
+static void touch(struct exchange *ex)
+{
+    ex->last_activity_ms = sy_now_ms();
+}
 
 /* How an attempt's response counts for outlier detection. */
 static enum attempt_outcome outcome_of_status(int status)
@@ -230,8 +233,8 @@ static void exchange_finish(struct exchange *ex)
 static int grpc_status_for(int http)
 {
     switch (http) {
-    case 504: return 4;  /* DEADLINE_EXCEEDED */
-    case 429: return 8;  /* RESOURCE_EXHAUSTED */
+    case 504: return 4; /* DEADLINE_EXCEEDED */
+    case 429: return 8; /* RESOURCE_EXHAUSTED */
     case 400:
     case 431:
     case 500: return 13; /* INTERNAL */
@@ -464,8 +467,8 @@ static void log_try(struct exchange *ex, const char *what)
     size_t n = strlen(ex->tries_log);
     if (n + 2 >= sizeof ex->tries_log)
         return;
-    snprintf(ex->tries_log + n, sizeof ex->tries_log - n, "%s%s:%s", n ? ";" : "",
-             ex->endpoint, what);
+    snprintf(ex->tries_log + n, sizeof ex->tries_log - n, "%s%s:%s", n ? ";" : "", ex->endpoint,
+             what);
 }
 
 /* Every endpoint busy: wait for capacity (bounded by the pending breaker and the deadline). */
@@ -603,7 +606,7 @@ static bool try_retry(struct exchange *ex, uint32_t met, const char *why)
 static void attempt_failed(struct exchange *ex, const struct attempt_report *r, bool transparent)
 {
     uint32_t met = retry_conditions_met(r);
-    const char *why = r->result == RESULT_RESPONSE ? retry_condition_name(met)
+    const char *why = r->result == RESULT_RESPONSE          ? retry_condition_name(met)
                       : r->result == RESULT_PER_TRY_TIMEOUT ? "per-try-timeout"
                                                             : retry_condition_name(met);
     if (transparent && replayable(ex) && ex->transparent_retries < MAX_TRANSPARENT_RETRIES) {
@@ -616,9 +619,12 @@ static void attempt_failed(struct exchange *ex, const struct attempt_report *r, 
         return;
     log_try(ex, why);
     static const unsigned flag_of[] = {
-        [RESULT_RESPONSE] = 0,          [RESULT_CONNECT_FAILURE] = EXF_UF,
-        [RESULT_RESET] = EXF_UR,        [RESULT_PROTOCOL_ERROR] = EXF_UP,
-        [RESULT_REFUSED_STREAM] = EXF_UR, [RESULT_PER_TRY_TIMEOUT] = EXF_UT,
+        [RESULT_RESPONSE] = 0,
+        [RESULT_CONNECT_FAILURE] = EXF_UF,
+        [RESULT_RESET] = EXF_UR,
+        [RESULT_PROTOCOL_ERROR] = EXF_UP,
+        [RESULT_REFUSED_STREAM] = EXF_UR,
+        [RESULT_PER_TRY_TIMEOUT] = EXF_UT,
     };
     static const char *const msg_of[] = {
         [RESULT_RESPONSE] = "",
@@ -628,8 +634,7 @@ static void attempt_failed(struct exchange *ex, const struct attempt_report *r, 
         [RESULT_REFUSED_STREAM] = "upstream refused the stream",
         [RESULT_PER_TRY_TIMEOUT] = "upstream request timeout",
     };
-    exchange_local_reply(ex, retry_local_status(r->result), msg_of[r->result],
-                         flag_of[r->result]);
+    exchange_local_reply(ex, retry_local_status(r->result), msg_of[r->result], flag_of[r->result]);
 }
 
 static void on_try(evutil_socket_t fd, short what, void *arg)
@@ -642,9 +647,7 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
     switch (st) {
     case TRY_FAULT_DELAY:
     case TRY_BACKOFF:
-    case TRY_CAPACITY:
-        start_attempt(ex);
-        break;
+    case TRY_CAPACITY: start_attempt(ex); break;
     case TRY_PER_TRY:
         stats_inc(&svc_stats(ex)->upstream_timeouts, 1);
         if (ex->resp_head_sent) {
@@ -656,8 +659,7 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
         cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
         attempt_failed(ex, &(struct attempt_report){.result = RESULT_PER_TRY_TIMEOUT}, false);
         break;
-    case TRY_IDLE:
-        break;
+    case TRY_IDLE: break;
     }
 }
 

@@ -20,9 +20,9 @@ struct stats_service;
 struct runtime {
     int refcount; /* atomic */
     struct config *cfg;
-    struct url_map **url_maps;   /* parallel to cfg->url_maps */
-    struct service_rt *services; /* parallel to cfg->backend_services (backend.h) */
-    struct stats *stats;                 /* process counters (not owned) */
+    struct url_map **url_maps;            /* parallel to cfg->url_maps */
+    struct service_rt *services;          /* parallel to cfg->backend_services (backend.h) */
+    struct stats *stats;                  /* process counters (not owned) */
     struct stats_service **service_stats; /* parallel to cfg->backend_services */
 };
 
@@ -42,8 +42,8 @@ void runtime_unref(struct runtime *rt);
  */
 struct rt_hold {
     struct runtime *rt;
-    unsigned refs;  /* exchanges holding it (worker thread only) */
-    bool retired;   /* the worker moved on to a newer runtime */
+    unsigned refs; /* exchanges holding it (worker thread only) */
+    bool retired;  /* the worker moved on to a newer runtime */
 };
 
 /* A hold owning `rt` (the caller's reference moves into it); NULL on ENOMEM. */

@@ -36,15 +36,15 @@ struct cfg_addr {
 
 /* An address range for xff_trusted_cidrs. */
 struct cfg_cidr {
-    int family;        /* AF_INET or AF_INET6 */
-    uint8_t addr[16];  /* network byte order; first 4 bytes for v4 */
-    unsigned prefix;   /* 0..32 or 0..128 */
+    int family;       /* AF_INET or AF_INET6 */
+    uint8_t addr[16]; /* network byte order; first 4 bytes for v4 */
+    unsigned prefix;  /* 0..32 or 0..128 */
 };
 
 /* ---- header_action ---------------------------------------------------- */
 
 struct cfg_header_add {
-    char *name;  /* lower-cased */
+    char *name; /* lower-cased */
     char *value;
     bool replace; /* true: drop existing values first; default false */
 };
@@ -63,10 +63,10 @@ struct cfg_header_action {
 /* ---- matches ------------------------------------------------------------ */
 
 enum cfg_path_match_kind {
-    CFG_PATH_ANY = 0,  /* no path condition in this match rule */
-    CFG_PATH_PREFIX,   /* prefix_match */
-    CFG_PATH_FULL,     /* full_path_match */
-    CFG_PATH_REGEX,    /* regex_match */
+    CFG_PATH_ANY = 0, /* no path condition in this match rule */
+    CFG_PATH_PREFIX,  /* prefix_match */
+    CFG_PATH_FULL,    /* full_path_match */
+    CFG_PATH_REGEX,   /* regex_match */
 };
 
 enum cfg_header_match_kind {
@@ -79,12 +79,12 @@ enum cfg_header_match_kind {
 };
 
 struct cfg_header_match {
-    char *header_name;      /* lower-cased; may be ":method", ":authority", ":scheme" */
+    char *header_name; /* lower-cased; may be ":method", ":authority", ":scheme" */
     enum cfg_header_match_kind kind;
-    char *value;            /* EXACT/PREFIX/SUFFIX/REGEX */
-    void *regex;            /* REGEX: pcre2_code *, compiled (JIT) at load */
-    bool present;           /* PRESENT: must the header be present */
-    int64_t range_start;    /* RANGE: start <= value < end (GCP semantics) */
+    char *value;         /* EXACT/PREFIX/SUFFIX/REGEX */
+    void *regex;         /* REGEX: pcre2_code *, compiled (JIT) at load */
+    bool present;        /* PRESENT: must the header be present */
+    int64_t range_start; /* RANGE: start <= value < end (GCP semantics) */
     int64_t range_end;
     bool invert_match;
     struct cfg_mark mark;
@@ -99,16 +99,16 @@ enum cfg_query_match_kind {
 struct cfg_query_match {
     char *name;
     enum cfg_query_match_kind kind;
-    char *value;   /* EXACT/REGEX */
-    void *regex;   /* REGEX: pcre2_code * */
-    bool present;  /* PRESENT */
+    char *value;  /* EXACT/REGEX */
+    void *regex;  /* REGEX: pcre2_code * */
+    bool present; /* PRESENT */
     struct cfg_mark mark;
 };
 
 struct cfg_match_rule {
     enum cfg_path_match_kind path_kind;
-    char *path;        /* prefix, full path or regex source */
-    void *path_regex;  /* CFG_PATH_REGEX: pcre2_code * */
+    char *path;       /* prefix, full path or regex source */
+    void *path_regex; /* CFG_PATH_REGEX: pcre2_code * */
     bool ignore_case;
     struct cfg_header_match *header_matches;
     size_t n_header_matches;
@@ -134,20 +134,20 @@ enum cfg_retry_cond {
 };
 
 struct cfg_retry_policy {
-    bool set;                 /* false: no retry_policy given (SPEC default applies) */
-    uint32_t retry_conditions; /* enum cfg_retry_cond bits */
-    uint32_t num_retries;     /* default 1 */
+    bool set;                    /* false: no retry_policy given (SPEC default applies) */
+    uint32_t retry_conditions;   /* enum cfg_retry_cond bits */
+    uint32_t num_retries;        /* default 1 */
     uint64_t per_try_timeout_ms; /* 0 = not set (the route timeout applies) */
 };
 
 struct cfg_fault_policy {
     bool delay_set;
     uint64_t fixed_delay_ms;
-    double delay_percentage;  /* 0..100, decimals allowed */
+    double delay_percentage; /* 0..100, decimals allowed */
     bool abort_set;
-    int http_status;          /* 200..599, or 0 when grpc_status is used */
-    int grpc_status;          /* 0..16, or -1 when http_status is used */
-    double abort_percentage;  /* 0..100 */
+    int http_status;         /* 200..599, or 0 when grpc_status is used */
+    int grpc_status;         /* 0..16, or -1 when http_status is used */
+    double abort_percentage; /* 0..100 */
 };
 
 struct cfg_url_rewrite {
@@ -182,18 +182,18 @@ struct cfg_route_action {
     char *service_name;
     struct cfg_weighted_backend_service *weighted_backend_services;
     size_t n_weighted_backend_services;
-    uint32_t total_weight; /* sum of weights; a split with 0 total is an error */
+    uint32_t total_weight;                 /* sum of weights; a split with 0 total is an error */
     struct cfg_url_redirect *url_redirect; /* NULL unless a redirect */
     struct cfg_url_rewrite url_rewrite;
     bool timeout_set;
-    uint64_t timeout_ms;   /* when timeout_set; 0 = no limit */
+    uint64_t timeout_ms; /* when timeout_set; 0 = no limit */
     struct cfg_retry_policy retry_policy;
     bool fault_set;
     struct cfg_fault_policy fault_injection_policy;
 };
 
 struct cfg_path_rule {
-    char **paths;   /* exact "/a" or prefix "/a/" followed by a star */
+    char **paths; /* exact "/a" or prefix "/a/" followed by a star */
     size_t n_paths;
     struct cfg_route_action action;
     struct cfg_mark mark;
@@ -212,7 +212,7 @@ struct cfg_path_matcher {
     char *name;
     struct cfg_route_action default_action; /* default_service (or default_url_redirect) */
     struct cfg_header_action header_action;
-    struct cfg_path_rule *path_rules;  /* at most one of path_rules/route_rules */
+    struct cfg_path_rule *path_rules; /* at most one of path_rules/route_rules */
     size_t n_path_rules;
     struct cfg_route_rule *route_rules; /* sorted by priority at load */
     size_t n_route_rules;
@@ -220,7 +220,7 @@ struct cfg_path_matcher {
 };
 
 struct cfg_host_rule {
-    char **hosts;   /* lower-cased: "api.internal", "*.svc.internal", "*" */
+    char **hosts; /* lower-cased: "api.internal", "*.svc.internal", "*" */
     size_t n_hosts;
     char *path_matcher_name;
     struct cfg_path_matcher *path_matcher; /* resolved */
@@ -281,10 +281,10 @@ struct cfg_backend_service {
     enum cfg_lb_policy locality_lb_policy;
     enum cfg_session_affinity session_affinity;
     struct {
-        char *http_header_name; /* NULL = none */
-        char *cookie_name;      /* default "sy" (GENERATED_COOKIE) */
-        char *cookie_path;      /* default "/" */
-        uint64_t cookie_ttl_ms; /* default 0 = session cookie */
+        char *http_header_name;     /* NULL = none */
+        char *cookie_name;          /* default "sy" (GENERATED_COOKIE) */
+        char *cookie_path;          /* default "/" */
+        uint64_t cookie_ttl_ms;     /* default 0 = session cookie */
         uint64_t minimum_ring_size; /* RING_HASH, default 1024 */
     } consistent_hash;
     char **health_check_names;
@@ -298,13 +298,13 @@ struct cfg_backend_service {
         uint32_t max_retries;          /* default 3 */
     } circuit_breakers;
     struct {
-        uint32_t consecutive_errors;            /* default 5 */
-        uint32_t consecutive_gateway_failure;   /* default 3 */
-        uint32_t enforcing_consecutive_errors;  /* percent, default 0 */
+        uint32_t consecutive_errors;                    /* default 5 */
+        uint32_t consecutive_gateway_failure;           /* default 3 */
+        uint32_t enforcing_consecutive_errors;          /* percent, default 0 */
         uint32_t enforcing_consecutive_gateway_failure; /* percent, default 100 */
-        uint64_t interval_ms;                   /* default 1s */
-        uint64_t base_ejection_time_ms;         /* default 30s */
-        uint32_t max_ejection_percent;          /* default 50 */
+        uint64_t interval_ms;                           /* default 1s */
+        uint64_t base_ejection_time_ms;                 /* default 30s */
+        uint32_t max_ejection_percent;                  /* default 50 */
     } outlier_detection;
     uint64_t draining_timeout_ms; /* connection_draining.draining_timeout, default 0 */
     struct {
@@ -372,26 +372,26 @@ struct cfg_listener {
     char *url_map_name;
     struct cfg_url_map *url_map; /* resolved */
     struct {
-        uint32_t max_concurrent_streams;         /* default 100 */
-        uint32_t initial_stream_window_size;     /* default 64KiB */
-        uint32_t initial_connection_window_size; /* default 1MiB */
-        uint32_t max_header_list_size;           /* default 64KiB */
-        uint64_t keepalive_time_ms;              /* default 2h */
-        uint64_t keepalive_timeout_ms;           /* default 20s */
+        uint32_t max_concurrent_streams;            /* default 100 */
+        uint32_t initial_stream_window_size;        /* default 64KiB */
+        uint32_t initial_connection_window_size;    /* default 1MiB */
+        uint32_t max_header_list_size;              /* default 64KiB */
+        uint64_t keepalive_time_ms;                 /* default 2h */
+        uint64_t keepalive_timeout_ms;              /* default 20s */
         uint64_t ping_min_interval_without_data_ms; /* default 5m */
-        bool ping_permit_without_calls;          /* default false */
-        uint32_t ping_max_strikes;               /* default 2 */
-        uint64_t max_connection_idle_ms;         /* default 0 = unlimited */
-        uint64_t max_connection_age_ms;          /* default 0 */
-        uint64_t max_connection_age_grace_ms;    /* default 0 */
+        bool ping_permit_without_calls;             /* default false */
+        uint32_t ping_max_strikes;                  /* default 2 */
+        uint64_t max_connection_idle_ms;            /* default 0 = unlimited */
+        uint64_t max_connection_age_ms;             /* default 0 */
+        uint64_t max_connection_age_grace_ms;       /* default 0 */
     } http2;
     struct {
         uint64_t http_keepalive_ms;  /* default 600s */
         uint64_t stream_idle_ms;     /* default 300s */
         uint64_t request_headers_ms; /* default 10s */
     } timeouts;
-    uint32_t max_request_headers_size; /* HTTP/1.1 head cap → 431; default 60KiB */
-    bool accept_http_10;               /* default false */
+    uint32_t max_request_headers_size;  /* HTTP/1.1 head cap → 431; default 60KiB */
+    bool accept_http_10;                /* default false */
     struct cfg_cidr *xff_trusted_cidrs; /* default 0.0.0.0/0 and ::/0 */
     size_t n_xff_trusted_cidrs;
     struct cfg_mark mark;
@@ -403,9 +403,9 @@ enum cfg_log_format {
 };
 
 struct config {
-    int refcount;          /* atomic; see config_ref/config_unref */
-    char *path;            /* file it was loaded from */
-    char version[17];      /* 16 hex digits of a hash of the file's bytes */
+    int refcount;     /* atomic; see config_ref/config_unref */
+    char *path;       /* file it was loaded from */
+    char version[17]; /* 16 hex digits of a hash of the file's bytes */
     struct cfg_listener *listeners;
     size_t n_listeners;
     struct {
@@ -413,8 +413,8 @@ struct config {
         struct cfg_addr address;
     } admin;
     struct {
-        bool enabled;     /* default true */
-        char *path;       /* default "-" (stdout) */
+        bool enabled;               /* default true */
+        char *path;                 /* default "-" (stdout) */
         enum cfg_log_format format; /* default json */
     } access_log;
     uint64_t drain_timeout_ms; /* default 30s */

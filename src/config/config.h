@@ -42,8 +42,7 @@ struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
 
 /* Lookups by name; NULL when absent. */
-struct cfg_backend_service *config_find_backend_service(const struct config *cfg,
-                                                        const char *name);
+struct cfg_backend_service *config_find_backend_service(const struct config *cfg, const char *name);
 struct cfg_listener *config_find_listener(const struct config *cfg, const char *name);
 
 /*

@@ -15,9 +15,15 @@ static enum sy_log_level log_level = SY_LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
-void sy_log_set_level(enum sy_log_level level) { log_level = level; }
+void sy_log_set_level(enum sy_log_level level)
+{
+    log_level = level;
+}
 
-enum sy_log_level sy_log_get_level(void) { return log_level; }
+enum sy_log_level sy_log_get_level(void)
+{
+    return log_level;
+}
 
 int sy_log_parse_level(const char *s, enum sy_log_level *out)
 {
@@ -39,8 +45,8 @@ void sy_log(enum sy_log_level level, const char *fmt, ...)
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                      (long)(tv.tv_usec / 1000), level_names[level]);
     va_list ap;
     va_start(ap, fmt);

@@ -15,13 +15,13 @@ int sy_log_parse_level(const char *s, enum sy_log_level *out);
 
 void sy_log(enum sy_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define log_debug(...)                                                                         \
-    do {                                                                                       \
-        if (sy_log_get_level() <= SY_LOG_DEBUG)                                                \
-            sy_log(SY_LOG_DEBUG, __VA_ARGS__);                                                 \
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (sy_log_get_level() <= SY_LOG_DEBUG)                                                    \
+            sy_log(SY_LOG_DEBUG, __VA_ARGS__);                                                     \
     } while (0)
-#define log_info(...) sy_log(SY_LOG_INFO, __VA_ARGS__)
-#define log_warn(...) sy_log(SY_LOG_WARN, __VA_ARGS__)
+#define log_info(...)  sy_log(SY_LOG_INFO, __VA_ARGS__)
+#define log_warn(...)  sy_log(SY_LOG_WARN, __VA_ARGS__)
 #define log_error(...) sy_log(SY_LOG_ERROR, __VA_ARGS__)
 
 #endif

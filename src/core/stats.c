@@ -113,12 +113,13 @@ static uint64_t lsum(const struct stats *st, const struct stats_listener *l, siz
 
 static void write_listener_codes(const struct stats *st, FILE *out)
 {
-    fprintf(out, "# HELP switchyard_requests_total Requests answered, by listener and status code.\n"
-                 "# TYPE switchyard_requests_total counter\n");
+    fprintf(out,
+            "# HELP switchyard_requests_total Requests answered, by listener and status code.\n"
+            "# TYPE switchyard_requests_total counter\n");
     for (size_t i = 0; i < st->n_listeners; i++)
         for (int code = 0; code < 600; code++) {
-            uint64_t v = lsum(st, &st->listeners[i],
-                              L_OFF(by_status) + sizeof(uint64_t) * (size_t)code);
+            uint64_t v =
+                lsum(st, &st->listeners[i], L_OFF(by_status) + sizeof(uint64_t) * (size_t)code);
             if (v)
                 fprintf(out, "switchyard_requests_total{listener=\"%s\",code=\"%d\"} %llu\n",
                         st->listeners[i].name, code, (unsigned long long)v);
@@ -151,9 +152,10 @@ static void write_listener_durations(const struct stats *st, FILE *out)
     fprintf(out, "# HELP switchyard_downstream_connections_total Client connections accepted.\n"
                  "# TYPE switchyard_downstream_connections_total counter\n");
     for (size_t i = 0; i < st->n_listeners; i++)
-        fprintf(out, "switchyard_downstream_connections_total{listener=\"%s\"} %llu\n",
-                st->listeners[i].name,
-                (unsigned long long)lsum(st, &st->listeners[i], L_OFF(downstream_connections_total)));
+        fprintf(
+            out, "switchyard_downstream_connections_total{listener=\"%s\"} %llu\n",
+            st->listeners[i].name,
+            (unsigned long long)lsum(st, &st->listeners[i], L_OFF(downstream_connections_total)));
 }
 
 static uint64_t svc_sum(const struct stats *st, const struct stats_service *s, size_t off)

@@ -87,7 +87,10 @@ void worker_post(struct worker *w, unsigned cmds)
     (void)r; /* EAGAIN means a wakeup is pending already */
 }
 
-void worker_join(struct worker *w) { pthread_join(w->thread, NULL); }
+void worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
 
 void worker_destroy(struct worker *w)
 {

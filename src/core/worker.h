@@ -30,17 +30,17 @@ struct worker {
     struct event_base *base;
     pthread_t thread;
     struct event *cmd_ev;
-    int cmd_fd; /* eventfd the main thread writes to (worker_post) */
+    int cmd_fd;     /* eventfd the main thread writes to (worker_post) */
     unsigned _cmds; /* atomic: pending command bits */
     worker_cmd_fn on_cmd;
     uint64_t rng; /* xorshift64* state, this thread only */
     bool draining;
-    void *runtime;   /* struct runtime * in use (backend/runtime.h), owned by rt_hold */
-    void *rt_hold;   /* struct rt_hold *: the worker's claim on `runtime` */
-    void *listeners; /* listener module's per-worker state */
-    void *pools;     /* backend module's per-worker upstream state */
-    void *stats;     /* per-worker stats shard */
-    void *owner;     /* the process-level state that started this worker (main.c) */
+    void *runtime;     /* struct runtime * in use (backend/runtime.h), owned by rt_hold */
+    void *rt_hold;     /* struct rt_hold *: the worker's claim on `runtime` */
+    void *listeners;   /* listener module's per-worker state */
+    void *pools;       /* backend module's per-worker upstream state */
+    void *stats;       /* per-worker stats shard */
+    void *owner;       /* the process-level state that started this worker (main.c) */
     int access_log_fd; /* -1 = access log off; shared fd, one write(2) per line */
 };
 

@@ -38,7 +38,7 @@ struct service_rt;
 
 /* Back-pressure thresholds for the bytes queued toward one side (bytes). */
 #define SY_FLOW_HIGH (64 * 1024)
-#define SY_FLOW_LOW (16 * 1024)
+#define SY_FLOW_LOW  (16 * 1024)
 
 /* Client side, implemented by each downstream codec. */
 struct downstream_ops {
@@ -98,7 +98,7 @@ enum exchange_flag {
 struct exchange {
     struct worker *w;
     struct arena arena;
-    struct runtime *rt; /* the snapshot this exchange started with */
+    struct runtime *rt;      /* the snapshot this exchange started with */
     struct rt_hold *rt_hold; /* the worker's claim that keeps `rt` alive for us */
     const struct cfg_listener *listener;
 
@@ -109,9 +109,9 @@ struct exchange {
     struct sockaddr_storage local_addr;
     bool tls; /* client connection is TLS */
     struct http_request_head req;
-    bool is_grpc;       /* content-type application/grpc* */
-    bool is_head;       /* HEAD request: no response body */
-    bool req_done;      /* the whole request body was received */
+    bool is_grpc;  /* content-type application/grpc* */
+    bool is_head;  /* HEAD request: no response body */
+    bool req_done; /* the whole request body was received */
     bool resp_head_sent;
     bool resp_done;
     bool finished;
@@ -121,28 +121,28 @@ struct exchange {
     struct service_rt *srt;             /* run-time state of `service` */
     const struct url_map_result *route; /* the match (arena), NULL before routing */
     const struct upstream_ops *up;
-    void *att;                     /* current attempt, NULL when none */
-    int endpoint_idx;              /* endpoint of the current attempt, -1 = none */
-    struct evbuffer *req_pending;  /* request body not yet handed to an attempt */
-    struct evbuffer *replay;       /* request body kept for a retry; NULL = not replayable */
-    uint64_t tried[1];             /* endpoints tried (bits), see backend.h pick_ctx */
+    void *att;                    /* current attempt, NULL when none */
+    int endpoint_idx;             /* endpoint of the current attempt, -1 = none */
+    struct evbuffer *req_pending; /* request body not yet handed to an attempt */
+    struct evbuffer *replay;      /* request body kept for a retry; NULL = not replayable */
+    uint64_t tried[1];            /* endpoints tried (bits), see backend.h pick_ctx */
     bool has_hash;
-    uint64_t hash;                 /* session-affinity key */
-    bool in_request_cb;            /* a request circuit-breaker slot is held */
-    bool in_retry_cb;              /* a retry circuit-breaker slot is held */
-    bool in_pending_cb;            /* waiting for endpoint capacity */
-    struct event timeout_ev;       /* route timeout: the whole exchange */
-    struct event try_ev;           /* per-try timeout, backoff, fault delay, capacity wait */
-    struct event idle_ev;          /* stream_idle */
-    struct event drain_ev;         /* connection_draining checks of the endpoint */
-    struct event reap_ev;          /* deferred free */
-    uint64_t deadline_ms;          /* sy_now_ms() clock; 0 = none */
+    uint64_t hash;           /* session-affinity key */
+    bool in_request_cb;      /* a request circuit-breaker slot is held */
+    bool in_retry_cb;        /* a retry circuit-breaker slot is held */
+    bool in_pending_cb;      /* waiting for endpoint capacity */
+    struct event timeout_ev; /* route timeout: the whole exchange */
+    struct event try_ev;     /* per-try timeout, backoff, fault delay, capacity wait */
+    struct event idle_ev;    /* stream_idle */
+    struct event drain_ev;   /* connection_draining checks of the endpoint */
+    struct event reap_ev;    /* deferred free */
+    uint64_t deadline_ms;    /* sy_now_ms() clock; 0 = none */
     uint64_t last_activity_ms;
     unsigned attempts;
     unsigned retries;
     unsigned transparent_retries;
-    int _try_state;                /* router.c: what try_ev is timing */
-    char tries_log[256];           /* "ep:reason;ep:reason" for the access log */
+    int _try_state;      /* router.c: what try_ev is timing */
+    char tries_log[256]; /* "ep:reason;ep:reason" for the access log */
 
     /* accounting, for the access log */
     uint64_t start_us;

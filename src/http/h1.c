@@ -87,9 +87,10 @@ static void write_fields(struct evbuffer *out, const struct http_headers *hs)
 {
     for (uint32_t i = 0; i < hs->n; i++) {
         const struct http_header *f = &hs->v[i];
-        struct evbuffer_iovec iov[4] = {
-            {(void *)f->name, f->name_len}, {(void *)": ", 2},
-            {(void *)f->value, f->value_len}, {(void *)"\r\n", 2}};
+        struct evbuffer_iovec iov[4] = {{(void *)f->name, f->name_len},
+                                        {(void *)": ", 2},
+                                        {(void *)f->value, f->value_len},
+                                        {(void *)"\r\n", 2}};
         for (int k = 0; k < 4; k++)
             evbuffer_add(out, iov[k].iov_base, iov[k].iov_len);
     }
@@ -126,7 +127,8 @@ void h1_write_response_head(struct evbuffer *out, enum http_version v, int statu
     char line[64] = "HTTP/1.1 ";
     if (v == HTTP_10)
         line[7] = '0';
-    size_t n = 9 + sy_u64_to_dec(line + 9, (uint64_t)(status >= 100 && status < 1000 ? status : 500));
+    size_t n =
+        9 + sy_u64_to_dec(line + 9, (uint64_t)(status >= 100 && status < 1000 ? status : 500));
     line[n++] = ' ';
     evbuffer_add(out, line, n);
     const char *reason = http_reason(status);
@@ -138,14 +140,9 @@ void h1_write_response_head(struct evbuffer *out, enum http_version v, int statu
         if (content_length >= 0 && status != 204 && !(status >= 100 && status < 200))
             add_content_length(out, content_length);
         break;
-    case H1_FRAMING_LENGTH:
-        add_content_length(out, content_length);
-        break;
-    case H1_FRAMING_CHUNKED:
-        evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
-        break;
-    case H1_FRAMING_CLOSE:
-        break;
+    case H1_FRAMING_LENGTH: add_content_length(out, content_length); break;
+    case H1_FRAMING_CHUNKED: evbuffer_add(out, "transfer-encoding: chunked\r\n", 28); break;
+    case H1_FRAMING_CLOSE: break;
     }
     if (close)
         evbuffer_add(out, "connection: close\r\n", 19);

@@ -69,12 +69,12 @@ struct h1_down {
     http_parser parser;
     struct exchange *ex; /* the current exchange, NULL once detached */
     struct sockaddr_storage peer, local;
-    bool req_complete;   /* the parser saw the end of the current request */
-    bool body_paused;    /* back-pressure from the upstream side */
-    bool keep_alive;     /* the client allows another request */
-    bool close_after;    /* close once the current response is written */
-    bool resp_started;   /* a response head was written for this request */
-    bool resp_complete;  /* ... and its end */
+    bool req_complete;  /* the parser saw the end of the current request */
+    bool body_paused;   /* back-pressure from the upstream side */
+    bool keep_alive;    /* the client allows another request */
+    bool close_after;   /* close once the current response is written */
+    bool resp_started;  /* a response head was written for this request */
+    bool resp_complete; /* ... and its end */
     bool expect_continue;
     bool abort_after_flush; /* CLOSING ends with a TCP reset, not a lingering close */
     enum http_version version;
@@ -119,7 +119,9 @@ static void set_state(struct h1_down *c, enum h1d_state s)
     case H1D_IDLE: arm(c, l->timeouts.http_keepalive_ms); break;
     case H1D_HEAD: arm(c, l->timeouts.request_headers_ms); break;
     case H1D_LINGER: arm(c, LINGER_MS); break;
-    case H1D_CLOSING: arm(c, l->timeouts.http_keepalive_ms); break; /* a client that stops reading */
+    case H1D_CLOSING:
+        arm(c, l->timeouts.http_keepalive_ms);
+        break; /* a client that stops reading */
     case H1D_ACTIVE:
     case H1D_TUNNEL:
     case H1D_CLOSED: evtimer_del(&c->timer_ev); break;
@@ -406,8 +408,7 @@ static ssize_t base64url_decode(const char *in, size_t len, uint8_t *out, size_t
 }
 
 /* Move the connection to an HTTP/2 session; this h1_down is reaped. */
-static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len,
-                        struct exchange *ex)
+static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len, struct exchange *ex)
 {
     struct bufferevent *bev = c->bev;
     struct conn_info ci = {.listener_idx = c->listener_idx, .tls = c->tls};
@@ -619,7 +620,10 @@ static void process(struct h1_down *c)
         start_next(c);
 }
 
-static void on_process(evutil_socket_t fd, short what, void *arg) { process(arg); }
+static void on_process(evutil_socket_t fd, short what, void *arg)
+{
+    process(arg);
+}
 
 /* ---- events ---------------------------------------------------------------------- */
 
@@ -693,7 +697,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- downstream ops (called by the router) ------------------------------------------- */
 
-static struct h1_down *conn_of(struct exchange *ex) { return ex->down_ctx; }
+static struct h1_down *conn_of(struct exchange *ex)
+{
+    return ex->down_ctx;
+}
 
 static enum h1_framing pick_framing(struct h1_down *c, struct exchange *ex,
                                     const struct http_response_head *h, bool end)

@@ -37,8 +37,8 @@
 #include "http/headers.h"
 #include "listener/listener-int.h"
 
-#define H2_OUTPUT_CAP (256 * 1024) /* serialized bytes queued on the socket */
-#define H2_GOAWAY_GRACE_MS 1000    /* between the shutdown notice and the final GOAWAY */
+#define H2_OUTPUT_CAP      (256 * 1024) /* serialized bytes queued on the socket */
+#define H2_GOAWAY_GRACE_MS 1000         /* between the shutdown notice and the final GOAWAY */
 
 enum h2d_state { H2D_OPEN, H2D_DRAINING, H2D_CLOSED };
 
@@ -57,10 +57,10 @@ struct h2_stream {
     struct evbuffer *out; /* response body waiting for DATA frames */
     nghttp2_nv *trailers; /* response trailers, sent after the body (malloc) */
     size_t n_trailers;
-    bool out_eof;       /* the response body is complete */
-    bool deferred;      /* the data provider is waiting for bytes */
-    bool head_done;     /* the request head reached the router */
-    bool req_paused;    /* the router asked to stop taking request DATA */
+    bool out_eof;    /* the response body is complete */
+    bool deferred;   /* the data provider is waiting for bytes */
+    bool head_done;  /* the request head reached the router */
+    bool req_paused; /* the router asked to stop taking request DATA */
     bool notify_drained;
     size_t unconsumed;     /* request DATA not yet returned to the client's window */
     uint32_t header_bytes; /* for max_header_list_size */
@@ -77,10 +77,10 @@ struct h2_down {
     struct h2_stream *streams;
     unsigned n_streams;
     bool want_flush;
-    bool ping_outstanding;    /* our keepalive PING awaits its ACK */
-    uint64_t last_read_ms;    /* last bytes from the client (keepalive) */
+    bool ping_outstanding;        /* our keepalive PING awaits its ACK */
+    uint64_t last_read_ms;        /* last bytes from the client (keepalive) */
     uint64_t last_client_ping_ms; /* ping_policy: previous PING from the client */
-    uint64_t last_data_ms;    /* last HEADERS/DATA sent (ping_policy resets strikes) */
+    uint64_t last_data_ms;        /* last HEADERS/DATA sent (ping_policy resets strikes) */
     unsigned ping_strikes;
     struct evbuffer *scratch; /* request DATA of one callback */
     struct event flush_ev, idle_ev, goaway_ev, reap_ev;
@@ -266,8 +266,8 @@ static int take_request_field(struct exchange *ex, const uint8_t *name, size_t n
     return http_headers_add(&r->headers, &ex->arena, n, nlen, v, vlen) ? -1 : 0;
 }
 
-static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
-                     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
     struct h2_down *c = arg;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
@@ -276,7 +276,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     struct exchange *ex = st->ex;
     st->header_bytes += (uint32_t)(nlen + vlen + 32);
     if (st->header_bytes > listener_cfg(c)->http2.max_header_list_size)
-        return 0; /* answered with 431 once the head is complete */
+        return 0;                                 /* answered with 431 once the head is complete */
     if (f->headers.cat == NGHTTP2_HCAT_HEADERS) { /* request trailers */
         if (!st->req_trailers.v && http_headers_init(&st->req_trailers, &ex->arena, 4) != 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -344,8 +344,7 @@ static int websocket_connect(struct exchange *ex)
     memcpy(raw, &a, 8);
     memcpy(raw + 8, &b, 8);
     EVP_EncodeBlock(key, raw, 16); /* 24 characters */
-    return http_headers_add_copy(&r->headers, &ex->arena, "sec-websocket-key", 17, (char *)key,
-                                24);
+    return http_headers_add_copy(&r->headers, &ex->arena, "sec-websocket-key", 17, (char *)key, 24);
 }
 
 /* The request head is complete: fill the neutral fields and route it. */
@@ -437,8 +436,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     return 0;
 }
 
-static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id,
-                              const uint8_t *data, size_t len, void *arg)
+static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                              size_t len, void *arg)
 {
     struct h2_down *c = arg;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
@@ -541,8 +540,8 @@ static nghttp2_nv *nv_copy(const struct http_headers *h, size_t *n_out)
 /* Connection-specific fields never go into an HTTP/2 response (RFC 9113 8.2.2). */
 static bool connection_specific(const struct http_header *f)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade", "content-length"};
+    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade",    "content-length"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (f->name_len == strlen(names[i]) && memcmp(f->name, names[i], f->name_len) == 0)
             return true;
@@ -574,13 +573,13 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
         if (connection_specific(f) ||
             (tunnel && f->name_len == 20 && memcmp(f->name, "sec-websocket-accept", 20) == 0))
             continue;
-        nv[n++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->name_len,
-                               f->value_len, NGHTTP2_NV_FLAG_NONE};
+        nv[n++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->name_len, f->value_len,
+                               NGHTTP2_NV_FLAG_NONE};
     }
     if (h->content_length >= 0 && h->status != 204 && h->status != 304) {
         size_t l = sy_u64_to_dec(clen, (uint64_t)h->content_length);
-        nv[n++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, l,
-                               NGHTTP2_NV_FLAG_NONE};
+        nv[n++] =
+            (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, l, NGHTTP2_NV_FLAG_NONE};
     }
     if (end || ex->is_head) {
         nghttp2_submit_response(c->ng, st->id, nv, n, NULL);
@@ -733,7 +732,10 @@ static void flush(struct h2_down *c)
         maybe_close(c);
 }
 
-static void on_flush(evutil_socket_t fd, short what, void *arg) { flush(arg); }
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    flush(arg);
+}
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
@@ -929,8 +931,7 @@ static int send_settings(struct h2_down *c)
 }
 
 /* HTTP/1.1 Upgrade: h2c — the upgraded request becomes stream 1. */
-static int take_upgrade(struct h2_down *c, const uint8_t *settings, size_t len,
-                        struct exchange *ex)
+static int take_upgrade(struct h2_down *c, const uint8_t *settings, size_t len, struct exchange *ex)
 {
     struct h2_stream *st = stream_new(c, 1);
     if (!st)

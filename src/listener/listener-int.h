@@ -22,7 +22,7 @@ struct listener_worker {
     struct evconnlistener **evls;
     int *listener_idx; /* per evl: index into cfg->listeners */
     size_t n_evls;
-    SSL_CTX **tls;     /* per listener index; NULL for HTTP listeners */
+    SSL_CTX **tls;              /* per listener index; NULL for HTTP listeners */
     struct h1_down *conns;      /* every open HTTP/1.1 connection */
     struct h2_down *h2_conns;   /* every open HTTP/2 connection */
     struct tls_accept *pending; /* TLS handshakes in progress */

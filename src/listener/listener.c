@@ -273,9 +273,15 @@ void listener_worker_drain(struct listener_worker *lw)
         lw->on_idle(lw->w);
 }
 
-unsigned listener_worker_conns(const struct listener_worker *lw) { return lw->n_conns; }
+unsigned listener_worker_conns(const struct listener_worker *lw)
+{
+    return lw->n_conns;
+}
 
-void listener_worker_on_idle(struct listener_worker *lw, listener_idle_fn fn) { lw->on_idle = fn; }
+void listener_worker_on_idle(struct listener_worker *lw, listener_idle_fn fn)
+{
+    lw->on_idle = fn;
+}
 
 void listener_conn_opened(struct listener_worker *lw)
 {

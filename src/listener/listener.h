@@ -20,8 +20,8 @@ typedef struct ssl_ctx_st SSL_CTX;
 
 /* What listeners_open() made: sockets per worker and a TLS context per listener. */
 struct listener_set {
-    int *fds;         /* fds[worker * n_listeners + i]; -1 once handed to a worker */
-    SSL_CTX **tls;    /* tls[i]: the context of HTTPS listener i, NULL for HTTP */
+    int *fds;      /* fds[worker * n_listeners + i]; -1 once handed to a worker */
+    SSL_CTX **tls; /* tls[i]: the context of HTTPS listener i, NULL for HTTP */
     size_t n_listeners;
     int n_workers;
 };

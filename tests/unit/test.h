@@ -12,28 +12,27 @@
 extern int test_passed, test_failed;
 extern const char *test_current;
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            test_passed++;                                                           \
-        } else {                                                                     \
-            test_failed++;                                                           \
-            fprintf(stderr, "FAIL %s:%d [%s]: %s\n", __FILE__, __LINE__,             \
-                    test_current ? test_current : "", #cond);                        \
-        }                                                                            \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            test_passed++;                                                                         \
+        } else {                                                                                   \
+            test_failed++;                                                                         \
+            fprintf(stderr, "FAIL %s:%d [%s]: %s\n", __FILE__, __LINE__,                           \
+                    test_current ? test_current : "", #cond);                                      \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_STR(a, b)                                                              \
-    do {                                                                             \
-        const char *a_ = (a), *b_ = (b);                                             \
-        if (a_ && b_ && strcmp(a_, b_) == 0) {                                       \
-            test_passed++;                                                           \
-        } else {                                                                     \
-            test_failed++;                                                           \
-            fprintf(stderr, "FAIL %s:%d [%s]: \"%s\" != \"%s\"\n", __FILE__,         \
-                    __LINE__, test_current ? test_current : "", a_ ? a_ : "(null)",  \
-                    b_ ? b_ : "(null)");                                             \
-        }                                                                            \
+#define CHECK_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *a_ = (a), *b_ = (b);                                                           \
+        if (a_ && b_ && strcmp(a_, b_) == 0) {                                                     \
+            test_passed++;                                                                         \
+        } else {                                                                                   \
+            test_failed++;                                                                         \
+            fprintf(stderr, "FAIL %s:%d [%s]: \"%s\" != \"%s\"\n", __FILE__, __LINE__,             \
+                    test_current ? test_current : "", a_ ? a_ : "(null)", b_ ? b_ : "(null)");     \
+        }                                                                                          \
     } while (0)
 
 #define TEST_CASE(name) (test_current = (name))

@@ -8,7 +8,10 @@
 #include "http/headers.h"
 #include "test.h"
 
-static int check(const char *head) { return h1_head_check(head, strlen(head)); }
+static int check(const char *head)
+{
+    return h1_head_check(head, strlen(head));
+}
 
 static void test_head_check(void)
 {
@@ -16,7 +19,7 @@ static void test_head_check(void)
     CHECK(check("GET / HTTP/1.1\r\nHost: a\r\n\r\n") == 0);
     CHECK(check("GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\n\r\n") == 0);
     CHECK(check("GET / HTTP/1.1\r\nHost: a\r\nX-Tab: a\tb\r\n\r\n") == 0);
-    CHECK(check("GET / HTTP/1.1\nHost: a\r\n\r\n") == SY_EPROTO);          /* bare LF */
+    CHECK(check("GET / HTTP/1.1\nHost: a\r\n\r\n") == SY_EPROTO);         /* bare LF */
     CHECK(check("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n") == SY_EPROTO); /* bare LF in fields */
     CHECK(check("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n") == SY_EPROTO); /* obs-fold */
     CHECK(check("GET / HTTP/1.1\r\nHost: a\r\n\tfolded\r\n\r\n") == SY_EPROTO);
@@ -78,9 +81,15 @@ static void test_hop_by_hop(void)
     struct http_headers h;
     http_headers_init(&h, &a, 4);
     static const char *const fields[][2] = {
-        {"connection", "close, X-Custom"}, {"x-custom", "1"},        {"keep-alive", "timeout=5"},
-        {"proxy-connection", "keep-alive"}, {"te", "trailers, gzip"}, {"transfer-encoding", "chunked"},
-        {"upgrade", "websocket"},          {"http2-settings", "AAA"}, {"x-keep", "yes"},
+        {"connection", "close, X-Custom"},
+        {"x-custom", "1"},
+        {"keep-alive", "timeout=5"},
+        {"proxy-connection", "keep-alive"},
+        {"te", "trailers, gzip"},
+        {"transfer-encoding", "chunked"},
+        {"upgrade", "websocket"},
+        {"http2-settings", "AAA"},
+        {"x-keep", "yes"},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         http_headers_add(&h, &a, fields[i][0], strlen(fields[i][0]), fields[i][1],

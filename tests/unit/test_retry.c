@@ -82,8 +82,8 @@ static void test_backoff(void)
             hi = d > hi ? d : hi;
         }
         CHECK(hi <= ceiling);
-        CHECK(lo <= ceiling / 10);      /* reaches near zero */
-        CHECK(hi >= ceiling * 9 / 10);  /* and near the ceiling */
+        CHECK(lo <= ceiling / 10);     /* reaches near zero */
+        CHECK(hi >= ceiling * 9 / 10); /* and near the ceiling */
     }
     CHECK(retry_backoff_ms(1, 0, 250, 12345) == 0);
 }
