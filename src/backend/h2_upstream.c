@@ -762,7 +762,9 @@ static int session_new(struct h2_conn *c)
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2U_STREAM_WINDOW},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2U_MAX_HEADER_LIST},
     };
-    if (nghttp2_session_client_new2(&c->session, ps->cbs, c, ps->opt) != 0) {
+    nghttp2_mem mem = {&ps->w->h2_mem, mem_cache_malloc, mem_cache_free, mem_cache_calloc,
+                       mem_cache_realloc};
+    if (nghttp2_session_client_new3(&c->session, ps->cbs, c, ps->opt, &mem) != 0) {
         c->session = NULL;
         return SY_ENOMEM;
     }

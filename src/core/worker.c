@@ -94,6 +94,7 @@ void worker_join(struct worker *w)
 
 void worker_destroy(struct worker *w)
 {
+    mem_cache_drain(&w->h2_mem); /* every session of this worker is gone by now */
     if (w->cmd_ev)
         event_free(w->cmd_ev);
     if (w->cmd_fd >= 0)

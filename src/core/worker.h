@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/mem_cache.h"
+
 struct event_base;
 struct event;
 struct worker;
@@ -35,13 +37,14 @@ struct worker {
     worker_cmd_fn on_cmd;
     uint64_t rng; /* xorshift64* state, this thread only */
     bool draining;
-    void *runtime;     /* struct runtime * in use (backend/runtime.h), owned by rt_hold */
-    void *rt_hold;     /* struct rt_hold *: the worker's claim on `runtime` */
-    void *listeners;   /* listener module's per-worker state */
-    void *pools;       /* backend module's per-worker upstream state */
-    void *stats;       /* per-worker stats shard */
-    void *owner;       /* the process-level state that started this worker (main.c) */
-    int access_log_fd; /* -1 = access log off; shared fd, one write(2) per line */
+    void *runtime;           /* struct runtime * in use (backend/runtime.h), owned by rt_hold */
+    void *rt_hold;           /* struct rt_hold *: the worker's claim on `runtime` */
+    void *listeners;         /* listener module's per-worker state */
+    void *pools;             /* backend module's per-worker upstream state */
+    void *stats;             /* per-worker stats shard */
+    void *owner;             /* the process-level state that started this worker (main.c) */
+    int access_log_fd;       /* -1 = access log off; shared fd, one write(2) per line */
+    struct mem_cache h2_mem; /* small-object cache for this worker's nghttp2 sessions */
 };
 
 /*

@@ -907,7 +907,9 @@ static nghttp2_session *session_new(struct h2_down *c)
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
     nghttp2_option_set_max_settings(opt, 32);
-    nghttp2_session_server_new2(&ng, cb, c, opt);
+    nghttp2_mem mem = {&c->lw->w->h2_mem, mem_cache_malloc, mem_cache_free, mem_cache_calloc,
+                       mem_cache_realloc};
+    nghttp2_session_server_new3(&ng, cb, c, opt, &mem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     return ng;

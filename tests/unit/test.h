@@ -43,5 +43,6 @@ void test_urlmap_suite(void);
 void test_http_suite(void);
 void test_backend_suite(void);
 void test_retry_suite(void);
+void test_mem_cache_suite(void);
 
 #endif

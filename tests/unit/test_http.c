@@ -1,9 +1,11 @@
 /* Unit tests for src/http: head checks, header lists, hop-by-hop stripping. */
 #include <event2/buffer.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/arena.h"
 #include "core/errors.h"
+#include "core/mem_cache.h"
 #include "http/h1.h"
 #include "http/headers.h"
 #include "test.h"
@@ -144,4 +146,42 @@ void test_http_suite(void)
     test_hop_by_hop();
     test_tokens();
     test_arena();
+}
+
+/* src/core/mem_cache.c: the nghttp2 allocator of a worker. */
+void test_mem_cache_suite(void)
+{
+    TEST_CASE("mem_cache");
+    struct mem_cache mc = {0};
+    char *a = mem_cache_malloc(40, &mc);
+    CHECK(a != NULL && ((uintptr_t)a & 15) == 0);
+    memset(a, 'x', 40);
+    mem_cache_free(a, &mc);
+    CHECK(mc.n[0] == 1);
+    char *b = mem_cache_malloc(60, &mc); /* same class: the cached block comes back */
+    CHECK(b == a && mc.n[0] == 0);
+    char *z = mem_cache_calloc(10, 10, &mc);
+    CHECK(z != NULL && z[0] == 0 && z[99] == 0);
+    memcpy(b, "hello", 6);
+    char *c = mem_cache_realloc(b, 1000, &mc); /* grows into a bigger class */
+    CHECK(c != NULL && strcmp(c, "hello") == 0);
+    CHECK(mc.n[0] == 1);                       /* the old block went back to its class */
+    CHECK(mem_cache_realloc(c, 10, &mc) == c); /* shrinking keeps the block */
+    char *big = mem_cache_malloc(100000, &mc); /* beyond the classes: plain malloc */
+    CHECK(big != NULL);
+    big[99999] = 1;
+    mem_cache_free(big, &mc);
+    CHECK(mc.n[MEM_CACHE_CLASSES - 1] == 0);
+    CHECK(mem_cache_calloc((size_t)-1, 16, &mc) == NULL); /* overflow */
+    void *many[1100];
+    for (int i = 0; i < 1100; i++)
+        many[i] = mem_cache_malloc(32, &mc);
+    for (int i = 0; i < 1100; i++)
+        mem_cache_free(many[i], &mc);
+    CHECK(mc.n[0] == 1024); /* capped: the rest went back to malloc */
+    mem_cache_free(c, &mc);
+    mem_cache_free(z, &mc);
+    mem_cache_free(NULL, &mc);
+    mem_cache_drain(&mc);
+    CHECK(mc.n[0] == 0 && mc.free[0] == NULL);
 }
