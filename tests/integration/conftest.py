@@ -82,6 +82,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n distinct unused ports: all are held bound until every one is chosen,
+    so two of them can never be the same (as back-to-back free_port() calls
+    can be, when nothing binds the first before the second is asked for)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def port_accepts(port, host=HOST):
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (REPO, SY_BUILD, child_env, free_port, run_switchyard, sanitizer_report,
+from conftest import (REPO, SY_BUILD, child_env, free_port, free_ports, run_switchyard, sanitizer_report,
                       stop_process, wait_port)
 from h1util import H1Conn, get, request_bytes, uniq
 from test_retries import config, ff, flags, grpc_call, grpc_status_of, last_log, seen, start
@@ -310,7 +310,7 @@ def test_testbed_walkthrough(tmp_path):
     access-log fields. The doc's `kill %1 %2 %3` is the teardown here
     (SIGTERM by pid; each process must exit 0 without a sanitizer report)."""
     setup, steps = walkthrough()
-    ports = {k: free_port() for k in DEFAULT_PORTS}
+    ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS))))
     env = child_env({k: str(v) for k, v in ports.items()})
     emap = _endpoint_map(ports)
     procs = []

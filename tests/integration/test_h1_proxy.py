@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import CHILD_ENV_DEFAULTS, free_port
+from conftest import free_ports, CHILD_ENV_DEFAULTS, free_port
 from h1util import (H1Conn, NoResponse, get, request_bytes, rss_kib,
                     simple_config, start_simple, tcp_peers_of_port)
 
@@ -405,7 +405,7 @@ def test_connection_named_headers_stripped_case_insensitively(proxy, testbed):
 # ---------------------------------------------------------------------------
 
 def test_backend_refused_is_503(proxy):
-    port, dead = free_port(), free_port()
+    port, dead = free_ports(2)
     proxy(simple_config(port, f"127.0.0.1:{dead}"), expect_ports=[port])
     t0 = time.monotonic()
     r = get(port, "/nobody")

@@ -26,7 +26,7 @@ import h2.exceptions
 import pytest
 from h2.errors import ErrorCodes
 
-from conftest import HOST, free_port
+from conftest import HOST, free_port, free_ports
 from h1util import H1Conn, NoResponse, get, request_bytes, uniq
 from h2util import H2Conn
 
@@ -357,8 +357,8 @@ def test_post_with_body_retried_under_a_policy(proxy, testbed):
 def test_connect_failure_retried_on_the_other_endpoint(proxy, testbed):
     """A dead endpoint: retried on an endpoint not yet tried (the live one)."""
     tb = testbed("live")
-    dead = f"{HOST}:{free_port()}"
-    port = free_port()
+    dead_port, port = free_ports(2)
+    dead = f"{HOST}:{dead_port}"
     px = proxy(config(port, [dead, tb.addr], route_action={
         "retry_policy": {"retry_conditions": ["connect-failure"], "num_retries": 1}}),
         expect_ports=[port])
@@ -382,8 +382,8 @@ def test_connect_failure_retried_on_the_other_endpoint(proxy, testbed):
 
 def test_connect_failure_retried_until_num_retries(proxy):
     """Only dead endpoints: 1 + num_retries connection attempts, then 503 UF,URX."""
-    dead = f"{HOST}:{free_port()}"
-    port = free_port()
+    dead_port, port = free_ports(2)
+    dead = f"{HOST}:{dead_port}"
     px = proxy(config(port, [dead], route_action={
         "retry_policy": {"retry_conditions": ["connect-failure"], "num_retries": 2}}),
         expect_ports=[port])
@@ -397,8 +397,8 @@ def test_connect_failure_retried_until_num_retries(proxy):
 
 @pytest.mark.parametrize("conds", [["retriable-4xx"], []])
 def test_connect_failure_not_retried_without_its_condition(proxy, conds):
-    dead = f"{HOST}:{free_port()}"
-    port = free_port()
+    dead_port, port = free_ports(2)
+    dead = f"{HOST}:{dead_port}"
     px = proxy(config(port, [dead], route_action={
         "retry_policy": {"retry_conditions": conds, "num_retries": 2}}),
         expect_ports=[port])

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import HOST, free_port, run_switchyard
+from conftest import free_ports, HOST, free_port, run_switchyard
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "examples" / "strangler.yaml"
@@ -37,7 +37,7 @@ def site(testbed, proxy):
     walkthrough's backends and the proxy on the example file."""
     def start(canary_weight=None):
         tbs = {n: testbed(name=n) for n in ("legacy", "orders", "orders-canary")}
-        port, admin_port = free_port(), free_port()
+        port, admin_port = free_ports(2)
         env = {
             "LISTEN_ADDR": f"{HOST}:{port}",
             "ADMIN_ADDR": f"{HOST}:{admin_port}",

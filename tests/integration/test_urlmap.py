@@ -19,7 +19,7 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import (HOST, START_TIMEOUT, binary, child_env, free_port,
+from conftest import (HOST, START_TIMEOUT, binary, child_env, free_port, free_ports,
                       sanitizer_report, stop_process, wait_port)
 from h1util import H1Conn, NoResponse, exchange, request_bytes
 from h2util import H2Conn
@@ -339,8 +339,7 @@ def world(tmp_path_factory):
         pending = sorted(set(SERVICES.values()))
         for attempt in range(3):
             started = []
-            for name in pending:
-                p = free_port()
+            for name, p in zip(pending, free_ports(len(pending))):
                 errp = d / f"tb-{name}-{attempt}.log"
                 proc = _spawn([tb_exe, "--listen", f"{HOST}:{p}", "--name", name],
                               errp, errp, d)
@@ -348,7 +347,9 @@ def world(tmp_path_factory):
                 started.append((name, p, proc))
             failed = []
             for name, p, proc in started:
-                if wait_port(p, START_TIMEOUT, proc):
+                # wait_port alone is not enough: another process on the port
+                # would answer too. The testbed must still be running.
+                if wait_port(p, START_TIMEOUT, proc) and proc.poll() is None:
                     addrs[name] = f"{HOST}:{p}"
                 else:
                     stop_process(proc, signal.SIGKILL, 5)
@@ -359,7 +360,7 @@ def world(tmp_path_factory):
         if pending:
             pytest.fail(f"testbeds did not start: {pending}")
 
-        port, port2 = free_port(), free_port()
+        port, port2 = free_ports(2)
         cfg = d / "switchyard.yaml"
         cfg.write_text(make_config(port, port2, addrs))
         outp, errp = d / "switchyard.stdout", d / "switchyard.stderr"
