@@ -13,7 +13,10 @@ chunked, or until close). Nothing here retries or waits without a deadline.
 import json
 import os
 import socket
+import threading
 import time
+
+from conftest import CHILD_ENV_DEFAULTS
 
 HOST = "127.0.0.1"
 RECV_SIZE = 1 << 20
@@ -346,6 +349,41 @@ def rss_kib(pid):
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None
+
+
+def small_quarantine_env():
+    """ASan keeps freed memory in a quarantine (256 MiB by default), which
+    would look like growth; bound it so VmRSS reflects live memory."""
+    base = os.environ.get("ASAN_OPTIONS", CHILD_ENV_DEFAULTS["ASAN_OPTIONS"])
+    return {"ASAN_OPTIONS": base + ":quarantine_size_mb=4:thread_local_quarantine_size_kb=64"}
+
+
+class RssSampler:
+    def __init__(self, pid, interval=0.05, max_seconds=120):
+        self.pid = pid
+        self.interval = interval
+        self.max_samples = int(max_seconds / interval)
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        for _ in range(self.max_samples):
+            v = rss_kib(self.pid)
+            if v:
+                self.peak = max(self.peak, v)
+                self.samples += 1
+            if self._stop.wait(self.interval):
+                break
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(5)
 
 
 def tcp_peers_of_port(port):

@@ -2,17 +2,16 @@
 bodies with bounded memory, forwarding headers, hop-by-hop stripping, backend
 errors, timeouts and the access log."""
 
-import os
 import re
 import socket
-import threading
 import time
 
 import httpx
 import pytest
 
-from conftest import free_ports, CHILD_ENV_DEFAULTS, free_port
-from h1util import (H1Conn, NoResponse, get, request_bytes, rss_kib,
+from conftest import free_port, free_ports
+from h1util import (H1Conn, NoResponse, RssSampler, get, request_bytes, rss_kib,
+                    small_quarantine_env,
                     simple_config, start_simple, tcp_peers_of_port)
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -185,41 +184,6 @@ def test_httpx_streamed_upload(proxy, testbed):
 
 BIG = 256 * 1024 * 1024
 RSS_SLACK_KIB = 32 * 1024
-
-
-def small_quarantine_env():
-    """ASan keeps freed memory in a quarantine (256 MiB by default), which
-    would look like growth; bound it so VmRSS reflects live memory."""
-    base = os.environ.get("ASAN_OPTIONS", CHILD_ENV_DEFAULTS["ASAN_OPTIONS"])
-    return {"ASAN_OPTIONS": base + ":quarantine_size_mb=4:thread_local_quarantine_size_kb=64"}
-
-
-class RssSampler:
-    def __init__(self, pid, interval=0.05, max_seconds=120):
-        self.pid = pid
-        self.interval = interval
-        self.max_samples = int(max_seconds / interval)
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        for _ in range(self.max_samples):
-            v = rss_kib(self.pid)
-            if v:
-                self.peak = max(self.peak, v)
-                self.samples += 1
-            if self._stop.wait(self.interval):
-                break
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join(5)
 
 
 def warm_up(port):

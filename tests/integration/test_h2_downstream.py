@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import free_port
+from h1util import rss_kib
 from h2util import ErrorCodes, H2Conn, SettingCodes, proxy_config
 
 MiB = 1 << 20
@@ -37,17 +38,6 @@ def h2px(proxy, testbed):
 def curl(*args, timeout=30):
     return subprocess.run(["curl", "-sS", "--max-time", "20", *args], capture_output=True,
                           text=True, timeout=timeout)
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
 
 
 def get_ok(port, path="/ok"):

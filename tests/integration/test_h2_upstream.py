@@ -8,7 +8,6 @@ reset recording; a silent h2 server (dead connection); and a TLS server whose
 ALPN offers only http/1.1. Everything listens on 127.0.0.1; every wait is
 bounded."""
 
-import os
 import select
 import signal
 import socket
@@ -25,8 +24,9 @@ import h2.settings
 import hyperframe.frame
 import pytest
 
-from conftest import CHILD_ENV_DEFAULTS, free_port, sanitizer_report
-from h1util import H1Conn, NoResponse, get, request_bytes, rss_kib, tcp_peers_of_port
+from conftest import free_port, sanitizer_report
+from h1util import (H1Conn, NoResponse, RssSampler, get, request_bytes, rss_kib,
+                    small_quarantine_env, tcp_peers_of_port)
 
 MiB = 1024 * 1024
 
@@ -293,39 +293,6 @@ def other_ca(tmp_path_factory):
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-def small_quarantine_env():
-    """ASan keeps freed memory in a quarantine; bound it so that VmRSS
-    reflects live memory."""
-    base = os.environ.get("ASAN_OPTIONS", CHILD_ENV_DEFAULTS["ASAN_OPTIONS"])
-    return {"ASAN_OPTIONS": base + ":quarantine_size_mb=4:thread_local_quarantine_size_kb=64"}
-
-
-class RssSampler:
-    def __init__(self, pid, interval=0.05, max_seconds=120):
-        self.pid = pid
-        self.interval = interval
-        self.max_samples = int(max_seconds / interval)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        for _ in range(self.max_samples):
-            v = rss_kib(self.pid)
-            if v:
-                self.peak = max(self.peak, v)
-            if self._stop.wait(self.interval):
-                break
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join(5)
-
 
 RSS_SLACK_KIB = 32 * 1024
 
