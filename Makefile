@@ -20,7 +20,7 @@ ASAN_LDFLAGS := -fsanitize=address,undefined
 
 # Sources: everything under src/ belongs to the proxy except the testbed and
 # main.c; the testbed links core/ and http/ only.
-LIB_SRCS     := $(filter-out src/main.c,$(wildcard src/*/*.c))
+LIB_SRCS     := src/runtime.c $(wildcard src/*/*.c)
 LIB_SRCS     := $(filter-out src/testbed/%,$(LIB_SRCS))
 PROXY_SRCS   := src/main.c $(LIB_SRCS)
 TESTBED_SRCS := $(wildcard src/testbed/*.c) src/core/parse.c src/core/errors.c
@@ -89,7 +89,7 @@ lint:
 	@scripts/lint.sh
 
 format:
-	clang-format -i $(wildcard src/*/*.c src/*/*.h src/*.c tests/unit/*.c tests/unit/*.h)
+	clang-format -i $(wildcard src/*/*.c src/*/*.h src/*.c src/*.h tests/unit/*.c tests/unit/*.h)
 
 clean:
 	rm -rf build

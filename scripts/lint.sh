@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rc=0
-files=$(ls src/*.c src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h 2>/dev/null)
+files=$(ls src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h 2>/dev/null)
 # Calls only: the name followed by "(" (comments that mention a word are fine).
 if grep -nE '(^|[^a-z_])(sprintf|strcpy|strcat|atoi|strtok|gets)\s*\(' $files; then
   echo "lint: banned function (use snprintf, memcpy with lengths, strtol, strtok_r)"

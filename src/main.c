@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
-#include "backend/runtime.h"
-#include "backend/upstream.h"
+#include "runtime.h"
+#include "upstream/upstream.h"
 #include "admin/admin.h"
 #include "config/config.h"
 #include "core/stats.h"

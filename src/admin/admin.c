@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
-#include "backend/runtime.h"
+#include "runtime.h"
 #include "config/config.h"
 #include "core/worker.h"
 

@@ -27,7 +27,7 @@
 
 #include "backend/backend-int.h"
 #include "core/errors.h"
-#include "http/exchange.h"
+#include "exchange/exchange.h"
 #include "http/headers.h"
 
 int affinity_build(struct service_rt *s)

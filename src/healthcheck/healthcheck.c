@@ -34,7 +34,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
-#include "backend/runtime.h"
+#include "runtime.h"
 #include "core/log.h"
 #include "core/worker.h"
 #include "healthcheck/hc-int.h"

@@ -26,8 +26,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "backend/router.h"
-#include "backend/runtime.h"
+#include "exchange/router.h"
+#include "runtime.h"
 #include "config/config-t.h"
 #include "core/bev_flush.h"
 #include "core/errors.h"

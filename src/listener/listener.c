@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend/runtime.h"
+#include "runtime.h"
 #include "core/log.h"
 #include "core/stats.h"
 #include "core/worker.h"

@@ -17,7 +17,7 @@
 #include "config/config.h"
 #include "core/errors.h"
 #include "core/log.h"
-#include "http/exchange.h"
+#include "exchange/exchange.h"
 #include "http/headers.h"
 #include "test.h"
 

@@ -1,5 +1,5 @@
 /* Unit tests for the retry decisions (src/backend/retry.c). */
-#include "backend/retry.h"
+#include "exchange/retry.h"
 #include "test.h"
 
 static uint32_t met(enum attempt_result r, int status, int grpc)

@@ -65,10 +65,10 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "backend/router.h"
-#include "backend/runtime.h"
-#include "backend/tls_client.h"
-#include "backend/upstream-int.h"
+#include "exchange/router.h"
+#include "runtime.h"
+#include "upstream/tls_client.h"
+#include "upstream/upstream-int.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/parse.h"

@@ -5,7 +5,7 @@
 #ifndef SY_ACCESS_LOG_H
 #define SY_ACCESS_LOG_H
 
-#include "http/exchange.h"
+#include "exchange/exchange.h"
 
 /* Write the entry for `ex` (no-op when the log is off). */
 void access_log_write(const struct exchange *ex);

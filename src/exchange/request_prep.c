@@ -1,5 +1,5 @@
 /* request_prep.c — see request_prep.h. */
-#include "backend/request_prep.h"
+#include "exchange/request_prep.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* access_log.c — see access_log.h. */
-#include "backend/access_log.h"
+#include "exchange/access_log.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend/runtime.h"
+#include "runtime.h"
 #include "config/config-t.h"
 #include "core/parse.h"
 #include "core/worker.h"

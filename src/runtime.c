@@ -1,5 +1,5 @@
 /* runtime.c — see runtime.h. */
-#include "backend/runtime.h"
+#include "runtime.h"
 
 #include <stdlib.h>
 

@@ -1,5 +1,5 @@
 /* tls_client.c — see tls_client.h. */
-#include "backend/tls_client.h"
+#include "upstream/tls_client.h"
 
 #include <arpa/inet.h>
 #include <openssl/err.h>

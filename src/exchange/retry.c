@@ -1,5 +1,5 @@
 /* retry.c — see retry.h. */
-#include "backend/retry.h"
+#include "exchange/retry.h"
 
 void retry_policy_from_route(const struct cfg_route_action *a, struct retry_policy *out)
 {

@@ -5,7 +5,7 @@
 #ifndef SY_UPSTREAM_INT_H
 #define SY_UPSTREAM_INT_H
 
-#include "backend/upstream.h"
+#include "upstream/upstream.h"
 
 struct worker;
 struct h1_pools;

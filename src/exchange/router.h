@@ -8,7 +8,7 @@
 
 #include <stdbool.h>
 
-#include "http/exchange.h"
+#include "exchange/exchange.h"
 
 struct cfg_listener;
 

@@ -7,7 +7,7 @@
 #define SY_UPSTREAM_H
 
 #include "config/config-t.h"
-#include "http/exchange.h"
+#include "exchange/exchange.h"
 
 struct worker;
 struct upstream_pools;

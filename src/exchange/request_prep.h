@@ -7,7 +7,7 @@
 #ifndef SY_REQUEST_PREP_H
 #define SY_REQUEST_PREP_H
 
-#include "http/exchange.h"
+#include "exchange/exchange.h"
 #include "urlmap/urlmap.h"
 
 /*

@@ -1,7 +1,7 @@
 /* upstream.c — dispatch an attempt to the codec of the backend's protocol. */
 #include <stdlib.h>
 
-#include "backend/upstream-int.h"
+#include "upstream/upstream-int.h"
 #include "core/errors.h"
 #include "core/worker.h"
 

@@ -20,7 +20,7 @@
  * backend service timeout, or a shorter grpc-timeout); try_ev times one
  * thing at a time, named by ex->_try_state.
  */
-#include "backend/router.h"
+#include "exchange/router.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -28,12 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/access_log.h"
+#include "exchange/access_log.h"
 #include "backend/backend.h"
-#include "backend/request_prep.h"
-#include "backend/retry.h"
-#include "backend/runtime.h"
-#include "backend/upstream.h"
+#include "exchange/request_prep.h"
+#include "exchange/retry.h"
+#include "runtime.h"
+#include "upstream/upstream.h"
 #include "config/config-t.h"
 #include "core/errors.h"
 #include "core/log.h"
