@@ -28,35 +28,39 @@ UNIT_SRCS    := $(wildcard tests/unit/*.c) $(LIB_SRCS)
 
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
+# B: the build folder (B=build-x keeps a second tree apart, e.g. for a
+# helper working beside you).
+B ?= build
+
 .PHONY: all asan deps run test unit integration bench lint format clean
-all: build/switchyard build/switchyard-testbed
+all: $(B)/switchyard $(B)/switchyard-testbed
 
 # ---- optimized build ------------------------------------------------------
-build/obj/%.o: %.c
+$(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT_CFLAGS) $(CFLAGS) -c $< -o $@
 
-build/switchyard: $(call objs,build,$(PROXY_SRCS))
+$(B)/switchyard: $(call objs,$(B),$(PROXY_SRCS))
 	$(CC) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
-build/switchyard-testbed: $(call objs,build,$(TESTBED_SRCS))
+$(B)/switchyard-testbed: $(call objs,$(B),$(TESTBED_SRCS))
 	$(CC) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
 # ---- sanitizer build (tests) ------------------------------------------------
-build/asan/obj/%.o: %.c
+$(B)/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_CFLAGS) $(CFLAGS) -c $< -o $@
 
-build/asan/switchyard: $(call objs,build/asan,$(PROXY_SRCS))
+$(B)/asan/switchyard: $(call objs,$(B)/asan,$(PROXY_SRCS))
 	$(CC) $(ASAN_LDFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
-build/asan/switchyard-testbed: $(call objs,build/asan,$(TESTBED_SRCS))
+$(B)/asan/switchyard-testbed: $(call objs,$(B)/asan,$(TESTBED_SRCS))
 	$(CC) $(ASAN_LDFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
-build/asan/unit-tests: $(call objs,build/asan,$(UNIT_SRCS))
+$(B)/asan/unit-tests: $(call objs,$(B)/asan,$(UNIT_SRCS))
 	$(CC) $(ASAN_LDFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
-asan: build/asan/switchyard build/asan/switchyard-testbed build/asan/unit-tests
+asan: $(B)/asan/switchyard $(B)/asan/switchyard-testbed $(B)/asan/unit-tests
 
 # ---- workflows ------------------------------------------------------------------
 deps:
@@ -73,12 +77,12 @@ test: deps
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory unit integration
 
-unit: build/asan/unit-tests
-	build/asan/unit-tests
+unit: $(B)/asan/unit-tests
+	$(B)/asan/unit-tests
 
 PYTEST_ARGS ?=
-integration: build/asan/switchyard build/asan/switchyard-testbed
-	SY_BUILD=$(CURDIR)/build/asan /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+integration: $(B)/asan/switchyard $(B)/asan/switchyard-testbed
+	SY_BUILD=$(CURDIR)/$(B)/asan /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 bench:
 	@SY_DEPS_BENCH=1 scripts/deps.sh
@@ -92,6 +96,6 @@ format:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h src/*.c src/*.h tests/unit/*.c tests/unit/*.h)
 
 clean:
-	rm -rf build
+	rm -rf $(B)
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

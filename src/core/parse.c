@@ -43,6 +43,37 @@ static int read_u64(const char **s, uint64_t *out)
     return 0;
 }
 
+int sy_parse_dec(const void *s, size_t len, uint64_t max, uint64_t *out)
+{
+    const unsigned char *p = s;
+    uint64_t v = 0;
+
+    if (len == 0)
+        return SY_EINVAL;
+    for (size_t i = 0; i < len; i++) {
+        if (!is_digit((char)p[i]))
+            return SY_EINVAL;
+        unsigned d = (unsigned)(p[i] - '0');
+        if (v > (max - d) / 10 || v * 10 + d > max)
+            return SY_ERANGE;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int sy_parse_dec_i64(const void *s, size_t len, int64_t *out)
+{
+    const char *p = s;
+    bool neg = len > 0 && p[0] == '-';
+    uint64_t v;
+    int rc = sy_parse_dec(p + neg, len - neg, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &v);
+    if (rc != 0)
+        return rc;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
 /* Milliseconds per duration unit; 0 when the unit is unknown. */
 static uint64_t duration_unit_ms(const char *unit)
 {

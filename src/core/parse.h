@@ -44,6 +44,18 @@ int sy_parse_grpc_timeout_ms(const char *s, uint64_t *out_ms);
  */
 void sy_sockaddr_ip(const struct sockaddr_storage *ss, char *out, size_t cap);
 
+/*
+ * The whole of s[0..len) as a base-10 unsigned integer no larger than `max`:
+ * digits only (no sign, space or empty string). 0, SY_EINVAL (not all
+ * digits, or empty) or SY_ERANGE (> max). The one decimal parser of the
+ * proxy: header values (grpc-status, content-length, :status), config and
+ * testbed values.
+ */
+int sy_parse_dec(const void *s, size_t len, uint64_t max, uint64_t *out);
+
+/* As sy_parse_dec, with an optional leading '-': INT64_MIN..INT64_MAX. */
+int sy_parse_dec_i64(const void *s, size_t len, int64_t *out);
+
 /* Decimal digits of v into buf (no NUL, at most 20 bytes); returns the length. */
 size_t sy_u64_to_dec(char *buf, uint64_t v);
 

@@ -1,6 +1,8 @@
 /* worker.c — see worker.h. */
 #include "core/worker.h"
 
+#include "core/rand.h"
+
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <stdio.h>
@@ -108,12 +110,7 @@ void worker_destroy(struct worker *w)
 
 uint64_t worker_rand(struct worker *w)
 {
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return sy_rand_next(&w->rng);
 }
 
 uint64_t sy_now_us(void)

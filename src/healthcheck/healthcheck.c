@@ -36,17 +36,13 @@
 #include "backend/backend.h"
 #include "runtime.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "core/worker.h"
 #include "healthcheck/hc-int.h"
 
 static uint64_t hc_rand(struct health_checker *hc)
 {
-    uint64_t x = hc->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    hc->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return sy_rand_next(&hc->rng);
 }
 
 struct health_checker *health_checker_new(struct event_base *base)

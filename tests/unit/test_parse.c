@@ -263,8 +263,33 @@ static void test_formatting(void)
     CHECK_STR(buf, "");
 }
 
+static void test_decimal(void)
+{
+    TEST_CASE("parse: decimal (sy_parse_dec, sy_parse_dec_i64)");
+    uint64_t v = 7;
+    int64_t i = 7;
+    CHECK(sy_parse_dec("0", 1, 10, &v) == 0 && v == 0);
+    CHECK(sy_parse_dec("14", 2, 16, &v) == 0 && v == 14);
+    CHECK(sy_parse_dec("17", 2, 16, &v) == SY_ERANGE && v == 14);
+    CHECK(sy_parse_dec("", 0, 16, &v) == SY_EINVAL);
+    CHECK(sy_parse_dec("1a", 2, 99, &v) == SY_EINVAL);
+    CHECK(sy_parse_dec("+1", 2, 99, &v) == SY_EINVAL);
+    CHECK(sy_parse_dec(" 1", 2, 99, &v) == SY_EINVAL);
+    CHECK(sy_parse_dec("123", 2, 99, &v) == 0 && v == 12); /* length-bounded */
+    CHECK(sy_parse_dec("18446744073709551615", 20, UINT64_MAX, &v) == 0 && v == UINT64_MAX);
+    CHECK(sy_parse_dec("18446744073709551616", 20, UINT64_MAX, &v) == SY_ERANGE);
+    CHECK(sy_parse_dec("99999999999999999999", 20, UINT64_MAX, &v) == SY_ERANGE);
+    CHECK(sy_parse_dec("9", 1, 3, &v) == SY_ERANGE);
+    CHECK(sy_parse_dec_i64("-9223372036854775808", 20, &i) == 0 && i == INT64_MIN);
+    CHECK(sy_parse_dec_i64("9223372036854775807", 19, &i) == 0 && i == INT64_MAX);
+    CHECK(sy_parse_dec_i64("9223372036854775808", 19, &i) == SY_ERANGE);
+    CHECK(sy_parse_dec_i64("-", 1, &i) == SY_EINVAL);
+    CHECK(sy_parse_dec_i64("-0", 2, &i) == 0 && i == 0);
+}
+
 void test_parse_suite(void)
 {
+    test_decimal();
     test_formatting();
     test_durations();
     test_sizes();
