@@ -27,7 +27,6 @@
 
 #include "backend/backend-int.h"
 #include "core/errors.h"
-#include "exchange/exchange.h"
 #include "http/headers.h"
 
 int affinity_build(struct service_rt *s)
@@ -139,36 +138,37 @@ static bool client_ip_hash(const struct sockaddr_storage *ss, uint64_t *hash)
     return false;
 }
 
-static bool header_hash(const struct cfg_backend_service *c, const struct exchange *ex,
+static bool header_hash(const struct cfg_backend_service *c, const struct http_request_head *req,
                         uint64_t *hash)
 {
     const char *name = c->consistent_hash.http_header_name;
     if (!name)
         return false;
     if (strcmp(name, "host") == 0 || strcmp(name, ":authority") == 0) {
-        if (!ex->req.authority)
+        if (!req->authority)
             return false;
-        *hash = lb_hash64(ex->req.authority, ex->req.authority_len, 0);
+        *hash = lb_hash64(req->authority, req->authority_len, 0);
         return true;
     }
-    const struct http_header *h = http_headers_get(&ex->req.headers, name, strlen(name));
+    const struct http_header *h = http_headers_get(&req->headers, name, strlen(name));
     if (!h)
         return false;
     *hash = lb_hash64(h->value, h->value_len, 0);
     return true;
 }
 
-bool backend_request_hash(const struct service_rt *s, const struct exchange *ex, uint64_t *hash)
+bool backend_request_hash(const struct service_rt *s, const struct http_request_head *req,
+                          const struct sockaddr_storage *client, uint64_t *hash)
 {
     const struct cfg_backend_service *c = s->cfg;
     const char *v;
     size_t len;
     switch (c->session_affinity) {
-    case CFG_AFFINITY_CLIENT_IP: return client_ip_hash(&ex->client_addr, hash);
-    case CFG_AFFINITY_HEADER_FIELD: return header_hash(c, ex, hash);
+    case CFG_AFFINITY_CLIENT_IP: return client_ip_hash(client, hash);
+    case CFG_AFFINITY_HEADER_FIELD: return header_hash(c, req, hash);
     case CFG_AFFINITY_HTTP_COOKIE:
     case CFG_AFFINITY_GENERATED_COOKIE:
-        if (!affinity_cookie_value(&ex->req.headers, c->consistent_hash.cookie_name, &v, &len))
+        if (!affinity_cookie_value(&req->headers, c->consistent_hash.cookie_name, &v, &len))
             return false;
         if (!parse_id(v, len, hash))
             *hash = lb_hash64(v, len, 0);
@@ -178,7 +178,7 @@ bool backend_request_hash(const struct service_rt *s, const struct exchange *ex,
     return false;
 }
 
-int backend_affinity_cookie(const struct service_rt *s, const struct exchange *ex, int idx,
+int backend_affinity_cookie(const struct service_rt *s, const struct http_request_head *req, int idx,
                             char *out, size_t cap)
 {
     const struct cfg_backend_service *c = s->cfg;
@@ -190,7 +190,7 @@ int backend_affinity_cookie(const struct service_rt *s, const struct exchange *e
          c->session_affinity != CFG_AFFINITY_GENERATED_COOKIE))
         return 0;
     bool present =
-        affinity_cookie_value(&ex->req.headers, c->consistent_hash.cookie_name, &v, &len);
+        affinity_cookie_value(&req->headers, c->consistent_hash.cookie_name, &v, &len);
     if (c->session_affinity == CFG_AFFINITY_HTTP_COOKIE) {
         if (present || c->consistent_hash.cookie_ttl_ms == 0)
             return 0; /* the application's cookie, or none to generate */

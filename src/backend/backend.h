@@ -20,7 +20,8 @@
 
 #include "config/config-t.h"
 
-struct exchange;
+struct http_request_head;
+struct sockaddr_storage;
 struct worker;
 struct backend_registry;
 struct service_rt;
@@ -112,7 +113,8 @@ void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome
  * when the policy is NONE or the key is absent (HTTP_COOKIE without cookie:
  * a random pick; GENERATED_COOKIE: see backend_affinity_cookie).
  */
-bool backend_request_hash(const struct service_rt *s, const struct exchange *ex, uint64_t *hash);
+bool backend_request_hash(const struct service_rt *s, const struct http_request_head *req,
+                          const struct sockaddr_storage *client, uint64_t *hash);
 
 /*
  * The Set-Cookie value to add to the response answered by endpoint `idx`
@@ -121,7 +123,7 @@ bool backend_request_hash(const struct service_rt *s, const struct exchange *ex,
  * none. Returns its length, or 0 when no cookie is to be set (or it does not
  * fit in cap).
  */
-int backend_affinity_cookie(const struct service_rt *s, const struct exchange *ex, int idx,
+int backend_affinity_cookie(const struct service_rt *s, const struct http_request_head *req, int idx,
                             char *out, size_t cap);
 
 /* ---- circuit breakers (any worker)

@@ -1,11 +1,13 @@
 /*
- * exchange.h — one request/response pair crossing the proxy, protocol-neutral.
+ * exchange.h — one request/response pair crossing the proxy, protocol-neutral,
+ * and the only header a downstream codec needs.
  *
- * A downstream codec (h1_downstream, h2_downstream) creates the exchange when
- * a request head is complete and hands it to the router (router_start). The
- * router picks a route and an endpoint and runs attempts on an upstream codec
- * (h1_upstream, h2_upstream). Body bytes flow through the exchange in both
- * directions with back-pressure:
+ * A downstream codec (listener/h1_downstream, listener/h2_downstream)
+ * creates the exchange (exchange_new) when a request head is complete,
+ * fills the public fields and hands it to the router (router_start). The
+ * router picks a route and an endpoint and runs attempts on an upstream
+ * codec (upstream/upstream.h), which reports back through callbacks. Body
+ * bytes flow through the exchange in both directions with back-pressure:
  *
  *   producer ──data──▶ consumer.send_body()        (moves the bytes)
  *   consumer.pending() >= SY_FLOW_HIGH  →  producer paused
@@ -25,6 +27,7 @@
 
 #include "core/arena.h"
 #include "http/http-t.h"
+#include "upstream/upstream.h"
 
 struct evbuffer;
 struct exchange;
@@ -35,10 +38,6 @@ struct cfg_listener;
 struct cfg_backend_service;
 struct url_map_result;
 struct service_rt;
-
-/* Back-pressure thresholds for the bytes queued toward one side (bytes). */
-#define SY_FLOW_HIGH (64 * 1024)
-#define SY_FLOW_LOW  (16 * 1024)
 
 /* Client side, implemented by each downstream codec. */
 struct downstream_ops {
@@ -56,26 +55,6 @@ struct downstream_ops {
     void (*read_body)(struct exchange *ex, bool enable);
     /* The exchange is over; the codec drops its pointer. Called once. */
     void (*detach)(struct exchange *ex);
-};
-
-/* Why an attempt failed (before or after response headers). */
-enum upstream_error {
-    UPSTREAM_CONNECT_FAILED = 1, /* refused, unreachable, connect timeout */
-    UPSTREAM_RESET,              /* closed or reset before the response completed */
-    UPSTREAM_PROTOCOL,           /* malformed response */
-    UPSTREAM_REFUSED_STREAM,     /* h2: REFUSED_STREAM or beyond GOAWAY's last id */
-};
-const char *upstream_error_str(enum upstream_error e);
-
-/* Backend side of one attempt, implemented by each upstream codec. */
-struct upstream_ops {
-    void (*send_body)(void *att, struct evbuffer *buf);
-    void (*send_end)(void *att, const struct http_headers *trailers);
-    size_t (*pending)(void *att);
-    /* Pause (false) or resume (true) reading the response. */
-    void (*read_response)(void *att, bool enable);
-    /* The exchange gives up on this attempt; no callback follows. */
-    void (*cancel)(void *att);
 };
 
 /* Response flags for the access log (Envoy's spirit). */
@@ -96,13 +75,14 @@ enum exchange_flag {
 };
 
 struct exchange {
+    /* ---- set by exchange_new ---------------------------------------------------- */
     struct worker *w;
     struct arena arena;
     struct runtime *rt;      /* the snapshot this exchange started with */
     struct rt_hold *rt_hold; /* the worker's claim that keeps `rt` alive for us */
     const struct cfg_listener *listener;
 
-    /* downstream */
+    /* ---- filled by the downstream codec before router_start ---------------------- */
     const struct downstream_ops *down;
     void *down_ctx;
     struct sockaddr_storage client_addr;
@@ -112,17 +92,19 @@ struct exchange {
     bool is_grpc;  /* content-type application/grpc* */
     bool is_head;  /* HEAD request: no response body */
     bool req_done; /* the whole request body was received */
+
+    /* ---- read-only for the codecs ------------------------------------------------ */
     bool resp_head_sent;
     bool resp_done;
     bool finished;
 
-    /* route and upstream */
+    /* ---- router only (src/exchange/): codecs never touch what follows ------------- */
     const struct cfg_backend_service *service;
     struct service_rt *srt;             /* run-time state of `service` */
     const struct url_map_result *route; /* the match (arena), NULL before routing */
-    const struct upstream_ops *up;
-    void *att;                    /* current attempt, NULL when none */
-    int endpoint_idx;             /* endpoint of the current attempt, -1 = none */
+    struct upstream_request up_req;     /* the attempt in flight's description */
+    struct upstream_attempt up;         /* up.att: current attempt, NULL when none */
+    int endpoint_idx;                   /* endpoint of the current attempt, -1 = none */
     struct evbuffer *req_pending; /* request body not yet handed to an attempt */
     struct evbuffer *replay;      /* request body kept for a retry; NULL = not replayable */
     uint64_t tried[1];            /* endpoints tried (bits), see backend.h pick_ctx */
@@ -152,5 +134,38 @@ struct exchange {
     char request_id[40];
     char endpoint[64];
 };
+
+/* ---- for the downstream codecs ------------------------------------------------------ */
+
+/*
+ * Create an exchange on worker `w` for a request arriving on `listener`.
+ * The runtime reference is taken from the worker. NULL on allocation failure.
+ */
+struct exchange *exchange_new(struct worker *w, const struct cfg_listener *listener);
+
+/*
+ * The request head is complete (ex->req filled by the codec). The router
+ * takes it from here; it may answer locally at once (send_head/send_end
+ * called before this returns).
+ */
+void router_start(struct exchange *ex);
+
+/*
+ * The codec answered the request itself (malformed, 4xx): log it with
+ * `status` and free the exchange. Never attached to an attempt.
+ */
+void exchange_reject(struct exchange *ex, int status);
+
+void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf);
+void exchange_on_request_end(struct exchange *ex, const struct http_headers *trailers);
+void exchange_on_downstream_drained(struct exchange *ex);
+/* The client went away or reset the stream: cancel and finish. */
+void exchange_on_downstream_abort(struct exchange *ex);
+
+/*
+ * Answer locally with `status` and a short text body (or, for a gRPC
+ * request, a trailers-only gRPC status). Only before response headers went out.
+ */
+void exchange_local_reply(struct exchange *ex, int status, const char *body, unsigned flags);
 
 #endif

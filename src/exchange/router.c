@@ -20,7 +20,7 @@
  * backend service timeout, or a shorter grpc-timeout); try_ev times one
  * thing at a time, named by ex->_try_state.
  */
-#include "exchange/router.h"
+#include "exchange/exchange.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -38,6 +38,8 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "core/strlit.h"
+#include "core/timer.h"
 #include "core/stats.h"
 #include "core/worker.h"
 #include "http/headers.h"
@@ -62,16 +64,31 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_try(evutil_socket_t fd, short what, void *arg);
 static void on_idle(evutil_socket_t fd, short what, void *arg);
 static void on_drain_check(evutil_socket_t fd, short what, void *arg);
+static void on_up_head(void *ctx, struct http_response_head *h, bool end);
+static void on_up_body(void *ctx, struct evbuffer *buf);
+static void on_up_end(void *ctx, const struct http_headers *trailers);
+static void on_up_drained(void *ctx);
+static void on_up_error(void *ctx, enum upstream_error err, bool stale);
 
-const char *upstream_error_str(enum upstream_error e)
+/* How an attempt reports back (upstream.h); ctx is the exchange. */
+static const struct upstream_cbs upstream_cbs = {
+    .on_head = on_up_head,
+    .on_body = on_up_body,
+    .on_end = on_up_end,
+    .on_drained = on_up_drained,
+    .on_error = on_up_error,
+};
+
+/* circuit_breakers.max_connections, asked by the pool for a new connection. */
+static void *conn_enter(void *arg)
 {
-    switch (e) {
-    case UPSTREAM_CONNECT_FAILED: return "connect_failed";
-    case UPSTREAM_RESET: return "reset";
-    case UPSTREAM_PROTOCOL: return "protocol_error";
-    case UPSTREAM_REFUSED_STREAM: return "refused_stream";
-    }
-    return "unknown";
+    struct exchange *ex = arg;
+    return backend_cb_connection_enter(ex->srt, ex->endpoint_idx);
+}
+
+static void conn_leave(void *token)
+{
+    backend_cb_connection_leave(token);
 }
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)
@@ -148,16 +165,10 @@ static struct stats_service_shard *svc_stats(const struct exchange *ex)
     return &runtime_service_stats(ex->rt, ex->service)->shards[ex->w->id];
 }
 
-static void arm_ms(struct event *ev, uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(ev, &tv);
-}
-
 static void arm_try(struct exchange *ex, enum try_state st, uint64_t ms)
 {
     ex->_try_state = st;
-    arm_ms(&ex->try_ev, ms);
+    sy_timer_arm_ms(&ex->try_ev, ms);
 }
 
 static void disarm_try(struct exchange *ex)
@@ -194,10 +205,10 @@ static void end_attempt(struct exchange *ex, enum attempt_outcome o)
 /* Cancel the attempt in flight (no callback follows) and release it. */
 static void cancel_attempt(struct exchange *ex, enum attempt_outcome o)
 {
-    if (ex->att) {
-        void *att = ex->att;
-        ex->att = NULL;
-        ex->up->cancel(att);
+    if (ex->up.att) {
+        void *att = ex->up.att;
+        ex->up.att = NULL;
+        ex->up.ops->cancel(att);
     }
     end_attempt(ex, o);
 }
@@ -403,12 +414,12 @@ static bool prepare_attempts(struct exchange *ex)
     uint64_t t = exchange_timeout_ms(ex);
     if (t) {
         ex->deadline_ms = sy_now_ms() + t;
-        arm_ms(&ex->timeout_ev, t);
+        sy_timer_arm_ms(&ex->timeout_ev, t);
     }
     uint64_t idle = ex->listener->timeouts.stream_idle_ms;
     if (idle)
-        arm_ms(&ex->idle_ev, idle);
-    ex->has_hash = backend_request_hash(ex->srt, ex, &ex->hash);
+        sy_timer_arm_ms(&ex->idle_ev, idle);
+    ex->has_hash = backend_request_hash(ex->srt, &ex->req, &ex->client_addr, &ex->hash);
     if (ex->req.has_body && ex->service->retry_buffer_size > 0) {
         ex->replay = evbuffer_new();
         if (ex->req_pending)
@@ -490,16 +501,16 @@ static void send_request_body(struct exchange *ex)
     if (ex->attempts > 1 && ex->replay) {
         struct evbuffer *copy = evbuffer_new();
         if (copy && copy_buffer(copy, ex->replay) == 0)
-            ex->up->send_body(ex->att, copy);
+            ex->up.ops->send_body(ex->up.att, copy);
         if (copy)
             evbuffer_free(copy);
         if (ex->req_pending)
             evbuffer_drain(ex->req_pending, pending_len(ex));
     } else if (pending_len(ex)) {
-        ex->up->send_body(ex->att, ex->req_pending);
+        ex->up.ops->send_body(ex->up.att, ex->req_pending);
     }
-    if (ex->att && ex->req_done && ex->req.has_body)
-        ex->up->send_end(ex->att, NULL);
+    if (ex->up.att && ex->req_done && ex->req.has_body)
+        ex->up.ops->send_end(ex->up.att, NULL);
 }
 
 static void start_attempt(struct exchange *ex)
@@ -533,14 +544,27 @@ static void start_attempt(struct exchange *ex)
     stats_inc(&ss->upstream_requests, 1);
     if (ex->attempts > 1)
         stats_inc(&ss->upstream_retries, 1);
-    int rc = upstream_attempt_start(ex->w, ex->service, ep, ex);
+    ex->up_req = (struct upstream_request){
+        .svc = ex->service,
+        .ep = ep,
+        .cfg_version = ex->rt->cfg->version,
+        .head = &ex->req,
+        .arena = &ex->arena,
+        .is_head = ex->is_head,
+        .conn_enter = conn_enter,
+        .conn_leave = conn_leave,
+        .conn_arg = ex,
+        .cbs = &upstream_cbs,
+        .ctx = ex,
+    };
+    int rc = upstream_attempt_start(ex->w->pools, &ex->up_req, &ex->up);
     if (rc == SY_ELIMIT) {
         end_attempt(ex, ATTEMPT_CANCELLED);
         exchange_local_reply(ex, 503, "upstream overflow: max_connections", EXF_UO);
         return;
     }
     if (rc != 0) {
-        exchange_on_upstream_error(ex, UPSTREAM_CONNECT_FAILED, false);
+        on_up_error(ex, UPSTREAM_CONNECT_FAILED, false);
         return;
     }
     struct retry_policy p;
@@ -548,7 +572,7 @@ static void start_attempt(struct exchange *ex)
     if (p.per_try_timeout_ms)
         arm_try(ex, TRY_PER_TRY, p.per_try_timeout_ms);
     if (ex->service->draining_timeout_ms)
-        arm_ms(&ex->drain_ev, 1000);
+        sy_timer_arm_ms(&ex->drain_ev, 1000);
     send_request_body(ex);
 }
 
@@ -689,9 +713,9 @@ void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
     }
     if (ex->service)
         keep_for_replay(ex, buf);
-    if (ex->att) {
-        ex->up->send_body(ex->att, buf);
-        if (ex->up->pending(ex->att) >= SY_FLOW_HIGH)
+    if (ex->up.att) {
+        ex->up.ops->send_body(ex->up.att, buf);
+        if (ex->up.ops->pending(ex->up.att) >= SY_FLOW_HIGH)
             ex->down->read_body(ex, false);
         return;
     }
@@ -714,12 +738,13 @@ void exchange_on_request_end(struct exchange *ex, const struct http_headers *tra
 {
     ex->req_done = true;
     touch(ex);
-    if (ex->att && !ex->finished && ex->req.has_body)
-        ex->up->send_end(ex->att, trailers);
+    if (ex->up.att && !ex->finished && ex->req.has_body)
+        ex->up.ops->send_end(ex->up.att, trailers);
 }
 
-void exchange_on_upstream_drained(struct exchange *ex)
+static void on_up_drained(void *ctx)
 {
+    struct exchange *ex = ctx;
     if (!ex->req_done && !ex->finished)
         ex->down->read_body(ex, true);
 }
@@ -736,29 +761,25 @@ void exchange_on_downstream_abort(struct exchange *ex)
 
 static int head_grpc_status(const struct http_response_head *h)
 {
-    const struct http_header *g = http_headers_get(&h->headers, "grpc-status", 11);
-    if (!g || g->value_len == 0 || g->value_len > 3)
+    const struct http_header *g = http_headers_get(&h->headers, SY_STRLIT("grpc-status"));
+    uint64_t v;
+    if (!g || sy_parse_dec(g->value, g->value_len, 999, &v) != 0)
         return -1;
-    int v = 0;
-    for (uint32_t i = 0; i < g->value_len; i++) {
-        if (g->value[i] < '0' || g->value[i] > '9')
-            return -1;
-        v = v * 10 + (g->value[i] - '0');
-    }
-    return v;
+    return (int)v;
 }
 
 /* GENERATED_COOKIE / HTTP_COOKIE affinity: tell the client its endpoint. */
 static void add_affinity_cookie(struct exchange *ex, struct http_response_head *h, int idx)
 {
     char cookie[512];
-    int n = backend_affinity_cookie(ex->srt, ex, idx, cookie, sizeof cookie);
+    int n = backend_affinity_cookie(ex->srt, &ex->req, idx, cookie, sizeof cookie);
     if (n > 0)
         http_headers_add_copy(&h->headers, &ex->arena, "set-cookie", 10, cookie, (size_t)n);
 }
 
-void exchange_on_response_head(struct exchange *ex, struct http_response_head *h, bool end)
+static void on_up_head(void *ctx, struct http_response_head *h, bool end)
 {
+    struct exchange *ex = ctx;
     touch(ex);
     struct attempt_report r = {RESULT_RESPONSE, h->status, end ? head_grpc_status(h) : -1};
     uint32_t met = retry_conditions_met(&r);
@@ -778,24 +799,26 @@ void exchange_on_response_head(struct exchange *ex, struct http_response_head *h
     ex->status = h->status;
     ex->resp_head_sent = true;
     ex->down->send_head(ex, h, end);
-    /* With `end` the codec still calls exchange_on_response_end to release
+    /* With `end` the codec still calls on_end to release
      * the attempt; the downstream side is complete already. */
     if (end)
         ex->resp_done = true;
 }
 
-void exchange_on_response_body(struct exchange *ex, struct evbuffer *buf)
+static void on_up_body(void *ctx, struct evbuffer *buf)
 {
+    struct exchange *ex = ctx;
     touch(ex);
     ex->bytes_out += evbuffer_get_length(buf);
     ex->down->send_body(ex, buf);
-    if (ex->att && !ex->finished && ex->down->pending(ex) >= SY_FLOW_HIGH)
-        ex->up->read_response(ex->att, false);
+    if (ex->up.att && !ex->finished && ex->down->pending(ex) >= SY_FLOW_HIGH)
+        ex->up.ops->read_response(ex->up.att, false);
 }
 
-void exchange_on_response_end(struct exchange *ex, const struct http_headers *trailers)
+static void on_up_end(void *ctx, const struct http_headers *trailers)
 {
-    ex->att = NULL; /* released by the codec */
+    struct exchange *ex = ctx;
+    ex->up.att = NULL; /* released by the codec */
     if (ex->finished)
         return;
     end_attempt(ex, outcome_of_status(ex->status));
@@ -807,8 +830,8 @@ void exchange_on_response_end(struct exchange *ex, const struct http_headers *tr
 
 void exchange_on_downstream_drained(struct exchange *ex)
 {
-    if (ex->att && !ex->finished)
-        ex->up->read_response(ex->att, true);
+    if (ex->up.att && !ex->finished)
+        ex->up.ops->read_response(ex->up.att, true);
 }
 
 static enum attempt_result result_of(enum upstream_error err)
@@ -822,9 +845,10 @@ static enum attempt_result result_of(enum upstream_error err)
     return RESULT_RESET;
 }
 
-void exchange_on_upstream_error(struct exchange *ex, enum upstream_error err, bool stale)
+static void on_up_error(void *ctx, enum upstream_error err, bool stale)
 {
-    ex->att = NULL; /* released by the codec */
+    struct exchange *ex = ctx;
+    ex->up.att = NULL; /* released by the codec */
     if (ex->finished)
         return;
     log_debug("exchange %s: upstream %s: %s%s", ex->request_id, ex->endpoint,
@@ -859,7 +883,7 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
     uint64_t now = sy_now_ms();
     if (!deadline || now < deadline) {
         uint64_t left = deadline ? deadline - now : 1000;
-        arm_ms(&ex->drain_ev, left < 1000 ? left + 1 : 1000);
+        sy_timer_arm_ms(&ex->drain_ev, left < 1000 ? left + 1 : 1000);
         return;
     }
     log_try(ex, "drained");
@@ -878,7 +902,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     if (ex->finished)
         return;
     ex->flags |= EXF_UT;
-    if (ex->att)
+    if (ex->up.att)
         stats_inc(&svc_stats(ex)->upstream_timeouts, 1);
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
@@ -899,7 +923,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
         return;
     uint64_t quiet = now > ex->last_activity_ms ? now - ex->last_activity_ms : 0;
     if (quiet < idle) {
-        arm_ms(&ex->idle_ev, idle - quiet);
+        sy_timer_arm_ms(&ex->idle_ev, idle - quiet);
         return;
     }
     ex->flags |= EXF_SI;

@@ -62,4 +62,12 @@ struct http_response_head {
     int64_t content_length;      /* -1 = unknown */
 };
 
+/*
+ * Back-pressure thresholds for the body bytes queued toward one side
+ * (bytes): a producer pauses when its consumer holds SY_FLOW_HIGH and
+ * resumes when it drained below SY_FLOW_LOW. Both codec sides use them.
+ */
+#define SY_FLOW_HIGH (64 * 1024)
+#define SY_FLOW_LOW  (16 * 1024)
+
 #endif

@@ -26,7 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "exchange/router.h"
+#include "exchange/exchange.h"
 #include "runtime.h"
 #include "config/config-t.h"
 #include "core/bev_flush.h"

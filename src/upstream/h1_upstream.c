@@ -5,7 +5,7 @@
  *
  * Connection states:
  *   CONNECTING  socket connect in progress; the request is already queued
- *   ACTIVE      carrying an attempt (c->ex set)
+ *   ACTIVE      carrying an attempt (c->r set)
  *   IDLE        in its pool's idle list, waiting for reuse
  *   CLOSED      closed; the struct is freed on a later loop turn
  */
@@ -14,6 +14,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -22,9 +23,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend/backend.h"
-#include "exchange/router.h"
-#include "runtime.h"
 #include "upstream/tls_client.h"
 #include "upstream/upstream-int.h"
 #include "core/bev_flush.h"
@@ -51,14 +49,15 @@ struct pool;
 
 struct h1_up {
     struct h1_pools *pools;
-    struct endpoint_state *slot; /* max_connections slot held (backend.h), or NULL */
+    void *conn_token;              /* from upstream_request.conn_enter, or NULL */
+    void (*conn_leave)(void *token); /* gives conn_token back when the connection closes */
     struct pool *pool;
     struct bufferevent *bev;
-    struct exchange *ex; /* NULL unless ACTIVE */
+    const struct upstream_request *r; /* the attempt carried; NULL unless ACTIVE */
     enum h1u_state state;
     http_parser parser;
     bool connected;
-    bool reused;    /* served an exchange before this one */
+    bool reused;    /* carried an attempt before this one */
     bool got_bytes; /* any response byte for the current attempt */
     bool head_done; /* response head delivered */
     bool msg_done;  /* parser saw the end of the response */
@@ -172,8 +171,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     if (c->all_next)
         c->all_next->all_prev = c->all_prev;
     evbuffer_free(c->body);
-    if (c->slot)
-        backend_cb_connection_leave(c->slot);
+    if (c->conn_token)
+        c->conn_leave(c->conn_token);
     free(c);
 }
 
@@ -185,7 +184,7 @@ static void conn_close(struct h1_up *c)
     if (c->state == H1U_IDLE)
         idle_unlink(c);
     set_state(c, H1U_CLOSED);
-    c->ex = NULL;
+    c->r = NULL;
     event_del(&c->timer_ev);
     event_del(&c->flush_ev);
     bufferevent_free(c->bev);
@@ -206,12 +205,12 @@ void h1_pools_free(struct h1_pools *ps)
         return;
     while (ps->all) {
         struct h1_up *c = ps->all;
-        struct exchange *ex = c->ex;
+        const struct upstream_request *r = c->r;
         conn_close(c);
         event_del(&c->reap_ev);
         on_reap(-1, 0, c);
-        if (ex)
-            exchange_on_upstream_error(ex, UPSTREAM_RESET, false);
+        if (r)
+            r->cbs->on_error(r->ctx, UPSTREAM_RESET, false);
     }
     while (ps->pools) {
         struct pool *p = ps->pools;
@@ -225,28 +224,27 @@ void h1_pools_free(struct h1_pools *ps)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_up *c = arg;
-    struct exchange *ex = c->ex;
+    const struct upstream_request *r = c->r;
     if (c->state == H1U_IDLE) {
         conn_close(c);
         return;
     }
     /* Connect timeout. */
     conn_close(c);
-    if (ex)
-        exchange_on_upstream_error(ex, UPSTREAM_CONNECT_FAILED, false);
+    if (r)
+        r->cbs->on_error(r->ctx, UPSTREAM_CONNECT_FAILED, false);
 }
 
 /* HTTPS: TLS with ALPN http/1.1 (tls_client.h); otherwise a plain socket. */
-static struct bufferevent *bev_new(struct h1_pools *ps, const struct cfg_backend_service *svc,
-                                   const struct cfg_endpoint *ep)
+static struct bufferevent *bev_new(struct h1_pools *ps, const struct upstream_request *r)
 {
+    const struct cfg_backend_service *svc = r->svc;
     struct event_base *base = ps->w->base;
     if (svc->protocol != CFG_BACKEND_HTTPS)
         return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (!ps->tls && !(ps->tls = tls_client_cache_new()))
         return NULL;
-    const struct runtime *rt = ps->w->runtime;
-    SSL *ssl = tls_client_ssl_new(ps->tls, svc, ep, rt->cfg->version);
+    SSL *ssl = tls_client_ssl_new(ps->tls, svc, r->ep, r->cfg_version);
     if (!ssl)
         return NULL;
     /* The handshake runs first; BEV_EVENT_CONNECTED comes after it. On
@@ -259,14 +257,15 @@ static struct bufferevent *bev_new(struct h1_pools *ps, const struct cfg_backend
 }
 
 static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p,
-                              const struct cfg_backend_service *svc, const struct cfg_endpoint *ep)
+                              const struct upstream_request *r)
 {
     struct event_base *base = ps->w->base;
     struct h1_up *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->body = evbuffer_new();
-    c->bev = bev_new(ps, svc, ep);
+    const struct cfg_backend_service *svc = r->svc;
+    c->bev = bev_new(ps, r);
     if (!c->body || !c->bev)
         goto fail;
     c->pools = ps;
@@ -309,7 +308,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     if (c->head_done)
         return 0; /* trailers of a chunked response are not forwarded to HTTP/1.1 */
     http_lower((char *)at, len);
-    return http_headers_add(&c->head.headers, &c->ex->arena, at, len, "", 0) ? -1 : 0;
+    return http_headers_add(&c->head.headers, c->r->arena, at, len, "", 0) ? -1 : 0;
 }
 
 static int on_header_value(http_parser *hp, const char *at, size_t len)
@@ -330,7 +329,7 @@ static int on_headers_complete(http_parser *hp)
     c->head.content_length = (hp->flags & F_CHUNKED) || hp->content_length == ULLONG_MAX
                                  ? -1
                                  : (int64_t)hp->content_length;
-    if (hp->status_code == 101 && c->ex && c->ex->req.upgrade) {
+    if (hp->status_code == 101 && c->r && c->r->head->upgrade) {
         c->head_done = c->tunnel = true;
         return 1; /* no body: what follows is the upgraded protocol */
     }
@@ -338,7 +337,7 @@ static int on_headers_complete(http_parser *hp)
         return 0;
     c->head_done = true;
     /* A response to HEAD has no body whatever it announces. */
-    return c->ex && c->ex->is_head ? 1 : 0;
+    return c->r && c->r->is_head ? 1 : 0;
 }
 
 static int on_body(http_parser *hp, const char *at, size_t len)
@@ -367,11 +366,11 @@ static const http_parser_settings parser_settings = {
 
 static void fail(struct h1_up *c, enum upstream_error err)
 {
-    struct exchange *ex = c->ex;
+    const struct upstream_request *r = c->r;
     bool stale = c->reused && !c->got_bytes;
     conn_close(c);
-    if (ex)
-        exchange_on_upstream_error(ex, err, stale);
+    if (r)
+        r->cbs->on_error(r->ctx, err, stale);
 }
 
 static void pool_put_idle(struct h1_up *c)
@@ -381,7 +380,7 @@ static void pool_put_idle(struct h1_up *c)
         conn_close(c);
         return;
     }
-    c->ex = NULL;
+    c->r = NULL;
     c->reused = true;
     set_state(c, H1U_IDLE);
     c->idle_next = p->idle;
@@ -395,20 +394,20 @@ static void pool_put_idle(struct h1_up *c)
     bufferevent_enable(c->bev, EV_READ);
 }
 
-/* The response is complete: release the connection, then tell the exchange. */
+/* The response is complete: release the connection, then tell the owner. */
 static void finish_response(struct h1_up *c)
 {
-    struct exchange *ex = c->ex;
+    const struct upstream_request *r = c->r;
     bool reuse = c->req_sent && http_should_keep_alive(&c->parser) &&
                  evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
-    c->ex = NULL;
+    c->r = NULL;
     if (reuse)
         pool_put_idle(c);
     else
         conn_close(c);
     if (evbuffer_get_length(c->body))
-        exchange_on_response_body(ex, c->body);
-    exchange_on_response_end(ex, NULL);
+        r->cbs->on_body(r->ctx, c->body);
+    r->cbs->on_end(r->ctx, NULL);
 }
 
 /* Parse and deliver the response head; returns false if the attempt ended. */
@@ -422,8 +421,8 @@ static bool read_head(struct h1_up *c, struct evbuffer *in)
             fail(c, UPSTREAM_PROTOCOL);
             return false;
         }
-        char *copy = arena_alloc(&c->ex->arena, (size_t)n);
-        if (!copy || http_headers_init(&c->head.headers, &c->ex->arena, 16) != 0) {
+        char *copy = arena_alloc(c->r->arena, (size_t)n);
+        if (!copy || http_headers_init(&c->head.headers, c->r->arena, 16) != 0) {
             fail(c, UPSTREAM_PROTOCOL);
             return false;
         }
@@ -447,23 +446,23 @@ static void deliver_head(struct h1_up *c)
     http_headers_strip_hop_by_hop(&h->headers, false);
     http_headers_remove(&h->headers, "content-length", 14);
     if (c->tunnel) {
-        struct exchange *ex = c->ex;
+        const struct upstream_request *r = c->r;
         c->msg_done = false;
         h->content_length = -1;
-        http_headers_add(&h->headers, &ex->arena, "connection", 10, "upgrade", 7);
-        http_headers_add(&h->headers, &ex->arena, "upgrade", 7, ex->req.upgrade,
-                         strlen(ex->req.upgrade));
-        exchange_on_response_head(ex, h, false);
+        http_headers_add(&h->headers, r->arena, "connection", 10, "upgrade", 7);
+        http_headers_add(&h->headers, r->arena, "upgrade", 7, r->head->upgrade,
+                         strlen(r->head->upgrade));
+        r->cbs->on_head(r->ctx, h, false);
         return;
     }
     bool end = c->msg_done && evbuffer_get_length(c->body) == 0;
-    exchange_on_response_head(c->ex, h, end);
+    c->r->cbs->on_head(c->r->ctx, h, end);
 }
 
 /* Feed buffered body bytes to the parser until empty, paused or done. */
 static void read_body(struct h1_up *c, struct evbuffer *in)
 {
-    while (!c->msg_done && !c->paused && c->ex && evbuffer_get_length(in)) {
+    while (!c->msg_done && !c->paused && c->r && evbuffer_get_length(in)) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
@@ -477,29 +476,29 @@ static void read_body(struct h1_up *c, struct evbuffer *in)
         if (c->msg_done)
             break;
         if (evbuffer_get_length(c->body)) {
-            exchange_on_response_body(c->ex, c->body);
-            /* The exchange may have paused or cancelled us. */
+            c->r->cbs->on_body(c->r->ctx, c->body);
+            /* The owner may have paused or cancelled us. */
         }
     }
-    if (c->ex && c->msg_done)
+    if (c->r && c->msg_done)
         finish_response(c);
 }
 
 static void process_input(struct h1_up *c)
 {
-    if (c->state != H1U_ACTIVE || !c->ex)
+    if (c->state != H1U_ACTIVE || !c->r)
         return;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     if (!c->head_done) {
         if (!read_head(c, in))
             return;
         deliver_head(c);
-        if (c->state != H1U_ACTIVE || !c->ex)
+        if (c->state != H1U_ACTIVE || !c->r)
             return;
     }
     if (c->tunnel) {
-        if (evbuffer_get_length(in) && c->ex)
-            exchange_on_response_body(c->ex, in);
+        if (evbuffer_get_length(in) && c->r)
+            c->r->cbs->on_body(c->r->ctx, in);
         return;
     }
     if (c->msg_done) {
@@ -524,8 +523,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 static void output_progress(struct h1_up *c, size_t left)
 {
-    if (c->state == H1U_ACTIVE && c->ex && left <= SY_FLOW_LOW)
-        exchange_on_upstream_drained(c->ex);
+    if (c->state == H1U_ACTIVE && c->r && left <= SY_FLOW_LOW)
+        c->r->cbs->on_drained(c->r->ctx);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
@@ -552,17 +551,17 @@ static void schedule_flush(struct h1_up *c)
 /* EOF: completes a close-delimited body, otherwise the attempt failed. */
 static void on_eof(struct h1_up *c)
 {
-    if (c->state == H1U_ACTIVE && c->ex && c->tunnel) {
+    if (c->state == H1U_ACTIVE && c->r && c->tunnel) {
         process_input(c);
-        if (c->state != H1U_ACTIVE || !c->ex)
+        if (c->state != H1U_ACTIVE || !c->r)
             return;
         c->req_sent = false; /* never reuse a tunnel */
         finish_response(c);
         return;
     }
-    if (c->state == H1U_ACTIVE && c->ex && c->head_done && !c->msg_done) {
+    if (c->state == H1U_ACTIVE && c->r && c->head_done && !c->msg_done) {
         process_input(c);
-        if (c->state != H1U_ACTIVE || !c->ex)
+        if (c->state != H1U_ACTIVE || !c->r)
             return;
         http_parser_execute(&c->parser, &parser_settings, NULL, 0);
         if (c->msg_done) {
@@ -581,7 +580,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         c->connected = true;
         event_del(&c->timer_ev);
         if (c->state == H1U_CONNECTING)
-            set_state(c, c->ex ? H1U_ACTIVE : H1U_IDLE);
+            set_state(c, c->r ? H1U_ACTIVE : H1U_IDLE);
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         sy_bev_flush(bev, c->tls); /* what was queued while connecting */
@@ -618,7 +617,7 @@ static void op_send_body(void *att, struct evbuffer *buf)
 static void op_send_end(void *att, const struct http_headers *trailers)
 {
     struct h1_up *c = att;
-    if (c->ex && c->ex->req.upgrade)
+    if (c->r && c->r->head->upgrade)
         return; /* a tunnel ends when the backend closes */
     if (c->req_chunked)
         h1_write_last_chunk(bufferevent_get_output(c->bev), NULL);
@@ -667,8 +666,7 @@ static const struct upstream_ops h1_upstream_ops = {
  * circuit_breakers.max_connections allows (*err = SY_ELIMIT when not).
  */
 static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
-                               const struct cfg_backend_service *svc, const struct cfg_endpoint *ep,
-                               struct exchange *ex, int *err)
+                               const struct upstream_request *r, int *err)
 {
     if (p->idle) {
         struct h1_up *c = p->idle;
@@ -677,42 +675,43 @@ static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
         set_state(c, H1U_ACTIVE);
         return c;
     }
-    struct endpoint_state *slot = backend_cb_connection_enter(ex->srt, ex->endpoint_idx);
-    if (!slot) {
+    void *token = r->conn_enter(r->conn_arg);
+    if (!token) {
         *err = SY_ELIMIT;
         return NULL;
     }
-    struct h1_up *c = conn_new(ps, p, svc, ep);
+    struct h1_up *c = conn_new(ps, p, r);
     if (!c) {
-        backend_cb_connection_leave(slot);
+        r->conn_leave(token);
         *err = SY_EIO;
         return NULL;
     }
-    c->slot = slot;
+    c->conn_token = token;
+    c->conn_leave = r->conn_leave;
     return c;
 }
 
-int h1_attempt_start(struct h1_pools *ps, const struct cfg_backend_service *svc,
-                     const struct cfg_endpoint *ep, struct exchange *ex)
+int h1_attempt_start(struct h1_pools *ps, const struct upstream_request *r,
+                     struct upstream_attempt *out)
 {
-    struct pool *p = pool_get(ps, &ep->address, svc);
+    struct pool *p = pool_get(ps, &r->ep->address, r->svc);
     if (!p)
         return SY_ENOMEM;
     int err = SY_EIO;
-    struct h1_up *c = pool_take(ps, p, svc, ep, ex, &err);
+    struct h1_up *c = pool_take(ps, p, r, &err);
     if (!c)
         return err;
-    c->ex = ex;
+    c->r = r;
     c->got_bytes = c->head_done = c->msg_done = c->paused = c->tunnel = false;
     memset(&c->head, 0, sizeof c->head);
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;
-    c->req_chunked = ex->req.has_body && ex->req.content_length < 0 && !ex->req.upgrade;
-    c->req_sent = !ex->req.has_body && !ex->req.upgrade;
+    c->req_chunked = r->head->has_body && r->head->content_length < 0 && !r->head->upgrade;
+    c->req_sent = !r->head->has_body && !r->head->upgrade;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
-    ex->up = &h1_upstream_ops;
-    ex->att = c;
-    h1_write_request_head(bufferevent_get_output(c->bev), &ex->req);
+    out->ops = &h1_upstream_ops;
+    out->att = c;
+    h1_write_request_head(bufferevent_get_output(c->bev), r->head);
     bufferevent_enable(c->bev, EV_READ);
     schedule_flush(c);
     return 0;

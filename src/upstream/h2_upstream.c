@@ -17,17 +17,17 @@
  *               stream it is idle and closes after H2U_IDLE_MS
  *   DRAINING    GOAWAY received, or the worker drains: no new streams;
  *               closes when its last stream is gone
- *   CLOSED      socket closed, every attached exchange told; freed on a
+ *   CLOSED      socket closed, every attached owner told; freed on a
  *               later loop turn (reap_ev)
  *
- * Re-entrancy rules (see router.h):
+ * Re-entrancy rules (see upstream.h):
  *   - The upstream_ops (send_body, send_end, pending, read_response,
- *     cancel) never call back into the exchange and never run nghttp2's
+ *     cancel) never call back into the owner and never run nghttp2's
  *     send/recv: they queue work and activate the connection's flush event.
  *     That also batches output: frames submitted by many streams in one loop
  *     turn are serialized together, into one write.
- *   - exchange_on_* callbacks are made only from the pump (socket events,
- *     the flush event) and from timers. The router may cancel any stream from
+ *   - upstream_cbs callbacks are made only from the pump (socket events,
+ *     the flush event) and from timers. The owner may cancel any stream from
  *     inside them; a cancelled stream is only detached (RST_STREAM queued) and
  *     its struct is freed on nghttp2's stream close, or with the connection.
  *   - A connection is never freed while a callback of it is on the stack:
@@ -36,9 +36,9 @@
  *
  * Flow control (DESIGN.md "Hot path notes"):
  *   - Response: automatic WINDOW_UPDATE is off. DATA is handed to the
- *     exchange (moved out of a per-connection scratch buffer) and consumed
+ *     owner (moved out of a per-connection scratch buffer) and consumed
  *     (nghttp2_session_consume, which reopens the windows) right away unless
- *     the exchange paused us (read_response(false): the client is behind);
+ *     the owner paused us (read_response(false): the client is behind);
  *     then the bytes are counted as `unconsumed` and consumed on
  *     read_response(true). A stalled client closes the backend's stream
  *     window: a stream holds at most H2U_STREAM_WINDOW bytes beyond the
@@ -47,7 +47,7 @@
  *     data provider frames them without a copy (NO_COPY + send_data moving
  *     evbuffer chains to the socket) and defers while the buffer is empty.
  *     When it drops below SY_FLOW_LOW after reaching SY_FLOW_HIGH the
- *     exchange hears exchange_on_upstream_drained.
+ *     owner hears on_drained.
  *   - Socket: frames are serialized only while the output holds less than
  *     H2U_OUT_CAP and input is fed to nghttp2 only then; the input's read
  *     high-water mark (H2U_IN_CAP) stops reading the socket meanwhile.
@@ -57,6 +57,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
@@ -64,9 +65,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/backend.h"
-#include "exchange/router.h"
-#include "runtime.h"
 #include "upstream/tls_client.h"
 #include "upstream/upstream-int.h"
 #include "core/errors.h"
@@ -100,10 +98,10 @@ struct h2_conn;
 /* One attempt: one stream. Allocated per attempt, freed on stream close. */
 struct h2_stream {
     struct h2_conn *conn;
-    struct exchange *ex; /* NULL once released (response end, error) or cancelled */
+    const struct upstream_request *r; /* the attempt; NULL once released (response end, error) or cancelled */
     int32_t id;
     struct evbuffer *body;  /* request body not yet framed (pending()) */
-    nghttp2_nv *trailer_nv; /* request trailers (ex arena), sent after the body */
+    nghttp2_nv *trailer_nv; /* request trailers (the request's arena), sent after the body */
     size_t n_trailer_nv;
     bool body_end;     /* send_end called: EOF once `body` is empty */
     bool req_done;     /* the request's END_STREAM is in the session */
@@ -112,17 +110,18 @@ struct h2_stream {
     bool drained;      /* ... due at the end of this pump */
     bool reused;       /* the connection carried streams before this one */
     bool got_bytes;    /* any response frame arrived */
-    bool head_done;    /* the final response head went to the exchange */
+    bool head_done;    /* the final response head went to the owner */
     bool bad_response; /* we reset it: a response we cannot take */
     bool paused;       /* read_response(false): do not consume */
     size_t unconsumed; /* DATA bytes delivered but not consumed (window closed) */
     struct http_response_head head;
-    struct http_headers trailers;  /* response trailers (ex arena) */
+    struct http_headers trailers;  /* response trailers (the request's arena) */
     struct h2_stream *next, *prev; /* the connection's streams */
 };
 
 struct h2_conn {
-    struct endpoint_state *slot; /* max_connections slot held (backend.h), or NULL */
+    void *conn_token;                /* from upstream_request.conn_enter, or NULL */
+    void (*conn_leave)(void *token); /* gives conn_token back when the connection closes */
     struct h2_pools *pools;
     struct pool *pool; /* NULL once CLOSED */
     struct bufferevent *bev;
@@ -141,7 +140,7 @@ struct h2_conn {
     uint64_t ka_time_ms, ka_timeout_ms; /* http2_keepalive; 0 = off */
     uint64_t last_read_ms;
     char name[64];            /* endpoint, for logs */
-    struct evbuffer *scratch; /* DATA on its way to an exchange */
+    struct evbuffer *scratch; /* DATA on its way to an owner */
     struct h2_stream *streams;
     struct event timer_ev; /* connect timeout, then idle timeout */
     struct event ka_ev;    /* keepalive PING interval, then ACK timeout */
@@ -225,7 +224,7 @@ static void stream_unlink(struct h2_stream *s)
     c->n_streams--;
 }
 
-/* Give the window back for bytes the exchange will never consume now. */
+/* Give the window back for bytes the owner will never consume now. */
 static void stream_consume_all(struct h2_stream *s)
 {
     if (s->unconsumed && s->conn->state != H2U_CLOSED)
@@ -234,22 +233,22 @@ static void stream_consume_all(struct h2_stream *s)
 }
 
 /*
- * Detach the exchange: the window is returned, and a request still being
- * sent is abandoned (RST_STREAM CANCEL). Returns the exchange, which the
+ * Detach the attempt's owner: the window is returned, and a request still being
+ * sent is abandoned (RST_STREAM CANCEL). Returns the request, whose owner the
  * caller tells (or not, for cancel). No callback here.
  */
-static struct exchange *stream_release(struct h2_stream *s)
+static const struct upstream_request *stream_release(struct h2_stream *s)
 {
-    struct exchange *ex = s->ex;
+    const struct upstream_request *r = s->r;
     struct h2_conn *c = s->conn;
-    s->ex = NULL;
+    s->r = NULL;
     stream_consume_all(s);
     if (!s->req_done && c->state != H2U_CLOSED) {
         nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
         s->req_done = true;
         conn_schedule(c);
     }
-    return ex;
+    return r;
 }
 
 /* ---- nghttp2 callbacks: response ------------------------------------------------------- */
@@ -257,10 +256,10 @@ static struct exchange *stream_release(struct h2_stream *s)
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *arg)
 {
     struct h2_stream *s = stream_of(session, frame->hd.stream_id);
-    if (frame->hd.type != NGHTTP2_HEADERS || !s || !s->ex)
+    if (frame->hd.type != NGHTTP2_HEADERS || !s || !s->r)
         return 0;
     s->got_bytes = true;
-    struct arena *a = &s->ex->arena;
+    struct arena *a = s->r->arena;
     if (s->head_done) {
         if (http_headers_init(&s->trailers, a, H2U_HEADERS_CAP) != 0)
             goto fail;
@@ -302,9 +301,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      void *arg)
 {
     struct h2_stream *s = stream_of(session, frame->hd.stream_id);
-    if (frame->hd.type != NGHTTP2_HEADERS || !s || !s->ex)
+    if (frame->hd.type != NGHTTP2_HEADERS || !s || !s->r)
         return 0;
-    struct arena *a = &s->ex->arena;
+    struct arena *a = s->r->arena;
     struct http_headers *list = s->head_done ? &s->trailers : &s->head.headers;
     if (!s->head_done) {
         if (namelen && name[0] == ':') {
@@ -330,7 +329,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 {
     struct h2_conn *c = arg;
     struct h2_stream *s = stream_of(session, id);
-    if (!s || !s->ex) {
+    if (!s || !s->r) {
         /* Nobody wants these bytes any more: return the window at once. */
         nghttp2_session_consume(session, id, len);
         return 0;
@@ -342,12 +341,12 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     s->unconsumed += len;
-    exchange_on_response_body(s->ex, c->scratch);
+    s->r->cbs->on_body(s->r->ctx, c->scratch);
     evbuffer_drain(c->scratch, evbuffer_get_length(c->scratch));
     /* Not paused: the client side took the bytes below its high-water mark,
-     * so the backend may send more. (If the exchange cancelled us meanwhile,
+     * so the backend may send more. (If the owner cancelled us meanwhile,
      * stream_release consumed them already.) */
-    if (s->ex && !s->paused)
+    if (s->r && !s->paused)
         stream_consume_all(s);
     return 0;
 }
@@ -358,17 +357,17 @@ static void on_response_headers(struct h2_stream *s, const nghttp2_frame *frame)
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
     if (s->head_done) {
         /* Trailers (nghttp2 insists they carry END_STREAM). */
-        struct exchange *ex = stream_release(s);
-        exchange_on_response_end(ex, &s->trailers);
+        const struct upstream_request *r = stream_release(s);
+        r->cbs->on_end(r->ctx, &s->trailers);
         return;
     }
     if (s->head.status >= 100 && s->head.status < 200 && !end)
         return; /* interim response: the real one follows */
     s->head_done = true;
-    exchange_on_response_head(s->ex, &s->head, end);
-    if (end && s->ex) {
-        struct exchange *ex = stream_release(s);
-        exchange_on_response_end(ex, NULL);
+    s->r->cbs->on_head(s->r->ctx, &s->head, end);
+    if (end && s->r) {
+        const struct upstream_request *r = stream_release(s);
+        r->cbs->on_end(r->ctx, NULL);
     }
 }
 
@@ -379,14 +378,14 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     switch (frame->hd.type) {
     case NGHTTP2_HEADERS:
         s = stream_of(session, frame->hd.stream_id);
-        if (s && s->ex)
+        if (s && s->r)
             on_response_headers(s, frame);
         break;
     case NGHTTP2_DATA:
         s = stream_of(session, frame->hd.stream_id);
-        if (s && s->ex && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-            struct exchange *ex = stream_release(s);
-            exchange_on_response_end(ex, NULL);
+        if (s && s->r && (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+            const struct upstream_request *r = stream_release(s);
+            r->cbs->on_end(r->ctx, NULL);
         }
         break;
     case NGHTTP2_GOAWAY:
@@ -428,11 +427,11 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
         return 0; /* a closed connection frees its streams in reap */
     nghttp2_session_set_stream_user_data(session, id, NULL);
     stream_unlink(s);
-    if (s->ex) {
+    if (s->r) {
         /* Closed before the response ended. */
-        struct exchange *ex = s->ex;
+        const struct upstream_request *r = s->r;
         enum upstream_error err = UPSTREAM_RESET;
-        s->ex = NULL;
+        s->r = NULL;
         /* The connection window still counts the bytes we held back. */
         if (s->unconsumed)
             nghttp2_session_consume_connection(session, s->unconsumed);
@@ -443,7 +442,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
             err = UPSTREAM_PROTOCOL;
         log_debug("h2 upstream %s: stream %d closed (error %u) before the response ended", c->name,
                   id, error_code);
-        exchange_on_upstream_error(ex, err, false);
+        r->cbs->on_error(r->ctx, err, false);
     }
     stream_free(s);
     return 0;
@@ -465,7 +464,7 @@ static ssize_t on_body_read(nghttp2_session *session, int32_t id, uint8_t *buf, 
     if (s->body_end && n == have) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         s->req_done = true;
-        if (s->ex && s->n_trailer_nv &&
+        if (s->r && s->n_trailer_nv &&
             nghttp2_submit_trailer(session, id, s->trailer_nv, s->n_trailer_nv) == 0)
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     }
@@ -538,7 +537,7 @@ static int pump_output(struct h2_conn *c)
     return 0;
 }
 
-/* Tell exchanges whose request buffer drained below SY_FLOW_LOW. */
+/* Tell owners whose request buffer drained below SY_FLOW_LOW. */
 static void notify_drained(struct h2_conn *c)
 {
     if (!c->any_drained)
@@ -548,8 +547,8 @@ static void notify_drained(struct h2_conn *c)
         if (!s->drained)
             continue;
         s->drained = false;
-        if (s->ex)
-            exchange_on_upstream_drained(s->ex);
+        if (s->r)
+            s->r->cbs->on_drained(s->r->ctx);
     }
 }
 
@@ -620,13 +619,13 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     }
     nghttp2_session_del(c->session);
     evbuffer_free(c->scratch);
-    if (c->slot)
-        backend_cb_connection_leave(c->slot);
+    if (c->conn_token)
+        c->conn_leave(c->conn_token);
     free(c);
 }
 
 /*
- * Close the connection and fail every attached exchange with `err`. Inside
+ * Close the connection and fail every attached attempt with `err`. Inside
  * the pump this only marks the connection; the pump finishes the job.
  */
 static void conn_fail(struct h2_conn *c, enum upstream_error err)
@@ -651,12 +650,12 @@ static void conn_fail(struct h2_conn *c, enum upstream_error err)
     /* The stream list cannot change now: nghttp2 is never called again on a
      * closed connection, and new attempts cannot find it. */
     for (struct h2_stream *s = c->streams; s; s = s->next) {
-        if (!s->ex)
+        if (!s->r)
             continue;
-        struct exchange *ex = s->ex;
+        const struct upstream_request *r = s->r;
         bool stale = err == UPSTREAM_RESET && s->reused && !s->got_bytes;
-        s->ex = NULL;
-        exchange_on_upstream_error(ex, err, stale);
+        s->r = NULL;
+        r->cbs->on_error(r->ctx, err, stale);
     }
 }
 
@@ -669,7 +668,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (c->n_streams == 0)
-        conn_fail(c, UPSTREAM_RESET); /* idle: no exchange to tell */
+        conn_fail(c, UPSTREAM_RESET); /* idle: no owner to tell */
 }
 
 /* Keepalive: PING after ka_time_ms without input; no ACK within ka_timeout_ms closes. */
@@ -774,13 +773,12 @@ static int session_new(struct h2_conn *c)
     return 0;
 }
 
-static struct bufferevent *bev_new(struct h2_conn *c, const struct cfg_backend_service *svc,
-                                   const struct cfg_endpoint *ep, const struct exchange *ex)
+static struct bufferevent *bev_new(struct h2_conn *c, const struct upstream_request *r)
 {
     struct event_base *base = c->pools->w->base;
     if (!c->tls)
         return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    SSL *ssl = tls_client_ssl_new(c->pools->tls, svc, ep, ex->rt->cfg->version);
+    SSL *ssl = tls_client_ssl_new(c->pools->tls, r->svc, r->ep, r->cfg_version);
     if (!ssl)
         return NULL;
     struct bufferevent *bev = bufferevent_openssl_socket_new(
@@ -792,9 +790,10 @@ static struct bufferevent *bev_new(struct h2_conn *c, const struct cfg_backend_s
 }
 
 static struct h2_conn *conn_new(struct h2_pools *ps, struct pool *p,
-                                const struct cfg_backend_service *svc,
-                                const struct cfg_endpoint *ep, const struct exchange *ex)
+                                const struct upstream_request *r)
 {
+    const struct cfg_backend_service *svc = r->svc;
+    const struct cfg_endpoint *ep = r->ep;
     struct event_base *base = ps->w->base;
     struct h2_conn *c = calloc(1, sizeof *c);
     if (!c)
@@ -808,7 +807,7 @@ static struct h2_conn *conn_new(struct h2_pools *ps, struct pool *p,
     c->scratch = evbuffer_new();
     if (!c->scratch || session_new(c) != 0)
         goto fail;
-    c->bev = bev_new(c, svc, ep, ex);
+    c->bev = bev_new(c, r);
     if (!c->bev)
         goto fail;
     evtimer_assign(&c->timer_ev, base, on_timer, c);
@@ -1037,10 +1036,10 @@ static void op_send_body(void *att, struct evbuffer *buf)
     stream_resume(s);
 }
 
-/* Request trailers as nghttp2 name/value pairs pointing into the exchange arena. */
+/* Request trailers as nghttp2 name/value pairs pointing into the request's arena. */
 static void set_trailers(struct h2_stream *s, const struct http_headers *t)
 {
-    nghttp2_nv *nv = arena_alloc(&s->ex->arena, t->n * sizeof *nv);
+    nghttp2_nv *nv = arena_alloc(s->r->arena, t->n * sizeof *nv);
     size_t n = 0;
     if (!nv)
         return; /* the trailers are lost; the body still ends */
@@ -1061,7 +1060,7 @@ static void op_send_end(void *att, const struct http_headers *trailers)
     if (s->body_end)
         return;
     s->body_end = true;
-    if (trailers && trailers->n && s->ex)
+    if (trailers && trailers->n && s->r)
         set_trailers(s, trailers);
     stream_resume(s);
 }
@@ -1086,10 +1085,10 @@ static void op_cancel(void *att)
 {
     struct h2_stream *s = att;
     struct h2_conn *c = s->conn;
-    if (!s->ex)
+    if (!s->r)
         return;
     stream_consume_all(s);
-    s->ex = NULL;
+    s->r = NULL;
     if (c->state == H2U_CLOSED)
         return; /* freed in reap */
     nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
@@ -1130,9 +1129,8 @@ static nghttp2_nv make_nv(const char *name, size_t nlen, const char *value, size
 /* Submit the request HEADERS (and the body's data provider). Stream id or < 0. */
 static int32_t submit_request(struct h2_conn *c, struct h2_stream *s, const struct cfg_endpoint *ep)
 {
-    struct exchange *ex = s->ex;
-    const struct http_request_head *r = &ex->req;
-    nghttp2_nv *nv = arena_alloc(&ex->arena, (r->headers.n + 5) * sizeof *nv);
+    const struct http_request_head *r = s->r->head;
+    nghttp2_nv *nv = arena_alloc(s->r->arena, (r->headers.n + 5) * sizeof *nv);
     char cl[24];
     size_t n = 0;
     if (!nv)
@@ -1157,9 +1155,11 @@ static int32_t submit_request(struct h2_conn *c, struct h2_stream *s, const stru
     return nghttp2_submit_request(c->session, NULL, nv, n, r->has_body ? &prd : NULL, s);
 }
 
-int h2_attempt_start(struct h2_pools *ps, const struct cfg_backend_service *svc,
-                     const struct cfg_endpoint *ep, struct exchange *ex)
+int h2_attempt_start(struct h2_pools *ps, const struct upstream_request *r,
+                     struct upstream_attempt *out)
 {
+    const struct cfg_backend_service *svc = r->svc;
+    const struct cfg_endpoint *ep = r->ep;
     if (ps->closing)
         return SY_EIO;
     struct pool *p = pool_get(ps, svc, &ep->address);
@@ -1169,23 +1169,24 @@ int h2_attempt_start(struct h2_pools *ps, const struct cfg_backend_service *svc,
     bool fresh = false;
     if (!c) {
         /* circuit_breakers.max_connections */
-        struct endpoint_state *slot = backend_cb_connection_enter(ex->srt, ex->endpoint_idx);
-        if (!slot)
+        void *token = r->conn_enter(r->conn_arg);
+        if (!token)
             return SY_ELIMIT;
-        c = conn_new(ps, p, svc, ep, ex);
+        c = conn_new(ps, p, r);
         if (!c) {
-            backend_cb_connection_leave(slot);
+            r->conn_leave(token);
             return SY_EIO;
         }
-        c->slot = slot;
+        c->conn_token = token;
+        c->conn_leave = r->conn_leave;
         fresh = true;
     }
     struct h2_stream *s = calloc(1, sizeof *s);
     if (!s || !(s->body = evbuffer_new()))
         goto fail;
     s->conn = c;
-    s->ex = ex;
-    s->req_done = !ex->req.has_body;
+    s->r = r;
+    s->req_done = !r->head->has_body;
     s->head.content_length = -1;
     s->id = submit_request(c, s, ep);
     if (s->id < 0)
@@ -1198,8 +1199,8 @@ int h2_attempt_start(struct h2_pools *ps, const struct cfg_backend_service *svc,
     c->n_streams++;
     if (c->state != H2U_CONNECTING)
         event_del(&c->timer_ev); /* no longer idle */
-    ex->up = &h2_upstream_ops;
-    ex->att = s;
+    out->ops = &h2_upstream_ops;
+    out->att = s;
     conn_schedule(c);
     return 0;
 fail:

@@ -37,15 +37,25 @@ void upstream_pools_free(struct upstream_pools *p)
     free(p);
 }
 
-int upstream_attempt_start(struct worker *w, const struct cfg_backend_service *svc,
-                           const struct cfg_endpoint *ep, struct exchange *ex)
+const char *upstream_error_str(enum upstream_error e)
 {
-    struct upstream_pools *p = w->pools;
-    switch (svc->protocol) {
+    switch (e) {
+    case UPSTREAM_CONNECT_FAILED: return "connect_failed";
+    case UPSTREAM_RESET: return "reset";
+    case UPSTREAM_PROTOCOL: return "protocol_error";
+    case UPSTREAM_REFUSED_STREAM: return "refused_stream";
+    }
+    return "unknown";
+}
+
+int upstream_attempt_start(struct upstream_pools *p, const struct upstream_request *r,
+                           struct upstream_attempt *out)
+{
+    switch (r->svc->protocol) {
     case CFG_BACKEND_HTTP2:
-    case CFG_BACKEND_H2C: return h2_attempt_start(p->h2, svc, ep, ex);
+    case CFG_BACKEND_H2C: return h2_attempt_start(p->h2, r, out);
     case CFG_BACKEND_HTTP:
-    case CFG_BACKEND_HTTPS: return h1_attempt_start(p->h1, svc, ep, ex);
+    case CFG_BACKEND_HTTPS: return h1_attempt_start(p->h1, r, out);
     }
     return SY_EINVAL;
 }

@@ -382,8 +382,8 @@ static void test_affinity_keys(void)
     exchange_init(&e1, "192.0.2.1", 1000);
     exchange_init(&e2, "192.0.2.1", 2000);
     exchange_init(&e3, "192.0.2.2", 1000);
-    CHECK(backend_request_hash(f.s, &e1, &h1) && backend_request_hash(f.s, &e2, &h2) &&
-          backend_request_hash(f.s, &e3, &h3));
+    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) && backend_request_hash(f.s, &e2.req, &e2.client_addr, &h2) &&
+          backend_request_hash(f.s, &e3.req, &e3.client_addr, &h3));
     CHECK(h1 == h2 && h1 != h3);
     /* ROUND_ROBIN with an affinity key: the key decides, every time. */
     struct pick_ctx ctx = {.has_hash = true, .hash = h1};
@@ -395,7 +395,7 @@ static void test_affinity_keys(void)
         backend_release_at(f.s, idx, ATTEMPT_OK, 1000, 0);
     }
     CHECK(same);
-    CHECK(backend_affinity_cookie(f.s, &e1, first, (char[64]){0}, 64) == 0);
+    CHECK(backend_affinity_cookie(f.s, &e1.req, first, (char[64]){0}, 64) == 0);
     arena_free(&e1.arena);
     arena_free(&e2.arena);
     arena_free(&e3.arena);
@@ -411,9 +411,9 @@ static void test_affinity_keys(void)
     add_header(&e1, "x-user", "alice");
     add_header(&e2, "x-user", "alice");
     add_header(&e3, "x-other", "alice");
-    CHECK(backend_request_hash(f.s, &e1, &h1) && backend_request_hash(f.s, &e2, &h2));
+    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) && backend_request_hash(f.s, &e2.req, &e2.client_addr, &h2));
     CHECK(h1 == h2 && h1 == lb_hash64("alice", 5, 0));
-    CHECK(!backend_request_hash(f.s, &e3, &h3));
+    CHECK(!backend_request_hash(f.s, &e3.req, &e3.client_addr, &h3));
     arena_free(&e1.arena);
     arena_free(&e2.arena);
     arena_free(&e3.arena);
@@ -429,11 +429,11 @@ static void test_affinity_keys(void)
     add_header(&e1, "cookie", "a=1; sid=\"s3cr3t\"; b=2");
     add_header(&e2, "cookie", "a=1");
     add_header(&e2, "cookie", "sid2=x; sidx=y");
-    CHECK(backend_request_hash(f.s, &e1, &h1) && h1 == lb_hash64("s3cr3t", 6, 0));
-    CHECK(!backend_request_hash(f.s, &e2, &h2));
+    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) && h1 == lb_hash64("s3cr3t", 6, 0));
+    CHECK(!backend_request_hash(f.s, &e2.req, &e2.client_addr, &h2));
     char cookie[256];
-    CHECK(backend_affinity_cookie(f.s, &e1, 0, cookie, sizeof cookie) == 0); /* the app's own */
-    int n = backend_affinity_cookie(f.s, &e2, 2, cookie, sizeof cookie);
+    CHECK(backend_affinity_cookie(f.s, &e1.req, 0, cookie, sizeof cookie) == 0); /* the app's own */
+    int n = backend_affinity_cookie(f.s, &e2.req, 2, cookie, sizeof cookie);
     CHECK(n > 0 && strncmp(cookie, "sid=", 4) == 0);
     CHECK(strstr(cookie, "; Path=/app; Max-Age=90; HttpOnly") != NULL);
     arena_free(&e1.arena);
@@ -445,7 +445,7 @@ static void test_affinity_keys(void)
                        "    session_affinity: HTTP_COOKIE\n"
                        "    consistent_hash: {http_cookie: {name: sid}}\n"));
     exchange_init(&e1, "192.0.2.1", 1000);
-    CHECK(backend_affinity_cookie(f.s, &e1, 0, cookie, sizeof cookie) == 0);
+    CHECK(backend_affinity_cookie(f.s, &e1.req, 0, cookie, sizeof cookie) == 0);
     arena_free(&e1.arena);
     fixture_free(&f, true);
 }
@@ -463,8 +463,8 @@ static void test_generated_cookie(void)
                        "    consistent_hash: {http_cookie: {ttl: 1h}}\n"));
     for (int idx = 0; idx < 5; idx++) {
         exchange_init(&ex, "192.0.2.1", 1000);
-        CHECK(!backend_request_hash(f.s, &ex, &h));
-        int n = backend_affinity_cookie(f.s, &ex, idx, cookie, sizeof cookie);
+        CHECK(!backend_request_hash(f.s, &ex.req, &ex.client_addr, &h));
+        int n = backend_affinity_cookie(f.s, &ex.req, idx, cookie, sizeof cookie);
         CHECK(n > 0 && strncmp(cookie, "sy=", 3) == 0 &&
               strstr(cookie, "; Path=/; Max-Age=3600; HttpOnly") != NULL);
         arena_free(&ex.arena);
@@ -473,7 +473,7 @@ static void test_generated_cookie(void)
         exchange_init(&ex, "192.0.2.77", 1000);
         snprintf(header, sizeof header, "other=1; %.*s", (int)strcspn(cookie, ";"), cookie);
         add_header(&ex, "cookie", header);
-        CHECK(backend_request_hash(f.s, &ex, &h));
+        CHECK(backend_request_hash(f.s, &ex.req, &ex.client_addr, &h));
         bool same = true;
         for (int k = 0; k < 20; k++) {
             struct pick_ctx ctx = {.has_hash = true, .hash = h};
@@ -482,7 +482,7 @@ static void test_generated_cookie(void)
             backend_release_at(f.s, got, ATTEMPT_OK, 1000, 0);
         }
         CHECK(same);
-        CHECK(backend_affinity_cookie(f.s, &ex, idx, cookie, sizeof cookie) == 0);
+        CHECK(backend_affinity_cookie(f.s, &ex.req, idx, cookie, sizeof cookie) == 0);
 
         /* Its endpoint is down: another serves, and the response re-pins the client. */
         backend_endpoint(f.s, (size_t)idx)->healthy = 0;
@@ -490,7 +490,7 @@ static void test_generated_cookie(void)
         int other = backend_pick_at(f.s, &ctx, 1000, rnd());
         CHECK(other >= 0 && other != idx);
         backend_release_at(f.s, other, ATTEMPT_OK, 1000, 0);
-        CHECK(backend_affinity_cookie(f.s, &ex, other, cookie, sizeof cookie) > 0);
+        CHECK(backend_affinity_cookie(f.s, &ex.req, other, cookie, sizeof cookie) > 0);
         backend_endpoint(f.s, (size_t)idx)->healthy = 1;
         arena_free(&ex.arena);
     }
@@ -499,9 +499,9 @@ static void test_generated_cookie(void)
     TEST_CASE("GENERATED_COOKIE without ttl: a session cookie");
     CHECK(fixture_init(&f, NULL, 2, NULL, -1, "    session_affinity: GENERATED_COOKIE\n"));
     exchange_init(&ex, "192.0.2.1", 1000);
-    CHECK(backend_affinity_cookie(f.s, &ex, 1, cookie, sizeof cookie) > 0);
+    CHECK(backend_affinity_cookie(f.s, &ex.req, 1, cookie, sizeof cookie) > 0);
     CHECK(strstr(cookie, "Max-Age") == NULL && strstr(cookie, "; Path=/; HttpOnly") != NULL);
-    CHECK(backend_affinity_cookie(f.s, &ex, 1, cookie, 10) == 0); /* does not fit: none */
+    CHECK(backend_affinity_cookie(f.s, &ex.req, 1, cookie, 10) == 0); /* does not fit: none */
     arena_free(&ex.arena);
     fixture_free(&f, true);
 }
