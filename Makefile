@@ -74,6 +74,7 @@ export ASAN_OPTIONS := abort_on_error=0:halt_on_error=1:detect_leaks=1:exitcode=
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1:exitcode=98
 
 test: deps
+	@scripts/layers.sh
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory unit integration
 

@@ -9,6 +9,7 @@ if grep -nE '(^|[^a-z_])(sprintf|strcpy|strcat|atoi|strtok|gets)\s*\(' $files; t
   echo "lint: banned function (use snprintf, memcpy with lengths, strtol, strtok_r)"
   rc=1
 fi
+scripts/layers.sh || rc=1
 if command -v clang-format >/dev/null; then
   n=$(for f in $files; do clang-format --dry-run "$f" 2>&1 | grep -c 'warning:'; done | awk '{s+=$1} END {print s+0}')
   echo "lint: clang-format would change $n places"
