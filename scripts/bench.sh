@@ -369,7 +369,8 @@ if [ -f bench/urlmap_bench.c ]; then
   libs=$(mkvar PKG_LIBS)
   # urlmap is pure (no I/O); if it ever needs more of the tree, add config/ and core/.
   # shellcheck disable=SC2086
-  if ${CC:-cc} $cflags -o build/urlmap_bench bench/urlmap_bench.c src/urlmap/*.c $libs \
+  if ${CC:-cc} $cflags -o build/urlmap_bench bench/urlmap_bench.c src/urlmap/*.c src/core/parse.c \
+       src/core/errors.c $libs \
        >"$tmp/urlmap_bench.build" 2>&1 ||
      ${CC:-cc} $cflags -o build/urlmap_bench bench/urlmap_bench.c src/urlmap/*.c src/config/*.c \
        src/core/*.c $libs >"$tmp/urlmap_bench.build" 2>&1; then

@@ -10,7 +10,7 @@
  *      nor an authority the Location is a path-only reference ("/new?q").
  *  D3. Path: path_redirect replaces the whole path; prefix_redirect replaces
  *      the first matched_prefix_len bytes (url_map_result's; rule M in
- *      urlmap.c), and a "/" that would follow its own final "/" is dropped
+ *      urlmap_match.c), and a "/" that would follow its own final "/" is dropped
  *      (as path_prefix_rewrite does); otherwise the request path is kept.
  *  D4. Query: a "?" inside path_redirect brings its own query, which
  *      replaces the request's; otherwise "?" and the request query follow
@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/strlit.h"
 #include "urlmap/urlmap.h"
 
 /* A bounded writer: `err` sticks at SY_ERANGE once out of room. */
@@ -55,13 +56,15 @@ static void put_origin(struct loc_buf *b, const struct cfg_url_redirect *r,
 {
     const char *host = r->host_redirect;
     size_t host_len = host ? strlen(host) : 0;
-    bool was_https = req->scheme && req->scheme_len == 5 && memcmp(req->scheme, "https", 5) == 0;
+    const size_t port80 = SY_STRLEN(":80");
+    bool was_https = req->scheme && req->scheme_len == SY_STRLEN("https") &&
+                     memcmp(req->scheme, SY_STRLIT("https")) == 0;
     if (!host && req->authority && req->authority_len) {
         host = req->authority;
         host_len = req->authority_len;
-        if (r->https_redirect && !was_https && host_len > 3 &&
-            memcmp(host + host_len - 3, ":80", 3) == 0)
-            host_len -= 3;
+        if (r->https_redirect && !was_https && host_len > port80 &&
+            memcmp(host + host_len - port80, SY_STRLIT(":80")) == 0)
+            host_len -= port80;
     }
     if (!host || host_len == 0)
         return;
@@ -96,7 +99,7 @@ static void put_path_query(struct loc_buf *b, const struct cfg_url_redirect *r,
         put(b, path, path_len);
     }
     if (!own_query && !r->strip_query && req->query && req->query_len) {
-        put(b, "?", 1);
+        put(b, SY_STRLIT("?"));
         put(b, req->query, req->query_len);
     }
 }

@@ -59,7 +59,7 @@ struct url_map_result {
  * Compile `um` (which must outlive the result). Returns NULL on allocation
  * failure only; everything else was validated by the config loader (a
  * hand-built url map whose regex does not compile also gives NULL).
- * Matching semantics, rule by rule: the comment atop src/urlmap/urlmap.c.
+ * Matching semantics, rule by rule: the comment atop src/urlmap/urlmap_match.c.
  */
 struct url_map *url_map_compile(const struct cfg_url_map *um);
 void url_map_free(struct url_map *m);
