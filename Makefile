@@ -3,6 +3,7 @@
 #   make run        deps + build + demo (proxy + testbed backends)
 #   make test       deps + ASan/UBSan build + unit + integration tests
 #   make bench      side-by-side benchmark (see docs/performance.md)
+#   make bench-instr  instructions per request (callgrind)
 #   make lint       banned functions + clang-format check
 
 CC       ?= cc
@@ -32,7 +33,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 # helper working beside you).
 B ?= build
 
-.PHONY: all asan deps run test unit integration bench lint format clean
+.PHONY: all asan deps run test unit integration bench bench-instr lint format clean
 all: $(B)/switchyard $(B)/switchyard-testbed
 
 # ---- optimized build ------------------------------------------------------
@@ -89,6 +90,12 @@ bench:
 	@SY_DEPS_BENCH=1 scripts/deps.sh
 	@$(MAKE) --no-print-directory all
 	@scripts/bench.sh
+
+# Instructions per request under callgrind (deterministic; scripts/instr.sh).
+bench-instr:
+	@SY_DEPS_BENCH=1 scripts/deps.sh
+	@$(MAKE) --no-print-directory all
+	@scripts/instr.sh $(B)
 
 lint:
 	@scripts/lint.sh

@@ -10,7 +10,7 @@ pkgs=(build-essential pkg-config clang
 # make bench: load generators (wrk; h2load is in nghttp2-client), the peers
 # (haproxy, nghttpx in nghttp2-proxy, nginx-light), openssl for a throwaway
 # certificate, procps for pgrep.
-[ "${SY_DEPS_BENCH:-0}" = 1 ] && pkgs+=(wrk haproxy nginx-light nghttp2-proxy nghttp2-client openssl procps)
+[ "${SY_DEPS_BENCH:-0}" = 1 ] && pkgs+=(valgrind wrk haproxy nginx-light nghttp2-proxy nghttp2-client openssl procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
