@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include "core/errors.h"
+#include "core/strlit.h"
 
 int http_headers_init(struct http_headers *h, struct arena *a, uint32_t cap)
 {
@@ -116,41 +117,124 @@ bool http_list_has_token(const char *v, size_t len, const char *token)
     return false;
 }
 
-/* Remove the fields a Connection header names (each comma-separated token). */
-static void strip_connection_tokens(struct http_headers *h, const struct http_header *conn)
+/*
+ * The field names every Connection header of a message nominates, as a
+ * small open-addressing set: stripping is one pass over the Connection
+ * values plus one pass over the fields, whatever their number (a 60 KB
+ * "Connection: a,a,a,..." costs what reading it costs). Past
+ * CONN_TOKENS_MAX distinct names the rest are not removed: a Connection
+ * header naming more fields than a request may carry is abuse, and the
+ * framing fields go whatever Connection says.
+ */
+#define CONN_TOKENS_MAX  64
+#define CONN_TOKENS_SLOT 128 /* power of two, > 1.5 x CONN_TOKENS_MAX */
+
+struct conn_tokens {
+    struct {
+        const char *p; /* NULL = empty slot */
+        uint32_t n;
+    } slot[CONN_TOKENS_SLOT];
+    unsigned used;
+};
+
+static uint32_t token_hash(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        h = (h ^ (c >= 'A' && c <= 'Z' ? c + 32u : c)) * 16777619u;
+    }
+    return h;
+}
+
+/* The slot of `s` (case-insensitive), or of the empty slot where it would go. */
+static unsigned token_slot(const struct conn_tokens *t, const char *s, size_t n)
+{
+    unsigned i = token_hash(s, n) & (CONN_TOKENS_SLOT - 1);
+    while (t->slot[i].p && !(t->slot[i].n == n && strncasecmp(t->slot[i].p, s, n) == 0))
+        i = (i + 1) & (CONN_TOKENS_SLOT - 1);
+    return i;
+}
+
+/*
+ * Fields a client may not make us drop by naming them in Connection: the
+ * backend must see the Host and the framing the proxy routed and framed by.
+ */
+static bool connection_may_name(const char *s, size_t n)
+{
+    return !((n == SY_STRLEN("te") && strncasecmp(s, "te", n) == 0) ||
+             (n == SY_STRLEN("host") && strncasecmp(s, "host", n) == 0) ||
+             (n == SY_STRLEN("content-length") && strncasecmp(s, "content-length", n) == 0));
+}
+
+static void conn_tokens_add(struct conn_tokens *t, const char *v, size_t len)
 {
     size_t pos = 0, start, n;
-    while (list_next(conn->value, conn->value_len, &pos, &start, &n)) {
-        char name[64];
-        if (n >= sizeof name)
+    while (t->used < CONN_TOKENS_MAX && list_next(v, len, &pos, &start, &n)) {
+        if (!connection_may_name(v + start, n))
             continue;
-        memcpy(name, conn->value + start, n);
-        http_lower(name, n);
-        /* Never let a client drop end-to-end fields that framing needs. */
-        if (n != 2 || memcmp(name, "te", 2) != 0)
-            http_headers_remove(h, name, n);
+        unsigned i = token_slot(t, v + start, n);
+        if (!t->slot[i].p) {
+            t->slot[i].p = v + start;
+            t->slot[i].n = (uint32_t)n;
+            t->used++;
+        }
     }
+}
+
+static bool is_hop_by_hop_name(const struct http_header *f)
+{
+    static const struct {
+        const char *s;
+        uint32_t n;
+    } hop[] = {
+        {SY_STRLIT("connection")},
+        {SY_STRLIT("keep-alive")},
+        {SY_STRLIT("proxy-connection")},
+        {SY_STRLIT("transfer-encoding")},
+        {SY_STRLIT("upgrade")},
+        {SY_STRLIT("http2-settings")},
+        {SY_STRLIT("te")},
+    };
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (name_is(f, hop[i].s, hop[i].n))
+            return true;
+    return false;
 }
 
 void http_headers_strip_hop_by_hop(struct http_headers *h, bool keep_te_trailers)
 {
-    for (;;) {
-        const struct http_header *c = http_headers_get(h, "connection", 10);
-        if (!c)
-            break;
-        struct http_header copy = *c;
-        http_headers_remove(h, "connection", 10);
-        strip_connection_tokens(h, &copy);
+    struct conn_tokens t;
+    bool any = false, trailers = false;
+    t.used = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const struct http_header *f = &h->v[i];
+        if (name_is(f, SY_STRLIT("connection"))) {
+            if (!any)
+                memset(t.slot, 0, sizeof t.slot);
+            any = true;
+            conn_tokens_add(&t, f->value, f->value_len);
+        } else if (name_is(f, SY_STRLIT("te")) && !trailers) {
+            trailers = http_list_has_token(f->value, f->value_len, "trailers");
+        }
     }
-    static const char *const hop[] = {"keep-alive", "proxy-connection", "transfer-encoding",
-                                      "upgrade", "http2-settings"};
-    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
-        http_headers_remove(h, hop[i], strlen(hop[i]));
-    const struct http_header *te = http_headers_get(h, "te", 2);
-    bool trailers = te && http_list_has_token(te->value, te->value_len, "trailers");
-    http_headers_remove(h, "te", 2);
-    if (keep_te_trailers && trailers)
-        http_headers_add(h, NULL, "te", 2, "trailers", 8); /* fits: we just removed one */
+    uint32_t j = 0, te_at = UINT32_MAX;
+    for (uint32_t i = 0; i < h->n; i++) {
+        const struct http_header *f = &h->v[i];
+        if (name_is(f, SY_STRLIT("te")) && te_at == UINT32_MAX)
+            te_at = j; /* where "te: trailers" goes back if it is kept */
+        if (is_hop_by_hop_name(f) || (any && t.slot[token_slot(&t, f->name, f->name_len)].p))
+            continue;
+        h->v[j++] = h->v[i];
+    }
+    h->n = j;
+    if (keep_te_trailers && trailers) {
+        /* Fits: at least the te field itself was removed. */
+        memmove(&h->v[te_at + 1], &h->v[te_at], sizeof h->v[0] * (h->n - te_at));
+        h->v[te_at] =
+            (struct http_header){.name = "te", .name_len = 2, .value = "trailers", .value_len = 8};
+        h->n++;
+    }
 }
 
 static const unsigned char token_chars[256] = {

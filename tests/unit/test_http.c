@@ -104,6 +104,41 @@ static void test_hop_by_hop(void)
     http_headers_add(&h, &a, "te", 2, "trailers", 8);
     http_headers_strip_hop_by_hop(&h, true);
     CHECK(h.n == 1 && http_headers_get(&h, "te", 2) != NULL);
+
+    /* Several Connection fields, mixed case; Host, Content-Length and TE
+     * cannot be dropped by naming them; "te: trailers" keeps its place. */
+    http_headers_init(&h, &a, 4);
+    http_headers_add(&h, &a, "x-a", 3, "1", 1);
+    http_headers_add(&h, &a, "connection", 10, "X-A, host", 9);
+    http_headers_add(&h, &a, "host", 4, "h", 1);
+    http_headers_add(&h, &a, "te", 2, "trailers", 8);
+    http_headers_add(&h, &a, "content-length", 14, "3", 1);
+    http_headers_add(&h, &a, "connection", 10, " ,content-length,,x-b ,te", 25);
+    http_headers_add(&h, &a, "x-b", 3, "2", 1);
+    http_headers_add(&h, &a, "x-c", 3, "3", 1);
+    http_headers_strip_hop_by_hop(&h, true);
+    CHECK(h.n == 4);
+    CHECK(h.n == 4 && h.v[0].name_len == 4 && h.v[1].name_len == 2 && h.v[2].name_len == 14 &&
+          h.v[3].name_len == 3 && h.v[3].name[2] == 'c');
+
+    /* A huge Connection value: linear, and the framing fields still go. */
+    static char big[64 * 1024];
+    size_t n = 0;
+    for (unsigned k = 0; n + 4 < sizeof big; k++) { /* "aa,ba,ca,...": 676 distinct names */
+        big[n] = (char)('a' + k % 26);
+        big[n + 1] = (char)('a' + (k / 26) % 26);
+        big[n + 2] = ',';
+        n += 3;
+    }
+    http_headers_init(&h, &a, 4);
+    http_headers_add(&h, &a, "connection", 10, big, n);
+    http_headers_add(&h, &a, "upgrade", 7, "websocket", 9);
+    http_headers_add(&h, &a, "aa", 2, "1", 1);
+    http_headers_add(&h, &a, "x-keep", 6, "1", 1);
+    http_headers_strip_hop_by_hop(&h, false);
+    CHECK(http_headers_get(&h, "upgrade", 7) == NULL &&
+          http_headers_get(&h, "connection", 10) == NULL);
+    CHECK(http_headers_get(&h, "x-keep", 6) != NULL);
     arena_free(&a);
 }
 
