@@ -19,8 +19,10 @@
 #include "upstream/upstream.h"
 #include "admin/admin.h"
 #include "config/config.h"
-#include "core/stats.h"
 #include "core/log.h"
+#include "core/parse.h"
+#include "core/stats.h"
+#include "core/timer.h"
 #include "core/worker.h"
 #include "healthcheck/healthcheck.h"
 #include "listener/listener.h"
@@ -219,8 +221,7 @@ static void start_drain(struct proxy *p)
     p->draining = true;
     uint64_t ms = p->rt->cfg->drain_timeout_ms;
     log_info("draining (up to %llums)", (unsigned long long)ms);
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(p->drain_timer, &tv);
+    sy_timer_arm_ms(p->drain_timer, ms);
     for (int i = 0; i < p->n_workers; i++)
         worker_post(&p->workers[i], WORKER_CMD_DRAIN);
 }
@@ -358,9 +359,8 @@ static int parse_args(int argc, char **argv, struct options *o)
         case 'c': o->config = optarg; break;
         case 't': o->test_only = true; break;
         case 'w': {
-            char *end;
-            long n = strtol(optarg, &end, 10);
-            if (*end || n < 1 || n > 256) {
+            uint64_t n;
+            if (sy_parse_dec(optarg, strlen(optarg), 256, &n) != 0 || n < 1) {
                 fprintf(stderr, "switchyard: --workers wants 1..256\n");
                 return 1;
             }

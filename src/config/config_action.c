@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config/config_loader.h"
+#include "core/parse.h"
 
 static const char *const retry_condition_names[] = {
     "5xx",       "gateway-error",     "connect-failure", "retriable-4xx",      "refused-stream",
@@ -249,8 +250,8 @@ static void parse_redirect_code(struct cfg_loader *ld, const struct ypath *at,
     struct ypath sub = {at, "redirect_response_code", 0};
     yaml_node_t *v = yfind(ld, map, "redirect_response_code");
     const char *s;
-    char *end;
-    long code;
+    uint64_t code;
+    bool numeric;
 
     if (!v || ynode_scalar(ld, &sub, v, "a redirect code", &s) != 0)
         return;
@@ -260,9 +261,9 @@ static void parse_redirect_code(struct cfg_loader *ld, const struct ypath *at,
             return;
         }
     }
-    code = strtol(s, &end, 10);
-    for (size_t i = 0; *s && !*end && i < sizeof(redirect_codes) / sizeof(*redirect_codes); i++) {
-        if (code == redirect_codes[i]) {
+    numeric = sy_parse_dec(s, strlen(s), 999, &code) == 0;
+    for (size_t i = 0; numeric && i < sizeof(redirect_codes) / sizeof(*redirect_codes); i++) {
+        if (code == (uint64_t)redirect_codes[i]) {
             r->redirect_response_code = (int)code;
             return;
         }

@@ -4,7 +4,6 @@
  * and typed getters that report "FILE:LINE:COL: path: message" errors.
  */
 #include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -577,23 +576,6 @@ int ynode_regex(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t
 
 /* ---- numbers ---------------------------------------------------------------- */
 
-/* "-?[0-9]+" to int64; false on syntax or overflow. */
-static bool parse_i64(const char *s, int64_t *out)
-{
-    const char *p = s + (s[0] == '-');
-    char *end;
-    long long v;
-
-    if (!isdigit((unsigned char)*p))
-        return false;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno || *end)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* "-?[0-9]+(.[0-9]+)?" to a finite double. */
 static bool parse_decimal(const char *s, double *out)
 {
@@ -629,7 +611,7 @@ static int node_i64(struct cfg_loader *ld, const struct ypath *at, const yaml_no
 
     if (ynode_scalar(ld, at, n, "an integer", &s) != 0)
         return -1;
-    if (!parse_i64(s, &v)) {
+    if (sy_parse_dec_i64(s, strlen(s), &v) != 0) { /* "-?[0-9]+", no overflow */
         cfg_error(ld, ymark(n), at, "expected an integer, got '%s'", s);
         return -1;
     }

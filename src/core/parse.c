@@ -67,7 +67,8 @@ int sy_parse_dec_i64(const void *s, size_t len, int64_t *out)
     const char *p = s;
     bool neg = len > 0 && p[0] == '-';
     uint64_t v;
-    int rc = sy_parse_dec(p + neg, len - neg, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &v);
+    int rc =
+        sy_parse_dec(p + neg, len - neg, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &v);
     if (rc != 0)
         return rc;
     *out = neg ? (int64_t)(0 - v) : (int64_t)v;

@@ -29,6 +29,8 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/strlit.h"
+#include "core/timer.h"
 #include "core/worker.h"
 #include "healthcheck/hc-int.h"
 
@@ -103,7 +105,7 @@ static bool alpn_ok(struct hc_probe *p)
     const unsigned char *sel = NULL;
     unsigned len = 0;
     SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(p->bev), &sel, &len);
-    return len == 2 && memcmp(sel, "h2", 2) == 0;
+    return len == SY_STRLEN("h2") && memcmp(sel, SY_STRLIT("h2")) == 0;
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -222,9 +224,7 @@ int hc_probe_start(struct hc_target *t)
     int one = 1;
     setsockopt(bufferevent_getfd(p->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     bufferevent_enable(p->bev, EV_READ | EV_WRITE);
-    struct timeval tv = {(time_t)(t->timeout_ms / 1000),
-                         (suseconds_t)(t->timeout_ms % 1000) * 1000};
-    evtimer_add(p->timeout_ev, &tv);
+    sy_timer_arm_ms(p->timeout_ev, t->timeout_ms);
     t->probe = p;
     return 0;
 }

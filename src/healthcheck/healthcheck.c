@@ -37,6 +37,7 @@
 #include "runtime.h"
 #include "core/log.h"
 #include "core/rand.h"
+#include "core/timer.h"
 #include "core/worker.h"
 #include "healthcheck/hc-int.h"
 
@@ -147,8 +148,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg);
 
 static void schedule(struct hc_target *t, uint64_t delay_ms)
 {
-    struct timeval tv = {(time_t)(delay_ms / 1000), (suseconds_t)(delay_ms % 1000) * 1000};
-    evtimer_add(t->timer, &tv);
+    sy_timer_arm_ms(t->timer, delay_ms);
 }
 
 static struct hc_target *target_new(struct health_checker *hc, const struct cfg_health_check *h,

@@ -20,12 +20,14 @@
 #include <event2/bufferevent_ssl.h>
 
 #include "core/errors.h"
+#include "core/strlit.h"
+#include "core/timer.h"
 #include "testbed/testbed.h"
 
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define H2_PREFACE_LEN      (sizeof(H2_PREFACE) - 1)
-#define CONN_LINGER_POLL_US 10000 /* re-check the send queue before an RST every 10 ms */
-#define CONN_LINGER_POLLS   500   /* ... for at most 5 s */
+#define CONN_LINGER_POLL_MS 10  /* re-check the send queue before an RST this often */
+#define CONN_LINGER_POLLS   500 /* ... for at most 5 s */
 
 static const char *conn_state_str(enum tb_conn_state s)
 {
@@ -95,9 +97,8 @@ static void conn_flushed(struct tb_conn *c)
         return;
     }
     if (conn_unacked(c) > 0 && c->linger_polls < CONN_LINGER_POLLS && c->linger_timer) {
-        struct timeval tv = {.tv_sec = 0, .tv_usec = CONN_LINGER_POLL_US};
         c->linger_polls++;
-        evtimer_add(c->linger_timer, &tv);
+        sy_timer_arm_ms(c->linger_timer, CONN_LINGER_POLL_MS);
         return;
     }
     tb_conn_reset(c);
@@ -131,30 +132,25 @@ void tb_conn_close_after_flush(struct tb_conn *c)
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 }
 
-static void conn_free_list(struct tb_exchange *ex)
+/* Frees every exchange on the list `head`, leaving it empty. */
+static void conn_free_list(struct sy_link *head)
 {
-    while (ex) {
-        struct tb_exchange *next = ex->next;
-        tb_exchange_free(ex);
-        ex = next;
+    struct sy_link *l;
+
+    while ((l = sy_list_first(head))) {
+        sy_list_unlink(l);
+        tb_exchange_free(SY_CONTAINER_OF(l, struct tb_exchange, link));
     }
 }
 
 void tb_conn_free(struct tb_conn *c)
 {
-    struct testbed *tb = c->tb;
-
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        tb->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    sy_list_unlink(&c->link);
     /* The protocol state first: an h2 session may still point at exchanges. */
     tb_h1_free(c->h1);
     tb_h2_free(c->h2);
-    conn_free_list(c->exchanges);
-    conn_free_list(c->retired);
+    conn_free_list(&c->exchanges);
+    conn_free_list(&c->retired);
     if (c->linger_timer)
         event_free(c->linger_timer);
     if (c->bev)
@@ -164,10 +160,7 @@ void tb_conn_free(struct tb_conn *c)
 
 void tb_conn_reap(struct tb_conn *c)
 {
-    struct tb_exchange *dead = c->retired;
-
-    c->retired = NULL;
-    conn_free_list(dead);
+    conn_free_list(&c->retired);
     if (c->state == TB_CONN_DEAD)
         tb_conn_free(c);
 }
@@ -231,7 +224,7 @@ static void conn_tls_ready(struct tb_conn *c)
     unsigned alpn_len = 0;
 
     SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-    if (alpn_len == 2 && memcmp(alpn, "h2", 2) == 0) {
+    if (alpn_len == SY_STRLEN("h2") && memcmp(alpn, SY_STRLIT("h2")) == 0) {
         tb_conn_set_h2(c);
     } else if (alpn_len) {
         tb_conn_set_h1(c);
@@ -305,6 +298,8 @@ int tb_conn_accept(struct testbed *tb, int fd)
     if (!c)
         goto fail;
     c->tb = tb;
+    sy_list_init(&c->exchanges);
+    sy_list_init(&c->retired);
     c->tls = tb->ssl_ctx != NULL;
     if (c->tls) {
         ssl = SSL_new(tb->ssl_ctx);
@@ -326,10 +321,7 @@ int tb_conn_accept(struct testbed *tb, int fd)
     bufferevent_setwatermark(c->bev, EV_READ, 0, TB_IN_CAP);
     bufferevent_setwatermark(c->bev, EV_WRITE, TB_OUT_LOW, 0);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    c->next = tb->conns;
-    if (tb->conns)
-        tb->conns->prev = c;
-    tb->conns = c;
+    sy_list_insert_tail(&tb->conns, &c->link);
     return 0;
 
 fail:

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/strlit.h"
 #include "testbed/testbed.h"
 
 /* A bounded output buffer; `overflow` is sticky. */
@@ -30,7 +31,7 @@ long tb_json_escape(char *out, size_t cap, const char *s, size_t n)
         unsigned char ch = (unsigned char)s[i];
         char esc = 0;
 
-        if (o + 6 > cap)
+        if (o + 6 > cap) /* the longest escape, \u00XX */
             return -1;
         switch (ch) {
         case '"': esc = '"'; break;
@@ -44,10 +45,10 @@ long tb_json_escape(char *out, size_t cap, const char *s, size_t n)
             out[o++] = '\\';
             out[o++] = esc;
         } else if (ch < 0x20 || ch >= 0x7f) {
-            memcpy(out + o, "\\u00", 4);
-            out[o + 4] = hex[ch >> 4];
-            out[o + 5] = hex[ch & 15];
-            o += 6;
+            memcpy(out + o, SY_STRLIT("\\u00"));
+            o += SY_STRLEN("\\u00");
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
         } else {
             out[o++] = (char)ch;
         }
@@ -87,9 +88,9 @@ static void out_escaped(struct json_out *w, const char *s, size_t n)
 
 static void out_string(struct json_out *w, const char *s, size_t n)
 {
-    out_raw(w, "\"", 1);
+    out_raw(w, SY_STRLIT("\""));
     out_escaped(w, s, n);
-    out_raw(w, "\"", 1);
+    out_raw(w, SY_STRLIT("\""));
 }
 
 static void out_span(struct json_out *w, const struct tb_request *req, struct tb_span s)

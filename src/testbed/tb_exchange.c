@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/timer.h"
 #include "testbed/testbed.h"
 
 #define HEAD_BUF_INITIAL 2048
@@ -48,10 +49,7 @@ struct tb_exchange *tb_exchange_new(struct tb_conn *conn, const struct tb_exchan
     ex->stream_id = stream_id;
     ex->req.protocol = protocol;
     exchange_set_state(ex, TB_EX_REQUEST);
-    ex->next = conn->exchanges;
-    if (conn->exchanges)
-        conn->exchanges->prev = ex;
-    conn->exchanges = ex;
+    sy_list_insert_tail(&conn->exchanges, &ex->link);
     return ex;
 }
 
@@ -74,15 +72,8 @@ void tb_exchange_retire(struct tb_exchange *ex)
         return;
     exchange_set_state(ex, TB_EX_DONE);
     evtimer_del(ex->timer);
-    if (ex->prev)
-        ex->prev->next = ex->next;
-    else
-        c->exchanges = ex->next;
-    if (ex->next)
-        ex->next->prev = ex->prev;
-    ex->prev = NULL;
-    ex->next = c->retired;
-    c->retired = ex;
+    sy_list_unlink(&ex->link);
+    sy_list_insert_tail(&c->retired, &ex->link);
 }
 
 /* ---- request head store ------------------------------------------------- */
@@ -199,13 +190,6 @@ bool tb_request_copy(const struct tb_request *req, struct tb_span s, char *dst, 
 
 /* ---- the driver ------------------------------------------------------------ */
 
-static void exchange_arm(struct tb_exchange *ex, uint64_t ms)
-{
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-
-    evtimer_add(ex->timer, &tv);
-}
-
 /* The delay is over (or there was none): close, reset, or send the head. */
 static void exchange_answer(struct tb_exchange *ex)
 {
@@ -240,7 +224,7 @@ void tb_exchange_request_done(struct tb_exchange *ex)
     ex->planned = true;
     if (ex->plan.delay_ms) {
         exchange_set_state(ex, TB_EX_DELAY);
-        exchange_arm(ex, ex->plan.delay_ms);
+        sy_timer_arm_ms(ex->timer, ex->plan.delay_ms);
         return;
     }
     exchange_answer(ex);
@@ -281,7 +265,7 @@ enum tb_pull tb_exchange_pull(struct tb_exchange *ex, char *dst, size_t max, siz
         return ex->plan.reset != TB_RESET_NONE ? TB_PULL_RESET : TB_PULL_EOF;
     if (ex->chunk_left == 0) {
         exchange_set_state(ex, TB_EX_BODY_WAIT);
-        exchange_arm(ex, ex->plan.body_delay_ms);
+        sy_timer_arm_ms(ex->timer, ex->plan.body_delay_ms);
         return TB_PULL_WAIT;
     }
     take = left < max ? left : max;

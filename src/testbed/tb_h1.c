@@ -18,6 +18,7 @@
 #include <http_parser.h>
 
 #include "core/errors.h"
+#include "core/strlit.h"
 #include "testbed/testbed.h"
 
 #define H1_PULL_MAX     (64 * 1024) /* bytes pulled from the exchange per step */
@@ -82,8 +83,8 @@ static bool h1_expects_continue(const struct tb_request *req)
 {
     struct tb_span s;
 
-    return tb_request_header(req, "expect", &s) && s.len == 12 &&
-           strncasecmp(req->buf + s.off, "100-continue", 12) == 0;
+    return tb_request_header(req, "expect", &s) && s.len == SY_STRLEN("100-continue") &&
+           strncasecmp(req->buf + s.off, SY_STRLIT("100-continue")) == 0;
 }
 
 static int on_h1_headers_complete(http_parser *p)
@@ -94,7 +95,7 @@ static int on_h1_headers_complete(http_parser *p)
 
     tb_request_append(&h1->ex->req, TB_PIECE_METHOD, true, m, strlen(m));
     if (p->http_major == 1 && p->http_minor >= 1 && h1_expects_continue(&h1->ex->req))
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        evbuffer_add(bufferevent_get_output(c->bev), SY_STRLIT("HTTP/1.1 100 Continue\r\n\r\n"));
     return 0;
 }
 
@@ -232,10 +233,10 @@ static void h1_write_head(struct tb_conn *c, const struct tb_plan *p)
     for (unsigned i = 0; i < p->nextra; i++)
         evbuffer_add_printf(out, "%s: %s\r\n", p->extra[i].name, p->extra[i].value);
     if (!c->h1->keep_alive)
-        evbuffer_add(out, "connection: close\r\n", 19);
+        evbuffer_add(out, SY_STRLIT("connection: close\r\n"));
     else if (c->h1->http10)
-        evbuffer_add(out, "connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(out, SY_STRLIT("connection: keep-alive\r\n"));
+    evbuffer_add(out, SY_STRLIT("\r\n"));
 }
 
 static void h1_op_respond(struct tb_exchange *ex)
@@ -311,14 +312,16 @@ static long b64_decode(const char *s, size_t n, uint8_t *out, size_t cap)
 /* Does the request ask for h2c (Upgrade: h2c and an HTTP2-Settings header)? */
 static bool h1_wants_h2c(const struct tb_request *req, struct tb_span *settings)
 {
+    const size_t n = SY_STRLEN("h2c");
     struct tb_span up;
 
     if (!tb_request_header(req, "upgrade", &up) ||
         !tb_request_header(req, "http2-settings", settings))
         return false;
-    for (uint32_t i = 0; i + 3 <= up.len; i++) {
-        if (strncasecmp(req->buf + up.off + i, "h2c", 3) == 0 &&
-            (i + 3 == up.len || req->buf[up.off + i + 3] == ',' || req->buf[up.off + i + 3] == ' '))
+    for (uint32_t i = 0; i + n <= up.len; i++) {
+        const char *t = req->buf + up.off + i;
+        if (strncasecmp(t, SY_STRLIT("h2c")) == 0 &&
+            (i + n == up.len || t[n] == ',' || t[n] == ' '))
             return true;
     }
     return false;

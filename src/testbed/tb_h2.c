@@ -18,6 +18,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "core/errors.h"
+#include "core/strlit.h"
 #include "testbed/testbed.h"
 
 #define H2_STREAM_WINDOW (1 << 20)          /* SETTINGS_INITIAL_WINDOW_SIZE we announce */
@@ -64,11 +65,11 @@ static int on_h2_header(nghttp2_session *s, const nghttp2_frame *frame, const ui
         return 0; /* trailers are not echoed */
     req = &ex->req;
     if (namelen && n[0] == ':') {
-        if (namelen == 7 && memcmp(n, ":method", 7) == 0)
+        if (namelen == SY_STRLEN(":method") && memcmp(n, SY_STRLIT(":method")) == 0)
             tb_request_append(req, TB_PIECE_METHOD, true, v, valuelen);
-        else if (namelen == 5 && memcmp(n, ":path", 5) == 0)
+        else if (namelen == SY_STRLEN(":path") && memcmp(n, SY_STRLIT(":path")) == 0)
             tb_request_append(req, TB_PIECE_PATH, true, v, valuelen);
-        else if (namelen == 10 && memcmp(n, ":authority", 10) == 0)
+        else if (namelen == SY_STRLEN(":authority") && memcmp(n, SY_STRLIT(":authority")) == 0)
             tb_request_append(req, TB_PIECE_AUTHORITY, true, v, valuelen);
         return 0;
     }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/parse.h"
+#include "http/grpc.h"
 #include "testbed/testbed.h"
 
 #define STEER_VALUE_MAX 128 /* longest steering header value accepted */
@@ -146,19 +147,12 @@ static bool bad_header(struct tb_plan *plan, const char *name)
     return false;
 }
 
-/* Decimal in [min, max]; false otherwise. */
+/* The whole of s as a decimal in [min, max]; false (*out untouched) otherwise. */
 static bool parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
+    uint64_t v;
 
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    if (v < min || v > max)
+    if (sy_parse_dec(s, strlen(s), max, &v) != 0 || v < min)
         return false;
     *out = v;
     return true;
@@ -267,7 +261,7 @@ static void control_grpc_health(struct testbed *tb, struct tb_plan *plan)
     }
     plan->content_type = "application/grpc";
     plan->grpc = TB_GRPC_TRAILERS;
-    plan->grpc_status = 0;
+    plan->grpc_status = GRPC_OK;
     plan->delay_ms = tb->health_delay_ms;
 }
 
@@ -357,7 +351,7 @@ static bool steer_abort_grpc(const struct tb_request *req, struct tb_plan *plan)
 
 /*
  * x-testbed-fail-first: N with x-testbed-key: K (default key ""): the first N
- * requests with K fail with x-testbed-fail-status [503] (gRPC: grpc-status 14)
+ * requests with K fail with x-testbed-fail-status [503] (gRPC: grpc-status UNAVAILABLE)
  * after x-testbed-fail-delay [x-testbed-delay]. Sets x-testbed-attempt.
  */
 static bool steer_fail_first(struct testbed *tb, const struct tb_request *req, struct tb_plan *plan)
@@ -389,7 +383,7 @@ static bool steer_fail_first(struct testbed *tb, const struct tb_request *req, s
         return true;
     plan->delay_ms = fail_delay;
     if (plan->grpc != TB_GRPC_NONE) {
-        plan->grpc_status = 14; /* UNAVAILABLE */
+        plan->grpc_status = GRPC_UNAVAILABLE;
         free(plan->grpc_message);
         plan->grpc_message = strdup("testbed fail-first");
     } else {

@@ -18,11 +18,12 @@
 
 #include "core/errors.h"
 #include "core/parse.h"
+#include "core/timer.h"
 #include "testbed/testbed.h"
 
 #define LISTEN_BACKLOG  1024
 #define NAME_MAX_LEN    128
-#define ACCEPT_PAUSE_US 100000 /* after an accept error, 100 ms */
+#define ACCEPT_PAUSE_MS 100 /* pause accepting after an accept error */
 
 struct tb_args {
     const char *listen;
@@ -148,13 +149,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
     struct testbed *tb = arg;
-    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_PAUSE_US};
 
     /* EMFILE and friends: keep serving the connections we have, and pause
      * accepting so a level-triggered listener does not spin. */
     perror("switchyard-testbed: accept");
     evconnlistener_disable(l);
-    evtimer_add(tb->accept_retry, &tv);
+    sy_timer_arm_ms(tb->accept_retry, ACCEPT_PAUSE_MS);
 }
 
 static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
@@ -213,8 +213,10 @@ static struct event_base *base_new(void)
 static int testbed_run(struct testbed *tb, const struct tb_args *a)
 {
     struct event *sigterm = NULL, *sigint = NULL;
+    struct sy_link *l;
     int status = 1;
 
+    sy_list_init(&tb->conns);
     tb->base = base_new();
     tb->fail = tb_fail_table_new();
     if (!tb->base || !tb->fail)
@@ -236,8 +238,8 @@ static int testbed_run(struct testbed *tb, const struct tb_args *a)
     status = 0;
 
 fail:
-    while (tb->conns)
-        tb_conn_free(tb->conns);
+    while ((l = sy_list_first(&tb->conns)))
+        tb_conn_free(SY_CONTAINER_OF(l, struct tb_conn, link));
     if (sigterm)
         event_free(sigterm);
     if (sigint)

@@ -26,6 +26,8 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
+#include "core/list.h"
+
 /* ---- caps -------------------------------------------------------------- */
 #define TB_HEAD_CAP       (64 * 1024)  /* request line/pseudo-headers + headers, bytes */
 #define TB_FIELDS_CAP     256          /* header fields per request */
@@ -49,7 +51,7 @@ struct testbed {
     SSL_CTX *ssl_ctx; /* NULL: plain listener (HTTP/1.1 + h2c) */
     struct evconnlistener *listener;
     struct event *accept_retry; /* re-enables the listener after an accept error */
-    struct tb_conn *conns;      /* live connections (freed at exit) */
+    struct sy_link conns;       /* live connections (tb_conn.link), freed at exit */
     struct tb_fail_table *fail; /* x-testbed-fail-first counters */
     bool healthy;               /* GET /healthz: 200 when true, else 503 */
     uint64_t health_delay_ms;   /* delay before answering /healthz */
@@ -203,8 +205,8 @@ struct tb_exchange {
     uint64_t sent;  /* body bytes pulled */
     uint64_t limit; /* body bytes to pull before EOF or reset */
     uint64_t chunk_size, chunk_left;
-    struct event *timer;             /* delay and body-delay */
-    struct tb_exchange *prev, *next; /* in conn->exchanges or conn->retired */
+    struct event *timer; /* delay and body-delay */
+    struct sy_link link; /* in conn->exchanges or conn->retired */
 };
 
 /* New exchange on conn (linked into conn->exchanges); NULL on ENOMEM. */
@@ -264,9 +266,9 @@ struct tb_conn {
     unsigned linger_polls;
     struct tb_h1 *h1;
     struct tb_h2 *h2;
-    struct tb_exchange *exchanges; /* live */
-    struct tb_exchange *retired;   /* done, freed by tb_conn_reap */
-    struct tb_conn *prev, *next;   /* in tb->conns */
+    struct sy_link exchanges; /* live (tb_exchange.link) */
+    struct sy_link retired;   /* done, freed by tb_conn_reap */
+    struct sy_link link;      /* in tb->conns */
 };
 
 /* Accepts fd (owned from now on). Returns 0 or SY_ENOMEM / SY_EIO (fd closed). */

@@ -896,6 +896,21 @@ static void test_errors_actions(void)
                        "            url_redirect: {redirect_response_code: 304}\n"),
                  "t.yaml:11:52: url_maps[0].path_matchers[0].route_rules[0].url_redirect."
                  "redirect_response_code: bad redirect_response_code '304'");
+    expect_error("error: signed redirect code",
+                 RULES("          - priority: 1\n"
+                       "            url_redirect: {redirect_response_code: +301}\n"),
+                 "t.yaml:11:52: url_maps[0].path_matchers[0].route_rules[0].url_redirect."
+                 "redirect_response_code: bad redirect_response_code '+301'");
+    expect_error("error: integer past int64",
+                 RULES("          - priority: 9223372036854775808\n"
+                       "            service: be\n"),
+                 "t.yaml:10:23: url_maps[0].path_matchers[0].route_rules[0].priority: expected "
+                 "an integer, got '9223372036854775808'");
+    expect_error("error: integer with a plus sign",
+                 RULES("          - priority: +1\n"
+                       "            service: be\n"),
+                 "t.yaml:10:23: url_maps[0].path_matchers[0].route_rules[0].priority: expected "
+                 "an integer, got '+1'");
     expect_error("error: path and prefix redirect",
                  RULES("          - priority: 1\n"
                        "            url_redirect: {path_redirect: /a, prefix_redirect: /b}\n"),
