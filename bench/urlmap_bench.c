@@ -10,7 +10,7 @@
  * It also checks that the timed loop allocates nothing (mallinfo2) and that each request routes
  * where it should.
  *
- *   cc -O2 -std=c11 -D_GNU_SOURCE -Isrc bench/urlmap_bench.c src/urlmap/*.c \
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -Isrc bench/urlmap_bench.c src/urlmap/[a-z]*.c \
  *      src/core/parse.c src/core/errors.c \
  *      $(pkg-config --cflags --libs libpcre2-8) -lpthread -o build/urlmap_bench
  *   build/urlmap_bench [N]         (N matches per run, default 1000000)
