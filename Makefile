@@ -33,7 +33,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 # helper working beside you).
 B ?= build
 
-.PHONY: all asan deps run test unit integration bench bench-instr lint format clean
+.PHONY: all asan deps run test unit integration bench bench-instr fuzz fuzz-build lint format clean
 all: $(B)/switchyard $(B)/switchyard-testbed
 
 # ---- optimized build ------------------------------------------------------
@@ -90,6 +90,31 @@ bench:
 	@SY_DEPS_BENCH=1 scripts/deps.sh
 	@$(MAKE) --no-print-directory all
 	@scripts/bench.sh
+
+# ---- fuzzing (libFuzzer; clang and libclang-rt-14-dev) ----------------------------------
+# Each tests/fuzz/fuzz_NAME.c is a target linked with the proxy's sources;
+# its seed corpus is tests/fuzz/corpus/NAME/. `make fuzz` runs every target
+# for SY_FUZZ_SECONDS (default 60) on a copy of its corpus; a crash, a leak
+# or a sanitizer report fails the run and leaves the input in $(B)/fuzz/.
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+                -fno-sanitize-recover=undefined $(CSTD) $(WARNINGS) $(INCLUDES) $(PKG_CFLAGS) -MMD -MP
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+SY_FUZZ_SECONDS ?= 60
+
+$(B)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/fuzz/fuzz_%: $(B)/fuzz/obj/tests/fuzz/fuzz_%.o $(call objs,$(B)/fuzz,$(LIB_SRCS))
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+
+.SECONDARY: $(call objs,$(B)/fuzz,$(LIB_SRCS) $(wildcard tests/fuzz/*.c))
+fuzz-build: $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@scripts/fuzz.sh $(B)/fuzz $(SY_FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Instructions per request under callgrind (deterministic; scripts/instr.sh).
 bench-instr:
