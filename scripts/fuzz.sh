@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 dir=$1 secs=$2; shift 2
-rc=0
+rc=0 passed=0 failed=0
 for t in "$@"; do
   work=$(mktemp -d /tmp/switchyard-fuzz-$t.XXXXXX)
   cp -r "tests/fuzz/corpus/$t/." "$work/" 2>/dev/null || true
@@ -19,10 +19,12 @@ for t in "$@"; do
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
   if [ $r -eq 0 ]; then
     echo "fuzz: $t: ok, ${runs:-?} inputs in ${secs}s, $cov"
+    passed=$((passed + 1))
   else
     echo "fuzz: $t: FAILED (exit $r); log $log:"; grep -E 'ERROR|SUMMARY|Test unit written' "$log" | head -5
-    rc=1
+    rc=1 failed=$((failed + 1))
   fi
   rm -rf "$work"
 done
+echo "fuzz: $passed passed, $failed failed"
 exit $rc
