@@ -353,6 +353,20 @@ struct cfg_health_check {
 enum cfg_listener_protocol {
     CFG_LISTENER_HTTP = 0, /* HTTP/1.1 + h2c */
     CFG_LISTENER_HTTPS,    /* TLS, ALPN h2 and http/1.1 */
+    CFG_LISTENER_H2C,      /* HTTP/2 prior knowledge only: anything else is closed */
+};
+
+/*
+ * limits: at the top level for the process (max_connections counts every
+ * listener) and as the defaults of each listener's own `limits`.
+ */
+struct cfg_limits {
+    uint32_t max_connections;     /* client connections; 0 = no cap but descriptors */
+    uint32_t max_request_headers; /* header fields in one request; default 100 */
+    uint32_t max_stalled_streams; /* per client connection: responses waiting on the
+                                     client's window (HTTP/2); default 8 */
+    uint64_t max_buffered_bytes;  /* per client connection: response bytes held for a
+                                     client that does not read; default 1MiB */
 };
 
 struct cfg_certificate {
@@ -392,6 +406,7 @@ struct cfg_listener {
     } timeouts;
     uint32_t max_request_headers_size;  /* HTTP/1.1 head cap → 431; default 60KiB */
     bool accept_http_10;                /* default false */
+    struct cfg_limits limits;           /* max_connections: this listener's */
     struct cfg_cidr *xff_trusted_cidrs; /* default 0.0.0.0/0 and ::/0 */
     size_t n_xff_trusted_cidrs;
     struct cfg_mark mark;
@@ -418,6 +433,11 @@ struct config {
         enum cfg_log_format format; /* default json */
     } access_log;
     uint64_t drain_timeout_ms; /* default 30s */
+    struct cfg_limits limits;  /* max_connections: all listeners together */
+    struct {
+        uint64_t memory;      /* RSS bytes past which new requests are refused; 0 = off */
+        uint32_t connections; /* client connections past which the same; 0 = off */
+    } overload;
     struct cfg_url_map *url_maps;
     size_t n_url_maps;
     struct cfg_backend_service *backend_services;

@@ -23,7 +23,7 @@ struct jw {
     bool first[JW_MAX_DEPTH];
 };
 
-static const char *const listener_protocols[] = {"HTTP", "HTTPS"};
+static const char *const listener_protocols[] = {"HTTP", "HTTPS", "H2C"};
 static const char *const backend_protocols[] = {"HTTP", "HTTPS", "HTTP2", "H2C"};
 static const char *const lb_policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH",
                                           "MAGLEV"};
@@ -530,6 +530,15 @@ static void write_listener_http2(struct jw *w, const struct cfg_listener *l)
     jw_close(w, '}');
 }
 
+static void write_limits(struct jw *w, const struct cfg_limits *l)
+{
+    jw_open(w, "limits", '{');
+    jw_u64(w, "max_connections", l->max_connections);
+    jw_u64(w, "max_request_headers", l->max_request_headers);
+    jw_u64(w, "max_stalled_streams", l->max_stalled_streams);
+    jw_u64(w, "max_buffered_bytes", l->max_buffered_bytes);
+}
+
 static void write_listener(struct jw *w, const struct cfg_listener *l)
 {
     jw_open(w, NULL, '{');
@@ -562,6 +571,8 @@ static void write_listener(struct jw *w, const struct cfg_listener *l)
     for (size_t i = 0; i < l->n_xff_trusted_cidrs; i++)
         jw_cidr(w, &l->xff_trusted_cidrs[i]);
     jw_close(w, ']');
+    write_limits(w, &l->limits);
+    jw_close(w, '}');
     jw_close(w, '}');
 }
 
@@ -580,6 +591,12 @@ static void write_globals(struct jw *w, const struct config *cfg)
     jw_str(w, "format", cfg->access_log.format == CFG_LOG_TEXT ? "text" : "json");
     jw_close(w, '}');
     jw_duration(w, "drain_timeout", cfg->drain_timeout_ms);
+    write_limits(w, &cfg->limits);
+    jw_open(w, "overload", '{');
+    jw_u64(w, "memory", cfg->overload.memory);
+    jw_u64(w, "connections", cfg->overload.connections);
+    jw_close(w, '}');
+    jw_close(w, '}');
 }
 
 /* Writes the whole snapshot as one JSON object followed by a newline. */

@@ -11,7 +11,7 @@
 #define H2_MAX_WINDOW     2147483647u
 #define H2_DEFAULT_WINDOW 65535u
 
-static const char *const listener_protocols[] = {"HTTP", "HTTPS", NULL};
+static const char *const listener_protocols[] = {"HTTP", "HTTPS", "H2C", NULL};
 static const char *const tls_versions[] = {"TLS1.2", "TLS1.3", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
 
@@ -79,7 +79,7 @@ static void parse_listener_tls(struct cfg_loader *ld, const struct ypath *at, co
     if (l->protocol == CFG_LISTENER_HTTPS && l->tls.n_certificates == 0) {
         yaml_node_t *where = tls ? tls : yfind(ld, n, "protocol");
         cfg_error(ld, ymark(where), tls ? &sub : at, "protocol HTTPS requires tls.certificates");
-    } else if (l->protocol == CFG_LISTENER_HTTP && tls) {
+    } else if (l->protocol != CFG_LISTENER_HTTPS && tls) {
         cfg_error(ld, ymark(yfind_key(ld, n, "tls")), at,
                   "tls is only allowed with protocol HTTPS");
     }
@@ -206,11 +206,14 @@ static void parse_listener(struct cfg_loader *ld, const struct ypath *at, const 
                                        "accept_http_10",
                                        "xff_trusted_cidrs",
                                        "max_request_headers_size",
+                                       "limits",
                                        NULL};
     int proto;
     uint64_t size;
 
     listener_defaults(l);
+    l->limits = ld->cfg->limits;
+    l->limits.max_connections = 0; /* the top-level one counts the whole process */
     l->mark = ymark(n);
     if (!ymap_check(ld, at, n, keys))
         return;
@@ -229,6 +232,7 @@ static void parse_listener(struct cfg_loader *ld, const struct ypath *at, const 
     if (yget_size(ld, at, n, "max_request_headers_size", 1024, 16 * 1024 * 1024, &size) == 1)
         l->max_request_headers_size = (uint32_t)size;
     parse_xff(ld, at, n, l);
+    cfg_parse_limits(ld, at, n, false, &l->limits);
 }
 
 static void parse_listeners(struct cfg_loader *ld, const yaml_node_t *root)
@@ -309,9 +313,10 @@ void cfg_parse_root(struct cfg_loader *ld, const yaml_node_t *root)
 {
     static const char *const keys[] = {"listeners",     "admin",    "access_log",
                                        "drain_timeout", "url_maps", "backend_services",
-                                       "health_checks", NULL};
+                                       "health_checks", "limits",   NULL};
 
     ld->cfg->drain_timeout_ms = 30 * 1000;
+    cfg_limits_defaults(&ld->cfg->limits);
     if (!root || ynull(root)) {
         cfg_error(ld, ymark(root), NULL, "missing required key 'listeners'");
         parse_access_log(ld, NULL);
@@ -327,5 +332,6 @@ void cfg_parse_root(struct cfg_loader *ld, const yaml_node_t *root)
     parse_section(ld, root, "health_checks", cfg_parse_health_checks);
     parse_section(ld, root, "backend_services", cfg_parse_backend_services);
     parse_section(ld, root, "url_maps", cfg_parse_url_maps);
+    cfg_parse_limits(ld, NULL, root, true, &ld->cfg->limits);
     parse_listeners(ld, root);
 }

@@ -214,6 +214,10 @@ int yget_header_list(struct cfg_loader *ld, const struct ypath *at, const yaml_n
 
 /* config_listener.c: the root mapping, listeners, admin, access_log. */
 void cfg_parse_root(struct cfg_loader *ld, const yaml_node_t *root);
+/* config_limits.c */
+void cfg_limits_defaults(struct cfg_limits *l);
+void cfg_parse_limits(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *parent,
+                      bool top, struct cfg_limits *l);
 /* config_urlmap.c */
 void cfg_parse_url_maps(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq);
 /* config_action.c: header actions and route actions, shared by url maps. */

@@ -826,7 +826,7 @@ static void test_errors_values(void)
                  "t.yaml:4:37: listeners[0].xff_trusted_cidrs[1]: bad CIDR '10.0.0.0/33'");
     expect_error("error: bad protocol", LISTENER "    protocol: HTTP3\n" URL_MAP BACKEND,
                  "t.yaml:4:15: listeners[0].protocol: bad value 'HTTP3' (expected one of: "
-                 "HTTP, HTTPS)");
+                 "HTTP, HTTPS, H2C)");
     expect_error("error: bad lb policy", BASE "    locality_lb_policy: round_robin\n",
                  "t.yaml:10:25: backend_services[0].locality_lb_policy: bad value "
                  "'round_robin'");
@@ -1064,8 +1064,58 @@ static void test_valid_variations(void)
     config_unref(c);
 }
 
+static void test_limits(void)
+{
+    struct config *c = expect_ok("config: limits defaults", BASE);
+    if (c) {
+        const struct cfg_limits *l = &c->listeners[0].limits;
+        CHECK(c->limits.max_connections == 0 && c->limits.max_request_headers == 100);
+        CHECK(l->max_connections == 0 && l->max_request_headers == 100);
+        CHECK(l->max_stalled_streams == 8 && l->max_buffered_bytes == 1024 * 1024);
+        CHECK(c->overload.memory == 0 && c->overload.connections == 0);
+        config_unref(c);
+    }
+    /* Top-level values are the listeners' defaults, except max_connections. */
+    c = expect_ok("config: limits inherited and overridden",
+                  "listeners:\n"
+                  "  - {address: \"127.0.0.1:8080\", url_map: main, protocol: H2C}\n"
+                  "  - address: \"127.0.0.1:8081\"\n"
+                  "    url_map: main\n"
+                  "    limits: {max_connections: 7, max_request_headers: 20}\n"
+                  "limits:\n"
+                  "  max_connections: 1000\n"
+                  "  max_request_headers: 50\n"
+                  "  max_stalled_streams: 3\n"
+                  "  max_buffered_bytes: 256KiB\n"
+                  "  overload: {memory: 1GiB, connections: 900}\n" URL_MAP BACKEND);
+    if (c) {
+        CHECK(c->listeners[0].protocol == CFG_LISTENER_H2C);
+        CHECK(c->limits.max_connections == 1000 && c->limits.max_request_headers == 50);
+        CHECK(c->listeners[0].limits.max_connections == 0);
+        CHECK(c->listeners[0].limits.max_request_headers == 50);
+        CHECK(c->listeners[0].limits.max_stalled_streams == 3);
+        CHECK(c->listeners[0].limits.max_buffered_bytes == 256 * 1024);
+        CHECK(c->listeners[1].limits.max_connections == 7);
+        CHECK(c->listeners[1].limits.max_request_headers == 20);
+        CHECK(c->listeners[1].limits.max_stalled_streams == 3);
+        CHECK(c->overload.memory == 1024ull * 1024 * 1024 && c->overload.connections == 900);
+        config_unref(c);
+    }
+    expect_error("config: limits out of range", BASE "limits: {max_request_headers: 0}\n",
+                 "t.yaml:10:31: limits.max_request_headers: value 0 out of range 1..10000");
+    expect_error("config: overload only at the top",
+                 "listeners:\n  - address: \"127.0.0.1:8080\"\n    url_map: main\n"
+                 "    limits: {overload: {memory: 1GiB}}\n" URL_MAP BACKEND,
+                 "t.yaml:4:14: listeners[0].limits: unknown key 'overload'");
+    expect_error("config: H2C listener takes no tls",
+                 "listeners:\n  - address: \"127.0.0.1:8080\"\n    url_map: main\n"
+                 "    protocol: H2C\n    tls: {min_version: TLS1.3}\n" URL_MAP BACKEND,
+                 "t.yaml:5:5: listeners[0]: tls is only allowed with protocol HTTPS");
+}
+
 void test_config_suite(void)
 {
+    test_limits();
     test_full();
     test_defaults();
     test_env();
