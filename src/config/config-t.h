@@ -382,6 +382,20 @@ struct cfg_listener {
         struct cfg_certificate *certificates;
         size_t n_certificates;
         int min_version; /* TLS1_2_VERSION (default) or TLS1_3_VERSION */
+        /*
+         * Effective suites, OpenSSL names: those listed, plus the default
+         * half for a TLS version the list names no suite of ("TLS_*" names
+         * are TLS 1.3). Default: ECDHE with AEAD for TLS 1.2, OpenSSL's
+         * TLS 1.3 suites. Validated by the loader on a scratch SSL_CTX.
+         */
+        char **cipher_suites;
+        size_t n_cipher_suites;
+        char *tls12_cipher_list;  /* its TLS 1.2 names joined by ':' (set_cipher_list) */
+        char *tls13_ciphersuites; /* its "TLS_*" names joined by ':' (set_ciphersuites) */
+        char **ecdh_curves;       /* OpenSSL group names; default X25519, P-256, P-384 */
+        size_t n_ecdh_curves;
+        char *groups_list;                   /* ecdh_curves joined by ':' (set1_groups_list) */
+        uint64_t session_ticket_rotation_ms; /* key period; default 1h, 0 = no tickets */
     } tls;
     char *url_map_name;
     struct cfg_url_map *url_map; /* resolved */

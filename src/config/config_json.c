@@ -556,6 +556,9 @@ static void write_listener(struct jw *w, const struct cfg_listener *l)
         }
         jw_close(w, ']');
         jw_str(w, "min_version", l->tls.min_version == CFG_TLS1_3 ? "TLS1.3" : "TLS1.2");
+        jw_str_list(w, "cipher_suites", l->tls.cipher_suites, l->tls.n_cipher_suites);
+        jw_str_list(w, "ecdh_curves", l->tls.ecdh_curves, l->tls.n_ecdh_curves);
+        jw_duration(w, "session_ticket_rotation", l->tls.session_ticket_rotation_ms);
         jw_close(w, '}');
     }
     jw_str(w, "url_map", l->url_map_name);

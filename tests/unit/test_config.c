@@ -105,6 +105,9 @@ static const char full_yaml[] =
     "        - {cert_file: certs/a.pem, key_file: certs/a.key}\n"
     "        - {cert_file: certs/b.pem, key_file: certs/b.key}\n"
     "      min_version: TLS1.3\n"
+    "      cipher_suites: [ECDHE-RSA-AES256-GCM-SHA384, TLS_AES_128_GCM_SHA256]\n"
+    "      ecdh_curves: [P-384, X25519]\n"
+    "      session_ticket_rotation: 30m\n"
     "    url_map: main\n"
     "    http2:\n"
     "      max_concurrent_streams: 50\n"
@@ -284,6 +287,13 @@ static void check_full_listeners(const struct config *c)
     CHECK_STR(l->tls.certificates[1].cert_file, "certs/b.pem");
     CHECK_STR(l->tls.certificates[1].key_file, "certs/b.key");
     CHECK(l->tls.min_version == 0x0304);
+    CHECK(l->tls.n_cipher_suites == 2);
+    CHECK_STR(l->tls.cipher_suites[0], "ECDHE-RSA-AES256-GCM-SHA384");
+    CHECK_STR(l->tls.tls12_cipher_list, "ECDHE-RSA-AES256-GCM-SHA384");
+    CHECK_STR(l->tls.tls13_ciphersuites, "TLS_AES_128_GCM_SHA256");
+    CHECK(l->tls.n_ecdh_curves == 2 && strcmp(l->tls.ecdh_curves[1], "X25519") == 0);
+    CHECK_STR(l->tls.groups_list, "P-384:X25519");
+    CHECK(l->tls.session_ticket_rotation_ms == 30 * 60 * 1000);
     CHECK(l->url_map == &c->url_maps[0] && strcmp(l->url_map_name, "main") == 0);
     CHECK(l->http2.max_concurrent_streams == 50);
     CHECK(l->http2.initial_stream_window_size == 128 * 1024);
@@ -324,7 +334,7 @@ static void check_full_path_rules(const struct config *c)
     CHECK(files->default_action.service == config_find_backend_service(c, "legacy"));
     CHECK(pr[0].n_paths == 2 && strcmp(pr[0].paths[1], "/video/*") == 0);
     CHECK(pr[0].action.service == config_find_backend_service(c, "video"));
-    CHECK(pr[0].mark.line == 57 && pr[0].mark.col == 13);
+    CHECK(pr[0].mark.line == 60 && pr[0].mark.col == 13);
     CHECK(r && pr[1].action.service == NULL);
     CHECK(r && strcmp(r->host_redirect, "new.internal") == 0 && r->path_redirect == NULL);
     CHECK(r && strcmp(r->prefix_redirect, "/new/") == 0 && r->https_redirect);
@@ -510,6 +520,8 @@ static void test_full(void)
         config_write_json(c, f);
         fclose(f);
         CHECK(json && strstr(json, "\"drain_timeout\": \"1500ms\""));
+        CHECK(json && strstr(json, "\"ecdh_curves\": [\n          \"P-384\",\n"));
+        CHECK(json && strstr(json, "\"session_ticket_rotation\": \"30m\""));
         CHECK(json && strstr(json, "\"keepalive\": {\n          \"time\": \"1h\""));
         CHECK(json && strstr(json, "\"regex_match\": \"/re/[a-z]+\""));
         CHECK(json && strstr(json, "\"resolved\": \"[::1]:9003\""));
@@ -534,6 +546,15 @@ static void check_listener_defaults(const struct cfg_listener *l)
     CHECK_STR(l->name, "127.0.0.1:8080");
     CHECK(l->protocol == CFG_LISTENER_HTTP && l->tls.n_certificates == 0);
     CHECK(l->tls.min_version == 0x0303);
+    CHECK(l->tls.n_cipher_suites == 9 && l->tls.n_ecdh_curves == 3);
+    CHECK_STR(l->tls.tls12_cipher_list,
+              "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
+    CHECK_STR(l->tls.tls13_ciphersuites,
+              "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256");
+    CHECK_STR(l->tls.groups_list, "X25519:P-256:P-384");
+    CHECK(l->tls.session_ticket_rotation_ms == 3600 * 1000);
     CHECK(l->http2.max_concurrent_streams == 100);
     CHECK(l->http2.initial_stream_window_size == 65536);
     CHECK(l->http2.initial_connection_window_size == 1048576);
@@ -1113,6 +1134,95 @@ static void test_limits(void)
                  "t.yaml:5:5: listeners[0]: tls is only allowed with protocol HTTPS");
 }
 
+/* ---- listener TLS parameters -------------------------------------------------------- */
+
+/* An HTTPS listener whose tls mapping ends with `lines` (from line 6, indented 6). */
+#define TLS_LISTENER(lines)                                                                        \
+    "listeners:\n  - address: \"127.0.0.1:8443\"\n    protocol: HTTPS\n    tls:\n"                 \
+    "      certificates: [{cert_file: a.pem, key_file: a.key}]\n" lines                            \
+    "    url_map: main\n" URL_MAP BACKEND
+
+static void test_tls_params(void)
+{
+    struct config *c;
+
+    expect_error("error: unknown cipher suite",
+                 TLS_LISTENER("      cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, NOPE]\n"),
+                 "t.yaml:6:52: listeners[0].tls.cipher_suites[1]: unknown cipher suite 'NOPE'");
+    expect_error("error: cipher keyword", TLS_LISTENER("      cipher_suites: [HIGH]\n"),
+                 "t.yaml:6:23: listeners[0].tls.cipher_suites[0]: unknown cipher suite 'HIGH'");
+    expect_error("error: two suites in one item",
+                 TLS_LISTENER("      cipher_suites: [\"AES128-SHA:AES256-SHA\"]\n"),
+                 "t.yaml:6:23: listeners[0].tls.cipher_suites[0]: unknown cipher suite");
+    expect_error("error: unknown TLS 1.3 suite", TLS_LISTENER("      cipher_suites: [TLS_NOPE]\n"),
+                 "t.yaml:6:23: listeners[0].tls.cipher_suites[0]: unknown cipher suite "
+                 "'TLS_NOPE'");
+    expect_error("error: IANA name of a TLS 1.2 suite",
+                 TLS_LISTENER("      cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"),
+                 "t.yaml:6:23: listeners[0].tls.cipher_suites[0]: "
+                 "'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256' is a TLS 1.2 suite: write its OpenSSL "
+                 "name 'ECDHE-RSA-AES128-GCM-SHA256'");
+    expect_error("error: duplicate suite",
+                 TLS_LISTENER("      cipher_suites: [TLS_AES_128_GCM_SHA256, "
+                              "TLS_AES_128_GCM_SHA256]\n"),
+                 "t.yaml:6:47: listeners[0].tls.cipher_suites[1]: duplicate cipher suite "
+                 "'TLS_AES_128_GCM_SHA256' (same as 'TLS_AES_128_GCM_SHA256' at 6:23)");
+    expect_error("error: no suites", TLS_LISTENER("      cipher_suites: []\n"),
+                 "t.yaml:6:22: listeners[0].tls.cipher_suites: must name at least one cipher "
+                 "suite");
+    expect_error("error: suite not a string", TLS_LISTENER("      cipher_suites: [{a: b}]\n"),
+                 "t.yaml:6:23: listeners[0].tls.cipher_suites[0]: expected a string");
+    expect_error("error: unknown curve", TLS_LISTENER("      ecdh_curves: [X25519, P-999]\n"),
+                 "t.yaml:6:29: listeners[0].tls.ecdh_curves[1]: unknown curve 'P-999'");
+    expect_error("error: two names of one curve",
+                 TLS_LISTENER("      ecdh_curves: [P-256, prime256v1]\n"),
+                 "t.yaml:6:28: listeners[0].tls.ecdh_curves[1]: duplicate curve 'prime256v1' "
+                 "(same as 'P-256' at 6:21)");
+    expect_error("error: no curves", TLS_LISTENER("      ecdh_curves: []\n"),
+                 "t.yaml:6:20: listeners[0].tls.ecdh_curves: must name at least one curve");
+    expect_error("error: rotation below 1s", TLS_LISTENER("      session_ticket_rotation: 999ms\n"),
+                 "t.yaml:6:32: listeners[0].tls.session_ticket_rotation: 999ms out of range: 0s "
+                 "(no session tickets) or 1s..24h");
+    expect_error("error: rotation above 24h", TLS_LISTENER("      session_ticket_rotation: 25h\n"),
+                 "t.yaml:6:32: listeners[0].tls.session_ticket_rotation: 25h out of range");
+    expect_error("error: bad rotation", TLS_LISTENER("      session_ticket_rotation: 1x\n"),
+                 "t.yaml:6:32: listeners[0].tls.session_ticket_rotation: bad duration '1x'");
+
+    c = expect_ok("config: TLS 1.2 suites only keep the TLS 1.3 defaults",
+                  TLS_LISTENER("      cipher_suites: [ECDHE-ECDSA-CHACHA20-POLY1305]\n"
+                               "      session_ticket_rotation: 0s\n"));
+    if (c) {
+        const struct cfg_listener *l = &c->listeners[0];
+        CHECK(l->tls.n_cipher_suites == 4);
+        CHECK_STR(l->tls.cipher_suites[0], "ECDHE-ECDSA-CHACHA20-POLY1305");
+        CHECK_STR(l->tls.cipher_suites[1], "TLS_AES_256_GCM_SHA384");
+        CHECK_STR(l->tls.tls12_cipher_list, "ECDHE-ECDSA-CHACHA20-POLY1305");
+        CHECK_STR(l->tls.tls13_ciphersuites,
+                  "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256");
+        CHECK(l->tls.session_ticket_rotation_ms == 0);
+    }
+    config_unref(c);
+    c = expect_ok("config: TLS 1.3 suites only keep the TLS 1.2 defaults",
+                  TLS_LISTENER("      cipher_suites: [TLS_CHACHA20_POLY1305_SHA256]\n"
+                               "      ecdh_curves: [x25519, secp384r1]\n"
+                               "      session_ticket_rotation: 24h\n"));
+    if (c) {
+        const struct cfg_listener *l = &c->listeners[0];
+        CHECK(l->tls.n_cipher_suites == 7);
+        CHECK_STR(l->tls.cipher_suites[1], "ECDHE-ECDSA-AES128-GCM-SHA256");
+        CHECK_STR(l->tls.tls13_ciphersuites, "TLS_CHACHA20_POLY1305_SHA256");
+        CHECK(strncmp(l->tls.tls12_cipher_list, "ECDHE-ECDSA-AES128-GCM-SHA256:", 30) == 0);
+        CHECK_STR(l->tls.groups_list, "x25519:secp384r1");
+        CHECK(l->tls.session_ticket_rotation_ms == 24ull * 3600 * 1000);
+    }
+    config_unref(c);
+    c = expect_ok("config: empty cipher_suites value is the default",
+                  TLS_LISTENER("      cipher_suites:\n      ecdh_curves: ~\n"));
+    if (c)
+        CHECK(c->listeners[0].tls.n_cipher_suites == 9 && c->listeners[0].tls.n_ecdh_curves == 3);
+    config_unref(c);
+}
+
 void test_config_suite(void)
 {
     test_limits();
@@ -1128,4 +1238,5 @@ void test_config_suite(void)
     test_errors_rules();
     test_errors_many();
     test_valid_variations();
+    test_tls_params();
 }
