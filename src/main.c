@@ -17,6 +17,7 @@
 #include "backend/backend.h"
 #include "runtime.h"
 #include "upstream/upstream.h"
+#include "exchange/exchange.h"
 #include "admin/admin.h"
 #include "config/config.h"
 #include "core/log.h"
@@ -88,7 +89,10 @@ static void on_worker_cmd(struct worker *w, unsigned cmds)
             w->rt_hold = h;
             w->runtime = rt;
         }
+        exchange_worker_on_reload(w); /* connection_draining deadlines */
     }
+    if (cmds & WORKER_CMD_WAKE)
+        exchange_worker_wake(w);
     if ((cmds & WORKER_CMD_DRAIN) && !w->draining) {
         w->draining = true;
         upstream_pools_close_idle(w->pools);
@@ -110,6 +114,8 @@ static int start_workers(struct proxy *p, struct listener_set *set)
         if (worker_init(w, i, on_worker_cmd) != 0)
             return -1;
         w->owner = p;
+        w->peers = p->workers;
+        w->n_peers = p->n_workers;
         w->runtime = runtime_ref(p->rt);
         w->rt_hold = rt_hold_new(w->runtime);
         if (!w->rt_hold) {
@@ -121,7 +127,7 @@ static int start_workers(struct proxy *p, struct listener_set *set)
         w->stats = p->stats;
         w->pools = upstream_pools_new(w);
         w->listeners = listener_worker_new(w, set);
-        if (!w->pools || !w->listeners)
+        if (!w->pools || !w->listeners || exchange_worker_init(w) != 0)
             return -1;
         listener_worker_on_idle(w->listeners, on_listener_idle);
     }
@@ -140,6 +146,7 @@ static void free_worker(struct worker *w)
     upstream_pools_free(w->pools);
     for (int i = 0; i < 4; i++)
         event_base_loop(w->base, EVLOOP_NONBLOCK);
+    exchange_worker_free(w);
     rt_hold_retire(w->rt_hold);
     w->rt_hold = NULL;
     w->runtime = NULL;
@@ -198,6 +205,9 @@ static int reload(struct proxy *p, FILE *errs)
     p->rt = rt;
     pthread_mutex_unlock(&p->rt_lock);
     runtime_unref(old);
+    /* Endpoints that left the config start draining now, before the workers
+     * hear of the reload: SWAP arms their exchanges' drain deadlines. */
+    backend_services_publish(rt->services, rt->cfg->n_backend_services);
     for (int i = 0; i < p->n_workers; i++)
         worker_post(&p->workers[i], WORKER_CMD_SWAP);
     health_checker_update(p->hc, rt);
@@ -435,15 +445,18 @@ static int serve(struct proxy *p, struct listener_set *set)
     event_base_dispatch(p->base);
     rc = 0;
 out:
+    /* Every thread ends before any worker is freed: a worker may post a
+     * wake-up to another until its own loop stops. */
     for (int i = 0; p->workers && i < p->n_workers; i++) {
         if (p->workers[i].base) {
             if (rc != 0)
                 worker_post(&p->workers[i], WORKER_CMD_STOP);
             if (p->workers[i].thread)
                 worker_join(&p->workers[i]);
-            free_worker(&p->workers[i]);
         }
     }
+    for (int i = 0; p->workers && i < p->n_workers; i++)
+        free_worker(&p->workers[i]);
     free(p->workers);
     admin_stop(p->admin);
     for (int i = 0; i < 4; i++)
@@ -456,56 +469,67 @@ out:
     return rc;
 }
 
+/* -t: validate the config file; the exit status. */
+static int test_config(const char *path)
+{
+    struct config *cfg = load_or_report(path);
+    if (cfg)
+        printf("%s: ok (version %s)\n", path, cfg->version);
+    config_unref(cfg);
+    return cfg ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     struct options o = {.config = DEFAULT_CONFIG, .workers = 0};
     if (parse_args(argc, argv, &o) != 0)
         return 1;
-    struct config *cfg = load_or_report(o.config);
-    if (o.test_only) {
-        if (cfg)
-            printf("%s: ok (version %s)\n", o.config, cfg->version);
-        config_unref(cfg);
-        return cfg ? 0 : 1;
-    }
+    if (o.test_only)
+        return test_config(o.config);
+    /* Everything starts at its sentinel; the one exit below releases what was made. */
+    struct proxy p = {.config_path = o.config, .n_workers = o.workers, .access_log_fd = -1};
+    struct listener_set *set = NULL;
+    struct config *cfg = NULL;
+    char err[512] = ""; /* why startup failed, when it did and nobody said so yet */
+    int rc = 1;
+    pthread_mutex_init(&p.rt_lock, NULL);
+    cfg = load_or_report(o.config);
     if (!cfg)
-        return 1;
+        goto fail; /* the errors are printed */
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
-    struct proxy p = {.config_path = o.config, .n_workers = o.workers};
     if (p.n_workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p.n_workers = n > 0 ? (int)n : 1;
     }
-    pthread_mutex_init(&p.rt_lock, NULL);
-    char err[512];
-    struct listener_set *set = listeners_open(cfg, p.n_workers, err, sizeof err);
+    set = listeners_open(cfg, p.n_workers, err, sizeof err);
+    if (!set)
+        goto fail;
     p.registry = backend_registry_new();
     p.stats = new_stats(cfg, p.n_workers);
-    p.rt = set && p.registry && p.stats ? runtime_new(cfg, p.registry, p.stats) : NULL;
-    config_unref(cfg);
-    if (!set || !p.rt) {
-        fprintf(stderr, "switchyard: %s\n", set ? "out of memory" : err);
-        listener_set_free(set);
-        runtime_unref(p.rt);
-        backend_registry_free(p.registry);
-        stats_free(p.stats);
-        return 1;
+    p.rt = p.registry && p.stats ? runtime_new(cfg, p.registry, p.stats) : NULL;
+    if (!p.rt) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
     }
+    config_unref(cfg); /* the runtime holds its own reference */
+    cfg = NULL;
     p.access_log_fd = open_access_log(p.rt->cfg);
     if (p.rt->cfg->access_log.enabled && p.access_log_fd < 0) {
-        fprintf(stderr, "switchyard: access log %s: %s\n", p.rt->cfg->access_log.path,
-                strerror(errno));
-        listener_set_free(set);
-        runtime_unref(p.rt);
-        backend_registry_free(p.registry);
-        stats_free(p.stats);
-        return 1;
+        snprintf(err, sizeof err, "access log %s: %s", p.rt->cfg->access_log.path, strerror(errno));
+        goto fail;
     }
     p.base = event_base_new();
     p.hc = p.base ? health_checker_new(p.base) : NULL;
+    if (!p.hc) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
     health_checker_update(p.hc, p.rt);
-    int rc = p.base && p.hc ? serve(&p, set) : 1;
+    rc = serve(&p, set); /* reports its own failures */
+fail:
+    if (err[0])
+        fprintf(stderr, "switchyard: %s\n", err);
     health_checker_free(p.hc);
     listener_set_free(set);
     if (p.base)
@@ -513,8 +537,10 @@ int main(int argc, char **argv)
     runtime_unref(p.rt);
     backend_registry_free(p.registry);
     stats_free(p.stats);
+    config_unref(cfg);
     if (p.access_log_fd > STDOUT_FILENO)
         close(p.access_log_fd);
+    pthread_mutex_destroy(&p.rt_lock);
     libevent_global_shutdown();
     return rc;
 }

@@ -178,8 +178,8 @@ bool backend_request_hash(const struct service_rt *s, const struct http_request_
     return false;
 }
 
-int backend_affinity_cookie(const struct service_rt *s, const struct http_request_head *req, int idx,
-                            char *out, size_t cap)
+int backend_affinity_cookie(const struct service_rt *s, const struct http_request_head *req,
+                            int idx, char *out, size_t cap)
 {
     const struct cfg_backend_service *c = s->cfg;
     const char *v;
@@ -189,8 +189,7 @@ int backend_affinity_cookie(const struct service_rt *s, const struct http_reques
         (c->session_affinity != CFG_AFFINITY_HTTP_COOKIE &&
          c->session_affinity != CFG_AFFINITY_GENERATED_COOKIE))
         return 0;
-    bool present =
-        affinity_cookie_value(&req->headers, c->consistent_hash.cookie_name, &v, &len);
+    bool present = affinity_cookie_value(&req->headers, c->consistent_hash.cookie_name, &v, &len);
     if (c->session_affinity == CFG_AFFINITY_HTTP_COOKIE) {
         if (present || c->consistent_hash.cookie_ttl_ms == 0)
             return 0; /* the application's cookie, or none to generate */

@@ -95,6 +95,21 @@ struct service_rt {
 
     /* circuit breakers (atomics) */
     unsigned cb_requests, cb_pending, cb_retries;
+
+    /* Exchanges waiting for endpoint capacity in this service, on any worker,
+     * under any runtime: shared by every runtime's service of the same name
+     * (they share endpoints, so a release under one may serve a waiter under
+     * another). In the registry; NULL only when built outside one. */
+    struct capacity_waiters *waiters;
+};
+
+/* Waiter counts of one backend service name (registry entry, atomics). */
+#define CAPACITY_WAKE_SLOTS 64 /* workers are told apart by id % 64 */
+struct capacity_waiters {
+    char *service;
+    int refs;                              /* service_rts using it (registry lock) */
+    unsigned total;                        /* atomic: exchanges waiting, every worker */
+    unsigned by_slot[CAPACITY_WAKE_SLOTS]; /* atomic: waiting on workers with id % 64 == i */
 };
 
 /* ---- shared helpers (lb.c) ---------------------------------------------------------------- */

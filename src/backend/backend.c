@@ -19,6 +19,8 @@ struct backend_registry {
     pthread_mutex_t lock; /* registry membership only; never on the request path */
     struct endpoint_state **v;
     size_t n, cap;
+    struct capacity_waiters **waits; /* one per backend service name in use */
+    size_t n_waits, cap_waits;
 };
 
 /* ---- registry (main thread; registry_put also from workers) ---------------------------------- */
@@ -38,6 +40,12 @@ static void endpoint_free(struct endpoint_state *e)
     free(e);
 }
 
+static void waiters_free(struct capacity_waiters *cw)
+{
+    free(cw->service);
+    free(cw);
+}
+
 void backend_registry_free(struct backend_registry *reg)
 {
     if (!reg)
@@ -45,6 +53,9 @@ void backend_registry_free(struct backend_registry *reg)
     for (size_t i = 0; i < reg->n; i++)
         endpoint_free(reg->v[i]);
     free(reg->v);
+    for (size_t i = 0; i < reg->n_waits; i++)
+        waiters_free(reg->waits[i]);
+    free(reg->waits);
     pthread_mutex_destroy(&reg->lock);
     free(reg);
 }
@@ -103,6 +114,55 @@ static void registry_put(struct backend_registry *reg, struct endpoint_state *e)
 void backend_endpoint_unref(struct endpoint_state *e)
 {
     registry_put(e->_reg, e);
+}
+
+/* The waiter counts of a service name, found or added; takes a reference. NULL on ENOMEM. */
+static struct capacity_waiters *waiters_get(struct backend_registry *reg, const char *service)
+{
+    struct capacity_waiters *cw = NULL;
+    pthread_mutex_lock(&reg->lock);
+    for (size_t i = 0; i < reg->n_waits && !cw; i++)
+        if (strcmp(reg->waits[i]->service, service) == 0)
+            cw = reg->waits[i];
+    if (!cw && reg->n_waits == reg->cap_waits) {
+        size_t cap = reg->cap_waits ? reg->cap_waits * 2 : 8;
+        struct capacity_waiters **v = realloc(reg->waits, cap * sizeof *v);
+        if (!v)
+            goto out;
+        reg->waits = v;
+        reg->cap_waits = cap;
+    }
+    if (!cw) {
+        cw = calloc(1, sizeof *cw);
+        if (!cw || !(cw->service = strdup(service))) {
+            free(cw);
+            cw = NULL;
+            goto out;
+        }
+        reg->waits[reg->n_waits++] = cw;
+    }
+    cw->refs++;
+out:
+    pthread_mutex_unlock(&reg->lock);
+    return cw;
+}
+
+/* Drop a reference; the last service of that name gone, the entry goes. */
+static void waiters_put(struct backend_registry *reg, struct capacity_waiters *cw)
+{
+    if (!cw)
+        return;
+    pthread_mutex_lock(&reg->lock);
+    if (--cw->refs == 0) {
+        for (size_t i = 0; i < reg->n_waits; i++) {
+            if (reg->waits[i] == cw) {
+                reg->waits[i] = reg->waits[--reg->n_waits];
+                break;
+            }
+        }
+        waiters_free(cw);
+    }
+    pthread_mutex_unlock(&reg->lock);
 }
 
 static int cmp_ptr(const void *a, const void *b)
@@ -175,7 +235,8 @@ struct service_rt *backend_services_new(struct backend_registry *reg, const stru
         s->cfg = &cfg->backend_services[i];
         s->reg = reg;
         s->eps = calloc(s->cfg->n_endpoints + 1, sizeof *s->eps);
-        if (!s->eps)
+        s->waiters = waiters_get(reg, s->cfg->name);
+        if (!s->eps || !s->waiters)
             goto fail;
         for (size_t j = 0; j < s->cfg->n_endpoints; j++) {
             s->eps[j] = registry_get(reg, s->cfg->name, s->cfg->endpoints[j].address.text);
@@ -198,6 +259,7 @@ void backend_services_free(struct service_rt *arr, size_t n)
         struct service_rt *s = &arr[i];
         for (size_t j = 0; j < s->n; j++)
             registry_put(s->reg, s->eps[j]);
+        waiters_put(s->reg, s->waiters);
         if (s->lb)
             s->lb->destroy(s);
         lb_alias_free(&s->alias);
@@ -348,6 +410,47 @@ void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome
                               ? __atomic_load_n(&s->eps[idx]->requests_total, __ATOMIC_RELAXED)
                               : 0));
     backend_release_at(s, idx, outcome, now_us / 1000, rnd);
+}
+
+/* ---- waiting for capacity (any worker) ------------------------------------------------------- */
+
+void backend_capacity_wait_enter(struct service_rt *s, int worker_id)
+{
+    struct capacity_waiters *cw = s->waiters;
+    if (!cw)
+        return;
+    __atomic_add_fetch(&cw->by_slot[(unsigned)worker_id % CAPACITY_WAKE_SLOTS], 1,
+                       __ATOMIC_RELAXED);
+    __atomic_add_fetch(&cw->total, 1, __ATOMIC_RELAXED);
+    /* Our count before the caller's next look at the endpoints' active
+     * counts (backend.h: the releaser fences between its two steps too). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+void backend_capacity_wait_leave(struct service_rt *s, int worker_id)
+{
+    struct capacity_waiters *cw = s->waiters;
+    if (!cw)
+        return;
+    __atomic_sub_fetch(&cw->total, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&cw->by_slot[(unsigned)worker_id % CAPACITY_WAKE_SLOTS], 1,
+                       __ATOMIC_RELAXED);
+}
+
+uint64_t backend_capacity_waiters(const struct service_rt *s)
+{
+    const struct capacity_waiters *cw = s->waiters;
+    if (!cw)
+        return 0;
+    /* The release (an active count going down) before our look at the waiters. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&cw->total, __ATOMIC_RELAXED) == 0)
+        return 0;
+    uint64_t mask = 0;
+    for (unsigned i = 0; i < CAPACITY_WAKE_SLOTS; i++)
+        if (__atomic_load_n(&cw->by_slot[i], __ATOMIC_RELAXED))
+            mask |= 1ull << i;
+    return mask;
 }
 
 /* ---- introspection and draining -------------------------------------------------------------- */

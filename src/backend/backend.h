@@ -107,6 +107,31 @@ int backend_pick(struct service_rt *s, const struct pick_ctx *ctx);
  */
 void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome);
 
+/* ---- waiting for endpoint capacity (any worker) -------------------------------------------- */
+
+/*
+ * max_concurrent_requests_per_endpoint: an exchange that got SY_ELIMIT from
+ * backend_pick queues on its worker and is counted here, so that whoever
+ * frees capacity knows which workers to wake (no polling). The count is
+ * shared by every runtime's service of the same name (they share endpoint
+ * state).
+ *
+ * Lost wake-ups are avoided Dekker-style, with a full fence on both sides:
+ * a waiter calls backend_capacity_wait_enter *before* its last
+ * backend_pick; a releaser calls backend_capacity_waiters *after*
+ * backend_release. Either the waiter's pick sees the freed slot, or the
+ * releaser sees the waiter.
+ */
+void backend_capacity_wait_enter(struct service_rt *s, int worker_id);
+void backend_capacity_wait_leave(struct service_rt *s, int worker_id);
+
+/*
+ * Which workers have exchanges waiting for capacity in s's service: bit i
+ * set = some worker with id % 64 == i (0: nobody; one atomic load on the
+ * common path). Call after backend_release.
+ */
+uint64_t backend_capacity_waiters(const struct service_rt *s);
+
 /*
  * The affinity hash of a request for the service's session_affinity
  * (CLIENT_IP, HEADER_FIELD, HTTP_COOKIE, GENERATED_COOKIE). Returns false
@@ -123,8 +148,8 @@ bool backend_request_hash(const struct service_rt *s, const struct http_request_
  * none. Returns its length, or 0 when no cookie is to be set (or it does not
  * fit in cap).
  */
-int backend_affinity_cookie(const struct service_rt *s, const struct http_request_head *req, int idx,
-                            char *out, size_t cap);
+int backend_affinity_cookie(const struct service_rt *s, const struct http_request_head *req,
+                            int idx, char *out, size_t cap);
 
 /* ---- circuit breakers (any worker)
  * ----------------------------------------------------------------- */

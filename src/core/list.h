@@ -81,4 +81,28 @@ static inline struct sy_link *sy_list_first(const struct sy_link *head)
     return head->next == head ? NULL : head->next;
 }
 
+/* Move every element of `from` before those of `to`, in order; `from` is left empty. */
+static inline void sy_list_splice_head(struct sy_link *to, struct sy_link *from)
+{
+    if (sy_list_empty(from))
+        return;
+    from->prev->next = to->next;
+    to->next->prev = from->prev;
+    from->next->prev = to;
+    to->next = from->next;
+    sy_list_init(from);
+}
+
+/* Move every element of `from` after those of `to`, in order; `from` is left empty. */
+static inline void sy_list_splice_tail(struct sy_link *to, struct sy_link *from)
+{
+    if (sy_list_empty(from))
+        return;
+    from->next->prev = to->prev;
+    to->prev->next = from->next;
+    from->prev->next = to;
+    to->prev = from->prev;
+    sy_list_init(from);
+}
+
 #endif

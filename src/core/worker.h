@@ -1,8 +1,10 @@
 /*
  * worker.h — an event-loop thread. Each worker owns a libevent base, its own
  * accepting sockets (SO_REUSEPORT), its downstream connections and its
- * upstream pools; an exchange lives and dies on one worker. The main thread
- * talks to a worker only through worker_post() (command bits + event_active).
+ * upstream pools; an exchange lives and dies on one worker. Other threads
+ * talk to a worker only through worker_post() (command bits + an eventfd):
+ * the main thread for reloads and drains, other workers to wake exchanges
+ * waiting for endpoint capacity.
  */
 #ifndef SY_WORKER_H
 #define SY_WORKER_H
@@ -17,11 +19,12 @@ struct event_base;
 struct event;
 struct worker;
 
-/* Command bits posted by the main thread. */
+/* Command bits posted to a worker. */
 enum worker_cmd {
     WORKER_CMD_SWAP = 1u << 0,  /* a new runtime snapshot was published */
     WORKER_CMD_DRAIN = 1u << 1, /* stop accepting, finish in-flight, then exit */
     WORKER_CMD_STOP = 1u << 2,  /* drain timeout: close everything now and exit */
+    WORKER_CMD_WAKE = 1u << 3,  /* endpoint capacity was freed (posted by any worker) */
 };
 
 /* Runs on the worker thread with the command bits that were posted. */
@@ -37,10 +40,13 @@ struct worker {
     worker_cmd_fn on_cmd;
     uint64_t rng; /* xorshift64* state, this thread only */
     bool draining;
-    void *runtime;           /* struct runtime * in use (backend/runtime.h), owned by rt_hold */
-    void *rt_hold;           /* struct rt_hold *: the worker's claim on `runtime` */
-    void *listeners;         /* listener module's per-worker state */
-    void *pools;             /* backend module's per-worker upstream state */
+    void *runtime;        /* struct runtime * in use (backend/runtime.h), owned by rt_hold */
+    void *rt_hold;        /* struct rt_hold *: the worker's claim on `runtime` */
+    void *listeners;      /* listener module's per-worker state */
+    void *pools;          /* backend module's per-worker upstream state */
+    void *exchanges;      /* exchange module's per-worker state (router.c) */
+    struct worker *peers; /* every worker of the process (peers[id] is this one) */
+    int n_peers;
     void *stats;             /* per-worker stats shard */
     void *owner;             /* the process-level state that started this worker (main.c) */
     int access_log_fd;       /* -1 = access log off; shared fd, one write(2) per line */

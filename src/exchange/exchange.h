@@ -14,8 +14,17 @@
  *   consumer drained below SY_FLOW_LOW  →  exchange_on_*_drained → resumed
  *
  * Lifetime: the exchange ends in exactly one place, exchange_finish(), which
- * writes the access log entry, calls down->detach() and frees the arena on
- * a later loop iteration (never while a callback of it is on the stack).
+ * runs the cleanups registered on its arena (timers, the attempt in flight,
+ * circuit-breaker slots, a capacity wait: each registered when acquired,
+ * arena.h), writes the access log entry, calls down->detach() and frees the
+ * arena on a later loop iteration (never while a callback of it is on the
+ * stack); the body buffers and the runtime reference go with the arena.
+ *
+ * Per worker (router.c): every exchange is on the worker's in-flight list
+ * until it finishes (a reload walks it to arm connection_draining
+ * deadlines), and an exchange waiting for endpoint capacity
+ * (max_concurrent_requests_per_endpoint) is on the worker's FIFO queue until
+ * a release of capacity wakes it (backend.h, WORKER_CMD_WAKE).
  */
 #ifndef SY_EXCHANGE_H
 #define SY_EXCHANGE_H
@@ -26,6 +35,7 @@
 #include <sys/socket.h>
 
 #include "core/arena.h"
+#include "core/list.h"
 #include "http/http-t.h"
 #include "upstream/upstream.h"
 
@@ -105,20 +115,23 @@ struct exchange {
     struct upstream_request up_req;     /* the attempt in flight's description */
     struct upstream_attempt up;         /* up.att: current attempt, NULL when none */
     int endpoint_idx;                   /* endpoint of the current attempt, -1 = none */
-    struct evbuffer *req_pending; /* request body not yet handed to an attempt */
-    struct evbuffer *replay;      /* request body kept for a retry; NULL = not replayable */
-    uint64_t tried[1];            /* endpoints tried (bits), see backend.h pick_ctx */
+    struct evbuffer *req_pending;       /* request body not yet handed to an attempt */
+    struct evbuffer *replay;            /* request body kept for a retry; NULL = not replayable */
+    uint64_t tried[1];                  /* endpoints tried (bits), see backend.h pick_ctx */
     bool has_hash;
-    uint64_t hash;           /* session-affinity key */
-    bool in_request_cb;      /* a request circuit-breaker slot is held */
-    bool in_retry_cb;        /* a retry circuit-breaker slot is held */
-    bool in_pending_cb;      /* waiting for endpoint capacity */
-    struct event timeout_ev; /* route timeout: the whole exchange */
-    struct event try_ev;     /* per-try timeout, backoff, fault delay, capacity wait */
-    struct event idle_ev;    /* stream_idle */
-    struct event drain_ev;   /* connection_draining checks of the endpoint */
-    struct event reap_ev;    /* deferred free */
-    uint64_t deadline_ms;    /* sy_now_ms() clock; 0 = none */
+    uint64_t hash;                      /* session-affinity key */
+    struct arena_cleanup *_retry_slot;  /* the max_retries slot; NULL = not held */
+    struct arena_cleanup *_wait;        /* waiting for endpoint capacity (queue place and
+                                         * max_pending_requests slot); NULL = not waiting */
+    struct arena_cleanup *_replay_free; /* frees `replay` (early, when it stops fitting) */
+    struct sy_link _link;               /* on the worker's in-flight list */
+    struct sy_link _wait_link;          /* on the worker's capacity queue while waiting */
+    struct event timeout_ev;            /* route timeout: the whole exchange */
+    struct event try_ev;                /* per-try timeout, backoff, fault delay */
+    struct event idle_ev;               /* stream_idle */
+    struct event drain_ev; /* connection_draining: the drain deadline of the attempt's endpoint */
+    struct event reap_ev;  /* deferred free */
+    uint64_t deadline_ms;  /* sy_now_ms() clock; 0 = none */
     uint64_t last_activity_ms;
     unsigned attempts;
     unsigned retries;
@@ -167,5 +180,27 @@ void exchange_on_downstream_abort(struct exchange *ex);
  * request, a trailers-only gRPC status). Only before response headers went out.
  */
 void exchange_local_reply(struct exchange *ex, int status, const char *body, unsigned flags);
+
+/* ---- for main.c: the exchange module's per-worker state ------------------------------ */
+
+/* Make w->exchanges (in-flight list, capacity queue, wake event). 0 or SY_ENOMEM. */
+int exchange_worker_init(struct worker *w);
+
+/* Free it, once every exchange of w has finished. NULL w->exchanges: no-op. */
+void exchange_worker_free(struct worker *w);
+
+/*
+ * On w's thread, when a reload reached it (WORKER_CMD_SWAP; the new config
+ * was published to the endpoint registry before): every attempt in flight
+ * gets its connection_draining timer armed at its endpoint's drain deadline,
+ * or disarmed when the endpoint is back in the config.
+ */
+void exchange_worker_on_reload(struct worker *w);
+
+/*
+ * On w's thread (WORKER_CMD_WAKE, or its own wake event): endpoint capacity
+ * was freed; the exchanges waiting for it try again, oldest first.
+ */
+void exchange_worker_wake(struct worker *w);
 
 #endif

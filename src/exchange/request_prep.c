@@ -8,6 +8,7 @@
 #include "config/config-t.h"
 #include "core/errors.h"
 #include "core/parse.h"
+#include "core/strlit.h"
 #include "core/worker.h"
 #include "http/headers.h"
 
@@ -78,7 +79,8 @@ static int set_forwarded_for(struct exchange *ex)
     size_t cap = strlen(client) + strlen(local) + 8;
     bool keep = peer_trusted(ex);
     for (uint32_t i = 0; keep && i < h->n; i++)
-        if (h->v[i].name_len == 15 && memcmp(h->v[i].name, "x-forwarded-for", 15) == 0)
+        if (h->v[i].name_len == SY_STRLEN("x-forwarded-for") &&
+            memcmp(h->v[i].name, SY_STRLIT("x-forwarded-for")) == 0)
             cap += h->v[i].value_len + 2;
     char *v = arena_alloc(&ex->arena, cap);
     if (!v)
@@ -86,20 +88,21 @@ static int set_forwarded_for(struct exchange *ex)
     size_t n = 0;
     for (uint32_t i = 0; keep && i < h->n; i++) {
         const struct http_header *f = &h->v[i];
-        if (f->name_len != 15 || memcmp(f->name, "x-forwarded-for", 15) != 0 || !f->value_len)
+        if (f->name_len != SY_STRLEN("x-forwarded-for") ||
+            memcmp(f->name, SY_STRLIT("x-forwarded-for")) != 0 || !f->value_len)
             continue;
         memcpy(v + n, f->value, f->value_len);
         n += f->value_len;
-        memcpy(v + n, ", ", 2);
-        n += 2;
+        memcpy(v + n, SY_STRLIT(", "));
+        n += SY_STRLEN(", ");
     }
     size_t cl = strlen(client), ll = strlen(local);
     memcpy(v + n, client, cl);
-    memcpy(v + n + cl, ", ", 2);
-    memcpy(v + n + cl + 2, local, ll);
-    n += cl + 2 + ll;
-    http_headers_remove(h, "x-forwarded-for", 15);
-    return http_headers_add(h, &ex->arena, "x-forwarded-for", 15, v, n);
+    memcpy(v + n + cl, SY_STRLIT(", "));
+    memcpy(v + n + cl + SY_STRLEN(", "), local, ll);
+    n += cl + SY_STRLEN(", ") + ll;
+    http_headers_remove(h, SY_STRLIT("x-forwarded-for"));
+    return http_headers_add(h, &ex->arena, SY_STRLIT("x-forwarded-for"), v, n);
 }
 
 static int set_forwarding_headers(struct exchange *ex)
@@ -107,11 +110,11 @@ static int set_forwarding_headers(struct exchange *ex)
     struct http_headers *h = &ex->req.headers;
     if (set_forwarded_for(ex) != 0)
         return SY_ENOMEM;
-    http_headers_remove(h, "x-forwarded-proto", 17);
+    http_headers_remove(h, SY_STRLIT("x-forwarded-proto"));
     const char *proto = ex->tls ? "https" : "http";
-    if (http_headers_add(h, &ex->arena, "x-forwarded-proto", 17, proto, strlen(proto)) != 0)
+    if (http_headers_add(h, &ex->arena, SY_STRLIT("x-forwarded-proto"), proto, strlen(proto)) != 0)
         return SY_ENOMEM;
-    const struct http_header *id = http_headers_get(h, "x-request-id", 12);
+    const struct http_header *id = http_headers_get(h, SY_STRLIT("x-request-id"));
     if (id && id->value_len > 0) {
         size_t n =
             id->value_len < sizeof ex->request_id - 1 ? id->value_len : sizeof ex->request_id - 1;
@@ -120,8 +123,9 @@ static int set_forwarding_headers(struct exchange *ex)
         return 0;
     }
     sy_uuid4(ex->w, ex->request_id);
-    http_headers_remove(h, "x-request-id", 12);
-    return http_headers_add(h, &ex->arena, "x-request-id", 12, ex->request_id, 36);
+    http_headers_remove(h, SY_STRLIT("x-request-id"));
+    return http_headers_add(h, &ex->arena, SY_STRLIT("x-request-id"), ex->request_id,
+                            strlen(ex->request_id));
 }
 
 /* One level's add/remove lists applied to a header list. */

@@ -13,7 +13,9 @@
 /*
  * Split ex->req.path into path and query, normalize the path
  * (url_path_normalize) and rebuild ex->req.path from the normalized path and
- * the untouched query. Fills `mreq` for the matcher. 0, or SY_EINVAL (400).
+ * the untouched query. Fills `mreq` for the matcher. 0, SY_EINVAL (a bad
+ * path: 400) or SY_ENOMEM (no room left in the exchange's arena: see
+ * ex->arena.limit_hit).
  */
 int request_prepare_match(struct exchange *ex, struct url_map_request *mreq);
 

@@ -1,6 +1,8 @@
 /* retry.c — see retry.h. */
 #include "exchange/retry.h"
 
+#include "http/grpc.h"
+
 void retry_policy_from_route(const struct cfg_route_action *a, struct retry_policy *out)
 {
     const struct cfg_retry_policy *p = &a->retry_policy;
@@ -20,11 +22,11 @@ void retry_policy_from_route(const struct cfg_route_action *a, struct retry_poli
 static uint32_t grpc_conditions(int grpc_status)
 {
     switch (grpc_status) {
-    case 1: return CFG_RETRY_CANCELLED;
-    case 4: return CFG_RETRY_DEADLINE_EXCEEDED;
-    case 8: return CFG_RETRY_RESOURCE_EXHAUSTED;
-    case 13: return CFG_RETRY_INTERNAL;
-    case 14: return CFG_RETRY_UNAVAILABLE;
+    case GRPC_CANCELLED: return CFG_RETRY_CANCELLED;
+    case GRPC_DEADLINE_EXCEEDED: return CFG_RETRY_DEADLINE_EXCEEDED;
+    case GRPC_RESOURCE_EXHAUSTED: return CFG_RETRY_RESOURCE_EXHAUSTED;
+    case GRPC_INTERNAL: return CFG_RETRY_INTERNAL;
+    case GRPC_UNAVAILABLE: return CFG_RETRY_UNAVAILABLE;
     default: return 0;
     }
 }

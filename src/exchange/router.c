@@ -2,7 +2,7 @@
  * router.c — runs one exchange from routed request to finished response:
  * route match, fault injection, circuit breakers, endpoint choice, attempts,
  * retries with backoff, timeouts, body flow between the two sides, and the
- * single exit exchange_finish(). See router.h and exchange.h.
+ * single exit exchange_finish(). See exchange.h.
  *
  * Failure mapping before response headers went out (docs/operations.md):
  *   no healthy endpoint              503  (UH)
@@ -11,14 +11,23 @@
  *   reset or closed before headers   502  (UR)
  *   malformed response               502  (UP)
  *   timeout (route or per try)       504  (UT)
+ *   request head filled the arena    431  (LR)
  * After headers: the client stream is reset (HTTP/1.1: connection closed).
- * For gRPC requests each becomes HTTP 200 with a grpc-status (14
- * UNAVAILABLE, also for an open circuit breaker; 4 DEADLINE_EXCEEDED for
- * timeouts), trailers-only.
+ * For gRPC requests each becomes HTTP 200 with a grpc-status (UNAVAILABLE,
+ * also for an open circuit breaker; DEADLINE_EXCEEDED for timeouts),
+ * trailers-only.
+ *
+ * Resources: everything an exchange acquires that must be given back when
+ * it ends registers a cleanup on its arena at once (arena.h); exchange_finish
+ * runs them (newest first), the deferred free runs the arena_on_free ones.
  *
  * Timers: timeout_ev bounds the whole exchange (route timeout, or the
  * backend service timeout, or a shorter grpc-timeout); try_ev times one
- * thing at a time, named by ex->_try_state.
+ * thing at a time, named by ex->_try_state; drain_ev is the
+ * connection_draining deadline of the attempt's endpoint, armed only once
+ * that endpoint left the config. Waiting for endpoint capacity takes no
+ * timer of its own (STYLE 22): the exchange sits on its worker's FIFO queue
+ * until a release wakes it, bounded by timeout_ev.
  */
 #include "exchange/exchange.h"
 
@@ -36,34 +45,47 @@
 #include "upstream/upstream.h"
 #include "config/config-t.h"
 #include "core/errors.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/parse.h"
 #include "core/strlit.h"
 #include "core/timer.h"
 #include "core/stats.h"
 #include "core/worker.h"
+#include "http/grpc.h"
 #include "http/headers.h"
 #include "urlmap/urlmap.h"
 
 #define EXCHANGE_ARENA_LIMIT    (1024 * 1024)
 #define EXCHANGE_INLINE_ARENA   3072 /* bytes of arena allocated with the exchange itself */
-#define CAPACITY_POLL_MS        5    /* waiting for max_concurrent_requests_per_endpoint */
 #define MAX_TRANSPARENT_RETRIES 3    /* refused streams: the backend never saw them */
+#define REPLY_FIELDS            4    /* header fields of a reply the router makes itself */
+#define WAKE_FULL_MAX           8    /* services found full, remembered during one wake pass */
+#define REPLY_ARENA_GRANT       4096 /* arena bytes a local reply may use past a full arena */
 
 enum try_state {
     TRY_IDLE = 0,
     TRY_FAULT_DELAY, /* fault_injection_policy.delay before the first attempt */
     TRY_BACKOFF,     /* between a failed attempt and its retry */
-    TRY_CAPACITY,    /* every endpoint at its concurrency limit */
     TRY_PER_TRY,     /* per_try_timeout of the attempt in flight */
 };
 
+/* The exchange module's state of one worker (worker->exchanges). */
+struct exchange_worker {
+    struct sy_link inflight; /* every exchange from exchange_new to exchange_finish */
+    struct sy_link waiting;  /* exchanges waiting for endpoint capacity, oldest first */
+    struct event wake_ev;    /* a release on this worker freed capacity: walk `waiting` */
+};
+
 static void start_attempt(struct exchange *ex);
+static void attempt_on(struct exchange *ex, int idx);
 static void keep_for_replay(struct exchange *ex, struct evbuffer *buf);
+static void log_try(struct exchange *ex, const char *what);
 static void on_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_try(evutil_socket_t fd, short what, void *arg);
 static void on_idle(evutil_socket_t fd, short what, void *arg);
 static void on_drain_check(evutil_socket_t fd, short what, void *arg);
+static void on_reap(evutil_socket_t fd, short what, void *arg);
 static void on_up_head(void *ctx, struct http_response_head *h, bool end);
 static void on_up_body(void *ctx, struct evbuffer *buf);
 static void on_up_end(void *ctx, const struct http_headers *trailers);
@@ -91,34 +113,141 @@ static void conn_leave(void *token)
     backend_cb_connection_leave(token);
 }
 
+/* ---- per-worker state ------------------------------------------------------------- */
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    exchange_worker_wake(arg);
+}
+
+int exchange_worker_init(struct worker *w)
+{
+    struct exchange_worker *xw = calloc(1, sizeof *xw);
+    if (!xw)
+        return SY_ENOMEM;
+    sy_list_init(&xw->inflight);
+    sy_list_init(&xw->waiting);
+    evtimer_assign(&xw->wake_ev, w->base, on_wake, w);
+    w->exchanges = xw;
+    return 0;
+}
+
+void exchange_worker_free(struct worker *w)
+{
+    struct exchange_worker *xw = w->exchanges;
+    if (!xw)
+        return;
+    event_del(&xw->wake_ev);
+    free(xw);
+    w->exchanges = NULL;
+}
+
+/*
+ * Capacity was freed in a service where `mask` (backend_capacity_waiters)
+ * names the workers with waiters: wake them. This worker's own queue is
+ * walked on a later loop turn (its wake event), never from inside the
+ * release, which runs deep in some other exchange's callbacks.
+ */
+static void wake_waiters(struct worker *w, uint64_t mask)
+{
+    if (!mask)
+        return;
+    struct exchange_worker *xw = w->exchanges;
+    if (!w->peers) {
+        if (mask >> ((unsigned)w->id % 64) & 1)
+            event_active(&xw->wake_ev, EV_TIMEOUT, 1);
+        return;
+    }
+    for (int i = 0; i < w->n_peers; i++) {
+        if (!(mask >> ((unsigned)i % 64) & 1))
+            continue;
+        if (&w->peers[i] == w)
+            event_active(&xw->wake_ev, EV_TIMEOUT, 1);
+        else
+            worker_post(&w->peers[i], WORKER_CMD_WAKE);
+    }
+}
+
+/* ---- cleanups (registered on the arena when the resource is taken) ----------------- */
+
+/* arena_on_free at exchange_new: the runtime reference and the gauge. */
+static void on_free_runtime(void *arg)
+{
+    struct exchange *ex = arg;
+    stats_dec(&ex->rt->stats->workers[ex->w->id].active_exchanges, 1);
+    rt_hold_put(ex->rt_hold);
+}
+
+/* arena_on_cleanup at exchange_new: the timers and the in-flight list. */
+static void on_cleanup_exchange(void *arg)
+{
+    struct exchange *ex = arg;
+    evtimer_del(&ex->timeout_ev);
+    evtimer_del(&ex->idle_ev);
+    evtimer_del(&ex->drain_ev);
+    evtimer_del(&ex->try_ev);
+    ex->_try_state = TRY_IDLE;
+    sy_list_unlink(&ex->_link);
+}
+
+static void on_free_pending(void *arg)
+{
+    struct exchange *ex = arg;
+    evbuffer_free(ex->req_pending);
+    ex->req_pending = NULL;
+}
+
+static void on_free_replay(void *arg)
+{
+    struct exchange *ex = arg;
+    evbuffer_free(ex->replay);
+    ex->replay = NULL;
+    ex->_replay_free = NULL;
+}
+
+static void on_cleanup_request_slot(void *arg)
+{
+    struct exchange *ex = arg;
+    backend_cb_request_leave(ex->srt);
+}
+
+static void on_cleanup_retry_slot(void *arg)
+{
+    struct exchange *ex = arg;
+    backend_cb_retry_leave(ex->srt);
+    ex->_retry_slot = NULL;
+}
+
+/* Leave the capacity queue: run early once capacity is found, else at the end. */
+static void on_cleanup_wait(void *arg)
+{
+    struct exchange *ex = arg;
+    sy_list_unlink(&ex->_wait_link);
+    backend_capacity_wait_leave(ex->srt, ex->w->id);
+    backend_cb_pending_leave(ex->srt);
+    ex->_wait = NULL;
+}
+
+static void cancel_attempt(struct exchange *ex, enum attempt_outcome o);
+
+/* Registered once attempts may start: whatever attempt is in flight at the end. */
+static void on_cleanup_attempt(void *arg)
+{
+    cancel_attempt(arg, ATTEMPT_CANCELLED);
+}
+
+/* ---- lifetime -------------------------------------------------------------------- */
+
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct exchange *ex = arg;
-    if (ex->req_pending)
-        evbuffer_free(ex->req_pending);
-    if (ex->replay)
-        evbuffer_free(ex->replay);
-    stats_dec(&ex->rt->stats->workers[ex->w->id].active_exchanges, 1);
-    rt_hold_put(ex->rt_hold);
-    arena_free(&ex->arena);
+    arena_free(&ex->arena); /* runs the arena_on_free cleanups: buffers, runtime */
     free(ex);
-}
-
-/* The request body buffer before an attempt takes it; made on first use. */
-static struct evbuffer *pending_buf(struct exchange *ex)
-{
-    if (!ex->req_pending)
-        ex->req_pending = evbuffer_new();
-    return ex->req_pending;
-}
-
-static size_t pending_len(const struct exchange *ex)
-{
-    return ex->req_pending ? evbuffer_get_length(ex->req_pending) : 0;
 }
 
 struct exchange *exchange_new(struct worker *w, const struct cfg_listener *listener)
 {
+    struct exchange_worker *xw = w->exchanges;
     /* One allocation: the exchange, then the first block of its arena. */
     size_t head = (sizeof(struct exchange) + 15) & ~(size_t)15;
     struct exchange *ex = malloc(head + EXCHANGE_INLINE_ARENA);
@@ -126,10 +255,7 @@ struct exchange *exchange_new(struct worker *w, const struct cfg_listener *liste
         return NULL;
     memset(ex, 0, sizeof *ex);
     ex->w = w;
-    ex->rt_hold = w->rt_hold;
-    ex->rt = rt_hold_get(ex->rt_hold);
     ex->listener = listener;
-    stats_inc(&ex->rt->stats->workers[w->id].active_exchanges, 1);
     ex->endpoint_idx = -1;
     arena_init_buf(&ex->arena, EXCHANGE_ARENA_LIMIT, (char *)ex + head, EXCHANGE_INLINE_ARENA);
     evtimer_assign(&ex->timeout_ev, w->base, on_timeout, ex);
@@ -137,10 +263,43 @@ struct exchange *exchange_new(struct worker *w, const struct cfg_listener *liste
     evtimer_assign(&ex->idle_ev, w->base, on_idle, ex);
     evtimer_assign(&ex->drain_ev, w->base, on_drain_check, ex);
     evtimer_assign(&ex->reap_ev, w->base, on_reap, ex);
+    /* Registered before what they release is taken (taking cannot fail);
+     * their records fit the inline block. */
+    if (!arena_on_free(&ex->arena, on_free_runtime, ex))
+        goto fail;
+    ex->rt_hold = w->rt_hold;
+    ex->rt = rt_hold_get(ex->rt_hold);
+    stats_inc(&ex->rt->stats->workers[w->id].active_exchanges, 1);
+    if (!arena_on_cleanup(&ex->arena, on_cleanup_exchange, ex))
+        goto fail;
+    sy_list_insert_tail(&xw->inflight, &ex->_link);
     ex->start_us = sy_now_us();
     ex->last_activity_ms = sy_now_ms();
     ex->req.content_length = -1;
     return ex;
+fail:
+    arena_free(&ex->arena);
+    free(ex);
+    return NULL;
+}
+
+/* The request body buffer before an attempt takes it; made on first use. */
+static struct evbuffer *pending_buf(struct exchange *ex)
+{
+    if (ex->req_pending)
+        return ex->req_pending;
+    struct evbuffer *b = evbuffer_new();
+    if (b && !arena_on_free(&ex->arena, on_free_pending, ex)) {
+        evbuffer_free(b);
+        b = NULL;
+    }
+    ex->req_pending = b;
+    return b;
+}
+
+static size_t pending_len(const struct exchange *ex)
+{
+    return ex->req_pending ? evbuffer_get_length(ex->req_pending) : 0;
 }
 
 /* Append a real copy of `src` to `dst` (src unchanged). 0 or SY_ENOMEM. */
@@ -199,6 +358,7 @@ static void end_attempt(struct exchange *ex, enum attempt_outcome o)
     if (ex->endpoint_idx >= 0) {
         backend_release(ex->srt, ex->endpoint_idx, o);
         ex->endpoint_idx = -1;
+        wake_waiters(ex->w, backend_capacity_waiters(ex->srt));
     }
 }
 
@@ -213,24 +373,14 @@ static void cancel_attempt(struct exchange *ex, enum attempt_outcome o)
     end_attempt(ex, o);
 }
 
-/* The single exit: log, let go of both sides, free on a later loop turn. */
+/* The single exit: release, log, let go of both sides, free on a later loop turn. */
 static void exchange_finish(struct exchange *ex)
 {
     if (ex->finished)
         return;
     ex->finished = true;
-    evtimer_del(&ex->timeout_ev);
-    evtimer_del(&ex->idle_ev);
-    evtimer_del(&ex->drain_ev);
-    disarm_try(ex);
-    cancel_attempt(ex, ATTEMPT_CANCELLED);
-    if (ex->in_request_cb)
-        backend_cb_request_leave(ex->srt);
-    if (ex->in_retry_cb)
-        backend_cb_retry_leave(ex->srt);
-    if (ex->in_pending_cb)
-        backend_cb_pending_leave(ex->srt);
-    ex->in_request_cb = ex->in_retry_cb = ex->in_pending_cb = false;
+    /* The attempt, a capacity wait, breaker slots, timers, the in-flight list. */
+    arena_run_cleanups(&ex->arena);
     access_log_write(ex);
     size_t li = (size_t)(ex->listener - ex->rt->cfg->listeners);
     if (li < ex->rt->stats->n_listeners)
@@ -240,30 +390,49 @@ static void exchange_finish(struct exchange *ex)
     event_active(&ex->reap_ev, EV_TIMEOUT, 1);
 }
 
+/* ---- local replies ------------------------------------------------------------------ */
+
+/*
+ * The header list of a reply the router makes itself starts in `v` (the
+ * caller's stack), not in the arena: a reply must go out even when the
+ * request filled the arena. Fields past `cap` still grow into the arena.
+ */
+static void reply_headers(struct http_headers *h, struct http_header *v, uint32_t cap)
+{
+    h->v = v;
+    h->n = 0;
+    h->cap = cap;
+}
+
 /* HTTP status → gRPC status for replies the proxy makes itself. */
 static int grpc_status_for(int http)
 {
     switch (http) {
-    case 504: return 4; /* DEADLINE_EXCEEDED */
-    case 429: return 8; /* RESOURCE_EXHAUSTED */
+    case 504: return GRPC_DEADLINE_EXCEEDED;
+    case 429: return GRPC_RESOURCE_EXHAUSTED;
     case 400:
     case 431:
-    case 500: return 13; /* INTERNAL */
-    case 404: return 12; /* UNIMPLEMENTED */
-    default: return 14;  /* UNAVAILABLE */
+    case 500: return GRPC_INTERNAL;
+    case 404: return GRPC_UNIMPLEMENTED;
+    default: return GRPC_UNAVAILABLE;
     }
 }
 
-/* A gRPC status as a trailers-only response (HTTP 200, no body). */
-static void grpc_head(struct exchange *ex, struct http_response_head *h, int code, const char *msg)
+/*
+ * A gRPC status as a trailers-only response (HTTP 200, no body): three
+ * fields added to h; `num` (caller's, >= 20 bytes) holds the status digits
+ * until the head went out.
+ */
+static void grpc_head(struct exchange *ex, struct http_response_head *h, int code, const char *msg,
+                      char *num)
 {
-    char num[8];
-    int n = snprintf(num, sizeof num, "%d", code);
+    size_t n = sy_u64_to_dec(num, (uint64_t)code);
     h->status = 200;
     h->content_length = -1;
-    http_headers_add(&h->headers, &ex->arena, "content-type", 12, "application/grpc", 16);
-    http_headers_add_copy(&h->headers, &ex->arena, "grpc-status", 11, num, (size_t)n);
-    http_headers_add(&h->headers, &ex->arena, "grpc-message", 12, msg, strlen(msg));
+    http_headers_add(&h->headers, &ex->arena, SY_STRLIT("content-type"),
+                     SY_STRLIT("application/grpc"));
+    http_headers_add(&h->headers, &ex->arena, SY_STRLIT("grpc-status"), num, n);
+    http_headers_add(&h->headers, &ex->arena, SY_STRLIT("grpc-message"), msg, strlen(msg));
 }
 
 /*
@@ -274,11 +443,14 @@ static void grpc_head(struct exchange *ex, struct http_response_head *h, int cod
  */
 static void fail_after_head(struct exchange *ex, int grpc_code, const char *msg)
 {
-    struct http_headers t;
-    if (ex->is_grpc && ex->req.version == HTTP_2 && !ex->resp_done &&
-        http_headers_init(&t, &ex->arena, 2) == 0) {
+    if (ex->is_grpc && ex->req.version == HTTP_2 && !ex->resp_done) {
+        struct http_header hv[REPLY_FIELDS], tv[2];
         struct http_response_head h = {.content_length = -1};
-        grpc_head(ex, &h, grpc_code, msg); /* reuse its two trailer fields */
+        struct http_headers t;
+        char num[24];
+        reply_headers(&h.headers, hv, REPLY_FIELDS);
+        reply_headers(&t, tv, 2);
+        grpc_head(ex, &h, grpc_code, msg, num); /* reuse its two trailer fields */
         for (uint32_t i = 1; i < h.headers.n; i++)
             http_headers_add(&t, &ex->arena, h.headers.v[i].name, h.headers.v[i].name_len,
                              h.headers.v[i].value, h.headers.v[i].value_len);
@@ -297,17 +469,22 @@ void exchange_local_reply(struct exchange *ex, int status, const char *body, uns
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_CANCELLED);
     ex->flags |= flags;
+    if (ex->arena.limit_hit) /* the request filled it: room for the codec to answer */
+        arena_grant(&ex->arena, REPLY_ARENA_GRANT);
+    struct http_header hv[REPLY_FIELDS];
     struct http_response_head h = {.status = status, .content_length = -1};
     struct evbuffer *b = NULL;
-    http_headers_init(&h.headers, &ex->arena, 4);
+    char num[24];
+    reply_headers(&h.headers, hv, REPLY_FIELDS);
     if (ex->is_grpc) {
-        grpc_head(ex, &h, grpc_status_for(status), body);
+        grpc_head(ex, &h, grpc_status_for(status), body, num);
     } else {
         b = evbuffer_new();
         if (b)
             evbuffer_add_printf(b, "%s\n", body);
         h.content_length = b ? (int64_t)evbuffer_get_length(b) : 0;
-        http_headers_add(&h.headers, &ex->arena, "content-type", 12, "text/plain", 10);
+        http_headers_add(&h.headers, &ex->arena, SY_STRLIT("content-type"),
+                         SY_STRLIT("text/plain"));
     }
     ex->status = h.status;
     ex->resp_head_sent = true;
@@ -331,6 +508,20 @@ void exchange_reject(struct exchange *ex, int status)
     exchange_finish(ex);
 }
 
+/*
+ * Preparing the request failed with `rc`: 400 for a bad path, 431 when the
+ * request head left no room in the exchange's arena, else 500.
+ */
+static void reply_prep_failure(struct exchange *ex, int rc)
+{
+    if (rc == SY_EINVAL)
+        exchange_local_reply(ex, 400, "bad request path", EXF_LR);
+    else if (ex->arena.limit_hit)
+        exchange_local_reply(ex, 431, "request headers too large", EXF_LR);
+    else
+        exchange_local_reply(ex, 500, "out of memory", EXF_LR);
+}
+
 /* ---- routing ------------------------------------------------------------------- */
 
 static void send_redirect(struct exchange *ex, const struct url_map_request *m,
@@ -343,9 +534,10 @@ static void send_redirect(struct exchange *ex, const struct url_map_request *m,
         exchange_local_reply(ex, 500, "redirect target too long", EXF_LR);
         return;
     }
+    struct http_header hv[REPLY_FIELDS];
     struct http_response_head h = {.status = r->redirect_response_code, .content_length = 0};
-    http_headers_init(&h.headers, &ex->arena, 2);
-    http_headers_add_copy(&h.headers, &ex->arena, "location", 8, loc, (size_t)n);
+    reply_headers(&h.headers, hv, REPLY_FIELDS);
+    http_headers_add(&h.headers, &ex->arena, SY_STRLIT("location"), loc, (size_t)n);
     response_apply_route(ex, &h, res);
     ex->status = h.status;
     ex->flags |= EXF_LR;
@@ -373,9 +565,11 @@ static bool inject_abort(struct exchange *ex, const struct cfg_route_action *a)
         return false;
     ex->flags |= EXF_FI;
     if (f->grpc_status >= 0 && f->http_status == 0) {
+        struct http_header hv[REPLY_FIELDS];
         struct http_response_head h = {.content_length = -1};
-        http_headers_init(&h.headers, &ex->arena, 4);
-        grpc_head(ex, &h, f->grpc_status, "fault injected");
+        char num[24];
+        reply_headers(&h.headers, hv, REPLY_FIELDS);
+        grpc_head(ex, &h, f->grpc_status, "fault injected", num);
         ex->status = 200;
         ex->resp_head_sent = ex->resp_done = true;
         ex->down->send_head(ex, &h, true);
@@ -391,7 +585,7 @@ static uint64_t exchange_timeout_ms(const struct exchange *ex)
 {
     const struct cfg_route_action *a = ex->route->action;
     uint64_t t = a->timeout_set ? a->timeout_ms : ex->service->timeout_ms;
-    const struct http_header *g = http_headers_get(&ex->req.headers, "grpc-timeout", 12);
+    const struct http_header *g = http_headers_get(&ex->req.headers, SY_STRLIT("grpc-timeout"));
     uint64_t gt;
     char buf[32];
     if (g && g->value_len < sizeof buf) {
@@ -403,6 +597,24 @@ static uint64_t exchange_timeout_ms(const struct exchange *ex)
     return t;
 }
 
+/* The body kept for retries, while it fits retry_buffer_size (none when it cannot be made). */
+static void start_replay(struct exchange *ex)
+{
+    if (!ex->req.has_body || ex->service->retry_buffer_size == 0)
+        return;
+    ex->replay = evbuffer_new();
+    if (!ex->replay)
+        return;
+    ex->_replay_free = arena_on_free(&ex->arena, on_free_replay, ex);
+    if (!ex->_replay_free) {
+        evbuffer_free(ex->replay);
+        ex->replay = NULL;
+        return;
+    }
+    if (ex->req_pending)
+        keep_for_replay(ex, ex->req_pending);
+}
+
 /* Circuit breaker, deadline, affinity and the body kept for retries. */
 static bool prepare_attempts(struct exchange *ex)
 {
@@ -410,7 +622,15 @@ static bool prepare_attempts(struct exchange *ex)
         exchange_local_reply(ex, 503, "upstream overflow: max_requests", EXF_UO);
         return false;
     }
-    ex->in_request_cb = true;
+    if (!arena_on_cleanup(&ex->arena, on_cleanup_request_slot, ex)) {
+        backend_cb_request_leave(ex->srt);
+        exchange_local_reply(ex, 500, "out of memory", 0);
+        return false;
+    }
+    if (!arena_on_cleanup(&ex->arena, on_cleanup_attempt, ex)) {
+        exchange_local_reply(ex, 500, "out of memory", 0);
+        return false;
+    }
     uint64_t t = exchange_timeout_ms(ex);
     if (t) {
         ex->deadline_ms = sy_now_ms() + t;
@@ -420,11 +640,7 @@ static bool prepare_attempts(struct exchange *ex)
     if (idle)
         sy_timer_arm_ms(&ex->idle_ev, idle);
     ex->has_hash = backend_request_hash(ex->srt, &ex->req, &ex->client_addr, &ex->hash);
-    if (ex->req.has_body && ex->service->retry_buffer_size > 0) {
-        ex->replay = evbuffer_new();
-        if (ex->req_pending)
-            keep_for_replay(ex, ex->req_pending);
-    }
+    start_replay(ex);
     return true;
 }
 
@@ -433,12 +649,12 @@ void router_start(struct exchange *ex)
     struct url_map_request m;
     int rc = request_prepare_match(ex, &m);
     if (rc != 0) {
-        exchange_local_reply(ex, rc == SY_EINVAL ? 400 : 500, "bad request path", EXF_LR);
+        reply_prep_failure(ex, rc);
         return;
     }
     struct url_map_result *res = arena_alloc(&ex->arena, sizeof *res);
     if (!res) {
-        exchange_local_reply(ex, 500, "out of memory", EXF_LR);
+        reply_prep_failure(ex, SY_ENOMEM);
         return;
     }
     const struct cfg_url_map *um = ex->listener->url_map;
@@ -454,8 +670,9 @@ void router_start(struct exchange *ex)
         return;
     }
     ex->srt = runtime_service(ex->rt, ex->service);
-    if (request_apply_route(ex, &m, res) != 0) {
-        exchange_local_reply(ex, 500, "out of memory", EXF_LR);
+    rc = request_apply_route(ex, &m, res);
+    if (rc != 0) {
+        reply_prep_failure(ex, rc);
         return;
     }
     if (inject_abort(ex, res->action))
@@ -482,28 +699,104 @@ static void log_try(struct exchange *ex, const char *what)
              what);
 }
 
-/* Every endpoint busy: wait for capacity (bounded by the pending breaker and the deadline). */
+/* An endpoint for the next attempt (backend_pick): index, SY_ELIMIT or SY_ENOTFOUND. */
+static int pick_endpoint(struct exchange *ex)
+{
+    struct pick_ctx ctx = {.w = ex->w, .has_hash = ex->has_hash, .hash = ex->hash};
+    memcpy(ctx.tried, ex->tried, sizeof ctx.tried);
+    return backend_pick(ex->srt, &ctx);
+}
+
+/*
+ * Every usable endpoint is at max_concurrent_requests_per_endpoint: queue on
+ * this worker (bounded by max_pending_requests and the exchange's deadline)
+ * until a release wakes us (exchange_worker_wake).
+ */
 static void wait_capacity(struct exchange *ex)
 {
-    if (!ex->in_pending_cb) {
+    struct exchange_worker *xw = ex->w->exchanges;
+    if (!ex->_wait) {
         if (!backend_cb_pending_enter(ex->srt)) {
             exchange_local_reply(ex, 503, "upstream overflow: max_pending_requests", EXF_UO);
             return;
         }
-        ex->in_pending_cb = true;
+        ex->_wait = arena_on_cleanup(&ex->arena, on_cleanup_wait, ex);
+        if (!ex->_wait) {
+            backend_cb_pending_leave(ex->srt);
+            exchange_local_reply(ex, 500, "out of memory", 0);
+            return;
+        }
+        sy_list_insert_tail(&xw->waiting, &ex->_wait_link);
+        backend_capacity_wait_enter(ex->srt, ex->w->id);
     }
-    arm_try(ex, TRY_CAPACITY, CAPACITY_POLL_MS);
+    /* A slot freed between our pick and our being counted woke nobody:
+     * look once more now that a release would see us (backend.h). */
+    int idx = pick_endpoint(ex);
+    if (idx == SY_ELIMIT)
+        return;
+    arena_cleanup_run(ex->_wait);
+    attempt_on(ex, idx);
 }
 
-/* Hand the body received so far (and the end) to a new attempt. */
-static void send_request_body(struct exchange *ex)
+void exchange_worker_wake(struct worker *w)
+{
+    struct exchange_worker *xw = w->exchanges;
+    struct sy_link todo, kept;
+    const struct service_rt *full[WAKE_FULL_MAX];
+    size_t n_full = 0;
+    sy_list_init(&todo);
+    sy_list_init(&kept);
+    sy_list_splice_tail(&todo, &xw->waiting);
+    /* Oldest first. An exchange that finishes meanwhile unlinks itself from
+     * whichever list holds it; new waiters queue on xw->waiting, behind the
+     * ones kept. */
+    for (struct sy_link *l; (l = sy_list_first(&todo));) {
+        struct exchange *ex = SY_CONTAINER_OF(l, struct exchange, _wait_link);
+        sy_list_unlink(l);
+        sy_list_insert_tail(&kept, l);
+        bool known_full = false;
+        for (size_t i = 0; i < n_full && !known_full; i++)
+            known_full = full[i] == ex->srt;
+        if (known_full)
+            continue; /* keep the queue order: nobody overtakes an older waiter */
+        int idx = pick_endpoint(ex);
+        if (idx == SY_ELIMIT) {
+            if (n_full < WAKE_FULL_MAX)
+                full[n_full++] = ex->srt;
+            continue;
+        }
+        arena_cleanup_run(ex->_wait); /* off the queue, pending slot back */
+        attempt_on(ex, idx);
+    }
+    sy_list_splice_head(&xw->waiting, &kept);
+}
+
+static void start_attempt(struct exchange *ex)
+{
+    int idx = pick_endpoint(ex);
+    if (idx == SY_ELIMIT) {
+        wait_capacity(ex);
+        return;
+    }
+    attempt_on(ex, idx);
+}
+
+/*
+ * Hand the body received so far (and the end) to a new attempt. 0, or
+ * SY_ENOMEM when the body kept for a retry could not be copied (then
+ * nothing was sent).
+ */
+static int send_request_body(struct exchange *ex)
 {
     if (ex->attempts > 1 && ex->replay) {
         struct evbuffer *copy = evbuffer_new();
-        if (copy && copy_buffer(copy, ex->replay) == 0)
+        int rc = copy ? copy_buffer(copy, ex->replay) : SY_ENOMEM;
+        if (rc == 0)
             ex->up.ops->send_body(ex->up.att, copy);
         if (copy)
             evbuffer_free(copy);
+        if (rc != 0)
+            return rc;
         if (ex->req_pending)
             evbuffer_drain(ex->req_pending, pending_len(ex));
     } else if (pending_len(ex)) {
@@ -511,25 +804,37 @@ static void send_request_body(struct exchange *ex)
     }
     if (ex->up.att && ex->req_done && ex->req.has_body)
         ex->up.ops->send_end(ex->up.att, NULL);
+    return 0;
 }
 
-static void start_attempt(struct exchange *ex)
+/*
+ * connection_draining: time the attempt in flight out at its endpoint's
+ * drain deadline once that endpoint left the config, else no timer.
+ */
+static void arm_drain(struct exchange *ex)
 {
-    struct pick_ctx ctx = {.w = ex->w, .has_hash = ex->has_hash, .hash = ex->hash};
-    memcpy(ctx.tried, ex->tried, sizeof ctx.tried);
-    int idx = backend_pick(ex->srt, &ctx);
-    if (idx == SY_ELIMIT) {
-        wait_capacity(ex);
+    uint64_t deadline =
+        ex->endpoint_idx >= 0 ? backend_endpoint_drain_deadline_ms(ex->srt, ex->endpoint_idx) : 0;
+    if (!deadline) {
+        evtimer_del(&ex->drain_ev);
         return;
     }
-    if (idx < 0) {
-        exchange_local_reply(ex, 503, "no healthy upstream", EXF_UH);
-        return;
+    uint64_t now = sy_now_ms();
+    sy_timer_arm_ms(&ex->drain_ev, deadline > now ? deadline - now : 0);
+}
+
+void exchange_worker_on_reload(struct worker *w)
+{
+    struct exchange_worker *xw = w->exchanges;
+    for (struct sy_link *l = xw->inflight.next; l != &xw->inflight; l = l->next) {
+        struct exchange *ex = SY_CONTAINER_OF(l, struct exchange, _link);
+        if (ex->up.att)
+            arm_drain(ex);
     }
-    if (ex->in_pending_cb) {
-        backend_cb_pending_leave(ex->srt);
-        ex->in_pending_cb = false;
-    }
+}
+
+static void record_endpoint(struct exchange *ex, int idx)
+{
     const struct cfg_endpoint *ep = &ex->service->endpoints[idx];
     ex->endpoint_idx = idx;
     if (idx < BACKEND_MAX_TRIED)
@@ -539,6 +844,16 @@ static void start_attempt(struct exchange *ex)
         elen = sizeof ex->endpoint - 1;
     memcpy(ex->endpoint, ep->address.text, elen);
     ex->endpoint[elen] = '\0';
+}
+
+/* Start an attempt on endpoint `idx` from pick_endpoint (< 0: none can serve: 503). */
+static void attempt_on(struct exchange *ex, int idx)
+{
+    if (idx < 0) {
+        exchange_local_reply(ex, 503, "no healthy upstream", EXF_UH);
+        return;
+    }
+    record_endpoint(ex, idx);
     ex->attempts++;
     struct stats_service_shard *ss = svc_stats(ex);
     stats_inc(&ss->upstream_requests, 1);
@@ -546,7 +861,7 @@ static void start_attempt(struct exchange *ex)
         stats_inc(&ss->upstream_retries, 1);
     ex->up_req = (struct upstream_request){
         .svc = ex->service,
-        .ep = ep,
+        .ep = &ex->service->endpoints[idx],
         .cfg_version = ex->rt->cfg->version,
         .head = &ex->req,
         .arena = &ex->arena,
@@ -571,9 +886,11 @@ static void start_attempt(struct exchange *ex)
     retry_policy_from_route(ex->route->action, &p);
     if (p.per_try_timeout_ms)
         arm_try(ex, TRY_PER_TRY, p.per_try_timeout_ms);
-    if (ex->service->draining_timeout_ms)
-        sy_timer_arm_ms(&ex->drain_ev, 1000);
-    send_request_body(ex);
+    arm_drain(ex); /* the endpoint may be draining already (an older runtime's) */
+    if (send_request_body(ex) != 0) {
+        log_try(ex, "replay-failed");
+        exchange_local_reply(ex, 500, "out of memory: request body replay", 0);
+    }
 }
 
 /* May the exchange be sent again? Nothing went downstream, the body can be replayed. */
@@ -600,12 +917,16 @@ static bool can_retry(struct exchange *ex, uint32_t met)
     }
     if (ex->deadline_ms && sy_now_ms() >= ex->deadline_ms)
         return false;
-    if (!ex->in_retry_cb) {
+    if (!ex->_retry_slot) {
         if (!backend_cb_retry_enter(ex->srt)) {
             ex->flags |= EXF_UO;
             return false;
         }
-        ex->in_retry_cb = true;
+        ex->_retry_slot = arena_on_cleanup(&ex->arena, on_cleanup_retry_slot, ex);
+        if (!ex->_retry_slot) {
+            backend_cb_retry_leave(ex->srt);
+            return false;
+        }
     }
     return true;
 }
@@ -670,14 +991,13 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
         return;
     switch (st) {
     case TRY_FAULT_DELAY:
-    case TRY_BACKOFF:
-    case TRY_CAPACITY: start_attempt(ex); break;
+    case TRY_BACKOFF: start_attempt(ex); break;
     case TRY_PER_TRY:
         stats_inc(&svc_stats(ex)->upstream_timeouts, 1);
         if (ex->resp_head_sent) {
             ex->flags |= EXF_UT;
             cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
-            fail_after_head(ex, 4, "upstream per-try timeout");
+            fail_after_head(ex, GRPC_DEADLINE_EXCEEDED, "upstream per-try timeout");
             return;
         }
         cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
@@ -696,10 +1016,8 @@ static void keep_for_replay(struct exchange *ex, struct evbuffer *buf)
         return;
     size_t n = evbuffer_get_length(buf);
     if (evbuffer_get_length(ex->replay) + n > ex->service->retry_buffer_size ||
-        copy_buffer(ex->replay, buf) != 0) {
-        evbuffer_free(ex->replay);
-        ex->replay = NULL;
-    }
+        copy_buffer(ex->replay, buf) != 0)
+        arena_cleanup_run(ex->_replay_free); /* frees it now: no longer replayable */
 }
 
 void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
@@ -774,7 +1092,7 @@ static void add_affinity_cookie(struct exchange *ex, struct http_response_head *
     char cookie[512];
     int n = backend_affinity_cookie(ex->srt, &ex->req, idx, cookie, sizeof cookie);
     if (n > 0)
-        http_headers_add_copy(&h->headers, &ex->arena, "set-cookie", 10, cookie, (size_t)n);
+        http_headers_add_copy(&h->headers, &ex->arena, SY_STRLIT("set-cookie"), cookie, (size_t)n);
 }
 
 static void on_up_head(void *ctx, struct http_response_head *h, bool end)
@@ -857,7 +1175,7 @@ static void on_up_error(void *ctx, enum upstream_error err, bool stale)
     end_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
         ex->flags |= EXF_UR;
-        fail_after_head(ex, 14, "upstream reset");
+        fail_after_head(ex, GRPC_UNAVAILABLE, "upstream reset");
         return;
     }
     /* Only a refused stream is known not to have been processed. A reused
@@ -870,9 +1188,11 @@ static void on_up_error(void *ctx, enum upstream_error err, bool stale)
 /* ---- timers ------------------------------------------------------------------------- */
 
 /*
- * connection_draining: once a reload removed the endpoint of the attempt in
- * flight, it may finish within draining_timeout; past that it is cut off
- * (503 before response headers, a reset or gRPC UNAVAILABLE after).
+ * connection_draining: the endpoint of the attempt in flight left the config
+ * (a reload) and its draining_timeout is over: cut the attempt off (503
+ * before response headers, a reset or gRPC UNAVAILABLE after). Armed by
+ * arm_drain() for the deadline; a later reload that brought the endpoint
+ * back disarmed it.
  */
 static void on_drain_check(evutil_socket_t fd, short what, void *arg)
 {
@@ -880,17 +1200,18 @@ static void on_drain_check(evutil_socket_t fd, short what, void *arg)
     if (ex->finished || ex->endpoint_idx < 0)
         return;
     uint64_t deadline = backend_endpoint_drain_deadline_ms(ex->srt, ex->endpoint_idx);
+    if (!deadline)
+        return; /* back in the config meanwhile */
     uint64_t now = sy_now_ms();
-    if (!deadline || now < deadline) {
-        uint64_t left = deadline ? deadline - now : 1000;
-        sy_timer_arm_ms(&ex->drain_ev, left < 1000 ? left + 1 : 1000);
+    if (now < deadline) { /* sy_now_ms is coarse: it may lag the timer by a few ms */
+        sy_timer_arm_ms(&ex->drain_ev, deadline - now);
         return;
     }
     log_try(ex, "drained");
     cancel_attempt(ex, ATTEMPT_CANCELLED);
     if (ex->resp_head_sent) {
         ex->flags |= EXF_UR;
-        fail_after_head(ex, 14, "endpoint drained");
+        fail_after_head(ex, GRPC_UNAVAILABLE, "endpoint drained");
         return;
     }
     exchange_local_reply(ex, 503, "endpoint removed: connection draining timeout", EXF_UR);
@@ -907,7 +1228,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
-        fail_after_head(ex, 4, "upstream request timeout");
+        fail_after_head(ex, GRPC_DEADLINE_EXCEEDED, "upstream request timeout");
         return;
     }
     log_try(ex, "timeout");
@@ -930,7 +1251,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_CANCELLED);
     if (ex->resp_head_sent) {
-        fail_after_head(ex, 4, "stream idle timeout");
+        fail_after_head(ex, GRPC_DEADLINE_EXCEEDED, "stream idle timeout");
         return;
     }
     exchange_local_reply(ex, 504, "stream idle timeout", 0);

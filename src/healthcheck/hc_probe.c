@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "core/strlit.h"
 #include "core/timer.h"
+#include "core/tls_bev.h"
 #include "core/worker.h"
 #include "healthcheck/hc-int.h"
 
@@ -180,13 +181,8 @@ static struct bufferevent *bev_new(struct hc_probe *p)
                             (unsigned)strlen(p->kind->alpn));
     if (p->t->sni)
         SSL_set_tlsext_host_name(ssl, p->t->sni);
-    struct bufferevent *bev = bufferevent_openssl_socket_new(
-        hc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev)
-        SSL_free(ssl);
-    else
-        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
+    /* On failure the SSL has been freed (tls_bev.h): not again here. */
+    return sy_bev_openssl_new(hc->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 }
 
 static const struct hc_kind *kind_of(const struct hc_target *t)

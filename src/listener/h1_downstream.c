@@ -31,7 +31,10 @@
 #include "config/config-t.h"
 #include "core/bev_flush.h"
 #include "core/errors.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "core/strlit.h"
+#include "core/timer.h"
 #include "core/worker.h"
 #include "http/h1.h"
 #include "http/headers.h"
@@ -85,7 +88,7 @@ struct h1_down {
     size_t url_len;
     struct event timer_ev, process_ev, reap_ev;
     struct event flush_ev; /* one optimistic write per loop turn (bev_flush.h) */
-    struct h1_down *next, *prev;
+    struct sy_link link;   /* on lw->conns */
 };
 
 static const struct downstream_ops h1_downstream_ops;
@@ -106,8 +109,7 @@ static void arm(struct h1_down *c, uint64_t ms)
         evtimer_del(&c->timer_ev);
         return;
     }
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(&c->timer_ev, &tv);
+    sy_timer_arm_ms(&c->timer_ev, ms);
 }
 
 static void set_state(struct h1_down *c, enum h1d_state s)
@@ -134,12 +136,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_down *c = arg;
     struct listener_worker *lw = c->lw;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        lw->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    sy_list_unlink(&c->link);
     evbuffer_free(c->body);
     free(c);
     listener_conn_closed(lw);
@@ -227,7 +224,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     if (!c->ex || c->ex->req.method) /* trailers after a chunked body: dropped */
         return 0;
     http_lower((char *)at, len);
-    return http_headers_add(&c->ex->req.headers, &c->ex->arena, at, len, "", 0) ? -1 : 0;
+    return http_headers_add(&c->ex->req.headers, &c->ex->arena, at, len, SY_STRLIT("")) ? -1 : 0;
 }
 
 static int on_header_value(http_parser *hp, const char *at, size_t len)
@@ -321,8 +318,8 @@ static int check_request(struct h1_down *c, struct exchange *ex)
         return 426;
     if (c->parser.method == HTTP_CONNECT)
         return 405;
-    unsigned hosts = http_headers_count(&r->headers, "host", 4);
-    const struct http_header *host = http_headers_get(&r->headers, "host", 4);
+    unsigned hosts = http_headers_count(&r->headers, SY_STRLIT("host"));
+    const struct http_header *host = http_headers_get(&r->headers, SY_STRLIT("host"));
     if (hosts > 1 || (hosts == 0 && c->parser.http_minor == 1))
         return 400; /* RFC 9112 3.2: exactly one Host in HTTP/1.1 */
     int st = set_target(c, r);
@@ -334,13 +331,14 @@ static int check_request(struct h1_down *c, struct exchange *ex)
     }
     if (r->authority && r->authority_len == 0)
         r->authority = NULL;
-    http_headers_remove(&r->headers, "host", 4);
-    const struct http_header *expect = http_headers_get(&r->headers, "expect", 6);
+    http_headers_remove(&r->headers, SY_STRLIT("host"));
+    const struct http_header *expect = http_headers_get(&r->headers, SY_STRLIT("expect"));
     if (expect) {
-        if (expect->value_len != 12 || strncasecmp(expect->value, "100-continue", 12) != 0)
+        if (expect->value_len != SY_STRLEN("100-continue") ||
+            strncasecmp(expect->value, SY_STRLIT("100-continue")) != 0)
             return 417;
         c->expect_continue = true; /* acted on only when the request has a body */
-        http_headers_remove(&r->headers, "expect", 6);
+        http_headers_remove(&r->headers, SY_STRLIT("expect"));
     }
     return 0;
 }
@@ -360,16 +358,17 @@ static void fill_request(struct h1_down *c, struct exchange *ex)
     r->has_body = chunked || (has_len && c->parser.content_length > 0);
     if (has_len && c->parser.content_length == 0)
         r->content_length = 0;
-    http_headers_remove(&r->headers, "content-length", 14);
+    http_headers_remove(&r->headers, SY_STRLIT("content-length"));
     ex->is_head = c->parser.method == HTTP_HEAD;
-    const struct http_header *up = http_headers_get(&r->headers, "upgrade", 7);
-    const struct http_header *conn = http_headers_get(&r->headers, "connection", 10);
+    const struct http_header *up = http_headers_get(&r->headers, SY_STRLIT("upgrade"));
+    const struct http_header *conn = http_headers_get(&r->headers, SY_STRLIT("connection"));
     if (up && conn && c->parser.method == HTTP_GET && !r->has_body &&
         http_list_has_token(up->value, up->value_len, "websocket") &&
         http_list_has_token(conn->value, conn->value_len, "upgrade"))
         r->upgrade = "websocket";
-    const struct http_header *ct = http_headers_get(&r->headers, "content-type", 12);
-    ex->is_grpc = ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
+    const struct http_header *ct = http_headers_get(&r->headers, SY_STRLIT("content-type"));
+    ex->is_grpc = ct && ct->value_len >= SY_STRLEN("application/grpc") &&
+                  strncasecmp(ct->value, SY_STRLIT("application/grpc")) == 0;
 }
 
 /* Decode base64url (RFC 4648 section 5, padding optional); -1 on bad input. */
@@ -430,11 +429,11 @@ static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len, 
 static bool try_upgrade_h2c(struct h1_down *c, struct exchange *ex)
 {
     struct http_headers *h = &ex->req.headers;
-    const struct http_header *up = http_headers_get(h, "upgrade", 7);
-    const struct http_header *conn = http_headers_get(h, "connection", 10);
-    const struct http_header *set = http_headers_get(h, "http2-settings", 14);
+    const struct http_header *up = http_headers_get(h, SY_STRLIT("upgrade"));
+    const struct http_header *conn = http_headers_get(h, SY_STRLIT("connection"));
+    const struct http_header *set = http_headers_get(h, SY_STRLIT("http2-settings"));
     if (c->tls || ex->req.has_body || !up || !conn || !set ||
-        http_headers_count(h, "http2-settings", 14) != 1 ||
+        http_headers_count(h, SY_STRLIT("http2-settings")) != 1 ||
         !http_list_has_token(up->value, up->value_len, "h2c") ||
         !http_list_has_token(conn->value, conn->value_len, "upgrade") ||
         !http_list_has_token(conn->value, conn->value_len, "http2-settings"))
@@ -444,9 +443,10 @@ static bool try_upgrade_h2c(struct h1_down *c, struct exchange *ex)
     if (n < 0 || n % 6 != 0)
         return false; /* not a valid upgrade: served as HTTP/1.1 */
     http_headers_strip_hop_by_hop(h, false);
-    evbuffer_add(bufferevent_get_output(c->bev),
-                 "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n",
-                 71);
+    evbuffer_add(
+        bufferevent_get_output(c->bev),
+        SY_STRLIT(
+            "HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"));
     ex->req.version = HTTP_2;
     set_state(c, H1D_ACTIVE);
     hand_off_h2(c, settings, (size_t)n, ex);
@@ -606,7 +606,8 @@ static void process(struct h1_down *c)
         struct exchange *ex = c->ex;
         router_start(ex);
         if (c->ex == ex && c->expect_continue && ex->req.has_body && !ex->resp_head_sent) {
-            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            evbuffer_add(bufferevent_get_output(c->bev),
+                         SY_STRLIT("HTTP/1.1 100 Continue\r\n\r\n"));
             schedule_flush(c);
         }
         if (c->state != H1D_ACTIVE)
@@ -876,10 +877,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     if (!c->tls) /* a new bufferevent has EV_WRITE on; plain sockets flush themselves */
         bufferevent_disable(c->bev, EV_WRITE);
-    c->next = lw->conns;
-    if (lw->conns)
-        lw->conns->prev = c;
-    lw->conns = c;
+    sy_list_insert_head(&lw->conns, &c->link);
     set_state(c, H1D_IDLE);
     /* A TLS handshake may have brought the first bytes along. */
     if (evbuffer_get_length(bufferevent_get_input(bev)))
@@ -888,15 +886,18 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
 
 void h1_downstream_close_idle(struct listener_worker *lw)
 {
-    for (struct h1_down *c = lw->conns; c; c = c->next)
+    /* conn_close leaves c on the list until its reap. */
+    for (struct sy_link *l = lw->conns.next; l != &lw->conns; l = l->next) {
+        struct h1_down *c = SY_CONTAINER_OF(l, struct h1_down, link);
         if (c->state == H1D_IDLE)
             conn_close(c);
+    }
 }
 
 void h1_downstream_close_all(struct listener_worker *lw)
 {
-    while (lw->conns) {
-        struct h1_down *c = lw->conns;
+    for (struct sy_link *l; (l = sy_list_first(&lw->conns));) {
+        struct h1_down *c = SY_CONTAINER_OF(l, struct h1_down, link);
         conn_close(c);
         event_del(&c->reap_ev);
         on_reap(-1, 0, c);

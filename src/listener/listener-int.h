@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include "core/list.h"
 #include "listener/listener.h"
 
 struct evconnlistener;
@@ -22,11 +23,11 @@ struct listener_worker {
     struct evconnlistener **evls;
     int *listener_idx; /* per evl: index into cfg->listeners */
     size_t n_evls;
-    SSL_CTX **tls;              /* per listener index; NULL for HTTP listeners */
-    struct h1_down *conns;      /* every open HTTP/1.1 connection */
-    struct h2_down *h2_conns;   /* every open HTTP/2 connection */
-    struct tls_accept *pending; /* TLS handshakes in progress */
-    unsigned n_conns;           /* all of the above */
+    SSL_CTX **tls;            /* per listener index; NULL for HTTP listeners */
+    struct sy_link conns;     /* every open HTTP/1.1 connection (struct h1_down) */
+    struct h2_down *h2_conns; /* every open HTTP/2 connection */
+    struct sy_link pending;   /* TLS handshakes in progress (struct tls_accept) */
+    unsigned n_conns;         /* all of the above */
     listener_idle_fn on_idle;
 };
 

@@ -18,8 +18,12 @@
 #include <unistd.h>
 
 #include "runtime.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/stats.h"
+#include "core/strlit.h"
+#include "core/timer.h"
+#include "core/tls_bev.h"
 #include "core/worker.h"
 #include "listener/listener-int.h"
 #include "listener/tls_server.h"
@@ -30,7 +34,7 @@ struct tls_accept {
     struct bufferevent *bev;
     struct conn_info ci;
     struct event timer_ev;
-    struct tls_accept *next, *prev;
+    struct sy_link link; /* on lw->pending */
 };
 
 static int open_one(const struct cfg_listener *l, char *err, size_t errlen)
@@ -105,12 +109,7 @@ fail:
 static void tls_accept_free(struct tls_accept *ta, bool free_bev)
 {
     struct listener_worker *lw = ta->lw;
-    if (ta->prev)
-        ta->prev->next = ta->next;
-    else
-        lw->pending = ta->next;
-    if (ta->next)
-        ta->next->prev = ta->prev;
+    sy_list_unlink(&ta->link);
     event_del(&ta->timer_ev);
     if (free_bev)
         bufferevent_free(ta->bev);
@@ -132,7 +131,7 @@ static void on_tls_event(struct bufferevent *bev, short what, void *arg)
     struct conn_info ci = ta->ci;
     listener_conn_opened(lw); /* the session's; the handshake's is released below */
     tls_accept_free(ta, false);
-    if (len == 2 && memcmp(proto, "h2", 2) == 0)
+    if (len == SY_STRLEN("h2") && memcmp(proto, SY_STRLIT("h2")) == 0)
         h2_downstream_start(lw, bev, &ci, NULL, 0, NULL);
     else
         h1_downstream_start(lw, bev, &ci);
@@ -146,36 +145,36 @@ static void on_tls_timeout(evutil_socket_t fd, short what, void *arg)
 static void start_tls(struct listener_worker *lw, evutil_socket_t fd, const struct conn_info *ci)
 {
     struct worker *w = lw->w;
-    SSL *ssl = SSL_new(lw->tls[ci->listener_idx]);
     struct tls_accept *ta = calloc(1, sizeof *ta);
+    /* On failure sy_bev_openssl_new has freed the SSL; the socket is still ours. */
     struct bufferevent *bev =
-        ssl && ta ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                   BEV_OPT_CLOSE_ON_FREE)
-                  : NULL;
+        ta ? sy_bev_openssl_new(w->base, fd, SSL_new(lw->tls[ci->listener_idx]),
+                                BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE)
+           : NULL;
     if (!bev) {
-        if (ssl)
-            SSL_free(ssl);
         free(ta);
         close(fd);
         return;
     }
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     ta->lw = lw;
     ta->bev = bev;
     ta->ci = *ci;
     evtimer_assign(&ta->timer_ev, w->base, on_tls_timeout, ta);
     const struct runtime *rt = w->runtime;
     uint64_t ms = rt->cfg->listeners[ci->listener_idx].timeouts.request_headers_ms;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     if (ms)
-        evtimer_add(&ta->timer_ev, &tv);
+        sy_timer_arm_ms(&ta->timer_ev, ms);
     bufferevent_setcb(bev, NULL, NULL, on_tls_event, ta);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    ta->next = lw->pending;
-    if (lw->pending)
-        lw->pending->prev = ta;
-    lw->pending = ta;
+    sy_list_insert_head(&lw->pending, &ta->link);
     listener_conn_opened(lw);
+}
+
+/* Abandon every TLS handshake in progress. */
+static void close_pending(struct listener_worker *lw)
+{
+    for (struct sy_link *l; (l = sy_list_first(&lw->pending));)
+        tls_accept_free(SY_CONTAINER_OF(l, struct tls_accept, link), true);
 }
 
 void listener_tls_close_notify(struct bufferevent *bev)
@@ -234,6 +233,8 @@ struct listener_worker *listener_worker_new(struct worker *w, struct listener_se
         return NULL;
     lw->w = w;
     lw->tls = set->tls;
+    sy_list_init(&lw->conns);
+    sy_list_init(&lw->pending);
     lw->evls = calloc(n + 1, sizeof *lw->evls);
     lw->listener_idx = calloc(n + 1, sizeof *lw->listener_idx);
     if (!lw->evls || !lw->listener_idx)
@@ -265,8 +266,7 @@ static void close_listeners(struct listener_worker *lw)
 void listener_worker_drain(struct listener_worker *lw)
 {
     close_listeners(lw);
-    while (lw->pending)
-        tls_accept_free(lw->pending, true);
+    close_pending(lw);
     h1_downstream_close_idle(lw);
     h2_downstream_drain(lw);
     if (lw->n_conns == 0 && lw->on_idle)
@@ -305,8 +305,7 @@ void listener_worker_free(struct listener_worker *lw)
         return;
     close_listeners(lw);
     lw->on_idle = NULL;
-    while (lw->pending)
-        tls_accept_free(lw->pending, true);
+    close_pending(lw);
     h1_downstream_close_all(lw);
     h2_downstream_close_all(lw);
     free(lw->evls);

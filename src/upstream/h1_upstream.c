@@ -27,7 +27,11 @@
 #include "upstream/upstream-int.h"
 #include "core/bev_flush.h"
 #include "core/errors.h"
+#include "core/list.h"
 #include "core/log.h"
+#include "core/strlit.h"
+#include "core/timer.h"
+#include "core/tls_bev.h"
 #include "core/worker.h"
 #include "http/h1.h"
 #include "http/headers.h"
@@ -49,7 +53,7 @@ struct pool;
 
 struct h1_up {
     struct h1_pools *pools;
-    void *conn_token;              /* from upstream_request.conn_enter, or NULL */
+    void *conn_token;                /* from upstream_request.conn_enter, or NULL */
     void (*conn_leave)(void *token); /* gives conn_token back when the connection closes */
     struct pool *pool;
     struct bufferevent *bev;
@@ -71,15 +75,15 @@ struct h1_up {
     struct event flush_ev; /* one optimistic write per loop turn (bev_flush.h) */
     bool tls;
     struct event reap_ev;
-    struct h1_up *all_next, *all_prev;   /* every connection of this worker */
-    struct h1_up *idle_next, *idle_prev; /* the pool's idle list */
+    struct sy_link all_link;  /* on h1_pools.all: every connection of this worker */
+    struct sy_link idle_link; /* on pool.idle while IDLE */
 };
 
 struct pool {
     struct sockaddr_storage ss;
     socklen_t len;
-    uint64_t tls_key; /* 0 for plain HTTP; else a hash of the TLS settings */
-    struct h1_up *idle;
+    uint64_t tls_key;    /* 0 for plain HTTP; else a hash of the TLS settings */
+    struct sy_link idle; /* idle connections, most recently used first */
     unsigned n_idle;
     struct pool *next;
 };
@@ -87,7 +91,7 @@ struct pool {
 struct h1_pools {
     struct worker *w;
     struct pool *pools;
-    struct h1_up *all;
+    struct sy_link all;           /* every connection (struct h1_up), until its reap */
     struct tls_client_cache *tls; /* HTTPS client contexts, made on first use */
 };
 
@@ -108,8 +112,10 @@ static void set_state(struct h1_up *c, enum h1u_state s)
 struct h1_pools *h1_pools_new(struct worker *w)
 {
     struct h1_pools *p = calloc(1, sizeof *p);
-    if (p)
-        p->w = w;
+    if (!p)
+        return NULL;
+    p->w = w;
+    sy_list_init(&p->all);
     return p;
 }
 
@@ -143,6 +149,7 @@ static struct pool *pool_get(struct h1_pools *ps, const struct cfg_addr *a,
     memcpy(&p->ss, &a->ss, a->len);
     p->len = a->len;
     p->tls_key = key;
+    sy_list_init(&p->idle);
     p->next = ps->pools;
     ps->pools = p;
     return p;
@@ -150,26 +157,14 @@ static struct pool *pool_get(struct h1_pools *ps, const struct cfg_addr *a,
 
 static void idle_unlink(struct h1_up *c)
 {
-    if (c->idle_prev)
-        c->idle_prev->idle_next = c->idle_next;
-    else
-        c->pool->idle = c->idle_next;
-    if (c->idle_next)
-        c->idle_next->idle_prev = c->idle_prev;
-    c->idle_next = c->idle_prev = NULL;
+    sy_list_unlink(&c->idle_link);
     c->pool->n_idle--;
 }
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_up *c = arg;
-    struct h1_pools *ps = c->pools;
-    if (c->all_prev)
-        c->all_prev->all_next = c->all_next;
-    else
-        ps->all = c->all_next;
-    if (c->all_next)
-        c->all_next->all_prev = c->all_prev;
+    sy_list_unlink(&c->all_link);
     evbuffer_free(c->body);
     if (c->conn_token)
         c->conn_leave(c->conn_token);
@@ -195,16 +190,16 @@ static void conn_close(struct h1_up *c)
 void h1_pools_close_idle(struct h1_pools *ps)
 {
     for (struct pool *p = ps->pools; p; p = p->next)
-        while (p->idle)
-            conn_close(p->idle);
+        for (struct sy_link *l; (l = sy_list_first(&p->idle));)
+            conn_close(SY_CONTAINER_OF(l, struct h1_up, idle_link)); /* unlinks it */
 }
 
 void h1_pools_free(struct h1_pools *ps)
 {
     if (!ps)
         return;
-    while (ps->all) {
-        struct h1_up *c = ps->all;
+    for (struct sy_link *l; (l = sy_list_first(&ps->all));) {
+        struct h1_up *c = SY_CONTAINER_OF(l, struct h1_up, all_link);
         const struct upstream_request *r = c->r;
         conn_close(c);
         event_del(&c->reap_ev);
@@ -244,20 +239,13 @@ static struct bufferevent *bev_new(struct h1_pools *ps, const struct upstream_re
         return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (!ps->tls && !(ps->tls = tls_client_cache_new()))
         return NULL;
-    SSL *ssl = tls_client_ssl_new(ps->tls, svc, r->ep, r->cfg_version);
-    if (!ssl)
-        return NULL;
     /* The handshake runs first; BEV_EVENT_CONNECTED comes after it. On
-     * failure libevent frees the SSL (BEV_OPT_CLOSE_ON_FREE). */
-    struct bufferevent *bev = bufferevent_openssl_socket_new(
-        base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-    if (bev)
-        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
+     * failure sy_bev_openssl_new has freed the SSL (tls_bev.h). */
+    return sy_bev_openssl_new(base, -1, tls_client_ssl_new(ps->tls, svc, r->ep, r->cfg_version),
+                              BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 }
 
-static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p,
-                              const struct upstream_request *r)
+static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p, const struct upstream_request *r)
 {
     struct event_base *base = ps->w->base;
     struct h1_up *c = calloc(1, sizeof *c);
@@ -282,14 +270,9 @@ static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p,
         goto fail;
     int one = 1;
     setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    uint64_t ms = svc->connect_timeout_ms ? svc->connect_timeout_ms : 5000;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(&c->timer_ev, &tv);
+    sy_timer_arm_ms(&c->timer_ev, svc->connect_timeout_ms ? svc->connect_timeout_ms : 5000);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    c->all_next = ps->all;
-    if (ps->all)
-        ps->all->all_prev = c;
-    ps->all = c;
+    sy_list_insert_head(&ps->all, &c->all_link);
     return c;
 fail:
     if (c->bev)
@@ -308,7 +291,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     if (c->head_done)
         return 0; /* trailers of a chunked response are not forwarded to HTTP/1.1 */
     http_lower((char *)at, len);
-    return http_headers_add(&c->head.headers, c->r->arena, at, len, "", 0) ? -1 : 0;
+    return http_headers_add(&c->head.headers, c->r->arena, at, len, SY_STRLIT("")) ? -1 : 0;
 }
 
 static int on_header_value(http_parser *hp, const char *at, size_t len)
@@ -383,14 +366,9 @@ static void pool_put_idle(struct h1_up *c)
     c->r = NULL;
     c->reused = true;
     set_state(c, H1U_IDLE);
-    c->idle_next = p->idle;
-    c->idle_prev = NULL;
-    if (p->idle)
-        p->idle->idle_prev = c;
-    p->idle = c;
+    sy_list_insert_head(&p->idle, &c->idle_link);
     p->n_idle++;
-    struct timeval tv = {UPSTREAM_IDLE_MS / 1000, 0};
-    evtimer_add(&c->timer_ev, &tv);
+    sy_timer_arm_ms(&c->timer_ev, UPSTREAM_IDLE_MS);
     bufferevent_enable(c->bev, EV_READ);
 }
 
@@ -444,13 +422,13 @@ static void deliver_head(struct h1_up *c)
 {
     struct http_response_head *h = &c->head;
     http_headers_strip_hop_by_hop(&h->headers, false);
-    http_headers_remove(&h->headers, "content-length", 14);
+    http_headers_remove(&h->headers, SY_STRLIT("content-length"));
     if (c->tunnel) {
         const struct upstream_request *r = c->r;
         c->msg_done = false;
         h->content_length = -1;
-        http_headers_add(&h->headers, r->arena, "connection", 10, "upgrade", 7);
-        http_headers_add(&h->headers, r->arena, "upgrade", 7, r->head->upgrade,
+        http_headers_add(&h->headers, r->arena, SY_STRLIT("connection"), SY_STRLIT("upgrade"));
+        http_headers_add(&h->headers, r->arena, SY_STRLIT("upgrade"), r->head->upgrade,
                          strlen(r->head->upgrade));
         r->cbs->on_head(r->ctx, h, false);
         return;
@@ -668,8 +646,9 @@ static const struct upstream_ops h1_upstream_ops = {
 static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
                                const struct upstream_request *r, int *err)
 {
-    if (p->idle) {
-        struct h1_up *c = p->idle;
+    struct sy_link *l = sy_list_first(&p->idle);
+    if (l) {
+        struct h1_up *c = SY_CONTAINER_OF(l, struct h1_up, idle_link);
         idle_unlink(c);
         event_del(&c->timer_ev);
         set_state(c, H1U_ACTIVE);

@@ -778,15 +778,10 @@ static struct bufferevent *bev_new(struct h2_conn *c, const struct upstream_requ
     struct event_base *base = c->pools->w->base;
     if (!c->tls)
         return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    SSL *ssl = tls_client_ssl_new(c->pools->tls, r->svc, r->ep, r->cfg_version);
-    if (!ssl)
-        return NULL;
-    struct bufferevent *bev = bufferevent_openssl_socket_new(
-        base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev)
-        return NULL; /* libevent's error path disposes of the SSL */
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
+    /* On failure sy_bev_openssl_new has freed the SSL (tls_bev.h). */
+    return sy_bev_openssl_new(base, -1,
+                              tls_client_ssl_new(c->pools->tls, r->svc, r->ep, r->cfg_version),
+                              BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
 }
 
 static struct h2_conn *conn_new(struct h2_pools *ps, struct pool *p,

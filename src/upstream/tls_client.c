@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/strlit.h"
 
 #define TLS_CACHE_MAX 16  /* contexts kept per cache; the oldest goes first */
 #define TLS_HOST_MAX  256 /* longest SNI / verification name, bytes */
@@ -186,7 +187,7 @@ bool tls_client_alpn_is_h2(const SSL *ssl)
     const unsigned char *p = NULL;
     unsigned len = 0;
     SSL_get0_alpn_selected(ssl, &p, &len);
-    return len == 2 && memcmp(p, "h2", 2) == 0;
+    return len == SY_STRLEN("h2") && memcmp(p, SY_STRLIT("h2")) == 0;
 }
 
 const char *tls_client_error_str(const SSL *ssl, unsigned long err, char *buf, size_t len)

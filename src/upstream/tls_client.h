@@ -23,6 +23,7 @@
 #include <stdbool.h>
 
 #include "config/config-t.h"
+#include "core/tls_bev.h" /* an SSL from here goes under a bufferevent with sy_bev_openssl_new */
 
 struct tls_client_cache;
 

@@ -13,6 +13,7 @@ int main(void)
     test_backend_suite();
     test_retry_suite();
     test_mem_cache_suite();
+    test_core_suite();
     printf("%d passed, %d failed\n", test_passed, test_failed);
     return test_failed ? 1 : 0;
 }

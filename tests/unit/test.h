@@ -44,5 +44,6 @@ void test_http_suite(void);
 void test_backend_suite(void);
 void test_retry_suite(void);
 void test_mem_cache_suite(void);
+void test_core_suite(void);
 
 #endif

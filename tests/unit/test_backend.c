@@ -382,7 +382,8 @@ static void test_affinity_keys(void)
     exchange_init(&e1, "192.0.2.1", 1000);
     exchange_init(&e2, "192.0.2.1", 2000);
     exchange_init(&e3, "192.0.2.2", 1000);
-    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) && backend_request_hash(f.s, &e2.req, &e2.client_addr, &h2) &&
+    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) &&
+          backend_request_hash(f.s, &e2.req, &e2.client_addr, &h2) &&
           backend_request_hash(f.s, &e3.req, &e3.client_addr, &h3));
     CHECK(h1 == h2 && h1 != h3);
     /* ROUND_ROBIN with an affinity key: the key decides, every time. */
@@ -411,7 +412,8 @@ static void test_affinity_keys(void)
     add_header(&e1, "x-user", "alice");
     add_header(&e2, "x-user", "alice");
     add_header(&e3, "x-other", "alice");
-    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) && backend_request_hash(f.s, &e2.req, &e2.client_addr, &h2));
+    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) &&
+          backend_request_hash(f.s, &e2.req, &e2.client_addr, &h2));
     CHECK(h1 == h2 && h1 == lb_hash64("alice", 5, 0));
     CHECK(!backend_request_hash(f.s, &e3.req, &e3.client_addr, &h3));
     arena_free(&e1.arena);
@@ -429,7 +431,8 @@ static void test_affinity_keys(void)
     add_header(&e1, "cookie", "a=1; sid=\"s3cr3t\"; b=2");
     add_header(&e2, "cookie", "a=1");
     add_header(&e2, "cookie", "sid2=x; sidx=y");
-    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) && h1 == lb_hash64("s3cr3t", 6, 0));
+    CHECK(backend_request_hash(f.s, &e1.req, &e1.client_addr, &h1) &&
+          h1 == lb_hash64("s3cr3t", 6, 0));
     CHECK(!backend_request_hash(f.s, &e2.req, &e2.client_addr, &h2));
     char cookie[256];
     CHECK(backend_affinity_cookie(f.s, &e1.req, 0, cookie, sizeof cookie) == 0); /* the app's own */
@@ -669,6 +672,50 @@ static void test_registry_and_draining(void)
     backend_registry_free(reg);
 }
 
+static void test_capacity_waiters(void)
+{
+    struct fixture a, b;
+    struct backend_registry *reg = backend_registry_new();
+    const char *limit = "    max_concurrent_requests_per_endpoint: 1\n";
+
+    TEST_CASE("capacity waiters: counted per worker slot, shared across runtimes by name");
+    CHECK(fixture_init(&a, reg, 1, NULL, -1, limit));
+    CHECK(fixture_init(&b, reg, 1, NULL, -1, limit)); /* a reload of the same service */
+    CHECK(backend_capacity_waiters(a.s) == 0);
+    backend_capacity_wait_enter(a.s, 3);
+    backend_capacity_wait_enter(a.s, 3);
+    backend_capacity_wait_enter(b.s, 70); /* worker ids fold onto 64 slots: 70 -> 6 */
+    CHECK(backend_capacity_waiters(a.s) == ((1ull << 3) | (1ull << 6)));
+    CHECK(backend_capacity_waiters(b.s) == backend_capacity_waiters(a.s));
+    backend_capacity_wait_leave(a.s, 3);
+    CHECK(backend_capacity_waiters(b.s) == ((1ull << 3) | (1ull << 6)));
+    backend_capacity_wait_leave(b.s, 3);
+    backend_capacity_wait_leave(a.s, 70);
+    CHECK(backend_capacity_waiters(a.s) == 0);
+
+    TEST_CASE("capacity waiters: a release with a waiter names its worker");
+    struct pick_ctx ctx = {0};
+    int idx = backend_pick_at(a.s, &ctx, 1000, 1);
+    CHECK(idx == 0);
+    CHECK(backend_pick_at(b.s, &ctx, 1000, 2) == SY_ELIMIT); /* same endpoint, other runtime */
+    backend_capacity_wait_enter(b.s, 1);
+    CHECK(backend_pick_at(b.s, &ctx, 1000, 2) == SY_ELIMIT); /* still busy: stays queued */
+    backend_release_at(a.s, idx, ATTEMPT_OK, 1000, 0);
+    CHECK(backend_capacity_waiters(a.s) == 1ull << 1); /* wake worker 1 */
+    CHECK(backend_pick_at(b.s, &ctx, 1000, 2) == 0);
+    backend_capacity_wait_leave(b.s, 1);
+    backend_release_at(b.s, 0, ATTEMPT_OK, 1000, 0);
+    CHECK(backend_capacity_waiters(a.s) == 0);
+
+    TEST_CASE("capacity waiters: the entry lives while a runtime of that name does");
+    fixture_free(&a, false);
+    backend_capacity_wait_enter(b.s, 2);
+    CHECK(backend_capacity_waiters(b.s) == 1ull << 2);
+    backend_capacity_wait_leave(b.s, 2);
+    fixture_free(&b, false);
+    backend_registry_free(reg);
+}
+
 void test_backend_suite(void)
 {
     test_hash64();
@@ -685,4 +732,5 @@ void test_backend_suite(void)
     sy_log_set_level(lvl);
     test_breakers();
     test_registry_and_draining();
+    test_capacity_waiters();
 }
