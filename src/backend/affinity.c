@@ -27,6 +27,7 @@
 
 #include "backend/backend-int.h"
 #include "core/errors.h"
+#include "core/strlit.h"
 #include "http/headers.h"
 
 int affinity_build(struct service_rt *s)
@@ -96,7 +97,8 @@ bool affinity_cookie_value(const struct http_headers *h, const char *name, const
 {
     size_t name_len = strlen(name);
     for (uint32_t i = 0; i < h->n; i++) /* HTTP/2 may split cookies over several fields */
-        if (h->v[i].name_len == 6 && memcmp(h->v[i].name, "cookie", 6) == 0 &&
+        if (h->v[i].name_len == SY_STRLEN("cookie") &&
+            memcmp(h->v[i].name, SY_STRLIT("cookie")) == 0 &&
             cookie_in(h->v[i].value, h->v[i].value_len, name, name_len, val, len))
             return true;
     return false;

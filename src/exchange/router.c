@@ -741,6 +741,8 @@ static void wait_capacity(struct exchange *ex)
 void exchange_worker_wake(struct worker *w)
 {
     struct exchange_worker *xw = w->exchanges;
+    if (!xw)
+        return;
     struct sy_link todo, kept;
     const struct service_rt *full[WAKE_FULL_MAX];
     size_t n_full = 0;
@@ -826,6 +828,8 @@ static void arm_drain(struct exchange *ex)
 void exchange_worker_on_reload(struct worker *w)
 {
     struct exchange_worker *xw = w->exchanges;
+    if (!xw)
+        return;
     for (struct sy_link *l = xw->inflight.next; l != &xw->inflight; l = l->next) {
         struct exchange *ex = SY_CONTAINER_OF(l, struct exchange, _link);
         if (ex->up.att)
