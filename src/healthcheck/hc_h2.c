@@ -21,9 +21,14 @@
 #include <string.h>
 
 #include "healthcheck/hc-int.h"
+#include "core/parse.h"
+#include "core/strlit.h"
+#include "http/grpc.h"
+#include "http/h2.h"
 
 #define GRPC_HEALTH_PATH "/grpc.health.v1.Health/Check"
 #define H2_BODY_CAP      (HC_BODY_MAX + 5) /* a gRPC message prefix plus the kept body */
+#define SERVING          1                 /* HealthCheckResponse.ServingStatus SERVING */
 
 struct h2_probe {
     nghttp2_session *ng;
@@ -39,17 +44,11 @@ struct h2_probe {
     size_t req_len, req_off;
 };
 
-static int parse_int(const uint8_t *v, size_t len)
+/* :status or grpc-status as a number up to 999999, else -1. */
+static int status_value(const uint8_t *v, size_t len)
 {
-    int x = 0;
-    if (len == 0 || len > 6)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (v[i] < '0' || v[i] > '9')
-            return -1;
-        x = x * 10 + (v[i] - '0');
-    }
-    return x;
+    uint64_t x;
+    return sy_parse_dec(v, len, 999999, &x) == 0 ? (int)x : -1;
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
@@ -59,11 +58,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     struct h2_probe *h = user;
     if (frame->hd.stream_id != h->stream_id)
         return 0;
-    if (namelen == 7 && memcmp(name, ":status", 7) == 0)
-        h->status = parse_int(value, valuelen);
-    else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
-        h->grpc_status = parse_int(value, valuelen);
-    else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0)
+    if (h2_name_is(name, namelen, SY_STRLIT(":status")))
+        h->status = status_value(value, valuelen);
+    else if (h2_name_is(name, namelen, SY_STRLIT("grpc-status")))
+        h->grpc_status = status_value(value, valuelen);
+    else if (h2_name_is(name, namelen, SY_STRLIT("grpc-message")))
         snprintf(h->grpc_message, sizeof h->grpc_message, "%.*s", (int)valuelen,
                  (const char *)value);
     return 0;
@@ -106,22 +105,11 @@ static ssize_t read_req(nghttp2_session *ng, int32_t stream_id, uint8_t *buf, si
     return (ssize_t)n;
 }
 
-/* Queue everything nghttp2 wants to send. 0 or an nghttp2 error. */
+/* Queue everything nghttp2 wants to send (a few small frames). 0 or an nghttp2 error. */
 static int flush(struct hc_probe *p)
 {
     struct h2_probe *h = p->state;
-    struct evbuffer *out = bufferevent_get_output(p->bev);
-    for (int k = 0; k < 256; k++) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(h->ng, &data);
-        if (n < 0)
-            return (int)n;
-        if (n == 0)
-            return 0;
-        if (evbuffer_add(out, data, (size_t)n) != 0)
-            return NGHTTP2_ERR_NOMEM;
-    }
-    return 0;
+    return h2_session_send(h->ng, bufferevent_get_output(p->bev), SIZE_MAX, NULL);
 }
 
 /* HealthCheckRequest{service: name} with its 5-byte gRPC prefix. */
@@ -150,49 +138,68 @@ static void grpc_request(struct h2_probe *h, const char *service)
     h->req_len = k;
 }
 
-#define NV(n, v)                                                                                   \
-    {                                                                                              \
-        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME     \
-    }
+static const struct h2_session_def probe_session = {
+    .server = false,
+    .on_header = on_header,
+    .on_data_chunk_recv = on_data_chunk,
+    .on_stream_close = on_stream_close,
+};
 
-static enum hc_verdict h2_connected(struct hc_probe *p)
+/*
+ * nghttp2's callbacks and options for every probe, built on the first one
+ * and kept, immutable, for the life of the process (probes run on the main
+ * thread only). NULL when out of memory.
+ */
+static const struct h2_setup *probe_setup(void)
 {
-    struct h2_probe *h = calloc(1, sizeof *h);
-    nghttp2_session_callbacks *cb = NULL;
-    if (!h)
-        return hc_fail(p, "out of memory");
-    p->state = h;
-    h->grpc_status = -1;
+    static struct h2_setup setup;
+    if (!setup.cbs && h2_setup_init(&setup, &probe_session) != 0)
+        return NULL;
+    return &setup;
+}
+
+/* Submit SETTINGS and the request (GET, or the gRPC health POST). 0 or an nghttp2 error. */
+static int submit_probe(struct hc_probe *p, struct h2_probe *h)
+{
+    static const nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
     bool grpc = p->t->type == CFG_HC_GRPC;
-    if (nghttp2_session_callbacks_new(&cb) != 0)
-        return hc_fail(p, "out of memory");
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    int rc = nghttp2_session_client_new(&h->ng, cb, h);
-    nghttp2_session_callbacks_del(cb);
-    if (rc != 0)
-        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc));
-    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
-    nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv, 1);
+    const char *method = grpc ? "POST" : "GET";
     const char *scheme = p->kind->tls ? "https" : "http";
     const char *path = grpc ? GRPC_HEALTH_PATH : p->t->request_path;
+    const char *auth = p->t->authority;
     nghttp2_nv nva[] = {
-        NV(":method", grpc ? "POST" : "GET"),
-        NV(":scheme", scheme),
-        NV(":authority", p->t->authority),
-        NV(":path", path),
-        NV("user-agent", "switchyard-health-check"),
-        NV("content-type", "application/grpc"),
-        NV("te", "trailers"),
+        h2_nv_lit(SY_STRLIT(":method"), method, strlen(method)),
+        h2_nv_lit(SY_STRLIT(":scheme"), scheme, strlen(scheme)),
+        h2_nv_lit(SY_STRLIT(":authority"), auth, strlen(auth)),
+        h2_nv_lit(SY_STRLIT(":path"), path, strlen(path)),
+        h2_nv_lit(SY_STRLIT("user-agent"), SY_STRLIT("switchyard-health-check")),
+        h2_nv_lit(SY_STRLIT("content-type"), SY_STRLIT("application/grpc")),
+        h2_nv_lit(SY_STRLIT("te"), SY_STRLIT("trailers")),
     };
     nghttp2_data_provider prd = {.read_callback = read_req};
+    if (h2_submit_settings(h->ng, iv, 1, 0) != 0)
+        return NGHTTP2_ERR_NOMEM;
     if (grpc)
         grpc_request(h, p->t->grpc_service_name);
     h->stream_id = nghttp2_submit_request(h->ng, NULL, nva, grpc ? 7 : 5, grpc ? &prd : NULL, h);
-    if (h->stream_id < 0)
-        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror(h->stream_id));
-    rc = flush(p);
+    return h->stream_id < 0 ? h->stream_id : 0;
+}
+
+static enum hc_verdict h2_connected(struct hc_probe *p)
+{
+    const struct h2_setup *setup = probe_setup();
+    struct h2_probe *h = calloc(1, sizeof *h);
+    if (!h || !setup) {
+        free(h);
+        return hc_fail(p, "out of memory");
+    }
+    p->state = h;
+    h->grpc_status = -1;
+    if (h2_session_new(setup, h, NULL, &h->ng) != 0)
+        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror(NGHTTP2_ERR_NOMEM));
+    int rc = submit_probe(p, h);
+    if (rc == 0)
+        rc = flush(p);
     return rc ? hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc)) : HC_PENDING;
 }
 
@@ -257,13 +264,13 @@ static enum hc_verdict judge(struct hc_probe *p)
                    : hc_fail(p, "HTTP 200 but the body does not contain the expected response");
     if (h->grpc_status < 0)
         return hc_fail(p, "no grpc-status");
-    if (h->grpc_status != 0)
+    if (h->grpc_status != GRPC_OK)
         return hc_fail(p, "grpc-status %d%s%s", h->grpc_status, h->grpc_message[0] ? ": " : "",
                        h->grpc_message);
     int s = grpc_serving_status(h);
     if (s < 0)
         return hc_fail(p, "no readable HealthCheckResponse");
-    return s == 1 ? HC_PASS : hc_fail(p, "serving status %s (%d)", serving_str(s), s);
+    return s == SERVING ? HC_PASS : hc_fail(p, "serving status %s (%d)", serving_str(s), s);
 }
 
 static enum hc_verdict h2_read(struct hc_probe *p, struct evbuffer *in)
@@ -274,14 +281,12 @@ static enum hc_verdict h2_read(struct hc_probe *p, struct evbuffer *in)
         evbuffer_drain(in, len);
         return HC_PENDING;
     }
-    const uint8_t *data = evbuffer_pullup(in, -1);
-    ssize_t n = data ? nghttp2_session_mem_recv(h->ng, data, len) : NGHTTP2_ERR_NOMEM;
-    evbuffer_drain(in, len);
-    if (n < 0)
-        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror((int)n));
+    int rc = h2_session_recv(h->ng, in, NULL, 0, NULL);
+    if (rc != 0)
+        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc));
     if (h->closed)
         return judge(p);
-    int rc = flush(p);
+    rc = flush(p);
     return rc ? hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc)) : HC_PENDING;
 }
 

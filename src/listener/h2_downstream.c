@@ -16,6 +16,11 @@
  *   DRAINING  GOAWAY sent (shutdown notice, then the final one); no new
  *             streams; closes when the last stream ends
  *   CLOSED    freed on a later loop turn
+ *
+ * Per worker (struct h2_down, at listener_worker.h2_conns, made with the
+ * worker's first HTTP/2 connection): the list of connections and the
+ * nghttp2 callbacks and options every session of the worker is made from.
+ * The session plumbing shared with the upstream codec is in http/h2.h.
  */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -31,13 +36,18 @@
 #include "config/config-t.h"
 #include "core/bev_flush.h"
 #include "core/errors.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/parse.h"
+#include "core/strlit.h"
+#include "core/timer.h"
 #include "core/worker.h"
+#include "http/h2.h"
 #include "http/headers.h"
 #include "listener/listener-int.h"
 
 #define H2_OUTPUT_CAP      (256 * 1024) /* serialized bytes queued on the socket */
+#define H2_INPUT_CAP       (256 * 1024) /* stop reading the socket above this */
 #define H2_GOAWAY_GRACE_MS 1000         /* between the shutdown notice and the final GOAWAY */
 
 enum h2d_state { H2D_OPEN, H2D_DRAINING, H2D_CLOSED };
@@ -48,33 +58,35 @@ static const char *h2d_state_str(enum h2d_state s)
     return names[s];
 }
 
-struct h2_down;
+/* The worker's HTTP/2 downstream (listener_worker.h2_conns). */
+struct h2_down {
+    struct sy_link conns;  /* struct h2_down_conn.link */
+    struct h2_setup setup; /* nghttp2 callbacks and options of every session */
+};
+
+struct h2_down_conn;
 
 struct h2_stream {
-    struct h2_down *c;
+    struct h2_down_conn *c;
     int32_t id;
-    struct exchange *ex;  /* NULL once the exchange finished */
-    struct evbuffer *out; /* response body waiting for DATA frames */
-    nghttp2_nv *trailers; /* response trailers, sent after the body (malloc) */
-    size_t n_trailers;
-    bool out_eof;    /* the response body is complete */
-    bool deferred;   /* the data provider is waiting for bytes */
-    bool head_done;  /* the request head reached the router */
-    bool req_paused; /* the router asked to stop taking request DATA */
+    struct exchange *ex; /* NULL once the exchange finished */
+    struct h2_body out;  /* response body; trailers from the worker's cache (h2_nv_copy) */
+    bool head_done;      /* the request head reached the router */
+    bool req_paused;     /* the router asked to stop taking request DATA */
     bool notify_drained;
     size_t unconsumed;     /* request DATA not yet returned to the client's window */
     uint32_t header_bytes; /* for max_header_list_size */
     struct http_headers req_trailers;
-    struct h2_stream *next, *prev;
+    struct sy_link link; /* struct h2_down_conn.streams */
 };
 
-struct h2_down {
+struct h2_down_conn {
     struct listener_worker *lw;
     struct conn_info ci;
     struct bufferevent *bev;
     nghttp2_session *ng;
     enum h2d_state state;
-    struct h2_stream *streams;
+    struct sy_link streams; /* struct h2_stream.link */
     unsigned n_streams;
     bool want_flush;
     bool ping_outstanding;        /* our keepalive PING awaits its ACK */
@@ -87,32 +99,31 @@ struct h2_down {
     struct event keepalive_ev; /* keepalive.time, then keepalive.timeout */
     struct event age_ev;       /* max_connection_age, then its grace */
     bool age_reached;
-    struct h2_down *next, *prev;
+    struct sy_link link; /* struct h2_down.conns */
 };
 
 static const struct downstream_ops h2_downstream_ops;
-static void conn_close(struct h2_down *c);
-static void conn_drain(struct h2_down *c);
+static void conn_close(struct h2_down_conn *c);
+static void conn_drain(struct h2_down_conn *c);
 
-static const struct cfg_listener *listener_cfg(const struct h2_down *c)
+static const struct cfg_listener *listener_cfg(const struct h2_down_conn *c)
 {
     const struct runtime *rt = c->lw->w->runtime;
     return &rt->cfg->listeners[c->ci.listener_idx];
 }
 
-static void set_state(struct h2_down *c, enum h2d_state s)
+static struct mem_cache *conn_mem(const struct h2_down_conn *c)
+{
+    return &c->lw->w->h2_mem;
+}
+
+static void set_state(struct h2_down_conn *c, enum h2d_state s)
 {
     log_debug("h2 downstream %p: %s -> %s", (void *)c, h2d_state_str(c->state), h2d_state_str(s));
     c->state = s;
 }
 
-static void arm_ms(struct event *ev, uint64_t ms)
-{
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-    evtimer_add(ev, &tv);
-}
-
-static void schedule_flush(struct h2_down *c)
+static void schedule_flush(struct h2_down_conn *c)
 {
     if (c->state != H2D_CLOSED && !c->want_flush) {
         c->want_flush = true;
@@ -124,7 +135,7 @@ static void schedule_flush(struct h2_down *c)
  * With no stream open, the idle timer runs (the shorter of
  * timeouts.http_keepalive and http2.max_connection_idle); any stream stops it.
  */
-static void update_idle(struct h2_down *c)
+static void update_idle(struct h2_down_conn *c)
 {
     const struct cfg_listener *l = listener_cfg(c);
     uint64_t ms = l->timeouts.http_keepalive_ms;
@@ -132,26 +143,23 @@ static void update_idle(struct h2_down *c)
     if (mci && (!ms || mci < ms))
         ms = mci;
     if (c->n_streams == 0 && ms)
-        arm_ms(&c->idle_ev, ms);
+        sy_timer_arm_ms(&c->idle_ev, ms);
     else
         evtimer_del(&c->idle_ev);
 }
 
 /* ---- streams ------------------------------------------------------------------- */
 
-static struct h2_stream *stream_new(struct h2_down *c, int32_t id)
+static struct h2_stream *stream_new(struct h2_down_conn *c, int32_t id)
 {
     struct h2_stream *st = calloc(1, sizeof *st);
-    if (!st || !(st->out = evbuffer_new())) {
+    if (!st || !(st->out.buf = evbuffer_new())) {
         free(st);
         return NULL;
     }
     st->c = c;
     st->id = id;
-    st->next = c->streams;
-    if (c->streams)
-        c->streams->prev = st;
-    c->streams = st;
+    sy_list_insert_head(&c->streams, &st->link);
     c->n_streams++;
     update_idle(c);
     return st;
@@ -159,16 +167,11 @@ static struct h2_stream *stream_new(struct h2_down *c, int32_t id)
 
 static void stream_free(struct h2_stream *st)
 {
-    struct h2_down *c = st->c;
-    if (st->prev)
-        st->prev->next = st->next;
-    else
-        c->streams = st->next;
-    if (st->next)
-        st->next->prev = st->prev;
+    struct h2_down_conn *c = st->c;
+    sy_list_unlink(&st->link);
     c->n_streams--;
-    evbuffer_free(st->out);
-    free(st->trailers);
+    evbuffer_free(st->out.buf);
+    h2_nv_free(st->out.trailers, conn_mem(c));
     free(st);
     if (c->state != H2D_CLOSED)
         update_idle(c);
@@ -204,7 +207,7 @@ static void stream_abort_exchange(struct h2_stream *st)
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     struct h2_stream *st = stream_new(c, f->hd.stream_id);
@@ -236,24 +239,24 @@ static int take_request_field(struct exchange *ex, const uint8_t *name, size_t n
     if (!v)
         return -1;
     if (nlen > 0 && name[0] == ':') {
-        if (nlen == 7 && memcmp(name, ":method", 7) == 0) {
+        if (h2_name_is(name, nlen, SY_STRLIT(":method"))) {
             r->method = v;
             r->method_len = (uint32_t)vlen;
-        } else if (nlen == 7 && memcmp(name, ":scheme", 7) == 0) {
+        } else if (h2_name_is(name, nlen, SY_STRLIT(":scheme"))) {
             r->scheme = v;
             r->scheme_len = (uint32_t)vlen;
-        } else if (nlen == 10 && memcmp(name, ":authority", 10) == 0) {
+        } else if (h2_name_is(name, nlen, SY_STRLIT(":authority"))) {
             r->authority = v;
             r->authority_len = (uint32_t)vlen;
-        } else if (nlen == 5 && memcmp(name, ":path", 5) == 0) {
+        } else if (h2_name_is(name, nlen, SY_STRLIT(":path"))) {
             r->path = v;
             r->path_len = (uint32_t)vlen;
-        } else if (nlen == 9 && memcmp(name, ":protocol", 9) == 0) {
+        } else if (h2_name_is(name, nlen, SY_STRLIT(":protocol"))) {
             r->upgrade = v; /* RFC 8441 extended CONNECT */
         }
         return 0; /* nghttp2 rejects unknown pseudo-headers itself */
     }
-    if (nlen == 4 && memcmp(name, "host", 4) == 0) {
+    if (h2_name_is(name, nlen, SY_STRLIT("host"))) {
         if (!r->authority) { /* :authority wins when both are present */
             r->authority = v;
             r->authority_len = (uint32_t)vlen;
@@ -269,7 +272,7 @@ static int take_request_field(struct exchange *ex, const uint8_t *name, size_t n
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (!st || !st->ex || f->hd.type != NGHTTP2_HEADERS)
         return 0;
@@ -280,9 +283,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (f->headers.cat == NGHTTP2_HCAT_HEADERS) { /* request trailers */
         if (!st->req_trailers.v && http_headers_init(&st->req_trailers, &ex->arena, 4) != 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        char *n = arena_strndup(&ex->arena, (const char *)name, nlen);
-        char *v = arena_strndup(&ex->arena, (const char *)value, vlen);
-        if (!n || !v || http_headers_add(&st->req_trailers, &ex->arena, n, nlen, v, vlen))
+        if (http_headers_add_copy(&st->req_trailers, &ex->arena, (const char *)name, nlen,
+                                  (const char *)value, vlen) != 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         return 0;
     }
@@ -294,12 +296,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 static int join_cookies(struct exchange *ex)
 {
     struct http_headers *h = &ex->req.headers;
-    unsigned n = http_headers_count(h, "cookie", 6);
+    unsigned n = http_headers_count(h, SY_STRLIT("cookie"));
     if (n < 2)
         return 0;
     size_t len = 0;
     for (uint32_t i = 0; i < h->n; i++)
-        if (h->v[i].name_len == 6 && memcmp(h->v[i].name, "cookie", 6) == 0)
+        if (h2_name_is(h->v[i].name, h->v[i].name_len, SY_STRLIT("cookie")))
             len += h->v[i].value_len + 2;
     char *v = arena_alloc(&ex->arena, len + 1);
     if (!v)
@@ -307,17 +309,17 @@ static int join_cookies(struct exchange *ex)
     size_t off = 0;
     for (uint32_t i = 0; i < h->n; i++) {
         const struct http_header *f = &h->v[i];
-        if (f->name_len != 6 || memcmp(f->name, "cookie", 6) != 0)
+        if (!h2_name_is(f->name, f->name_len, SY_STRLIT("cookie")))
             continue;
         if (off) {
-            memcpy(v + off, "; ", 2);
-            off += 2;
+            memcpy(v + off, SY_STRLIT("; "));
+            off += SY_STRLEN("; ");
         }
         memcpy(v + off, f->value, f->value_len);
         off += f->value_len;
     }
-    http_headers_remove(h, "cookie", 6);
-    return http_headers_add(h, &ex->arena, "cookie", 6, v, off);
+    http_headers_remove(h, SY_STRLIT("cookie"));
+    return http_headers_add(h, &ex->arena, SY_STRLIT("cookie"), v, off);
 }
 
 /*
@@ -328,27 +330,28 @@ static int join_cookies(struct exchange *ex)
 static int websocket_connect(struct exchange *ex)
 {
     struct http_request_head *r = &ex->req;
-    bool connect = r->method_len == 7 && memcmp(r->method, "CONNECT", 7) == 0;
+    bool connect = h2_name_is(r->method, r->method_len, SY_STRLIT("CONNECT"));
     if (!r->upgrade)
         return 0;
     if (!connect || strcmp(r->upgrade, "websocket") != 0)
         return -1;
     r->method = "GET";
-    r->method_len = 3;
+    r->method_len = SY_STRLEN("GET");
     r->has_body = false;
     r->content_length = -1;
-    if (http_headers_get(&r->headers, "sec-websocket-key", 17))
+    if (http_headers_get(&r->headers, SY_STRLIT("sec-websocket-key")))
         return 0;
     unsigned char raw[16], key[32];
     uint64_t a = worker_rand(ex->w), b = worker_rand(ex->w);
     memcpy(raw, &a, 8);
     memcpy(raw + 8, &b, 8);
-    EVP_EncodeBlock(key, raw, 16); /* 24 characters */
-    return http_headers_add_copy(&r->headers, &ex->arena, "sec-websocket-key", 17, (char *)key, 24);
+    int key_len = EVP_EncodeBlock(key, raw, 16); /* 24 characters */
+    return http_headers_add_copy(&r->headers, &ex->arena, SY_STRLIT("sec-websocket-key"),
+                                 (char *)key, (size_t)key_len);
 }
 
 /* The request head is complete: fill the neutral fields and route it. */
-static void request_head_done(struct h2_down *c, struct h2_stream *st, bool end_stream)
+static void request_head_done(struct h2_down_conn *c, struct h2_stream *st, bool end_stream)
 {
     struct exchange *ex = st->ex;
     struct http_request_head *r = &ex->req;
@@ -357,15 +360,17 @@ static void request_head_done(struct h2_down *c, struct h2_stream *st, bool end_
         r->scheme = ex->tls ? "https" : "http";
         r->scheme_len = (uint32_t)strlen(r->scheme);
     }
-    const struct http_header *cl = http_headers_get(&r->headers, "content-length", 14);
-    r->content_length = cl ? strtoll(cl->value, NULL, 10) : -1;
-    if (end_stream)
-        r->content_length = cl ? r->content_length : -1;
-    http_headers_remove(&r->headers, "content-length", 14);
+    /* nghttp2 checked content-length already (digits, at most INT64_MAX). */
+    const struct http_header *cl = http_headers_get(&r->headers, SY_STRLIT("content-length"));
+    uint64_t len;
+    r->content_length =
+        cl && sy_parse_dec(cl->value, cl->value_len, INT64_MAX, &len) == 0 ? (int64_t)len : -1;
+    http_headers_remove(&r->headers, SY_STRLIT("content-length"));
     r->has_body = !end_stream;
-    ex->is_head = r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0;
-    const struct http_header *ct = http_headers_get(&r->headers, "content-type", 12);
-    ex->is_grpc = ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
+    ex->is_head = h2_name_is(r->method, r->method_len, SY_STRLIT("HEAD"));
+    const struct http_header *ct = http_headers_get(&r->headers, SY_STRLIT("content-type"));
+    ex->is_grpc = ct && ct->value_len >= SY_STRLEN("application/grpc") &&
+                  strncasecmp(ct->value, SY_STRLIT("application/grpc")) == 0;
     if (st->header_bytes > listener_cfg(c)->http2.max_header_list_size) {
         exchange_local_reply(ex, 431, "request header fields too large", 0);
         return;
@@ -388,7 +393,7 @@ static void request_head_done(struct h2_down *c, struct h2_stream *st, bool end_
  * permit_without_calls is false. Sending HEADERS or DATA clears the strikes.
  * More than max_strikes: GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
  */
-static void police_ping(struct h2_down *c)
+static void police_ping(struct h2_down_conn *c)
 {
     const struct cfg_listener *l = listener_cfg(c);
     uint64_t now = sy_now_ms();
@@ -413,7 +418,7 @@ static void police_ping(struct h2_down *c)
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     if (f->hd.type == NGHTTP2_PING) {
         if (f->hd.flags & NGHTTP2_FLAG_ACK)
             c->ping_outstanding = false;
@@ -439,7 +444,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
                               size_t len, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
     if (!st || !st->ex || !st->head_done) {
         nghttp2_session_consume(ng, id, len); /* nobody wants it */
@@ -457,7 +462,7 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, co
 
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) {
         c->last_data_ms = sy_now_ms();
         c->ping_strikes = 0;
@@ -478,80 +483,31 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
 
 /* ---- response side ---------------------------------------------------------------------- */
 
+/* NO_COPY data provider of a response body (h2_body_read); marks the drain to report. */
 static ssize_t on_data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-                            uint32_t *data_flags, nghttp2_data_source *src, void *arg)
+                            uint32_t *flags, nghttp2_data_source *src, void *arg)
 {
     struct h2_stream *st = src->ptr;
-    size_t have = evbuffer_get_length(st->out);
-    size_t n = have < length ? have : length;
-    if (n == 0 && !st->out_eof) {
-        st->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == have && st->out_eof) {
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (st->n_trailers) {
-            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_submit_trailer(ng, id, st->trailers, st->n_trailers);
-        }
-    }
-    if (st->ex && have >= SY_FLOW_LOW && have - n < SY_FLOW_LOW)
+    size_t have = evbuffer_get_length(st->out.buf);
+    ssize_t n = h2_body_read(ng, id, &st->out, length, flags);
+    /* Told after the flush, outside nghttp2's callbacks (notify_drained). */
+    if (n >= 0 && st->ex && have >= SY_FLOW_LOW && have - (size_t)n < SY_FLOW_LOW)
         st->notify_drained = true;
-    return (ssize_t)n;
+    return n;
 }
 
 static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
                         size_t length, nghttp2_data_source *src, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     struct h2_stream *st = src->ptr;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add(out, framehd, 9);
-    evbuffer_remove_buffer(st->out, out, length);
-    return 0;
-}
-
-/* Copy a header list into one malloc'd block of nghttp2_nv (for trailers). */
-static nghttp2_nv *nv_copy(const struct http_headers *h, size_t *n_out)
-{
-    size_t bytes = sizeof(nghttp2_nv) * h->n;
-    for (uint32_t i = 0; i < h->n; i++)
-        bytes += h->v[i].name_len + h->v[i].value_len;
-    nghttp2_nv *nv = malloc(bytes ? bytes : 1);
-    if (!nv)
-        return NULL;
-    uint8_t *p = (uint8_t *)(nv + h->n);
-    for (uint32_t i = 0; i < h->n; i++) {
-        memcpy(p, h->v[i].name, h->v[i].name_len);
-        nv[i].name = p;
-        nv[i].namelen = h->v[i].name_len;
-        p += h->v[i].name_len;
-        memcpy(p, h->v[i].value, h->v[i].value_len);
-        nv[i].value = p;
-        nv[i].valuelen = h->v[i].value_len;
-        p += h->v[i].value_len;
-        nv[i].flags = NGHTTP2_NV_FLAG_NONE;
-    }
-    *n_out = h->n;
-    return nv;
-}
-
-/* Connection-specific fields never go into an HTTP/2 response (RFC 9113 8.2.2). */
-static bool connection_specific(const struct http_header *f)
-{
-    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade",    "content-length"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (f->name_len == strlen(names[i]) && memcmp(f->name, names[i], f->name_len) == 0)
-            return true;
-    return false;
+    return h2_body_send(&st->out, f, framehd, length, bufferevent_get_output(c->bev));
 }
 
 static void op_send_head(struct exchange *ex, const struct http_response_head *h, bool end)
 {
     struct h2_stream *st = ex->down_ctx;
-    struct h2_down *c = st->c;
+    struct h2_down_conn *c = st->c;
     nghttp2_nv *nv = arena_alloc(&ex->arena, sizeof *nv * (h->headers.n + 2));
     char status[8], clen[24];
     if (!nv) {
@@ -567,23 +523,21 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
     status[2] = (char)('0' + code % 10);
     status[3] = '\0';
     size_t n = 0;
-    nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    nv[n++] = h2_nv_lit(SY_STRLIT(":status"), status, 3);
     for (uint32_t i = 0; i < h->headers.n; i++) {
         const struct http_header *f = &h->headers.v[i];
-        if (connection_specific(f) ||
-            (tunnel && f->name_len == 20 && memcmp(f->name, "sec-websocket-accept", 20) == 0))
+        if (h2_field_skipped(f) ||
+            (tunnel && h2_name_is(f->name, f->name_len, SY_STRLIT("sec-websocket-accept"))))
             continue;
-        nv[n++] = (nghttp2_nv){(uint8_t *)f->name, (uint8_t *)f->value, f->name_len, f->value_len,
-                               NGHTTP2_NV_FLAG_NONE};
+        nv[n++] = h2_nv(f->name, f->name_len, f->value, f->value_len);
     }
     if (h->content_length >= 0 && h->status != 204 && h->status != 304) {
         size_t l = sy_u64_to_dec(clen, (uint64_t)h->content_length);
-        nv[n++] =
-            (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, l, NGHTTP2_NV_FLAG_NONE};
+        nv[n++] = h2_nv_lit(SY_STRLIT("content-length"), clen, l);
     }
     if (end || ex->is_head) {
         nghttp2_submit_response(c->ng, st->id, nv, n, NULL);
-        st->out_eof = true;
+        st->out.eof = true;
     } else {
         nghttp2_data_provider dp = {.source.ptr = st, .read_callback = on_data_read};
         nghttp2_submit_response(c->ng, st->id, nv, n, &dp);
@@ -593,10 +547,7 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
 
 static void resume(struct h2_stream *st)
 {
-    if (st->deferred) {
-        st->deferred = false;
-        nghttp2_session_resume_data(st->c->ng, st->id);
-    }
+    h2_body_resume(st->c->ng, st->id, &st->out);
     schedule_flush(st->c);
 }
 
@@ -607,18 +558,18 @@ static void op_send_body(struct exchange *ex, struct evbuffer *buf)
         evbuffer_drain(buf, evbuffer_get_length(buf));
         return;
     }
-    evbuffer_add_buffer(st->out, buf);
+    evbuffer_add_buffer(st->out.buf, buf);
     resume(st);
 }
 
 static void op_send_end(struct exchange *ex, const struct http_headers *trailers)
 {
     struct h2_stream *st = ex->down_ctx;
-    if (st->out_eof)
+    if (st->out.eof)
         return;
-    if (trailers && trailers->n)
-        st->trailers = nv_copy(trailers, &st->n_trailers);
-    st->out_eof = true;
+    if (trailers && trailers->n) /* they outlive the exchange's arena */
+        st->out.trailers = h2_nv_copy(trailers, conn_mem(st->c), &st->out.n_trailers);
+    st->out.eof = true;
     resume(st);
 }
 
@@ -633,7 +584,7 @@ static void op_reset(struct exchange *ex)
 static size_t op_pending(struct exchange *ex)
 {
     struct h2_stream *st = ex->down_ctx;
-    return evbuffer_get_length(st->out);
+    return evbuffer_get_length(st->out.buf);
 }
 
 static void op_read_body(struct exchange *ex, bool enable)
@@ -660,7 +611,7 @@ static void op_detach(struct exchange *ex)
     st->unconsumed = 0;
     st->req_paused = false;
     stream_consume(st, n);
-    if (!st->out_eof) { /* finished without a complete response */
+    if (!st->out.eof) { /* finished without a complete response */
         nghttp2_submit_rst_stream(st->c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
         schedule_flush(st->c);
     }
@@ -679,9 +630,10 @@ static const struct downstream_ops h2_downstream_ops = {
 /* ---- connection I/O -------------------------------------------------------------------------- */
 
 /* Tell exchanges whose response buffer drained (outside nghttp2 callbacks). */
-static void notify_drained(struct h2_down *c)
+static void notify_drained(struct h2_down_conn *c)
 {
-    for (struct h2_stream *st = c->streams; st; st = st->next) {
+    for (struct sy_link *l = c->streams.next; l != &c->streams; l = l->next) {
+        struct h2_stream *st = SY_CONTAINER_OF(l, struct h2_stream, link);
         if (!st->notify_drained)
             continue;
         st->notify_drained = false;
@@ -695,7 +647,7 @@ static void notify_drained(struct h2_down *c)
  * write (GOAWAY exchanged), or a drain finished its last stream. The output
  * must be flushed first; a zero low watermark makes on_write say when.
  */
-static void maybe_close(struct h2_down *c)
+static void maybe_close(struct h2_down_conn *c)
 {
     bool done = !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng);
     if (c->state == H2D_DRAINING && c->n_streams == 0 && !evtimer_pending(&c->goaway_ev, NULL))
@@ -709,22 +661,16 @@ static void maybe_close(struct h2_down *c)
 }
 
 /* Serialize pending frames into the socket's output buffer, up to its cap. */
-static void flush(struct h2_down *c)
+static void flush(struct h2_down_conn *c)
 {
     c->want_flush = false;
     if (c->state == H2D_CLOSED)
         return;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    while (evbuffer_get_length(out) < H2_OUTPUT_CAP) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-        if (n < 0) {
-            conn_close(c);
-            return;
-        }
-        if (n == 0)
-            break;
-        evbuffer_add(out, data, (size_t)n);
+    int rc = h2_session_send(c->ng, bufferevent_get_output(c->bev), H2_OUTPUT_CAP, NULL);
+    if (rc != 0) {
+        log_debug("h2 downstream %p: %s", (void *)c, nghttp2_strerror(rc));
+        conn_close(c);
+        return;
     }
     sy_bev_flush(c->bev, c->ci.tls);
     notify_drained(c);
@@ -739,28 +685,23 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
-    struct h2_down *c = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct h2_down_conn *c = arg;
     c->last_read_ms = sy_now_ms();
-    while (c->state != H2D_CLOSED && evbuffer_get_length(in)) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        ssize_t n = nghttp2_session_mem_recv(c->ng, v.iov_base, v.iov_len);
-        if (n < 0) {
-            log_debug("h2 downstream %p: %s", (void *)c, nghttp2_strerror((int)n));
-            conn_close(c);
-            return;
-        }
-        evbuffer_drain(in, (size_t)n);
+    if (c->state == H2D_CLOSED)
+        return;
+    /* nghttp2's callbacks never close the connection: the loop runs to the end. */
+    int rc = h2_session_recv(c->ng, bufferevent_get_input(bev), NULL, 0, NULL);
+    if (rc != 0) {
+        log_debug("h2 downstream %p: %s", (void *)c, nghttp2_strerror(rc));
+        conn_close(c);
+        return;
     }
-    if (c->state != H2D_CLOSED)
-        flush(c);
+    flush(c);
 }
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     sy_bev_written(bev, c->ci.tls);
     flush(c);
 }
@@ -772,27 +713,22 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     struct listener_worker *lw = c->lw;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        lw->h2_conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    sy_list_unlink(&c->link);
     evbuffer_free(c->scratch);
     free(c);
     listener_conn_closed(lw);
 }
 
-static void conn_close(struct h2_down *c)
+static void conn_close(struct h2_down_conn *c)
 {
     if (c->state == H2D_CLOSED)
         return;
     set_state(c, H2D_CLOSED);
     /* Every stream still open ends its exchange; nghttp2 is freed after. */
-    while (c->streams) {
-        struct h2_stream *st = c->streams;
+    for (struct sy_link *l; (l = sy_list_first(&c->streams));) {
+        struct h2_stream *st = SY_CONTAINER_OF(l, struct h2_stream, link);
         nghttp2_session_set_stream_user_data(c->ng, st->id, NULL);
         stream_abort_exchange(st);
         stream_free(st);
@@ -813,7 +749,7 @@ static void conn_close(struct h2_down *c)
 
 static void on_idle(evutil_socket_t fd, short what, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     if (c->n_streams)
         return;
     nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
@@ -824,7 +760,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
 /* The final GOAWAY, one grace period after the shutdown notice. */
 static void on_goaway(evutil_socket_t fd, short what, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
                           NGHTTP2_NO_ERROR, NULL, 0);
     flush(c);
@@ -836,7 +772,7 @@ static void on_goaway(evutil_socket_t fd, short what, void *arg)
  */
 static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     const struct cfg_listener *l = listener_cfg(c);
     uint64_t now = sy_now_ms(), t = l->http2.keepalive_time_ms;
     if (c->ping_outstanding) {
@@ -845,24 +781,24 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg)
             conn_close(c);
             return;
         }
-        arm_ms(&c->keepalive_ev, l->http2.keepalive_timeout_ms - (now - c->last_read_ms));
+        sy_timer_arm_ms(&c->keepalive_ev, l->http2.keepalive_timeout_ms - (now - c->last_read_ms));
         return;
     }
     if (now - c->last_read_ms < t) {
-        arm_ms(&c->keepalive_ev, t - (now - c->last_read_ms));
+        sy_timer_arm_ms(&c->keepalive_ev, t - (now - c->last_read_ms));
         return;
     }
     nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
     c->ping_outstanding = true;
     c->last_read_ms = now; /* the timeout counts from the PING */
-    arm_ms(&c->keepalive_ev, l->http2.keepalive_timeout_ms);
+    sy_timer_arm_ms(&c->keepalive_ev, l->http2.keepalive_timeout_ms);
     schedule_flush(c);
 }
 
 /* max_connection_age: GOAWAY (drain), then after the grace period close. */
 static void on_age(evutil_socket_t fd, short what, void *arg)
 {
-    struct h2_down *c = arg;
+    struct h2_down_conn *c = arg;
     const struct cfg_listener *l = listener_cfg(c);
     if (c->age_reached) {
         conn_close(c);
@@ -871,51 +807,56 @@ static void on_age(evutil_socket_t fd, short what, void *arg)
     c->age_reached = true;
     conn_drain(c);
     if (c->state != H2D_CLOSED && l->http2.max_connection_age_grace_ms)
-        arm_ms(&c->age_ev, l->http2.max_connection_age_grace_ms);
+        sy_timer_arm_ms(&c->age_ev, l->http2.max_connection_age_grace_ms);
 }
 
-static void conn_drain(struct h2_down *c)
+static void conn_drain(struct h2_down_conn *c)
 {
     if (c->state != H2D_OPEN)
         return;
     set_state(c, H2D_DRAINING);
     nghttp2_submit_shutdown_notice(c->ng);
-    arm_ms(&c->goaway_ev, H2_GOAWAY_GRACE_MS);
+    sy_timer_arm_ms(&c->goaway_ev, H2_GOAWAY_GRACE_MS);
     flush(c);
 }
 
 /* ---- session setup --------------------------------------------------------------------------- */
 
-static nghttp2_session *session_new(struct h2_down *c)
+/* Every client session of a worker is made from this, built once per worker. */
+static const struct h2_session_def h2_down_session = {
+    .server = true,
+    .on_begin_headers = on_begin_headers,
+    .on_header = on_header,
+    .on_frame_recv = on_frame_recv,
+    .on_frame_send = on_frame_send,
+    .on_data_chunk_recv = on_data_chunk_recv,
+    .on_stream_close = on_stream_close,
+    .send_data = on_send_data,
+    .manual_window = true, /* request DATA is consumed once forwarded */
+    .reset_burst = 1000,   /* Rapid Reset: at most 1000 resets, then 33 per second */
+    .reset_rate = 33,
+    .max_settings = 32,
+};
+
+/* The worker's HTTP/2 downstream, made with its first connection. NULL: out of memory. */
+static struct h2_down *worker_down(struct listener_worker *lw)
 {
-    nghttp2_session_callbacks *cb;
-    nghttp2_option *opt;
-    nghttp2_session *ng = NULL;
-    if (nghttp2_session_callbacks_new(&cb) != 0)
+    struct h2_down *d = lw->h2_conns;
+    if (d)
+        return d;
+    d = calloc(1, sizeof *d);
+    if (!d)
         return NULL;
-    if (nghttp2_option_new(&opt) != 0) {
-        nghttp2_session_callbacks_del(cb);
+    sy_list_init(&d->conns);
+    if (h2_setup_init(&d->setup, &h2_down_session) != 0) {
+        free(d);
         return NULL;
     }
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-    nghttp2_session_callbacks_set_send_data_callback(cb, on_send_data);
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
-    nghttp2_option_set_max_settings(opt, 32);
-    nghttp2_mem mem = {&c->lw->w->h2_mem, mem_cache_malloc, mem_cache_free, mem_cache_calloc,
-                       mem_cache_realloc};
-    nghttp2_session_server_new3(&ng, cb, c, opt, &mem);
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cb);
-    return ng;
+    lw->h2_conns = d;
+    return d;
 }
 
-static int send_settings(struct h2_down *c)
+static int send_settings(struct h2_down_conn *c)
 {
     const struct cfg_listener *l = listener_cfg(c);
     nghttp2_settings_entry iv[] = {
@@ -924,16 +865,13 @@ static int send_settings(struct h2_down *c)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, l->http2.max_header_list_size},
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 WebSocket */
     };
-    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 4) != 0)
-        return -1;
-    int32_t conn_window = (int32_t)l->http2.initial_connection_window_size;
-    if (conn_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE)
-        nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, conn_window);
-    return 0;
+    return h2_submit_settings(c->ng, iv, sizeof iv / sizeof iv[0],
+                              (int32_t)l->http2.initial_connection_window_size);
 }
 
 /* HTTP/1.1 Upgrade: h2c — the upgraded request becomes stream 1. */
-static int take_upgrade(struct h2_down *c, const uint8_t *settings, size_t len, struct exchange *ex)
+static int take_upgrade(struct h2_down_conn *c, const uint8_t *settings, size_t len,
+                        struct exchange *ex)
 {
     struct h2_stream *st = stream_new(c, 1);
     if (!st)
@@ -954,12 +892,24 @@ static int take_upgrade(struct h2_down *c, const uint8_t *settings, size_t len, 
     return 0;
 }
 
+/* Timers and the listener's settings of a new connection whose session is up. */
+static void conn_arm(struct h2_down_conn *c)
+{
+    const struct cfg_listener *l = listener_cfg(c);
+    update_idle(c);
+    if (l->http2.keepalive_time_ms)
+        sy_timer_arm_ms(&c->keepalive_ev, l->http2.keepalive_time_ms);
+    if (l->http2.max_connection_age_ms)
+        sy_timer_arm_ms(&c->age_ev, l->http2.max_connection_age_ms);
+}
+
 void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
                          const struct conn_info *ci, const uint8_t *upgrade_settings,
                          size_t upgrade_settings_len, struct exchange *upgrade_ex)
 {
     struct worker *w = lw->w;
-    struct h2_down *c = calloc(1, sizeof *c);
+    struct h2_down *d = worker_down(lw);
+    struct h2_down_conn *c = d ? calloc(1, sizeof *c) : NULL;
     if (!c || !(c->scratch = evbuffer_new())) {
         free(c);
         bufferevent_free(bev);
@@ -971,6 +921,7 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     c->lw = lw;
     c->ci = *ci;
     c->bev = bev;
+    sy_list_init(&c->streams);
     evtimer_assign(&c->flush_ev, w->base, on_flush, c);
     evtimer_assign(&c->idle_ev, w->base, on_idle, c);
     evtimer_assign(&c->goaway_ev, w->base, on_goaway, c);
@@ -978,29 +929,20 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     evtimer_assign(&c->keepalive_ev, w->base, on_keepalive, c);
     evtimer_assign(&c->age_ev, w->base, on_age, c);
     c->last_read_ms = sy_now_ms();
-    c->next = lw->h2_conns;
-    if (lw->h2_conns)
-        lw->h2_conns->prev = c;
-    lw->h2_conns = c;
+    sy_list_insert_head(&d->conns, &c->link);
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
-    bufferevent_setwatermark(bev, EV_READ, 0, 256 * 1024);
+    bufferevent_setwatermark(bev, EV_READ, 0, H2_INPUT_CAP);
     bufferevent_setwatermark(bev, EV_WRITE, H2_OUTPUT_CAP / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (!c->ci.tls) /* plain sockets flush themselves (bev_flush.h) */
         bufferevent_disable(bev, EV_WRITE);
-    c->ng = session_new(c);
-    if (!c->ng || send_settings(c) != 0) {
+    if (h2_session_new(&d->setup, c, &w->h2_mem, &c->ng) != 0 || send_settings(c) != 0) {
         if (upgrade_ex)
             exchange_reject(upgrade_ex, 500);
         conn_close(c);
         return;
     }
-    update_idle(c);
-    const struct cfg_listener *l = listener_cfg(c);
-    if (l->http2.keepalive_time_ms)
-        arm_ms(&c->keepalive_ev, l->http2.keepalive_time_ms);
-    if (l->http2.max_connection_age_ms)
-        arm_ms(&c->age_ev, l->http2.max_connection_age_ms);
+    conn_arm(c);
     if (upgrade_ex && take_upgrade(c, upgrade_settings, upgrade_settings_len, upgrade_ex) != 0) {
         exchange_reject(upgrade_ex, 400);
         conn_close(c);
@@ -1013,16 +955,26 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
 
 void h2_downstream_drain(struct listener_worker *lw)
 {
-    for (struct h2_down *c = lw->h2_conns; c; c = c->next)
-        conn_drain(c);
+    struct h2_down *d = lw->h2_conns;
+    if (!d)
+        return;
+    for (struct sy_link *l = d->conns.next; l != &d->conns; l = l->next)
+        conn_drain(SY_CONTAINER_OF(l, struct h2_down_conn, link));
 }
 
+/* Close every connection now, and free the worker's HTTP/2 state. */
 void h2_downstream_close_all(struct listener_worker *lw)
 {
-    while (lw->h2_conns) {
-        struct h2_down *c = lw->h2_conns;
+    struct h2_down *d = lw->h2_conns;
+    if (!d)
+        return;
+    for (struct sy_link *l; (l = sy_list_first(&d->conns));) {
+        struct h2_down_conn *c = SY_CONTAINER_OF(l, struct h2_down_conn, link);
         conn_close(c);
         event_del(&c->reap_ev);
         on_reap(-1, 0, c);
     }
+    h2_setup_fini(&d->setup);
+    free(d);
+    lw->h2_conns = NULL;
 }
