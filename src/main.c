@@ -155,6 +155,28 @@ static void free_worker(struct worker *w)
 
 /* ---- reload, drain, signals -------------------------------------------------------- */
 
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The TLS settings a listener's SSL_CTX was built from (built once, at startup). */
+static bool same_tls(const struct cfg_listener *a, const struct cfg_listener *b)
+{
+    if (a->tls.n_certificates != b->tls.n_certificates ||
+        a->tls.min_version != b->tls.min_version ||
+        !same_str(a->tls.tls12_cipher_list, b->tls.tls12_cipher_list) ||
+        !same_str(a->tls.tls13_ciphersuites, b->tls.tls13_ciphersuites) ||
+        !same_str(a->tls.groups_list, b->tls.groups_list) ||
+        a->tls.session_ticket_rotation_ms != b->tls.session_ticket_rotation_ms)
+        return false;
+    for (size_t i = 0; i < a->tls.n_certificates; i++)
+        if (!same_str(a->tls.certificates[i].cert_file, b->tls.certificates[i].cert_file) ||
+            !same_str(a->tls.certificates[i].key_file, b->tls.certificates[i].key_file))
+            return false;
+    return true;
+}
+
 static bool same_listeners(const struct config *a, const struct config *b)
 {
     if (a->n_listeners != b->n_listeners)
@@ -162,7 +184,8 @@ static bool same_listeners(const struct config *a, const struct config *b)
     for (size_t i = 0; i < a->n_listeners; i++)
         if (strcmp(a->listeners[i].name, b->listeners[i].name) != 0 ||
             strcmp(a->listeners[i].address.text, b->listeners[i].address.text) != 0 ||
-            a->listeners[i].protocol != b->listeners[i].protocol)
+            a->listeners[i].protocol != b->listeners[i].protocol ||
+            !same_tls(&a->listeners[i], &b->listeners[i]))
             return false;
     return true;
 }
@@ -185,7 +208,7 @@ static int reload(struct proxy *p, FILE *errs)
         }
         why = "the config has errors";
     } else if (!same_listeners(p->rt->cfg, cfg)) {
-        why = "listeners changed (names, addresses and protocols need a restart)";
+        why = "listeners changed (names, addresses, protocols and TLS settings need a restart)";
     }
     config_errors_free(&ce);
     struct runtime *rt = why ? NULL : runtime_new(cfg, p->registry, p->stats);

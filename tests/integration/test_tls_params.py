@@ -258,6 +258,25 @@ def test_reload_with_bad_suite_keeps_serving(start, certs):
         and "HTTP/1.1 200" in out, out
 
 
+def test_reload_changing_tls_is_refused(start, certs):
+    """TLS contexts are built at startup: a reload that changes a TLS setting
+    is refused with the reason, and the running config keeps serving."""
+    px, port, admin_port = start(admin=True)
+    version = admin_config(admin_port)["version"]
+    text = open(px.config_path).read()
+    px.write_config(text.replace("\n      certificates:\n",
+                                 "\n      ecdh_curves: [P-384]\n      certificates:\n", 1))
+    req = urllib.request.Request(f"http://{HOST}:{admin_port}/reload", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(req, timeout=10)
+    body = ei.value.read().decode()
+    assert ei.value.code == 400 and "TLS settings need a restart" in body, body
+    assert admin_config(admin_port)["version"] == version
+    # X25519 (not in the refused [P-384]) still works: the old settings serve
+    rc, out = s_client(port, "-tls1_3", "-groups", "X25519", "-CAfile", certs.ca, stdin=REQ)
+    assert "HTTP/1.1 200" in out, out
+
+
 # ---------------------------------------------------------------------------
 # session tickets and their rotation
 # ---------------------------------------------------------------------------
