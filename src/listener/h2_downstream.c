@@ -17,7 +17,7 @@
  *             streams; closes when the last stream ends
  *   CLOSED    freed on a later loop turn
  *
- * Per worker (struct h2_down, at listener_worker.h2_conns, made with the
+ * Per worker (struct h2_down, at listener_worker.h2, made with the
  * worker's first HTTP/2 connection): the list of connections and the
  * nghttp2 callbacks and options every session of the worker is made from.
  * The session plumbing shared with the upstream codec is in http/h2.h.
@@ -58,7 +58,7 @@ static const char *h2d_state_str(enum h2d_state s)
     return names[s];
 }
 
-/* The worker's HTTP/2 downstream (listener_worker.h2_conns). */
+/* The worker's HTTP/2 downstream (listener_worker.h2). */
 struct h2_down {
     struct sy_link conns;  /* struct h2_down_conn.link */
     struct h2_setup setup; /* nghttp2 callbacks and options of every session */
@@ -841,7 +841,7 @@ static const struct h2_session_def h2_down_session = {
 /* The worker's HTTP/2 downstream, made with its first connection. NULL: out of memory. */
 static struct h2_down *worker_down(struct listener_worker *lw)
 {
-    struct h2_down *d = lw->h2_conns;
+    struct h2_down *d = lw->h2;
     if (d)
         return d;
     d = calloc(1, sizeof *d);
@@ -852,7 +852,7 @@ static struct h2_down *worker_down(struct listener_worker *lw)
         free(d);
         return NULL;
     }
-    lw->h2_conns = d;
+    lw->h2 = d;
     return d;
 }
 
@@ -955,7 +955,7 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
 
 void h2_downstream_drain(struct listener_worker *lw)
 {
-    struct h2_down *d = lw->h2_conns;
+    struct h2_down *d = lw->h2;
     if (!d)
         return;
     for (struct sy_link *l = d->conns.next; l != &d->conns; l = l->next)
@@ -965,7 +965,7 @@ void h2_downstream_drain(struct listener_worker *lw)
 /* Close every connection now, and free the worker's HTTP/2 state. */
 void h2_downstream_close_all(struct listener_worker *lw)
 {
-    struct h2_down *d = lw->h2_conns;
+    struct h2_down *d = lw->h2;
     if (!d)
         return;
     for (struct sy_link *l; (l = sy_list_first(&d->conns));) {
@@ -976,5 +976,5 @@ void h2_downstream_close_all(struct listener_worker *lw)
     }
     h2_setup_fini(&d->setup);
     free(d);
-    lw->h2_conns = NULL;
+    lw->h2 = NULL;
 }

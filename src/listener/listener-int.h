@@ -23,11 +23,11 @@ struct listener_worker {
     struct evconnlistener **evls;
     int *listener_idx; /* per evl: index into cfg->listeners */
     size_t n_evls;
-    SSL_CTX **tls;            /* per listener index; NULL for HTTP listeners */
-    struct sy_link conns;     /* every open HTTP/1.1 connection (struct h1_down) */
-    struct h2_down *h2_conns; /* every open HTTP/2 connection */
-    struct sy_link pending;   /* TLS handshakes in progress (struct tls_accept) */
-    unsigned n_conns;         /* all of the above */
+    SSL_CTX **tls;          /* per listener index; NULL for HTTP listeners */
+    struct sy_link conns;   /* every open HTTP/1.1 connection (struct h1_down) */
+    struct h2_down *h2;     /* the worker's HTTP/2 downstream (h2_downstream.c) */
+    struct sy_link pending; /* TLS handshakes in progress (struct tls_accept) */
+    unsigned n_conns;       /* all of the above */
     listener_idle_fn on_idle;
 };
 

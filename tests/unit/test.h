@@ -45,5 +45,6 @@ void test_backend_suite(void);
 void test_retry_suite(void);
 void test_mem_cache_suite(void);
 void test_core_suite(void);
+void test_h2_suite(void);
 
 #endif

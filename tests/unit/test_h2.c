@@ -3,9 +3,6 @@
  * health checks: field helpers, name/value lists, and a client and a server
  * session talking through two evbuffers — a request body sent with NO_COPY
  * DATA (h2_body_*), trailers, deferral and resumption, the output cap.
- *
- * The suite registers itself (a constructor running before main), so the
- * runner's list in main.c needs no entry.
  */
 #include <event2/buffer.h>
 #include <stdint.h>
@@ -263,17 +260,10 @@ static void test_settings_error(void)
     h2_setup_fini(&s);
 }
 
-void test_h2_suite(void);
-
 void test_h2_suite(void)
 {
     test_fields();
     test_nv_lists();
     test_sessions();
     test_settings_error();
-}
-
-__attribute__((constructor)) static void register_h2_suite(void)
-{
-    test_h2_suite();
 }
