@@ -30,6 +30,8 @@
 
 #define SY_VERSION     "0.1.0"
 #define DEFAULT_CONFIG "config/switchyard.yaml"
+/* How often the resident set is read for limits.overload.memory. */
+#define OVERLOAD_CHECK_MS 100
 
 struct proxy {
     const char *config_path;
@@ -41,7 +43,9 @@ struct proxy {
     pthread_mutex_t rt_lock;
     struct event *drain_timer;
     struct event *done_ev;
-    int workers_done; /* atomic */
+    struct listener_set *set;  /* listening sockets, connection counts, overload state */
+    struct event *overload_ev; /* samples limits.overload every OVERLOAD_CHECK_MS while set */
+    int workers_done;          /* atomic */
     bool draining;
     int access_log_fd;
     struct stats *stats;
@@ -91,6 +95,8 @@ static void on_worker_cmd(struct worker *w, unsigned cmds)
         }
         exchange_worker_on_reload(w); /* connection_draining deadlines */
     }
+    if (cmds & (WORKER_CMD_SWAP | WORKER_CMD_ACCEPT))
+        listener_worker_recheck(w->listeners); /* caps may have changed or freed up */
     if (cmds & WORKER_CMD_WAKE)
         exchange_worker_wake(w);
     if ((cmds & WORKER_CMD_DRAIN) && !w->draining) {
@@ -190,6 +196,25 @@ static bool same_listeners(const struct config *a, const struct config *b)
     return true;
 }
 
+static void on_overload_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *p = arg;
+    listener_set_check_overload(p->set, p->rt->cfg);
+}
+
+/* Sample limits.overload while the config sets it; clear the state otherwise. */
+static void overload_watch(struct proxy *p)
+{
+    const struct config *cfg = p->rt->cfg;
+    listener_set_check_overload(p->set, cfg);
+    if (!cfg->overload.memory && !cfg->overload.connections)
+        event_del(p->overload_ev);
+    else if (!event_pending(p->overload_ev, EV_TIMEOUT, NULL)) {
+        struct timeval tv = sy_tv_ms(OVERLOAD_CHECK_MS);
+        event_add(p->overload_ev, &tv);
+    }
+}
+
 /*
  * Load the config file again and publish it to the workers. Returns 0, or
  * -1 after writing the reasons to `errs` (and the log): the old config keeps
@@ -234,6 +259,7 @@ static int reload(struct proxy *p, FILE *errs)
     for (int i = 0; i < p->n_workers; i++)
         worker_post(&p->workers[i], WORKER_CMD_SWAP);
     health_checker_update(p->hc, rt);
+    overload_watch(p);
     p->stats->reloads++;
     log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
     return 0;
@@ -326,6 +352,14 @@ static void hook_metrics(void *ctx, FILE *out)
     struct proxy *p = ctx;
     stats_write_prometheus(p->stats, out);
     const struct config *cfg = p->rt->cfg;
+    unsigned ov = listener_set_overload(p->set);
+    fprintf(
+        out,
+        "# HELP switchyard_overload 1 while new requests are refused because the process "
+        "is past limits.overload (memory or connections).\n"
+        "# TYPE switchyard_overload gauge\n"
+        "switchyard_overload{cause=\"memory\"} %d\nswitchyard_overload{cause=\"connections\"} %d\n",
+        (ov & LISTENER_OVERLOAD_MEMORY) ? 1 : 0, (ov & LISTENER_OVERLOAD_CONNECTIONS) ? 1 : 0);
     fprintf(out,
             "# HELP switchyard_config_info The active config version.\n"
             "# TYPE switchyard_config_info gauge\nswitchyard_config_info{version=\"%s\"} 1\n",
@@ -454,12 +488,15 @@ static int serve(struct proxy *p, struct listener_set *set)
     }
     p->drain_timer = evtimer_new(p->base, on_drain_timeout, p);
     p->done_ev = event_new(p->base, -1, 0, on_workers_done, p);
+    p->overload_ev = event_new(p->base, -1, EV_PERSIST, on_overload_check, p);
+    p->set = set;
     if (start_admin(p) != 0)
         goto out;
     if (start_workers(p, set) != 0) {
         fprintf(stderr, "switchyard: cannot start workers\n");
         goto out;
     }
+    overload_watch(p);
     log_info("switchyard %s: config version %s, %d workers, %zu listeners", SY_VERSION,
              p->rt->cfg->version, p->n_workers, p->rt->cfg->n_listeners);
     for (size_t i = 0; i < p->rt->cfg->n_listeners; i++)
@@ -487,6 +524,7 @@ out:
             event_free(sev[i]);
     event_free(p->drain_timer);
     event_free(p->done_ev);
+    event_free(p->overload_ev);
     if (rc == 0)
         log_info("drained; exiting");
     return rc;

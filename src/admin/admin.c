@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,12 +14,39 @@
 #include "backend/backend.h"
 #include "runtime.h"
 #include "config/config.h"
+#include "core/log.h"
 #include "core/worker.h"
+
+/* After a failed accept (out of descriptors), the admin socket rests this long. */
+#define ACCEPT_PAUSE_MS 250
 
 struct admin {
     struct evhttp *http;
     struct admin_hooks hooks;
 };
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    evconnlistener_enable(arg);
+}
+
+/*
+ * evhttp's default would log every failed accept (EMFILE...) while the
+ * readable socket spins the main thread: pause the socket instead. The
+ * workers' listeners report such an episode (limits.c); this one stays
+ * quiet. The one-shot timer cannot outlive the listener: both go with the
+ * main event base, whose loop does not run after admin_stop().
+ */
+static void on_accept_error(struct evconnlistener *evl, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    log_debug("admin: accept: %s; pausing %d ms", strerror(err), ACCEPT_PAUSE_MS);
+    evconnlistener_disable(evl);
+    if (event_base_once(evconnlistener_get_base(evl), -1, EV_TIMEOUT, on_accept_resume, evl, &tv) !=
+        0)
+        evconnlistener_enable(evl); /* no timer: better to retry at once than never */
+}
 
 /* Run `fn` with a memory FILE and send what it wrote. */
 static void reply_stream(struct evhttp_request *req, int code, const char *type,
@@ -166,14 +194,16 @@ struct admin *admin_start(struct event_base *base, const struct cfg_addr *addr,
     int one = 1;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct evhttp_bound_socket *bound = NULL;
     if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0 ||
-        listen(fd, 128) != 0 || !evhttp_accept_socket_with_handle(a->http, fd)) {
+        listen(fd, 128) != 0 || !(bound = evhttp_accept_socket_with_handle(a->http, fd))) {
         snprintf(err, errlen, "admin: cannot listen on %s: %s", addr->text, strerror(errno));
         if (fd >= 0)
             close(fd);
         admin_stop(a);
         return NULL;
     }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), on_accept_error);
     evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
     evhttp_set_timeout(a->http, 30);
     evhttp_set_gencb(a->http, on_request, a);

@@ -158,6 +158,46 @@ static void write_listener_durations(const struct stats *st, FILE *out)
             (unsigned long long)lsum(st, &st->listeners[i], L_OFF(downstream_connections_total)));
 }
 
+static const char *const pause_reason_names[STATS_N_PAUSE_REASONS] = {
+    [STATS_PAUSE_LISTENER_CAP] = "max_connections",
+    [STATS_PAUSE_PROCESS_CAP] = "process_max_connections",
+    [STATS_PAUSE_ACCEPT_ERROR] = "accept_error",
+};
+
+/* One series per listener of the per-listener field at `off`. */
+static void write_listener_family(const struct stats *st, FILE *out, const char *name,
+                                  const char *type, const char *help, size_t off)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t i = 0; i < st->n_listeners; i++)
+        fprintf(out, "%s{listener=\"%s\"} %llu\n", name, st->listeners[i].name,
+                (unsigned long long)lsum(st, &st->listeners[i], off));
+}
+
+static void write_listener_limits(const struct stats *st, FILE *out)
+{
+    write_listener_family(st, out, "switchyard_listener_connections", "gauge",
+                          "Open client connections (TLS handshakes included).", L_OFF(connections));
+    write_listener_family(st, out, "switchyard_accept_paused", "gauge",
+                          "Workers whose socket of this listener is not accepting now "
+                          "(a max_connections cap, or an accept error backoff).",
+                          L_OFF(accept_paused));
+    fprintf(out, "# HELP switchyard_accept_pauses_total Times a worker stopped accepting on "
+                 "the listener, by reason.\n# TYPE switchyard_accept_pauses_total counter\n");
+    for (size_t i = 0; i < st->n_listeners; i++)
+        for (int r = 0; r < STATS_N_PAUSE_REASONS; r++)
+            fprintf(out, "switchyard_accept_pauses_total{listener=\"%s\",reason=\"%s\"} %llu\n",
+                    st->listeners[i].name, pause_reason_names[r],
+                    (unsigned long long)lsum(st, &st->listeners[i],
+                                             L_OFF(accept_pauses) + sizeof(uint64_t) * (size_t)r));
+    write_listener_family(st, out, "switchyard_accept_errors_total", "counter",
+                          "Failed accepts for lack of file descriptors or memory.",
+                          L_OFF(accept_errors));
+    write_listener_family(st, out, "switchyard_overload_refused_total", "counter",
+                          "Requests refused because the process was overloaded.",
+                          L_OFF(overload_refused));
+}
+
 static uint64_t svc_sum(const struct stats *st, const struct stats_service *s, size_t off)
 {
     return sum(s->shards, sizeof(struct stats_service_shard), st->n_workers, off);
@@ -185,6 +225,13 @@ static void write_services(const struct stats *st, FILE *out)
     write_family(st, out, "switchyard_upstream_timeouts_total",
                  "Attempts cancelled by a timeout (per try or the whole exchange).",
                  offsetof(struct stats_service_shard, upstream_timeouts));
+    write_family(st, out, "switchyard_upstream_stale_resends_total",
+                 "Requests sent again on a new connection after a reused keep-alive connection "
+                 "turned out closed by the backend (idempotent methods; not retries).",
+                 offsetof(struct stats_service_shard, upstream_stale_resends));
+    write_family(st, out, "switchyard_upstream_retry_overflow_total",
+                 "Retries not made because circuit_breakers.max_retries was full (flag URO).",
+                 offsetof(struct stats_service_shard, upstream_retry_overflow));
     fprintf(out, "# HELP switchyard_upstream_responses_total Backend responses forwarded, by "
                  "status class.\n# TYPE switchyard_upstream_responses_total counter\n");
     for (size_t i = 0; i < st->n_services; i++)
@@ -202,6 +249,7 @@ void stats_write_prometheus(const struct stats *st, FILE *out)
 {
     write_listener_codes(st, out);
     write_listener_durations(st, out);
+    write_listener_limits(st, out);
     write_services(st, out);
     uint64_t conns = sum(st->workers, sizeof *st->workers, st->n_workers,
                          offsetof(struct stats_worker_shard, active_connections));

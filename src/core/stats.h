@@ -19,11 +19,24 @@
 #define STATS_N_BUCKETS 13
 extern const double stats_bucket_ms[STATS_N_BUCKETS];
 
+/* Why a listener stopped accepting (label `reason` of switchyard_accept_pauses_total). */
+enum stats_pause_reason {
+    STATS_PAUSE_LISTENER_CAP, /* "max_connections": the listener's cap */
+    STATS_PAUSE_PROCESS_CAP,  /* "process_max_connections": the top-level cap */
+    STATS_PAUSE_ACCEPT_ERROR, /* "accept_error": out of descriptors or memory */
+    STATS_N_PAUSE_REASONS
+};
+
 struct stats_listener_shard {
     uint64_t by_status[600]; /* requests by status code (0..599) */
     uint64_t duration_bucket[STATS_N_BUCKETS + 1];
     uint64_t duration_us_sum;
     uint64_t downstream_connections_total;
+    uint64_t connections;   /* gauge: open client connections (TLS handshakes included) */
+    uint64_t accept_paused; /* gauge: 1 while this worker's socket does not accept */
+    uint64_t accept_pauses[STATS_N_PAUSE_REASONS]; /* times it stopped accepting, by reason */
+    uint64_t accept_errors;    /* failed accept() calls (EMFILE, ENFILE, ENOBUFS, ENOMEM...) */
+    uint64_t overload_refused; /* requests refused while overloaded */
 } __attribute__((aligned(64)));
 
 struct stats_listener {
@@ -36,7 +49,9 @@ struct stats_service_shard {
     uint64_t upstream_retries;  /* attempts that were retries */
     uint64_t upstream_failures; /* attempts that ended without a response */
     uint64_t upstream_timeouts;
-    uint64_t by_class[6]; /* responses forwarded by class: 1xx..5xx */
+    uint64_t upstream_stale_resends;  /* attempts re-sent after a stale keep-alive connection */
+    uint64_t upstream_retry_overflow; /* retries not made: circuit_breakers.max_retries full */
+    uint64_t by_class[6];             /* responses forwarded by class: 1xx..5xx */
 } __attribute__((aligned(64)));
 
 struct stats_service {

@@ -4,7 +4,7 @@
  * upstream pools; an exchange lives and dies on one worker. Other threads
  * talk to a worker only through worker_post() (command bits + an eventfd):
  * the main thread for reloads and drains, other workers to wake exchanges
- * waiting for endpoint capacity.
+ * waiting for endpoint capacity or accepting sockets paused at a cap.
  */
 #ifndef SY_WORKER_H
 #define SY_WORKER_H
@@ -21,10 +21,11 @@ struct worker;
 
 /* Command bits posted to a worker. */
 enum worker_cmd {
-    WORKER_CMD_SWAP = 1u << 0,  /* a new runtime snapshot was published */
-    WORKER_CMD_DRAIN = 1u << 1, /* stop accepting, finish in-flight, then exit */
-    WORKER_CMD_STOP = 1u << 2,  /* drain timeout: close everything now and exit */
-    WORKER_CMD_WAKE = 1u << 3,  /* endpoint capacity was freed (posted by any worker) */
+    WORKER_CMD_SWAP = 1u << 0,   /* a new runtime snapshot was published */
+    WORKER_CMD_DRAIN = 1u << 1,  /* stop accepting, finish in-flight, then exit */
+    WORKER_CMD_STOP = 1u << 2,   /* drain timeout: close everything now and exit */
+    WORKER_CMD_WAKE = 1u << 3,   /* endpoint capacity was freed (posted by any worker) */
+    WORKER_CMD_ACCEPT = 1u << 4, /* a connection closed below a max_connections cap */
 };
 
 /* Runs on the worker thread with the command bits that were posted. */

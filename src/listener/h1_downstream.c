@@ -136,10 +136,11 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_down *c = arg;
     struct listener_worker *lw = c->lw;
+    int listener_idx = c->listener_idx;
     sy_list_unlink(&c->link);
     evbuffer_free(c->body);
     free(c);
-    listener_conn_closed(lw);
+    listener_conn_closed(lw, listener_idx);
 }
 
 static void conn_close(struct h1_down *c)
@@ -416,7 +417,7 @@ static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len, 
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     c->bev = NULL;
     c->ex = NULL;
-    listener_conn_opened(c->lw); /* the HTTP/2 session's; ours goes at reap */
+    listener_conn_opened(c->lw, c->listener_idx); /* the HTTP/2 session's; ours goes at reap */
     conn_close(c);
     h2_downstream_start(c->lw, bev, &ci, settings, len, ex);
 }
@@ -504,6 +505,8 @@ static bool start_request(struct h1_down *c, size_t len)
         status = check_request(c, ex);
     if (!status)
         fill_request(c, ex);
+    if (!status && listener_refuse_request(c->lw, c->listener_idx))
+        status = 503; /* overloaded (limits.overload); reply_and_close says Connection: close */
     if (!status && try_upgrade_h2c(c, ex))
         return false;
     if (!status)
@@ -855,7 +858,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     if (!c || !(c->body = evbuffer_new())) {
         free(c);
         bufferevent_free(bev);
-        listener_conn_closed(lw);
+        listener_conn_closed(lw, ci->listener_idx);
         return;
     }
     c->bev = bev;

@@ -210,6 +210,11 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     struct h2_down_conn *c = arg;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
+    if (listener_refuse_request(c->lw, c->ci.listener_idx)) {
+        /* Overloaded (limits.overload): no stream data, so its frames are ignored. */
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        return 0;
+    }
     struct h2_stream *st = stream_new(c, f->hd.stream_id);
     struct exchange *ex = st ? exchange_new(c->lw->w, listener_cfg(c)) : NULL;
     if (!ex || http_headers_init(&ex->req.headers, &ex->arena, 16) != 0) {
@@ -715,10 +720,11 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_down_conn *c = arg;
     struct listener_worker *lw = c->lw;
+    int listener_idx = c->ci.listener_idx;
     sy_list_unlink(&c->link);
     evbuffer_free(c->scratch);
     free(c);
-    listener_conn_closed(lw);
+    listener_conn_closed(lw, listener_idx);
 }
 
 static void conn_close(struct h2_down_conn *c)
@@ -915,7 +921,7 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
         bufferevent_free(bev);
         if (upgrade_ex)
             exchange_reject(upgrade_ex, 500);
-        listener_conn_closed(lw);
+        listener_conn_closed(lw, ci->listener_idx);
         return;
     }
     c->lw = lw;

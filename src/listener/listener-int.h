@@ -6,6 +6,7 @@
 #define SY_LISTENER_INT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "core/list.h"
@@ -18,11 +19,27 @@ struct h1_down;
 struct h2_down;
 struct tls_accept;
 
+/* Why an accepting socket is paused: bits of listener_worker.paused[k] (limits.c). */
+enum accept_pause {
+    ACCEPT_PAUSE_LISTENER_CAP = 1u << 0, /* its listener's limits.max_connections */
+    ACCEPT_PAUSE_PROCESS_CAP = 1u << 1,  /* the top-level limits.max_connections */
+    ACCEPT_PAUSE_ERROR = 1u << 2,        /* accept failed (descriptors, memory): backoff */
+};
+
 struct listener_worker {
     struct worker *w;
+    struct listener_set *set; /* process-wide counts and overload state */
     struct evconnlistener **evls;
-    int *listener_idx; /* per evl: index into cfg->listeners */
-    size_t n_evls;
+    int *listener_idx;        /* per evl: index into cfg->listeners */
+    unsigned *paused;         /* per evl: enum accept_pause bits; it accepts when 0 */
+    size_t n_evls;            /* 0 once the sockets are closed (drain) */
+    struct event *backoff_ev; /* ends an ACCEPT_PAUSE_ERROR pause */
+    uint64_t backoff_ms;      /* length of the last such pause; 0 after an accept */
+    struct {
+        unsigned errors;    /* failed accepts in this episode; 0 = none going on */
+        int first_errno;    /* what the first one said */
+        uint64_t since_ms;  /* when it began (sy_now_ms) */
+    } accept_trouble;       /* logged when it begins and when it ends, not per error */
     SSL_CTX **tls;          /* per listener index; NULL for HTTP listeners */
     struct sy_link conns;   /* every open HTTP/1.1 connection (struct h1_down) */
     struct h2_down *h2;     /* the worker's HTTP/2 downstream (h2_downstream.c) */
@@ -61,8 +78,30 @@ void h2_downstream_close_all(struct listener_worker *lw);
 /* Send TLS close_notify on a TLS bufferevent whose output is flushed (no-op otherwise). */
 void listener_tls_close_notify(struct bufferevent *bev);
 
-/* Bookkeeping for the codecs: every session (and TLS handshake) opens and closes once. */
-void listener_conn_opened(struct listener_worker *lw);
-void listener_conn_closed(struct listener_worker *lw);
+/*
+ * Bookkeeping for the codecs: every session (and TLS handshake) opens and
+ * closes once, naming its listener (conn_info.listener_idx). These counts
+ * are the limits.max_connections caps: opening may pause accepting, closing
+ * may resume it on any worker (limits.c). Neither calls back into a codec.
+ */
+void listener_conn_opened(struct listener_worker *lw, int listener_idx);
+void listener_conn_closed(struct listener_worker *lw, int listener_idx);
+
+/*
+ * Ask once at the start of every new request (HTTP/1.1: its head parsed;
+ * HTTP/2: the HEADERS opening a stream). true: the process is overloaded
+ * (limits.overload) and the request must be refused without routing it:
+ * HTTP/1.1 503 with Connection: close, HTTP/2 RST_STREAM REFUSED_STREAM.
+ * The refusal is counted on the listener.
+ */
+bool listener_refuse_request(struct listener_worker *lw, int listener_idx);
+
+/* limits.c, for the accept code in listener.c. */
+int limits_worker_init(struct listener_worker *lw);      /* 0 or SY_ENOMEM */
+void limits_sockets_closing(struct listener_worker *lw); /* before the sockets are freed */
+void limits_worker_fini(struct listener_worker *lw);
+void limits_accepted(struct listener_worker *lw); /* an accept succeeded */
+/* accept() on socket k failed with `err`: pause every socket of the worker for a backoff. */
+void limits_accept_failed(struct listener_worker *lw, size_t k, int err);
 
 #endif

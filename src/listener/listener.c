@@ -68,6 +68,8 @@ void listener_set_free(struct listener_set *set)
         tls_server_ctx_free(set->tls[i]);
     free(set->fds);
     free(set->tls);
+    free(set->_listener_conns);
+    free(set->_cap_paused);
     free(set);
 }
 
@@ -77,7 +79,9 @@ struct listener_set *listeners_open(const struct config *cfg, int n_workers, cha
     size_t n = cfg->n_listeners * (size_t)n_workers;
     struct listener_set *set = calloc(1, sizeof *set);
     if (!set || !(set->fds = malloc((n + 1) * sizeof *set->fds)) ||
-        !(set->tls = calloc(cfg->n_listeners + 1, sizeof *set->tls))) {
+        !(set->tls = calloc(cfg->n_listeners + 1, sizeof *set->tls)) ||
+        !(set->_listener_conns = calloc(cfg->n_listeners + 1, sizeof *set->_listener_conns)) ||
+        !(set->_cap_paused = calloc((size_t)n_workers + 1, sizeof *set->_cap_paused))) {
         snprintf(err, errlen, "out of memory");
         listener_set_free(set);
         return NULL;
@@ -113,8 +117,9 @@ static void tls_accept_free(struct tls_accept *ta, bool free_bev)
     event_del(&ta->timer_ev);
     if (free_bev)
         bufferevent_free(ta->bev);
+    int idx = ta->ci.listener_idx;
     free(ta);
-    listener_conn_closed(lw);
+    listener_conn_closed(lw, idx);
 }
 
 static void on_tls_event(struct bufferevent *bev, short what, void *arg)
@@ -129,7 +134,7 @@ static void on_tls_event(struct bufferevent *bev, short what, void *arg)
     unsigned len = 0;
     SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
     struct conn_info ci = ta->ci;
-    listener_conn_opened(lw); /* the session's; the handshake's is released below */
+    listener_conn_opened(lw, ci.listener_idx); /* the session's; the handshake's goes below */
     tls_accept_free(ta, false);
     if (len == SY_STRLEN("h2") && memcmp(proto, SY_STRLIT("h2")) == 0)
         h2_downstream_start(lw, bev, &ci, NULL, 0, NULL);
@@ -160,14 +165,19 @@ static void start_tls(struct listener_worker *lw, evutil_socket_t fd, const stru
     ta->bev = bev;
     ta->ci = *ci;
     evtimer_assign(&ta->timer_ev, w->base, on_tls_timeout, ta);
+    /* A client that never completes its handshake holds a descriptor and
+     * counts against max_connections: bound it like a request head, or by
+     * the idle timeout when request_headers is off. */
     const struct runtime *rt = w->runtime;
-    uint64_t ms = rt->cfg->listeners[ci->listener_idx].timeouts.request_headers_ms;
+    const struct cfg_listener *l = &rt->cfg->listeners[ci->listener_idx];
+    uint64_t ms = l->timeouts.request_headers_ms ? l->timeouts.request_headers_ms
+                                                 : l->timeouts.http_keepalive_ms;
     if (ms)
         sy_timer_arm_ms(&ta->timer_ev, ms);
     bufferevent_setcb(bev, NULL, NULL, on_tls_event, ta);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     sy_list_insert_head(&lw->pending, &ta->link);
-    listener_conn_opened(lw);
+    listener_conn_opened(lw, ci->listener_idx);
 }
 
 /* Abandon every TLS handshake in progress. */
@@ -188,14 +198,25 @@ void listener_tls_close_notify(struct bufferevent *bev)
 
 /* ---- accept ---------------------------------------------------------------------------- */
 
+/* The index in lw->evls of `evl`. */
+static size_t evl_index(const struct listener_worker *lw, const struct evconnlistener *evl)
+{
+    size_t k = 0;
+    while (k + 1 < lw->n_evls && lw->evls[k] != evl)
+        k++;
+    return k;
+}
+
+/*
+ * libevent accepts in a loop until EAGAIN or until this callback disables
+ * the listener: listener_conn_opened() does so at a max_connections cap.
+ */
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     struct listener_worker *lw = arg;
-    struct conn_info ci = {.listener_idx = -1};
-    for (size_t i = 0; i < lw->n_evls; i++)
-        if (lw->evls[i] == evl)
-            ci.listener_idx = lw->listener_idx[i];
+    struct conn_info ci = {.listener_idx = lw->listener_idx[evl_index(lw, evl)]};
+    limits_accepted(lw);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct stats *st = lw->w->stats;
@@ -215,14 +236,21 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         close(fd);
         return;
     }
-    listener_conn_opened(lw);
+    listener_conn_opened(lw, ci.listener_idx);
     h1_downstream_start(lw, bev, &ci);
 }
 
+/*
+ * accept() failed with something other than EAGAIN, EINTR or ECONNABORTED:
+ * EMFILE, ENFILE, ENOBUFS, ENOMEM. The connection stays in the backlog and
+ * the socket readable, so accepting pauses for a while (limits.c) instead of
+ * spinning on the error.
+ */
 static void on_accept_error(struct evconnlistener *evl, void *arg)
 {
-    /* EMFILE and friends: log and keep going; libevent retries on the next event. */
-    log_warn("accept: %s", strerror(errno));
+    int err = EVUTIL_SOCKET_ERROR();
+    struct listener_worker *lw = arg;
+    limits_accept_failed(lw, evl_index(lw, evl), err);
 }
 
 struct listener_worker *listener_worker_new(struct worker *w, struct listener_set *set)
@@ -232,12 +260,14 @@ struct listener_worker *listener_worker_new(struct worker *w, struct listener_se
     if (!lw)
         return NULL;
     lw->w = w;
+    lw->set = set;
     lw->tls = set->tls;
     sy_list_init(&lw->conns);
     sy_list_init(&lw->pending);
     lw->evls = calloc(n + 1, sizeof *lw->evls);
     lw->listener_idx = calloc(n + 1, sizeof *lw->listener_idx);
-    if (!lw->evls || !lw->listener_idx)
+    lw->paused = calloc(n + 1, sizeof *lw->paused);
+    if (!lw->evls || !lw->listener_idx || !lw->paused || limits_worker_init(lw) != 0)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         int *fd = &set->fds[(size_t)w->id * n + i];
@@ -257,6 +287,7 @@ fail:
 
 static void close_listeners(struct listener_worker *lw)
 {
+    limits_sockets_closing(lw);
     for (size_t i = 0; i < lw->n_evls; i++)
         if (lw->evls[i])
             evconnlistener_free(lw->evls[i]);
@@ -283,22 +314,6 @@ void listener_worker_on_idle(struct listener_worker *lw, listener_idle_fn fn)
     lw->on_idle = fn;
 }
 
-void listener_conn_opened(struct listener_worker *lw)
-{
-    lw->n_conns++;
-    if (lw->w->stats)
-        stats_inc(&((struct stats *)lw->w->stats)->workers[lw->w->id].active_connections, 1);
-}
-
-void listener_conn_closed(struct listener_worker *lw)
-{
-    if (lw->w->stats)
-        stats_dec(&((struct stats *)lw->w->stats)->workers[lw->w->id].active_connections, 1);
-    lw->n_conns--;
-    if (lw->n_conns == 0 && lw->w->draining && lw->on_idle)
-        lw->on_idle(lw->w);
-}
-
 void listener_worker_free(struct listener_worker *lw)
 {
     if (!lw)
@@ -308,7 +323,9 @@ void listener_worker_free(struct listener_worker *lw)
     close_pending(lw);
     h1_downstream_close_all(lw);
     h2_downstream_close_all(lw);
+    limits_worker_fini(lw);
     free(lw->evls);
     free(lw->listener_idx);
+    free(lw->paused);
     free(lw);
 }

@@ -3,12 +3,15 @@
  *
  * listeners_open() binds every configured listener once per worker
  * (SO_REUSEPORT) on the main thread, so that a bad address fails startup.
- * Each worker then accepts on its own sockets and runs the downstream
- * codec (HTTP/1.1 now; TLS and HTTP/2 are added by sniffing here).
+ * Each worker then accepts on its own sockets, terminates TLS and runs the
+ * downstream codecs (HTTP/1.1, HTTP/2). Accepting pauses at the
+ * limits.max_connections caps and after accept failures, and new requests
+ * are refused while the process is overloaded (limits.c).
  */
 #ifndef SY_LISTENER_H
 #define SY_LISTENER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config/config-t.h"
@@ -18,12 +21,27 @@ struct listener_worker;
 
 typedef struct ssl_ctx_st SSL_CTX;
 
-/* What listeners_open() made: sockets per worker and a TLS context per listener. */
+/*
+ * What listeners_open() made: sockets per worker and a TLS context per
+ * listener, and the process-wide connection counts and overload state that
+ * the workers share (limits.c). Owned by the main thread; outlives the
+ * workers.
+ */
 struct listener_set {
     int *fds;      /* fds[worker * n_listeners + i]; -1 once handed to a worker */
     SSL_CTX **tls; /* tls[i]: the context of HTTPS listener i, NULL for HTTP */
     size_t n_listeners;
     int n_workers;
+    unsigned _conns;           /* atomic: client connections of the process */
+    unsigned *_listener_conns; /* atomic, [n_listeners]: the same per listener */
+    unsigned _overload;        /* atomic: enum listener_overload bits */
+    bool *_cap_paused;         /* atomic, [n_workers]: a worker paused by a cap */
+};
+
+/* Why new requests are refused (limits.overload); bits of listener_set_overload(). */
+enum listener_overload {
+    LISTENER_OVERLOAD_MEMORY = 1u << 0,      /* resident set past overload.memory */
+    LISTENER_OVERLOAD_CONNECTIONS = 1u << 1, /* client connections past overload.connections */
 };
 
 /*
@@ -36,11 +54,26 @@ struct listener_set *listeners_open(const struct config *cfg, int n_workers, cha
 /* Close the sockets not handed to a worker and free the TLS contexts. */
 void listener_set_free(struct listener_set *set);
 
+/*
+ * Main thread, every ~100 ms while `cfg` sets limits.overload: sample the
+ * resident set size (/proc/self/statm) and update the overload state, which
+ * ends once both measures are below 90 % of their limits.
+ */
+void listener_set_check_overload(struct listener_set *set, const struct config *cfg);
+/* Any thread: the current enum listener_overload bits (0 = accepting requests). */
+unsigned listener_set_overload(const struct listener_set *set);
+
 /* Start accepting on worker `w` with its sockets (takes ownership of them). */
 struct listener_worker *listener_worker_new(struct worker *w, struct listener_set *set);
 
 /* Drain: stop accepting, close idle connections, ask for Connection: close. */
 void listener_worker_drain(struct listener_worker *lw);
+
+/*
+ * On the worker thread, after a reload or a WORKER_CMD_ACCEPT wake-up:
+ * check the caps again and resume accepting where they allow it.
+ */
+void listener_worker_recheck(struct listener_worker *lw);
 
 /* Open downstream connections on this worker. */
 unsigned listener_worker_conns(const struct listener_worker *lw);
