@@ -5,9 +5,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/errors.h"
 #include "core/parse.h"
+#include "core/strlit.h"
 #include "http/headers.h"
 
 ssize_t h1_head_length(struct evbuffer *buf, size_t max)
@@ -72,6 +74,252 @@ int h1_head_check(const char *p, size_t len)
         i = line_end + 1;
     }
     return 0;
+}
+
+unsigned h1_head_fields(const char *p, size_t len)
+{
+    unsigned lines = 0;
+    for (const char *e = p + len; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++)
+        lines++;
+    return lines >= 2 ? lines - 2 : 0; /* not the request line, not the empty last */
+}
+
+int h1_request_line_parse(const char *p, size_t len, struct h1_request_line *rl)
+{
+    const char *end = memchr(p, '\r', len);
+    if (!end || (size_t)(end - p) + 1 >= len || end[1] != '\n')
+        return SY_EPROTO;
+    const char *sp = memchr(p, ' ', (size_t)(end - p));
+    if (!sp || !http_is_token(p, (size_t)(sp - p)))
+        return SY_EPROTO;
+    rl->method = p;
+    rl->method_len = (size_t)(sp - p);
+    rl->target = sp + 1;
+    const char *sp2 = memchr(rl->target, ' ', (size_t)(end - rl->target));
+    if (!sp2 || sp2 == rl->target)
+        return SY_EPROTO; /* no target, or two SP before it */
+    rl->target_len = (size_t)(sp2 - rl->target);
+    const char *v = sp2 + 1;
+    if (end - v != 8 || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
+        v[7] < '0' || v[7] > '9')
+        return SY_EPROTO; /* also two SP after the target, or a trailing SP */
+    rl->major = (unsigned)(v[5] - '0');
+    rl->minor = (unsigned)(v[7] - '0');
+    return 0;
+}
+
+enum h1_te h1_transfer_encoding_parse(const char *v, size_t len)
+{
+    /* Elements split at ',' with OWS trimmed; an empty one is malformed. */
+    bool chunked_seen = false, unknown = false;
+    size_t i = 0;
+    for (;;) {
+        while (i < len && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        size_t s = i;
+        while (i < len && v[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (!http_is_token(v + s, e - s) || chunked_seen)
+            return H1_TE_MALFORMED; /* not a token (params, quotes), or chunked not last */
+        if (e - s == SY_STRLEN("chunked") && strncasecmp(v + s, SY_STRLIT("chunked")) == 0)
+            chunked_seen = true;
+        else
+            unknown = true;
+        if (i == len)
+            break;
+        i++; /* the comma */
+    }
+    if (!chunked_seen)
+        return H1_TE_MALFORMED; /* chunked not final: the length is unknown (6.3) */
+    return unknown ? H1_TE_UNKNOWN : H1_TE_CHUNKED;
+}
+
+/* ---- chunked body validator ---------------------------------------------- */
+
+enum {
+    CK_SIZE_START,  /* first HEXDIG of a chunk size */
+    CK_SIZE,        /* more HEXDIG, BWS, ';' or CR */
+    CK_EXT_BWS,     /* BWS before ';' */
+    CK_NAME_START,  /* BWS after ';', then an ext-name */
+    CK_NAME,        /* ext-name tchar, BWS, '=', ';' or CR */
+    CK_AFTER_NAME,  /* BWS after an ext-name: '=' or ';' */
+    CK_VAL_START,   /* BWS after '=', then token or DQUOTE */
+    CK_VAL_TOKEN,   /* ext-val token */
+    CK_QUOTED,      /* inside a quoted-string */
+    CK_QUOTED_PAIR, /* after a backslash */
+    CK_AFTER_VAL,   /* after a value: BWS, ';' or CR */
+    CK_SIZE_LF,     /* LF ending the chunk-size line */
+    CK_DATA,        /* n data bytes left */
+    CK_DATA_CR,     /* CRLF after chunk data */
+    CK_DATA_LF,
+    CK_FIELD_START, /* a trailer field name, or CR of the final CRLF */
+    CK_FIELD_NAME,
+    CK_FIELD_VALUE,
+    CK_FIELD_LF,
+    CK_END_LF, /* LF of the final CRLF */
+    CK_DONE,
+    CK_FAILED,
+};
+
+static bool is_tchar(unsigned char c)
+{
+    return http_is_token((const char *)&c, 1);
+}
+
+static bool is_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* HTAB, SP, VCHAR, obs-text: what a field value and a quoted-pair may hold. */
+static bool is_text(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+void h1_chunked_init(struct h1_chunked *ck, uint32_t max_fields, uint32_t max_trailer)
+{
+    memset(ck, 0, sizeof *ck);
+    ck->max_fields = max_fields;
+    ck->max_trailer = max_trailer;
+    ck->state = CK_SIZE_START;
+}
+
+bool h1_chunked_done(const struct h1_chunked *ck)
+{
+    return ck->state == CK_DONE;
+}
+
+/* After a chunk size or an ext-val: CR ends the line, [BWS] ';' starts an extension. */
+static uint8_t after_value(unsigned char c)
+{
+    return c == '\r' ? CK_SIZE_LF : c == ';' ? CK_NAME_START : is_ws(c) ? CK_EXT_BWS : CK_FAILED;
+}
+
+/* After an ext-name and its BWS: "=" and a value, or the next extension. */
+static uint8_t after_name(unsigned char c)
+{
+    return is_ws(c)   ? CK_AFTER_NAME
+           : c == '=' ? CK_VAL_START
+           : c == ';' ? CK_NAME_START
+                      : CK_FAILED;
+}
+
+/* The state after the byte `c` of a chunk-size line, or CK_FAILED. */
+static uint8_t size_line_step(struct h1_chunked *ck, unsigned char c)
+{
+    int h;
+    switch (ck->state) {
+    case CK_SIZE_START:
+    case CK_SIZE:
+        if ((h = hex_value(c)) >= 0) {
+            if (ck->n >> 56)
+                return CK_FAILED; /* 2^60 or more: no real body, and parsers overflow */
+            ck->n = ck->n << 4 | (uint64_t)h;
+            return CK_SIZE;
+        }
+        if (ck->state == CK_SIZE_START)
+            return CK_FAILED;
+        return after_value(c);
+    case CK_EXT_BWS: return is_ws(c) ? CK_EXT_BWS : c == ';' ? CK_NAME_START : CK_FAILED;
+    case CK_NAME_START: return is_ws(c) ? CK_NAME_START : is_tchar(c) ? CK_NAME : CK_FAILED;
+    case CK_NAME:
+        if (is_tchar(c))
+            return CK_NAME;
+        return c == '\r' ? CK_SIZE_LF : after_name(c);
+    case CK_AFTER_NAME: return after_name(c);
+    case CK_VAL_START:
+        return is_ws(c)      ? CK_VAL_START
+               : c == '"'    ? CK_QUOTED
+               : is_tchar(c) ? CK_VAL_TOKEN
+                             : CK_FAILED;
+    case CK_VAL_TOKEN:
+        if (is_tchar(c))
+            return CK_VAL_TOKEN;
+        return after_value(c);
+    case CK_QUOTED:
+        return c == '"'     ? CK_AFTER_VAL
+               : c == '\\'  ? CK_QUOTED_PAIR
+               : is_text(c) ? CK_QUOTED
+                            : CK_FAILED;
+    case CK_QUOTED_PAIR: return is_text(c) ? CK_QUOTED : CK_FAILED;
+    case CK_AFTER_VAL: return after_value(c);
+    case CK_SIZE_LF:
+        if (c != '\n')
+            return CK_FAILED;
+        return ck->n ? CK_DATA : CK_FIELD_START;
+    default: return CK_FAILED;
+    }
+}
+
+/* The state after the byte `c` of the trailer section, or CK_FAILED. */
+static uint8_t trailer_step(const struct h1_chunked *ck, unsigned char c)
+{
+    switch (ck->state) {
+    case CK_FIELD_START: return c == '\r' ? CK_END_LF : is_tchar(c) ? CK_FIELD_NAME : CK_FAILED;
+    case CK_FIELD_NAME: return is_tchar(c) ? CK_FIELD_NAME : c == ':' ? CK_FIELD_VALUE : CK_FAILED;
+    case CK_FIELD_VALUE: return c == '\r' ? CK_FIELD_LF : is_text(c) ? CK_FIELD_VALUE : CK_FAILED;
+    case CK_FIELD_LF: return c == '\n' ? CK_FIELD_START : CK_FAILED;
+    case CK_END_LF: return c == '\n' ? CK_DONE : CK_FAILED;
+    default: return CK_FAILED;
+    }
+}
+
+ssize_t h1_chunked_check(struct h1_chunked *ck, const char *p, size_t len)
+{
+    size_t i = 0;
+    while (i < len && ck->state != CK_DONE && ck->state != CK_FAILED) {
+        unsigned char c = (unsigned char)p[i];
+        switch (ck->state) {
+        case CK_DATA: {
+            size_t take = len - i < ck->n ? len - i : (size_t)ck->n;
+            ck->n -= take;
+            i += take;
+            if (ck->n == 0)
+                ck->state = CK_DATA_CR;
+            continue;
+        }
+        case CK_DATA_CR: ck->state = c == '\r' ? CK_DATA_LF : CK_FAILED; break;
+        case CK_DATA_LF:
+            ck->state = c == '\n' ? CK_SIZE_START : CK_FAILED;
+            ck->n = 0;
+            ck->line = 0;
+            break;
+        case CK_FIELD_START:
+        case CK_FIELD_NAME:
+        case CK_FIELD_VALUE:
+        case CK_FIELD_LF:
+        case CK_END_LF:
+            if ((ck->state == CK_FIELD_START && c != '\r' && ++ck->fields > ck->max_fields) ||
+                ++ck->trailer > ck->max_trailer) {
+                ck->state = CK_FAILED;
+                return SY_ELIMIT;
+            }
+            ck->state = trailer_step(ck, c);
+            break;
+        default:
+            if (++ck->line > H1_CHUNK_LINE_MAX)
+                ck->state = CK_FAILED;
+            else
+                ck->state = size_line_step(ck, c);
+            break;
+        }
+        i++;
+    }
+    if (ck->state == CK_FAILED)
+        return SY_EPROTO;
+    return (ssize_t)i;
 }
 
 static void add_content_length(struct evbuffer *out, int64_t len)

@@ -1,6 +1,7 @@
 /* headers.c — see headers.h. */
 #include "http/headers.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 #include <strings.h>
 
@@ -268,6 +269,138 @@ bool http_is_field_value(const char *s, size_t len)
             return false;
     }
     return true;
+}
+
+/*
+ * RFC 3986 character classes: URI_UNRESERVED (ALPHA DIGIT - . _ ~),
+ * URI_SUB_DELIM (! $ & ' ( ) * + , ; =), URI_PATH_EXTRA (the other path and
+ * query characters: ':' '@' '/' '?'). '%' is in none: it is checked as the
+ * start of a percent-encoding.
+ */
+enum { URI_UNRESERVED = 1, URI_SUB_DELIM = 2, URI_PATH_EXTRA = 4 };
+
+static const unsigned char uri_chars[256] = {
+    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, ['0'] = 1, ['1'] = 1,  ['2'] = 1, ['3'] = 1,
+    ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,  ['A'] = 1, ['B'] = 1,
+    ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,  ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,  ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,  ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,  ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,  ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1,  ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1, ['!'] = 2, ['$'] = 2, ['&'] = 2, ['\''] = 2, ['('] = 2, [')'] = 2,
+    ['*'] = 2, ['+'] = 2, [','] = 2, [';'] = 2, ['='] = 2, [':'] = 4,  ['@'] = 4, ['/'] = 4,
+    ['?'] = 4,
+};
+
+static bool is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* Are s[0..len) characters of class `mask`, or complete percent-encodings? */
+static bool uri_chars_ok(const char *s, size_t len, unsigned mask)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (uri_chars[c] & mask)
+            continue;
+        if (c != '%' || len - i < 3 || !is_hex((unsigned char)s[i + 1]) ||
+            !is_hex((unsigned char)s[i + 2]))
+            return false;
+        i += 2;
+    }
+    return true;
+}
+
+#define PATH_CHARS (URI_UNRESERVED | URI_SUB_DELIM | URI_PATH_EXTRA)
+
+bool http_path_is_valid(const char *s, size_t len)
+{
+    return len > 0 && s[0] == '/' && uri_chars_ok(s, len, PATH_CHARS);
+}
+
+/* "[" IPv6address "]" without a zone identifier (RFC 9110 4.2.1 has none). */
+static bool ipv6_literal_ok(const char *s, size_t len)
+{
+    char buf[INET6_ADDRSTRLEN];
+    unsigned char addr[16];
+    if (len < 4 || s[0] != '[' || s[len - 1] != ']' || len - 2 >= sizeof buf)
+        return false;
+    for (size_t i = 1; i + 1 < len; i++)
+        if (!is_hex((unsigned char)s[i]) && s[i] != ':' && s[i] != '.')
+            return false;
+    memcpy(buf, s + 1, len - 2);
+    buf[len - 2] = '\0';
+    return inet_pton(AF_INET6, buf, addr) == 1;
+}
+
+bool http_authority_is_valid(const char *s, size_t len)
+{
+    size_t host_len = len;
+    if (len > 0 && s[0] == '[') {
+        const char *close = memchr(s, ']', len);
+        if (!close)
+            return false;
+        host_len = (size_t)(close - s) + 1;
+        if (!ipv6_literal_ok(s, host_len))
+            return false;
+    } else {
+        const char *colon = memchr(s, ':', len);
+        if (colon)
+            host_len = (size_t)(colon - s);
+        for (size_t i = 0; i < host_len; i++)
+            if (s[i] == ',')
+                return false; /* a list of hosts, not a host */
+        if (host_len == 0 || !uri_chars_ok(s, host_len, URI_UNRESERVED | URI_SUB_DELIM))
+            return false;
+    }
+    if (host_len == len)
+        return true;
+    /* ":" port, 1 to 5 digits, at most 65535 */
+    const char *port = s + host_len + 1;
+    size_t port_len = len - host_len - 1;
+    if (s[host_len] != ':' || port_len == 0 || port_len > 5)
+        return false;
+    unsigned v = 0;
+    for (size_t i = 0; i < port_len; i++) {
+        if (port[i] < '0' || port[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(port[i] - '0');
+    }
+    return v <= 65535;
+}
+
+int http_absolute_target_parse(const char *s, size_t len, struct http_absolute_target *t)
+{
+    size_t scheme_len;
+    if (len >= SY_STRLEN("http://") && strncasecmp(s, SY_STRLIT("http://")) == 0)
+        scheme_len = SY_STRLEN("http");
+    else if (len >= SY_STRLEN("https://") && strncasecmp(s, SY_STRLIT("https://")) == 0)
+        scheme_len = SY_STRLEN("https");
+    else
+        return SY_EPROTO;
+    size_t a = scheme_len + SY_STRLEN("://"), e = a;
+    while (e < len && s[e] != '/' && s[e] != '?')
+        e++;
+    t->authority = s + a;
+    t->authority_len = e - a;
+    t->rest = s + e;
+    t->rest_len = len - e;
+    if (!http_authority_is_valid(t->authority, t->authority_len) ||
+        !uri_chars_ok(t->rest, t->rest_len, PATH_CHARS))
+        return SY_EPROTO;
+    return 0;
+}
+
+bool http_target_is_valid(const char *s, size_t len)
+{
+    struct http_absolute_target t;
+    if (len > 0 && s[0] == '/')
+        return http_path_is_valid(s, len);
+    if (len == 1 && s[0] == '*')
+        return true;
+    return http_absolute_target_parse(s, len, &t) == 0;
 }
 
 void http_lower(char *s, size_t len)

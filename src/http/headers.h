@@ -48,6 +48,47 @@ bool http_is_token(const char *s, size_t len);
 /* A field value with no CR, LF, NUL or other CTL except HTAB. */
 bool http_is_field_value(const char *s, size_t len);
 
+/*
+ * Request-target and authority syntax (RFC 9112 3.2, RFC 3986), shared by the
+ * HTTP/1.1 codec (request line, Host) and the HTTP/2 one (:path, :authority).
+ * Only bytes RFC 3986 allows pass: no CTL (HTAB, FF, VT, NUL included), SP,
+ * DEL, '#', '"', '<', '>', '\\', '^', '`', '{', '|', '}' or byte >= 0x80, and
+ * every '%' starts a complete percent-encoding.
+ */
+
+/* origin-form: "/" path-chars [ "?" query ] (pchar, "/", "?"). */
+bool http_path_is_valid(const char *s, size_t len);
+
+/*
+ * uri-host [ ":" port ] as Host and :authority carry it: a non-empty reg-name
+ * (unreserved, sub-delims except ',' — a comma would make it a list — and
+ * percent-encodings; IPv4 literals are reg-names), or an IPv6 literal in
+ * brackets; port 1*5DIGIT up to 65535. No userinfo ("u@h"), path, space or
+ * empty value.
+ */
+bool http_authority_is_valid(const char *s, size_t len);
+
+/* The parts of an absolute-form target "http://authority/path?query". */
+struct http_absolute_target {
+    const char *authority; /* inside the target, valid per http_authority_is_valid */
+    const char *rest;      /* path-abempty [ "?" query ]: empty, or starts with '/' or '?' */
+    size_t authority_len, rest_len;
+};
+
+/*
+ * Split an absolute-form target (RFC 9112 3.2.2) whose scheme is http or
+ * https (any case); the authority must be valid (no userinfo) and the rest
+ * made of path characters. 0, or SY_EPROTO (`t` then undefined).
+ */
+int http_absolute_target_parse(const char *s, size_t len, struct http_absolute_target *t);
+
+/*
+ * A request-target switchyard accepts: origin-form, asterisk-form ("*"; the
+ * caller checks the method is OPTIONS) or absolute-form with an http(s)
+ * scheme. Authority-form (CONNECT) is not a valid target here.
+ */
+bool http_target_is_valid(const char *s, size_t len);
+
 /* Lower-case in place. */
 void http_lower(char *s, size_t len);
 

@@ -1,4 +1,8 @@
-/* Unit tests for src/http: head checks, header lists, hop-by-hop stripping. */
+/*
+ * Unit tests for src/http: head checks, header lists, hop-by-hop stripping,
+ * request-target / authority / request-line syntax, Transfer-Encoding and
+ * the strict chunked-body validator.
+ */
 #include <event2/buffer.h>
 #include <stdint.h>
 #include <string.h>
@@ -6,6 +10,7 @@
 #include "core/arena.h"
 #include "core/errors.h"
 #include "core/mem_cache.h"
+#include "core/strlit.h"
 #include "http/h1.h"
 #include "http/headers.h"
 #include "test.h"
@@ -158,6 +163,344 @@ static void test_tokens(void)
     CHECK(strcmp(http_reason(599), "Unknown") == 0);
 }
 
+/* Request-target syntax (RFC 9112 3.2, RFC 3986): h1 request lines and h2 :path. */
+static void test_target(void)
+{
+    TEST_CASE("http_target_is_valid");
+    static const struct {
+        const char *t;
+        bool ok;
+    } table[] = {
+        {"/", true},
+        {"/a/b?c=d&e=f", true},
+        {"/a;p=1/b:c@d!$&'()*+,=-._~", true},
+        {"/?q=/a?b", true},
+        {"/a%2Fb%2e%C3%A9", true},
+        {"*", true},
+        {"http://h.test/p?q=1", true},
+        {"HTTPS://h.test:8443", true},
+        {"http://h.test?q", true},
+        {"http://[::1]:80/x", true},
+        {"http://10.0.0.1/x", true},
+        {"", false},
+        {"a", false},
+        {"/a b", false},
+        {"/a\tb", false},
+        {"/a\fb", false},
+        {"/a\vb", false},
+        {"/a\x7f", false},
+        {"/a\x80", false},
+        {"/a\xff", false},
+        {"/a#frag", false},
+        {"/a\"b", false},
+        {"/a<b>", false},
+        {"/a\\b", false},
+        {"/a^b", false},
+        {"/a`b", false},
+        {"/a{b}", false},
+        {"/a|b", false},
+        {"/a[b]", false},
+        {"/%", false},
+        {"/%4", false},
+        {"/%zz", false},
+        {"/%4g", false},
+        {"**", false},
+        {"h.test:80", false}, /* authority-form */
+        {"http://user@h.test/p", false},
+        {"http://u:pw@h.test/p", false},
+        {"http:///p", false},
+        {"http://h.test:abc/", false},
+        {"ftp://h.test/", false},
+        {"http:/h.test/", false},
+        {"http://h.test/a b", false},
+        {"http://h.test/#x", false},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        bool ok = http_target_is_valid(table[i].t, strlen(table[i].t));
+        if (ok != table[i].ok)
+            fprintf(stderr, "target \"%s\": %d\n", table[i].t, ok);
+        CHECK(ok == table[i].ok);
+    }
+    const char nul[] = "/a\0b";
+    CHECK(!http_target_is_valid(nul, sizeof nul - 1));
+    CHECK(!http_path_is_valid(SY_STRLIT("*")));
+    CHECK(!http_path_is_valid(SY_STRLIT("http://h/")));
+    CHECK(http_path_is_valid(SY_STRLIT("/x?y")));
+
+    struct http_absolute_target t;
+    const char *u = "http://h.test:81/a/b?c";
+    CHECK(http_absolute_target_parse(u, strlen(u), &t) == 0);
+    CHECK(t.authority_len == 9 && memcmp(t.authority, "h.test:81", 9) == 0);
+    CHECK(t.rest_len == 6 && memcmp(t.rest, "/a/b?c", 6) == 0);
+    u = "http://h.test?c";
+    CHECK(http_absolute_target_parse(u, strlen(u), &t) == 0);
+    CHECK(t.authority_len == 6 && t.rest_len == 2 && t.rest[0] == '?');
+    u = "http://h.test";
+    CHECK(http_absolute_target_parse(u, strlen(u), &t) == 0 && t.rest_len == 0);
+    u = "http://a@h.test/";
+    CHECK(http_absolute_target_parse(u, strlen(u), &t) == SY_EPROTO);
+}
+
+/* uri-host [ ":" port ]: Host and :authority. */
+static void test_authority(void)
+{
+    TEST_CASE("http_authority_is_valid");
+    static const struct {
+        const char *a;
+        bool ok;
+    } table[] = {
+        {"h.test", true},
+        {"H.Test:8080", true},
+        {"h.test:0", true},
+        {"h.test:65535", true},
+        {"127.0.0.1", true},
+        {"127.0.0.1:80", true},
+        {"[::1]", true},
+        {"[2001:db8::1]:443", true},
+        {"[::ffff:1.2.3.4]", true},
+        {"xn--bcher-kva.test", true},
+        {"a_b-c~d.e!$&'()*+;=", true},
+        {"h%41.test", true},
+        {"", false},
+        {":80", false},
+        {"h.test:", false},
+        {"h.test:abc", false},
+        {"h.test:65536", false},
+        {"h.test:123456", false},
+        {"h.test:-1", false},
+        {"h.test:+80", false},
+        {"h.test:80:80", false},
+        {"h.test/evil", false},
+        {"h.test?x", false},
+        {"h.test#x", false},
+        {"u@h.test", false},
+        {"a b", false},
+        {"a.test,b.test", false},
+        {"h.test\t", false},
+        {"h\xc3\xa9.test", false},
+        {"h%4.test", false},
+        {"[::1", false},
+        {"::1", false},
+        {"[::1]x", false},
+        {"[::1]:", false},
+        {"[fe80::1%25eth0]", false},
+        {"[g::1]", false},
+        {"[1.2.3.4]", false},
+        {"[]", false},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        bool ok = http_authority_is_valid(table[i].a, strlen(table[i].a));
+        if (ok != table[i].ok)
+            fprintf(stderr, "authority \"%s\": %d\n", table[i].a, ok);
+        CHECK(ok == table[i].ok);
+    }
+}
+
+static int line(const char *head, struct h1_request_line *rl)
+{
+    return h1_request_line_parse(head, strlen(head), rl);
+}
+
+static void test_request_line(void)
+{
+    TEST_CASE("h1_request_line_parse");
+    struct h1_request_line rl;
+    CHECK(line("GET /a?b HTTP/1.1\r\nHost: h\r\n\r\n", &rl) == 0);
+    CHECK(rl.method_len == 3 && memcmp(rl.method, "GET", 3) == 0);
+    CHECK(rl.target_len == 4 && memcmp(rl.target, "/a?b", 4) == 0);
+    CHECK(rl.major == 1 && rl.minor == 1);
+    CHECK(line("OPTIONS * HTTP/1.0\r\n\r\n", &rl) == 0 && rl.minor == 0);
+    CHECK(line("GET /a\tb HTTP/1.1\r\n\r\n", &rl) == 0); /* the target's bytes are checked apart */
+    CHECK(line("GET  /a HTTP/1.1\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line("GET /a  HTTP/1.1\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line("GET /a HTTP/1.1 \r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line(" GET /a HTTP/1.1\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line("GET /a b HTTP/1.1\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line("GET\t/a HTTP/1.1\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line("GET /a\r\n\r\n", &rl) == SY_EPROTO); /* HTTP/0.9 */
+    CHECK(line("GET /a http/1.1\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line("GET /a HTTP/1.10\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line("GET /a HTTP/1.1", &rl) == SY_EPROTO);
+    CHECK(line("GET /a HTTP/1.1\r", &rl) == SY_EPROTO);
+    CHECK(line("G@T /a HTTP/1.1\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(line("\r\nGET /a HTTP/1.1\r\n\r\n", &rl) == SY_EPROTO);
+    CHECK(h1_head_fields(SY_STRLIT("GET / HTTP/1.1\r\n\r\n")) == 0);
+    CHECK(h1_head_fields(SY_STRLIT("GET / HTTP/1.1\r\nHost: h\r\na:b\r\n\r\n")) == 2);
+}
+
+static void test_transfer_encoding(void)
+{
+    TEST_CASE("h1_transfer_encoding_parse");
+    static const struct {
+        const char *v;
+        enum h1_te te;
+    } table[] = {
+        {"chunked", H1_TE_CHUNKED},
+        {"Chunked", H1_TE_CHUNKED},
+        {"CHUNKED", H1_TE_CHUNKED},
+        {" chunked\t", H1_TE_CHUNKED},
+        {"gzip, chunked", H1_TE_UNKNOWN},
+        {"identity, chunked", H1_TE_UNKNOWN},
+        {"x,chunked", H1_TE_UNKNOWN},
+        {"chunked, chunked", H1_TE_MALFORMED},
+        {"chunked, gzip", H1_TE_MALFORMED},
+        {"gzip", H1_TE_MALFORMED},
+        {"identity", H1_TE_MALFORMED},
+        {"xchunked", H1_TE_MALFORMED},
+        {"\"chunked\"", H1_TE_MALFORMED},
+        {"chunked;q=1", H1_TE_MALFORMED},
+        {"", H1_TE_MALFORMED},
+        {",chunked", H1_TE_MALFORMED},
+        {"chunked,", H1_TE_MALFORMED},
+        {"gzip,,chunked", H1_TE_MALFORMED},
+        {"\x0b"
+         "chunked",
+         H1_TE_MALFORMED},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        enum h1_te te = h1_transfer_encoding_parse(table[i].v, strlen(table[i].v));
+        if (te != table[i].te)
+            fprintf(stderr, "transfer-encoding \"%s\": %d\n", table[i].v, (int)te);
+        CHECK(te == table[i].te);
+    }
+}
+
+/* Run the validator over `body` at once and byte by byte; both must agree. */
+static ssize_t chunked_run(const char *body, size_t len, uint32_t max_fields, bool *done)
+{
+    struct h1_chunked a, b;
+    h1_chunked_init(&a, max_fields, 1024);
+    h1_chunked_init(&b, max_fields, 1024);
+    ssize_t whole = h1_chunked_check(&a, body, len);
+    ssize_t taken = 0;
+    for (size_t i = 0; i < len && !h1_chunked_done(&b); i++) {
+        ssize_t r = h1_chunked_check(&b, body + i, 1);
+        if (r < 0) {
+            taken = r;
+            break;
+        }
+        taken += r;
+    }
+    CHECK(whole == taken);
+    CHECK(h1_chunked_done(&a) == h1_chunked_done(&b));
+    *done = h1_chunked_done(&a);
+    return whole;
+}
+
+static void test_chunked(void)
+{
+    TEST_CASE("h1_chunked_check");
+    enum { PART = -100 }; /* valid so far, not complete */
+    static const struct {
+        const char *body;
+        ssize_t want; /* bytes of body when complete, PART, or an error */
+    } table[] = {
+        {"3\r\nabc\r\n0\r\n\r\n", 13},
+        {"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\n", 13}, /* the next request is not taken */
+        {"A\r\n0123456789\r\n0\r\n\r\n", 20},
+        {"a\r\n0123456789\r\n0\r\n\r\n", 20},
+        {"00000000000000003\r\nabc\r\n0\r\n\r\n", 29},
+        {"3;a=b;c=\"d e\"\r\nabc\r\n0;z\r\n\r\n", 27},
+        {"3 ;a\r\nabc\r\n0\r\n\r\n", 16},
+        {"3; a = b\t;c\r\nabc\r\n0\r\n\r\n", 23},
+        {"3;a=\"x\\\"y\"\r\nabc\r\n0\r\n\r\n", 22},
+        {"3;a=\"\xc3\xa9\"\r\nabc\r\n0\r\n\r\n", 20},
+        {"3\r\nabc\r\n0\r\nX-T: 1\r\nY:\r\n\r\n", 25},
+        {"3\r\nabc\r\n0\r\nContent-Length: 50\r\n\r\n", 33},
+        {"3\r\nabc\r\n", PART},
+        {"3\r\nab", PART},
+        {"", PART},
+        {"3\r\nabc\r\n0\r\n", PART},
+        /* chunk-size */
+        {" 3\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"0x3\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"-3\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"+3\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"zz\r\nhello\r\n0\r\n\r\n", SY_EPROTO},
+        {"10000000000000003\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"1000000000000000\r\n", SY_EPROTO}, /* 2^60 */
+        {"3\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3 \r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3 garbage\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3\rabc\r\n0\r\n\r\n", SY_EPROTO},
+        /* chunk-ext */
+        {"3;x\nyy\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;;a\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;a=\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;a \r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;a=b c\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;a=\"x\r\n\"\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;a=\"x\"y\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;a(b\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        {"3;a=b\x7f\r\nabc\r\n0\r\n\r\n", SY_EPROTO},
+        /* the CRLF after data */
+        {"3\r\nabcXX0\r\n\r\n", SY_EPROTO},
+        {"3\r\nabc;;1d\r\n", SY_EPROTO},
+        {"3\r\nabc\n0\r\n\r\n", SY_EPROTO},
+        {"3\r\nabc\r0\r\n\r\n", SY_EPROTO},
+        {"3\r\nabcd\r\n0\r\n\r\n", SY_EPROTO},
+        /* last chunk and trailers */
+        {"3\r\nabc\r\n0\n\n", SY_EPROTO},
+        {"3\r\nabc\r\n0\r\n\n", SY_EPROTO},
+        {"3\r\nabc\r\nGET /smuggled HTTP/1.1\r\n", SY_EPROTO},
+        {"3\r\nabc\r\n0\r\nGET /smuggled HTTP/1.1\r\n", SY_EPROTO},
+        {"3\r\nabc\r\n0\r\nX : 1\r\n\r\n", SY_EPROTO},
+        {"3\r\nabc\r\n0\r\nX: 1\r\n folded\r\n\r\n", SY_EPROTO},
+        {"3\r\nabc\r\n0\r\nX: a\nY: b\r\n\r\n", SY_EPROTO},
+        {"3\r\nabc\r\n0\r\n: a\r\n\r\n", SY_EPROTO},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const char *b = table[i].body;
+        size_t len = strlen(b);
+        bool done;
+        ssize_t got = chunked_run(b, len, 10, &done);
+        ssize_t want = table[i].want;
+        bool ok =
+            want == PART ? (got == (ssize_t)len && !done) : (got == want && (want < 0 || done));
+        if (!ok)
+            fprintf(stderr, "chunked \"%s\": got %zd done %d\n", b, got, done);
+        CHECK(ok);
+    }
+    /* Embedded NULs, with their lengths. */
+    bool done;
+    static const char nul_ext[] = "3;a\0\r\nabc\r\n0\r\n\r\n";
+    static const char nul_data[] = "3\r\na\0c\r\n0\r\n\r\n";
+    static const char nul_quoted[] = "3;a=\"x\0\"\r\nabc\r\n0\r\n\r\n";
+    static const char nul_trailer[] = "3\r\nabc\r\n0\r\nX: a\0b\r\n\r\n";
+    CHECK(chunked_run(nul_ext, sizeof nul_ext - 1, 10, &done) == SY_EPROTO);
+    CHECK(chunked_run(nul_data, sizeof nul_data - 1, 10, &done) == 13 && done); /* data is data */
+    CHECK(chunked_run(nul_quoted, sizeof nul_quoted - 1, 10, &done) == SY_EPROTO);
+    CHECK(chunked_run(nul_trailer, sizeof nul_trailer - 1, 10, &done) == SY_EPROTO);
+
+    /* Caps: trailer fields, trailer bytes, the size line. */
+    const char *tr = "1\r\na\r\n0\r\nA: 1\r\nB: 2\r\n\r\n";
+    CHECK(chunked_run(tr, strlen(tr), 2, &done) == (ssize_t)strlen(tr) && done);
+    CHECK(chunked_run(tr, strlen(tr), 1, &done) == SY_ELIMIT);
+    CHECK(chunked_run(tr, strlen(tr), 0, &done) == SY_ELIMIT);
+    struct h1_chunked ck;
+    h1_chunked_init(&ck, 100, 10);
+    CHECK(h1_chunked_check(&ck, SY_STRLIT("1\r\na\r\n0\r\nA: 12345\r\n\r\n")) == SY_ELIMIT);
+    CHECK(h1_chunked_check(&ck, SY_STRLIT("\r\n")) == SY_EPROTO); /* stays failed */
+    h1_chunked_init(&ck, 100, 8);
+    CHECK(h1_chunked_check(&ck, SY_STRLIT("1\r\na\r\n0\r\nA: 1\r\n\r\n")) ==
+          17);                                         /* 8 bytes: at the cap */
+    CHECK(h1_chunked_check(&ck, SY_STRLIT("x")) == 0); /* done: nothing more is taken */
+    static char longline[H1_CHUNK_LINE_MAX + 16];
+    memset(longline, 'a', sizeof longline);
+    memcpy(longline, "1;", 2);
+    h1_chunked_init(&ck, 100, 100);
+    CHECK(h1_chunked_check(&ck, longline, H1_CHUNK_LINE_MAX - 2) == H1_CHUNK_LINE_MAX - 2);
+    CHECK(h1_chunked_check(&ck, longline + 2, 16) == SY_EPROTO);
+    /* A large chunk fed in pieces: the data is skipped, not inspected. */
+    h1_chunked_init(&ck, 100, 100);
+    CHECK(h1_chunked_check(&ck, SY_STRLIT("fffff\r\n")) == 7);
+    static char data[0xfffff];
+    CHECK(h1_chunked_check(&ck, data, sizeof data) == (ssize_t)sizeof data);
+    CHECK(h1_chunked_check(&ck, SY_STRLIT("\r\n0\r\n\r\n")) == 7 && h1_chunked_done(&ck));
+}
+
 static void test_arena(void)
 {
     TEST_CASE("arena");
@@ -180,6 +523,11 @@ void test_http_suite(void)
     test_header_list();
     test_hop_by_hop();
     test_tokens();
+    test_target();
+    test_authority();
+    test_request_line();
+    test_transfer_encoding();
+    test_chunked();
     test_arena();
 }
 
