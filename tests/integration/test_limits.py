@@ -145,6 +145,21 @@ def test_listener_max_connections_holds_the_next_in_the_backlog(proxy, testbed):
                                    listener="main") == 0, 5)
 
 
+def test_reload_raising_max_connections_resumes_accepting(proxy, testbed):
+    px, port, admin, tb = start(proxy, testbed, listener_extra="limits: {max_connections: 1}")
+    with H1Conn(port) as first, H1Conn(port) as second:
+        assert served(first, "/first").status == 200
+        second.send(request_bytes("GET", "/second"))
+        assert wait_for(lambda: backlog(port) == 1, 3)
+        assert no_answer_within(second, 0.5)
+        text = open(px.config_path).read().replace("max_connections: 1", "max_connections: 5")
+        px.write_config(text)
+        px.reload()   # no connection closes: the reload alone lets the second in
+        r = second.read_response(timeout=5)
+        assert r.status == 200 and r.json()["path"] == "/second"
+        assert metric(admin, "switchyard_accept_paused", listener="main") == 0
+
+
 def two_listeners(port, backend, top, port2):
     """simple_config plus a second HTTP listener `second` on port2."""
     return simple_config(port, backend, top_extra=top).replace("access_log:", f"""\
