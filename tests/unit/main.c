@@ -15,6 +15,7 @@ int main(void)
     test_mem_cache_suite();
     test_core_suite();
     test_h2_suite();
+    test_limits_suite();
     printf("%d passed, %d failed\n", test_passed, test_failed);
     return test_failed ? 1 : 0;
 }

@@ -46,5 +46,6 @@ void test_retry_suite(void);
 void test_mem_cache_suite(void);
 void test_core_suite(void);
 void test_h2_suite(void);
+void test_limits_suite(void);
 
 #endif
