@@ -94,6 +94,18 @@ static void pause_set(struct listener_worker *lw, size_t k, unsigned bit, bool o
     }
 }
 
+/* Whether any cap is set for this worker's sockets, or one of them is paused by a cap. */
+static bool caps_matter(const struct listener_worker *lw, const struct config *cfg)
+{
+    if (cfg->limits.max_connections)
+        return true;
+    for (size_t k = 0; k < lw->n_evls; k++)
+        if (cfg->listeners[lw->listener_idx[k]].limits.max_connections ||
+            (lw->paused[k] & (ACCEPT_PAUSE_LISTENER_CAP | ACCEPT_PAUSE_PROCESS_CAP)))
+            return true;
+    return false;
+}
+
 /*
  * Pause or resume this worker's sockets for the caps. The worker's flag in
  * _cap_paused is raised before the counts are read, so a close on another
@@ -105,7 +117,7 @@ static void caps_check(struct listener_worker *lw)
     struct listener_set *set = lw->set;
     const struct config *cfg = worker_cfg(lw);
     bool *flag = &set->_cap_paused[lw->w->id];
-    if (lw->n_evls == 0)
+    if (!caps_matter(lw, cfg)) /* also when the sockets are closed (drain) */
         return;
     __atomic_store_n(flag, true, __ATOMIC_SEQ_CST);
     unsigned total = __atomic_load_n(&set->_conns, __ATOMIC_SEQ_CST);
