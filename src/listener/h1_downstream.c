@@ -7,7 +7,10 @@
  *
  * Connection states:
  *   IDLE     between requests; keep-alive timer (timeouts.http_keepalive)
- *   HEAD     part of a request head arrived; timer timeouts.request_headers
+ *            until the first byte of the next request
+ *   HEAD     a new connection, or part of a request head arrived; timer
+ *            timeouts.request_headers, from the accept or that first byte,
+ *            not re-armed by later bytes (the slowloris bound)
  *   ACTIVE   an exchange is in progress (c->ex may already be detached while
  *            the rest of the request body is discarded)
  *   CLOSING  flushing the last response, then a lingering close
@@ -80,12 +83,15 @@ struct h1_down {
     bool resp_complete; /* ... and its end */
     bool expect_continue;
     bool abort_after_flush; /* CLOSING ends with a TCP reset, not a lingering close */
+    bool chunked_body;      /* the request body is chunked: `chunked` checks it */
     enum http_version version;
     enum h1_framing framing;
     struct evbuffer *body; /* decoded request body of one parse pass */
     /* Head parse results (the head bytes live in the exchange arena). */
-    const char *url;
+    const char *url; /* the request-target as the request line has it */
     size_t url_len;
+    unsigned head_fields;      /* field lines of the head */
+    struct h1_chunked chunked; /* strict framing of a chunked body, ahead of the parser */
     struct event timer_ev, process_ev, reap_ev;
     struct event flush_ev; /* one optimistic write per loop turn (bev_flush.h) */
     struct sy_link link;   /* on lw->conns */
@@ -101,6 +107,17 @@ static const struct cfg_listener *listener_cfg(const struct h1_down *c)
 {
     const struct runtime *rt = c->lw->w->runtime;
     return &rt->cfg->listeners[c->listener_idx];
+}
+
+/*
+ * The head size cap in effect, bytes: max_request_headers_size, lowered to
+ * what libhttp-parser accepts (H1_PARSER_HEAD_MAX), so that every head over
+ * the cap gets the same 431 and every head under it is parsed.
+ */
+static size_t head_cap(const struct cfg_listener *l)
+{
+    return l->max_request_headers_size < H1_PARSER_HEAD_MAX ? l->max_request_headers_size
+                                                            : H1_PARSER_HEAD_MAX;
 }
 
 static void arm(struct h1_down *c, uint64_t ms)
@@ -211,14 +228,6 @@ static void reply_and_close(struct h1_down *c, int status)
 
 /* ---- request parsing ---------------------------------------------------------------- */
 
-static int on_url(http_parser *hp, const char *at, size_t len)
-{
-    struct h1_down *c = hp->data;
-    c->url = at;
-    c->url_len = len;
-    return 0;
-}
-
 static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
     struct h1_down *c = hp->data;
@@ -264,7 +273,6 @@ static int on_message_complete(http_parser *hp)
 }
 
 static const http_parser_settings parser_settings = {
-    .on_url = on_url,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
@@ -272,12 +280,19 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* Map the request target onto path and authority; 0 or an HTTP status. */
-static int set_target(struct h1_down *c, struct http_request_head *r)
+/*
+ * Map the request target onto path and authority; 0 or an HTTP status.
+ * Any byte RFC 3986 does not allow in the target (CTL, SP, '#', >= 0x80,
+ * a broken percent-encoding, userinfo in absolute-form) is a 400.
+ */
+static int set_target(struct h1_down *c, struct exchange *ex)
 {
+    struct http_request_head *r = &ex->req;
     const char *u = c->url;
     size_t n = c->url_len;
     if (n > 0 && u[0] == '/') {
+        if (!http_path_is_valid(u, n))
+            return 400;
         r->path = u;
         r->path_len = (uint32_t)n;
         return 0;
@@ -287,25 +302,47 @@ static int set_target(struct h1_down *c, struct http_request_head *r)
         r->path_len = 1;
         return 0;
     }
-    struct http_parser_url pu;
-    http_parser_url_init(&pu);
-    if (http_parser_parse_url(u, n, 0, &pu) != 0 || !(pu.field_set & (1 << UF_HOST)))
-        return 400;
     /* absolute-form: the target's authority replaces Host (RFC 9112 3.2.2). */
-    size_t host_off = pu.field_data[UF_HOST].off;
-    size_t auth_end = host_off + pu.field_data[UF_HOST].len;
-    if (pu.field_set & (1 << UF_PORT))
-        auth_end = pu.field_data[UF_PORT].off + pu.field_data[UF_PORT].len;
-    r->authority = u + host_off;
-    r->authority_len = (uint32_t)(auth_end - host_off);
-    if (pu.field_set & (1 << UF_PATH)) {
-        r->path = u + pu.field_data[UF_PATH].off;
-        r->path_len = (uint32_t)(n - pu.field_data[UF_PATH].off);
-    } else {
-        r->path = "/";
-        r->path_len = 1;
+    struct http_absolute_target t;
+    if (http_absolute_target_parse(u, n, &t) != 0)
+        return 400;
+    r->authority = t.authority;
+    r->authority_len = (uint32_t)t.authority_len;
+    if (t.rest_len > 0 && t.rest[0] == '/') {
+        r->path = t.rest;
+        r->path_len = (uint32_t)t.rest_len;
+        return 0;
     }
+    /* "http://h" or "http://h?q": the origin-form is "/" or "/?q". */
+    char *path = arena_alloc(&ex->arena, t.rest_len + 1);
+    if (!path)
+        return ex->arena.limit_hit ? 431 : 500;
+    path[0] = '/';
+    memcpy(path + 1, t.rest, t.rest_len);
+    r->path = path;
+    r->path_len = (uint32_t)t.rest_len + 1;
     return 0;
+}
+
+/*
+ * Transfer-Encoding (RFC 9112 6.1): one field whose one coding is
+ * "chunked", in HTTP/1.1. 0, 400 (duplicated, malformed, chunked not
+ * last, HTTP/1.0) or 501 (a coding we do not implement).
+ */
+static int check_transfer_encoding(struct h1_down *c, const struct http_headers *h)
+{
+    unsigned n = http_headers_count(h, SY_STRLIT("transfer-encoding"));
+    if (n == 0)
+        return 0;
+    if (n > 1 || c->parser.http_minor == 0)
+        return 400;
+    const struct http_header *te = http_headers_get(h, SY_STRLIT("transfer-encoding"));
+    switch (h1_transfer_encoding_parse(te->value, te->value_len)) {
+    case H1_TE_CHUNKED: return 0;
+    case H1_TE_UNKNOWN: return 501;
+    case H1_TE_MALFORMED:
+    default: return 400;
+    }
 }
 
 /* Host, Expect, framing and version rules; 0 or an HTTP status to answer. */
@@ -323,15 +360,17 @@ static int check_request(struct h1_down *c, struct exchange *ex)
     const struct http_header *host = http_headers_get(&r->headers, SY_STRLIT("host"));
     if (hosts > 1 || (hosts == 0 && c->parser.http_minor == 1))
         return 400; /* RFC 9112 3.2: exactly one Host in HTTP/1.1 */
-    int st = set_target(c, r);
+    if (host && !http_authority_is_valid(host->value, host->value_len))
+        return 400; /* not uri-host[:port], or empty */
+    int st = set_target(c, ex);
+    if (!st)
+        st = check_transfer_encoding(c, &r->headers);
     if (st)
         return st;
     if (!r->authority && host) {
         r->authority = host->value;
         r->authority_len = host->value_len;
     }
-    if (r->authority && r->authority_len == 0)
-        r->authority = NULL;
     http_headers_remove(&r->headers, SY_STRLIT("host"));
     const struct http_header *expect = http_headers_get(&r->headers, SY_STRLIT("expect"));
     if (expect) {
@@ -457,17 +496,63 @@ static bool try_upgrade_h2c(struct h1_down *c, struct exchange *ex)
 /* The HTTP/2 connection preface, sent first by prior-knowledge h2c clients. */
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/* 1: the input starts with the preface; 0: it does not; -1: too early to tell. */
+/*
+ * 1: the input starts like the preface (its request line "PRI * HTTP/2.0"):
+ * HTTP/2 takes it and checks the rest (a wrong preface is closed there, not
+ * answered as HTTP/1.1); 0: it does not; -1: too early to tell.
+ */
 static int sniff_preface(struct h1_down *c)
 {
+    enum { LINE = sizeof "PRI * HTTP/2.0\r\n" - 1 };
     struct evbuffer *in = bufferevent_get_input(c->bev);
     size_t have = evbuffer_get_length(in);
-    size_t n = have < 24 ? have : 24;
-    char buf[24];
+    size_t n = have < LINE ? have : LINE;
+    char buf[LINE];
     evbuffer_copyout(in, buf, n);
     if (memcmp(buf, h2_preface, n) != 0)
         return 0;
-    return n == 24 ? 1 : -1;
+    return n == LINE ? 1 : -1;
+}
+
+/*
+ * Check and parse a complete head: the field count first (431 over
+ * limits.max_request_headers, before anything is parsed), then the request
+ * line and the field syntax (ours), then libhttp-parser. 0 or a status.
+ */
+static int parse_head(struct h1_down *c, struct exchange *ex, char *head, size_t len,
+                      struct h1_request_line *rl)
+{
+    c->head_fields = h1_head_fields(head, len);
+    bool line_ok = h1_request_line_parse(head, len, rl) == 0;
+    if (line_ok) {
+        c->url = rl->target;
+        c->url_len = rl->target_len;
+    }
+    if (c->head_fields > ex->listener->limits.max_request_headers)
+        return 431;
+    if (!line_ok || h1_head_check(head, len) != 0)
+        return 400;
+    size_t done = http_parser_execute(&c->parser, &parser_settings, head, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if ((e != HPE_OK && e != HPE_PAUSED) || done != len)
+        return 400;
+    return 0;
+}
+
+/* For the access log of a rejected request: what its request line said. */
+static void fill_rejected(struct h1_down *c, struct exchange *ex, const struct h1_request_line *rl)
+{
+    fill_request(c, ex);
+    if (!c->url)
+        return; /* no request line to speak of */
+    struct http_request_head *r = &ex->req;
+    r->method = rl->method;
+    r->method_len = (uint32_t)rl->method_len;
+    r->version = rl->minor == 0 ? HTTP_10 : HTTP_11;
+    if (!r->path) {
+        r->path = rl->target;
+        r->path_len = (uint32_t)rl->target_len;
+    }
 }
 
 /* Parse a complete head of `len` bytes into a new exchange; false if answered. */
@@ -494,13 +579,12 @@ static bool start_request(struct h1_down *c, size_t len)
     memcpy(&ex->local_addr, &c->local, sizeof c->local);
     c->req_complete = c->resp_started = c->resp_complete = c->expect_continue = false;
     c->body_paused = false;
+    c->url = NULL;
+    c->url_len = 0;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    size_t done = http_parser_execute(&c->parser, &parser_settings, head, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    int status = 0;
-    if (h1_head_check(head, len) != 0 || (e != HPE_OK && e != HPE_PAUSED) || done != len)
-        status = 400;
+    struct h1_request_line rl = {0};
+    int status = parse_head(c, ex, head, len, &rl);
     if (!status)
         status = check_request(c, ex);
     if (!status)
@@ -514,11 +598,17 @@ static bool start_request(struct h1_down *c, size_t len)
     if (status) {
         c->ex = NULL;
         if (!ex->req.method)
-            fill_request(c, ex); /* for the access log */
+            fill_rejected(c, ex, &rl);
         exchange_reject(ex, status);
         reply_and_close(c, status);
         return false;
     }
+    /* Trailer fields count against the same cap as the head's. */
+    const struct cfg_listener *l = ex->listener;
+    c->chunked_body = c->parser.flags & F_CHUNKED;
+    if (c->chunked_body)
+        h1_chunked_init(&c->chunked, l->limits.max_request_headers - c->head_fields,
+                        (uint32_t)head_cap(l));
     set_state(c, H1D_ACTIVE);
     return true;
 }
@@ -537,6 +627,30 @@ static void deliver_body(struct h1_down *c)
         exchange_on_request_end(ex, NULL);
 }
 
+/*
+ * Parse one piece of request body; 0 or the status that ends the request.
+ * A chunked body goes through the strict validator first, and only the
+ * bytes it found to be the body reach libhttp-parser; both must see the
+ * body end at the same byte.
+ */
+static int parse_body(struct h1_down *c, const char *p, size_t len, size_t *used)
+{
+    *used = 0;
+    if (c->chunked_body) {
+        ssize_t n = h1_chunked_check(&c->chunked, p, len);
+        if (n < 0)
+            return n == SY_ELIMIT ? 431 : 400;
+        len = (size_t)n;
+    }
+    *used = http_parser_execute(&c->parser, &parser_settings, p, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e != HPE_OK && e != HPE_PAUSED)
+        return 400;
+    if (c->chunked_body && h1_chunked_done(&c->chunked) != c->req_complete)
+        return 400; /* the two parsers disagree on where the body ends */
+    return 0;
+}
+
 static void read_body(struct h1_down *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -545,14 +659,16 @@ static void read_body(struct h1_down *c)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
-        size_t done = http_parser_execute(&c->parser, &parser_settings, v.iov_base, v.iov_len);
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        size_t done;
+        int status = parse_body(c, v.iov_base, v.iov_len, &done);
         evbuffer_drain(in, done);
-        if (e != HPE_OK && e != HPE_PAUSED) {
+        if (status) {
             /* Bad chunk framing: the body cannot be delimited. */
             if (c->ex && !c->ex->resp_head_sent) {
                 struct exchange *ex = c->ex;
-                exchange_local_reply(ex, 400, "bad request body framing", 0);
+                exchange_local_reply(
+                    ex, status,
+                    status == 431 ? "too many trailer fields" : "bad request body framing", 0);
             }
             conn_close_after_flush(c);
             return;
@@ -594,7 +710,7 @@ static void process(struct h1_down *c)
                 return;
             }
         }
-        ssize_t n = h1_head_length(in, l->max_request_headers_size);
+        ssize_t n = h1_head_length(in, head_cap(l));
         if (n < 0) {
             reply_and_close(c, 431);
             return;
@@ -692,7 +808,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_down *c = arg;
     switch (c->state) {
-    case H1D_HEAD: reply_and_close(c, 408); break;
+    case H1D_HEAD:
+        /* A connection that never sent a byte is closed without an answer. */
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+            conn_close(c);
+        else
+            reply_and_close(c, 408);
+        break;
     case H1D_IDLE:
     case H1D_LINGER:
     default: conn_close(c); break;
@@ -873,7 +995,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     evtimer_assign(&c->reap_ev, w->base, on_reap, c);
     evtimer_assign(&c->flush_ev, w->base, on_flush, c);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    size_t head_max = listener_cfg(c)->max_request_headers_size + 1;
+    size_t head_max = head_cap(listener_cfg(c)) + 1;
     bufferevent_setwatermark(c->bev, EV_READ, 0,
                              head_max > 2 * SY_FLOW_HIGH ? head_max : 2 * SY_FLOW_HIGH);
     bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
@@ -881,7 +1003,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     if (!c->tls) /* a new bufferevent has EV_WRITE on; plain sockets flush themselves */
         bufferevent_disable(c->bev, EV_WRITE);
     sy_list_insert_head(&lw->conns, &c->link);
-    set_state(c, H1D_IDLE);
+    set_state(c, H1D_HEAD); /* request_headers runs from the accept */
     /* A TLS handshake may have brought the first bytes along. */
     if (evbuffer_get_length(bufferevent_get_input(bev)))
         event_active(&c->process_ev, EV_TIMEOUT, 1);
@@ -892,8 +1014,9 @@ void h1_downstream_close_idle(struct listener_worker *lw)
     /* conn_close leaves c on the list until its reap. */
     for (struct sy_link *l = lw->conns.next; l != &lw->conns; l = l->next) {
         struct h1_down *c = SY_CONTAINER_OF(l, struct h1_down, link);
-        if (c->state == H1D_IDLE)
-            conn_close(c);
+        if (c->state == H1D_IDLE ||
+            (c->state == H1D_HEAD && !evbuffer_get_length(bufferevent_get_input(c->bev))))
+            conn_close(c); /* idle, or accepted and silent so far */
     }
 }
 

@@ -329,20 +329,14 @@ TE_TE = [
       either(R("POST", "/p", body=b"abc"))),
     V("te-empty-list-element", chunked_post(b"Transfer-Encoding: \r\nTransfer-Encoding: chunked\r\n"),
       either(R("POST", "/p", body=b"abc"))),
-    V("te-identity-chunked", chunked_post(b"Transfer-Encoding: identity, chunked\r\n"), REJECT,
-      hole('"Transfer-Encoding: identity, chunked" accepted (identity is no transfer coding)')),
+    V("te-identity-chunked", chunked_post(b"Transfer-Encoding: identity, chunked\r\n"), REJECT),
     V("te-chunked-chunked", chunked_post(b"Transfer-Encoding: chunked, chunked\r\n"), REJECT),
     V("te-chunked-twice-two-fields",
-      chunked_post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), REJECT,
-      hole("chunked applied twice (two Transfer-Encoding: chunked fields) accepted, "
-           "decoded once")),
-    V("te-gzip-chunked", chunked_post(b"Transfer-Encoding: gzip, chunked\r\n"), REJECT,
-      hole('"Transfer-Encoding: gzip, chunked" accepted and forwarded without the gzip coding '
-           "(RFC 9112 6.1: 501 for a coding not understood)")),
+      chunked_post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), REJECT),
+    V("te-gzip-chunked", chunked_post(b"Transfer-Encoding: gzip, chunked\r\n"), REJECT),
     V("te-chunked-not-last", chunked_post(b"Transfer-Encoding: chunked, gzip\r\n"), REJECT),
     V("te-xchunked", chunked_post(b"Transfer-Encoding: xchunked\r\n"), REJECT),
-    V("te-leading-comma-garbage", chunked_post(b"Transfer-Encoding: x,chunked\r\n"),
-      REJECT, hole('"Transfer-Encoding: x,chunked" (unknown coding before chunked) accepted')),
+    V("te-leading-comma-garbage", chunked_post(b"Transfer-Encoding: x,chunked\r\n"), REJECT),
     V("te-quoted", chunked_post(b'Transfer-Encoding: "chunked"\r\n'), REJECT),
     V("te-vertical-tab", chunked_post(b"Transfer-Encoding: \x0bchunked\r\n"), REJECT),
     V("te-nul", chunked_post(b"Transfer-Encoding: chunked\x00\r\n"), REJECT),
@@ -371,8 +365,6 @@ CONTENT_LENGTH = [
 ]
 
 _TE = b"Transfer-Encoding: chunked\r\n\r\n"
-_CHUNK_EXT_HOLE = "chunk extensions not parsed: anything up to CR is skipped"
-_TWO_BYTES_HOLE = "any two bytes taken as the CRLF after chunk data"
 
 CHUNKED = [
     V("chunk-hex-overflow", POST + _TE + b"10000000000000003\r\nabc\r\n0\r\n\r\n", REJECT),
@@ -382,20 +374,14 @@ CHUNKED = [
     V("chunk-size-bare-lf", POST + _TE + b"3\nabc\r\n0\r\n\r\n", REJECT),
     V("chunk-data-bare-lf", POST + _TE + b"3\r\nabc\n0\r\n\r\n", REJECT),
     V("chunk-data-bare-cr", POST + _TE + b"3\r\nabc\r0\r\n\r\n", REJECT),
-    V("chunk-data-two-other-bytes", POST + _TE + b"3\r\nabcXX0\r\n\r\n", REJECT,
-      hole(_TWO_BYTES_HOLE)),
+    V("chunk-data-two-other-bytes", POST + _TE + b"3\r\nabcXX0\r\n\r\n", REJECT),
     V("chunk-data-two-bytes-smuggle",
-      POST + _TE + b"3\r\nabc;;" + b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n", REJECT,
-      hole(_TWO_BYTES_HOLE)),
-    V("chunk-ext-bare-lf", POST + _TE + b"3;x\nyy\r\nabc\r\n0\r\n\r\n", REJECT,
-      hole("bare LF inside a chunk extension accepted (" + _CHUNK_EXT_HOLE + ")")),
-    V("chunk-ext-nul", POST + _TE + b"3;a\x00\r\nabc\r\n0\r\n\r\n", REJECT,
-      hole("NUL inside a chunk extension accepted (" + _CHUNK_EXT_HOLE + ")")),
-    V("chunk-size-garbage-after-space", POST + _TE + b"3 garbage\r\nabc\r\n0\r\n\r\n", REJECT,
-      hole('"3 garbage" taken as chunk size 3 (' + _CHUNK_EXT_HOLE + ")")),
+      POST + _TE + b"3\r\nabc;;" + b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n", REJECT),
+    V("chunk-ext-bare-lf", POST + _TE + b"3;x\nyy\r\nabc\r\n0\r\n\r\n", REJECT),
+    V("chunk-ext-nul", POST + _TE + b"3;a\x00\r\nabc\r\n0\r\n\r\n", REJECT),
+    V("chunk-size-garbage-after-space", POST + _TE + b"3 garbage\r\nabc\r\n0\r\n\r\n", REJECT),
     V("chunk-ext-quoted-crlf", POST + _TE + b'3;a="x\r\n"\r\nabc\r\n0\r\n\r\n', REJECT,
-      hole("CRLF inside a quoted chunk extension: the size line ends early and "
-           + _TWO_BYTES_HOLE), timeout=1.5),
+      timeout=1.5),
     V("chunk-last-bare-lf", POST + _TE + b"3\r\nabc\r\n0\n\n", REJECT),
     V("chunk-missing-last-chunk", POST + _TE + b"3\r\nabc\r\n" + SMUGGLED, REJECT),
     V("chunk-trailer-request-line", POST + _TE + b"3\r\nabc\r\n0\r\n" + SMUGGLED, REJECT),
@@ -411,35 +397,23 @@ CHUNKED = [
       either(R("POST", "/p", body=b"abc"))),
 ]
 
-_TARGET_HOLE = "request target with {} forwarded verbatim"
-
 REQUEST_LINE = [
-    V("target-tab", b"GET /a\tb HTTP/1.1\r\n" + H + b"\r\n", REJECT,
-      hole(_TARGET_HOLE.format("a tab"))),
-    V("target-form-feed", b"GET /a\x0cb HTTP/1.1\r\n" + H + b"\r\n", REJECT,
-      hole(_TARGET_HOLE.format("a form feed"))),
+    V("target-tab", b"GET /a\tb HTTP/1.1\r\n" + H + b"\r\n", REJECT),
+    V("target-form-feed", b"GET /a\x0cb HTTP/1.1\r\n" + H + b"\r\n", REJECT),
     V("target-vertical-tab", b"GET /a\x0bb HTTP/1.1\r\n" + H + b"\r\n", REJECT),
     V("target-nul", b"GET /a\x00b HTTP/1.1\r\n" + H + b"\r\n", REJECT),
-    V("target-byte-0x80", b"GET /a\x80b HTTP/1.1\r\n" + H + b"\r\n", REJECT,
-      hole(_TARGET_HOLE.format("a byte >= 0x80"))),
-    V("target-byte-0xff", b"GET /a\xffb HTTP/1.1\r\n" + H + b"\r\n", REJECT,
-      hole(_TARGET_HOLE.format("a byte >= 0x80"))),
-    V("target-fragment", b"GET /a#frag HTTP/1.1\r\n" + H + b"\r\n", REJECT,
-      hole(_TARGET_HOLE.format("'#'"))),
+    V("target-byte-0x80", b"GET /a\x80b HTTP/1.1\r\n" + H + b"\r\n", REJECT),
+    V("target-byte-0xff", b"GET /a\xffb HTTP/1.1\r\n" + H + b"\r\n", REJECT),
+    V("target-fragment", b"GET /a#frag HTTP/1.1\r\n" + H + b"\r\n", REJECT),
     V("target-space-inside", b"GET /a b HTTP/1.1\r\n" + H + b"\r\n", REJECT),
-    V("two-spaces-before-target", b"GET  /a HTTP/1.1\r\n" + H + b"\r\n", REJECT,
-      hole("request line with two spaces before the target accepted "
-           "(RFC 9112 3: no autocorrection)")),
-    V("two-spaces-after-target", b"GET /a  HTTP/1.1\r\n" + H + b"\r\n", REJECT,
-      hole("request line with two spaces after the target accepted "
-           "(RFC 9112 3: no autocorrection)")),
+    V("two-spaces-before-target", b"GET  /a HTTP/1.1\r\n" + H + b"\r\n", REJECT),
+    V("two-spaces-after-target", b"GET /a  HTTP/1.1\r\n" + H + b"\r\n", REJECT),
     V("trailing-space-after-version", b"GET /a HTTP/1.1 \r\n" + H + b"\r\n", REJECT),
     V("absolute-form-other-host", b"GET http://other.test/p?q=1 HTTP/1.1\r\n" + H + b"\r\n",
       either(R("GET", "/p?q=1", "other.test"))),
     V("absolute-form-no-path", b"GET http://other.test HTTP/1.1\r\n" + H + b"\r\n",
       either(R("GET", "/", "other.test"))),
-    V("absolute-form-userinfo", b"GET http://user@other.test/p HTTP/1.1\r\n" + H + b"\r\n", REJECT,
-      hole("absolute-form target with userinfo accepted (RFC 9110 4.2.4)")),
+    V("absolute-form-userinfo", b"GET http://user@other.test/p HTTP/1.1\r\n" + H + b"\r\n", REJECT),
     V("authority-form-get", b"GET h.test:80 HTTP/1.1\r\n" + H + b"\r\n", REJECT),
     V("http-0.9", b"GET /a\r\n\r\n", REJECT),
     V("http-1.0-refused", b"GET /a HTTP/1.0\r\n" + H + b"\r\n" + SMUGGLED, REJECT),
@@ -458,8 +432,6 @@ REQUEST_LINE = [
     V("get-asterisk", b"GET * HTTP/1.1\r\n" + H + b"\r\n", REJECT),
 ]
 
-_HOST_HOLE = "invalid Host value forwarded (RFC 9112 3.2: 400 for a Host that is not uri-host[:port])"
-
 HEADERS = [
     V("space-before-colon-host", b"GET /a HTTP/1.1\r\nHost : h.test\r\n\r\n", REJECT),
     V("space-before-colon-other", b"GET /a HTTP/1.1\r\n" + H + b"X-A : 1\r\n\r\n", REJECT),
@@ -472,13 +444,14 @@ HEADERS = [
     V("empty-name", b"GET /a HTTP/1.1\r\n" + H + b": ab\r\n\r\n", REJECT),
     V("missing-host", b"GET /a HTTP/1.1\r\nX-A: 1\r\n\r\n", REJECT),
     V("duplicate-host", b"GET /a HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", REJECT),
-    V("host-with-path", b"GET /a HTTP/1.1\r\nHost: h.test/evil\r\n\r\n", REJECT, hole(_HOST_HOLE)),
-    V("host-with-userinfo", b"GET /a HTTP/1.1\r\nHost: u@h.test\r\n\r\n", REJECT, hole(_HOST_HOLE)),
-    V("host-with-space", b"GET /a HTTP/1.1\r\nHost: a b\r\n\r\n", REJECT, hole(_HOST_HOLE)),
-    V("host-list", b"GET /a HTTP/1.1\r\nHost: a.test,b.test\r\n\r\n", REJECT, hole(_HOST_HOLE)),
-    V("host-bad-port", b"GET /a HTTP/1.1\r\nHost: h.test:abc\r\n\r\n", REJECT, hole(_HOST_HOLE)),
-    V("host-empty", b"GET /a HTTP/1.1\r\nHost:\r\n\r\n", either(R("GET", "/a", "")),
-      hole("empty Host forwarded as an HTTP/1.1 request without any Host field")),
+    V("host-with-path", b"GET /a HTTP/1.1\r\nHost: h.test/evil\r\n\r\n", REJECT),
+    V("host-with-userinfo", b"GET /a HTTP/1.1\r\nHost: u@h.test\r\n\r\n", REJECT),
+    V("host-with-space", b"GET /a HTTP/1.1\r\nHost: a b\r\n\r\n", REJECT),
+    V("host-list", b"GET /a HTTP/1.1\r\nHost: a.test,b.test\r\n\r\n", REJECT),
+    V("host-bad-port", b"GET /a HTTP/1.1\r\nHost: h.test:abc\r\n\r\n", REJECT),
+    # Was either(...): an empty Host is only for a target without authority
+    # (RFC 9112 3.2); the proxy routes by Host, so it refuses one (400).
+    V("host-empty", b"GET /a HTTP/1.1\r\nHost:\r\n\r\n", REJECT),
     V("connection-names-content-length", POST + b"Connection: content-length\r\n"
       b"Content-Length: 3\r\n\r\nabc" + SMUGGLED,
       fwd(R("POST", "/p", body=b"abc"), R("GET", "/smuggled", "admin.test"))),
@@ -486,10 +459,9 @@ HEADERS = [
       + CHUNKED_ABC, fwd(R("POST", "/p", body=b"abc"))),
     V("connection-names-host", b"GET /a HTTP/1.1\r\n" + H + b"Connection: host\r\n\r\n",
       fwd(R("GET", "/a"))),
-    V("many-tiny-headers", b"GET /a HTTP/1.1\r\n" + H + b"a:b\r\n" * 10000 + b"\r\n", REJECT,
-      hole("10,000 tiny header fields forwarded: no header-count cap (default should be 100)")),
+    V("many-tiny-headers", b"GET /a HTTP/1.1\r\n" + H + b"a:b\r\n" * 10000 + b"\r\n", REJECT),
     V("101-headers", b"GET /a HTTP/1.1\r\n" + H + b"".join(b"x%d: 1\r\n" % i for i in range(101))
-      + b"\r\n", REJECT, hole("101 header fields forwarded: no header-count cap (default 100)")),
+      + b"\r\n", REJECT),
     V("100-headers-ok", b"GET /a HTTP/1.1\r\n" + b"".join(b"x%d: 1\r\n" % i for i in range(99))
       + H + b"\r\n", fwd(R("GET", "/a"))),
 ]
