@@ -302,24 +302,6 @@ static size_t pending_len(const struct exchange *ex)
     return ex->req_pending ? evbuffer_get_length(ex->req_pending) : 0;
 }
 
-/*
- * An Upgrade (or extended CONNECT) whose backend has not accepted it yet:
- * nothing the client sends may reach the backend before its 101 (2xx for a
- * CONNECT), or a backend that refuses would parse those bytes as requests.
- * True until the accepting head went through on_up_head; stays true after
- * a refusal (what the client sends then is discarded).
- */
-static bool tunnel_held(const struct exchange *ex)
-{
-    if (!ex->req.upgrade)
-        return false;
-    if (!ex->resp_head_sent)
-        return true;
-    bool connect = ex->req.method_len == SY_STRLEN("CONNECT") &&
-                   memcmp(ex->req.method, SY_STRLIT("CONNECT")) == 0;
-    return !(ex->status == 101 || (connect && ex->status >= 200 && ex->status < 300));
-}
-
 /* Append a real copy of `src` to `dst` (src unchanged). 0 or SY_ENOMEM. */
 static int copy_buffer(struct evbuffer *dst, struct evbuffer *src)
 {
@@ -819,7 +801,7 @@ static int send_request_body(struct exchange *ex)
             return rc;
         if (ex->req_pending)
             evbuffer_drain(ex->req_pending, pending_len(ex));
-    } else if (pending_len(ex) && !tunnel_held(ex)) {
+    } else if (pending_len(ex)) {
         ex->up.ops->send_body(ex->up.att, ex->req_pending);
     }
     if (ex->up.att && ex->req_done && ex->req.has_body)
@@ -877,9 +859,11 @@ static void attempt_on(struct exchange *ex, int idx)
     }
     record_endpoint(ex, idx);
     ex->attempts++;
+    bool fresh = ex->_fresh_conn; /* a stale resend: counted as such, not as a retry */
+    ex->_fresh_conn = false;
     struct stats_service_shard *ss = svc_stats(ex);
     stats_inc(&ss->upstream_requests, 1);
-    if (ex->attempts > 1)
+    if (ex->attempts > 1 && !fresh)
         stats_inc(&ss->upstream_retries, 1);
     ex->up_req = (struct upstream_request){
         .svc = ex->service,
@@ -888,6 +872,7 @@ static void attempt_on(struct exchange *ex, int idx)
         .head = &ex->req,
         .arena = &ex->arena,
         .is_head = ex->is_head,
+        .fresh_connection = fresh,
         .conn_enter = conn_enter,
         .conn_leave = conn_leave,
         .conn_arg = ex,
@@ -941,7 +926,10 @@ static bool can_retry(struct exchange *ex, uint32_t met)
         return false;
     if (!ex->_retry_slot) {
         if (!backend_cb_retry_enter(ex->srt)) {
-            ex->flags |= EXF_UO;
+            /* Not retried: the client gets this attempt's failure. URO says
+             * why; UO stays for what read "a breaker was open" before. */
+            ex->flags |= EXF_UO | EXF_URO;
+            stats_inc(&svc_stats(ex)->upstream_retry_overflow, 1);
             return false;
         }
         ex->_retry_slot = arena_on_cleanup(&ex->arena, on_cleanup_retry_slot, ex);
@@ -1042,30 +1030,6 @@ static void keep_for_replay(struct exchange *ex, struct evbuffer *buf)
         arena_cleanup_run(ex->_replay_free); /* frees it now: no longer replayable */
 }
 
-/*
- * Client bytes of a tunnel the backend has not accepted: kept in
- * req_pending, the client paused at SY_FLOW_HIGH, until on_up_head either
- * forwards them (accepted) or drops them (refused: from then on they are
- * discarded as they come).
- */
-static void hold_tunnel_bytes(struct exchange *ex, struct evbuffer *buf)
-{
-    size_t n = evbuffer_get_length(buf);
-    if (ex->resp_head_sent) {
-        evbuffer_drain(buf, n);
-        return;
-    }
-    struct evbuffer *pending = pending_buf(ex);
-    if (!pending) {
-        evbuffer_drain(buf, n);
-        exchange_local_reply(ex, 500, "out of memory", 0);
-        return;
-    }
-    evbuffer_add_buffer(pending, buf);
-    if (evbuffer_get_length(pending) >= SY_FLOW_HIGH)
-        ex->down->read_body(ex, false);
-}
-
 void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
 {
     size_t n = evbuffer_get_length(buf);
@@ -1073,10 +1037,6 @@ void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
     touch(ex);
     if (ex->finished || ex->resp_done) {
         evbuffer_drain(buf, n);
-        return;
-    }
-    if (ex->req.upgrade && tunnel_held(ex)) {
-        hold_tunnel_bytes(ex, buf);
         return;
     }
     if (ex->service)
@@ -1113,27 +1073,7 @@ void exchange_on_request_end(struct exchange *ex, const struct http_headers *tra
 static void on_up_drained(void *ctx)
 {
     struct exchange *ex = ctx;
-    if (ex->req_done || ex->finished)
-        return;
-    if (tunnel_held(ex) && !ex->resp_head_sent && pending_len(ex) >= SY_FLOW_HIGH)
-        return; /* still holding a full tunnel buffer for the backend's answer */
-    ex->down->read_body(ex, true);
-}
-
-/*
- * The backend answered an Upgrade / extended CONNECT (the head already went
- * downstream): accepted, the bytes held meanwhile go to it now; refused,
- * they are dropped, and so is whatever the client sends after.
- */
-static void tunnel_answered(struct exchange *ex)
-{
-    if (!tunnel_held(ex)) {
-        if (pending_len(ex) && ex->up.att)
-            ex->up.ops->send_body(ex->up.att, ex->req_pending);
-    } else if (ex->req_pending) {
-        evbuffer_drain(ex->req_pending, pending_len(ex));
-    }
-    if (!ex->finished && !ex->req_done)
+    if (!ex->req_done && !ex->finished)
         ex->down->read_body(ex, true);
 }
 
@@ -1191,8 +1131,6 @@ static void on_up_head(void *ctx, struct http_response_head *h, bool end)
      * the attempt; the downstream side is complete already. */
     if (end)
         ex->resp_done = true;
-    if (ex->req.upgrade && !ex->finished)
-        tunnel_answered(ex);
 }
 
 static void on_up_body(void *ctx, struct evbuffer *buf)
@@ -1235,6 +1173,29 @@ static enum attempt_result result_of(enum upstream_error err)
     return RESULT_RESET;
 }
 
+/*
+ * The attempt failed on a reused keep-alive connection the backend had
+ * closed, before any response byte (`stale`, upstream.h): the connection
+ * died idle, the endpoint did nothing wrong. An idempotent request whose
+ * body can be replayed is sent again at once on a new connection (RFC 9112
+ * 9.3.1; as nginx, HAProxy and browsers do), once per exchange, outside
+ * num_retries and max_retries, and without counting against the endpoint
+ * (outlier detection). True when resent.
+ */
+static bool resend_stale(struct exchange *ex, bool stale)
+{
+    if (!retry_stale_resend(stale, ex->req.method, ex->req.method_len,
+                            replayable(ex) && !ex->req.upgrade, ex->stale_resends))
+        return false;
+    end_attempt(ex, ATTEMPT_CANCELLED);
+    ex->stale_resends++;
+    ex->_fresh_conn = true;
+    stats_inc(&svc_stats(ex)->upstream_stale_resends, 1);
+    log_try(ex, "stale-connection");
+    start_attempt(ex);
+    return true;
+}
+
 static void on_up_error(void *ctx, enum upstream_error err, bool stale)
 {
     struct exchange *ex = ctx;
@@ -1243,6 +1204,8 @@ static void on_up_error(void *ctx, enum upstream_error err, bool stale)
         return;
     log_debug("exchange %s: upstream %s: %s%s", ex->request_id, ex->endpoint,
               upstream_error_str(err), stale ? " (stale connection)" : "");
+    if (!ex->resp_head_sent && resend_stale(ex, stale))
+        return;
     stats_inc(&svc_stats(ex)->upstream_failures, 1);
     end_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
@@ -1250,9 +1213,10 @@ static void on_up_error(void *ctx, enum upstream_error err, bool stale)
         fail_after_head(ex, GRPC_UNAVAILABLE, "upstream reset");
         return;
     }
-    /* Only a refused stream is known not to have been processed. A reused
-     * keep-alive connection that fails ("stale") may have delivered the
-     * request: it follows the retry policy like any other failure. */
+    /* Only a refused stream is known not to have been processed. A stale
+     * connection that could not be resent above (a POST, a body too large to
+     * replay, the second time) follows the retry policy like any other
+     * failure. */
     struct attempt_report r = {.result = result_of(err)};
     attempt_failed(ex, &r, err == UPSTREAM_REFUSED_STREAM);
 }

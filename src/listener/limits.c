@@ -208,25 +208,34 @@ void limits_accepted(struct listener_worker *lw)
 /* ---- overload ----------------------------------------------------------------------- */
 
 /*
- * Set `bit` of the overload state when a measure `v` is past `limit`; clear
- * it once `v` is below 90 % of it (limit - limit/10 is 90 % rounded up, so
- * for whole numbers v < it exactly when v < 0.9 * limit). limit 0 = off.
+ * Set `bit` of the overload state when a measure `v` is past `limit` (if
+ * `may_enter`); clear it once `v` is below 90 % of it (limit - limit/10 is
+ * 90 % rounded up, so for whole numbers v < it exactly when v < 0.9 *
+ * limit). limit 0 = off.
  */
-static void overload_update(struct listener_set *set, unsigned bit, uint64_t v, uint64_t limit)
+static void overload_update(struct listener_set *set, unsigned bit, uint64_t v, uint64_t limit,
+                            bool may_enter)
 {
     unsigned cur = __atomic_load_n(&set->_overload, __ATOMIC_RELAXED);
-    if (limit && v > limit && !(cur & bit))
+    if (may_enter && limit && v > limit && !(cur & bit))
         __atomic_fetch_or(&set->_overload, bit, __ATOMIC_RELAXED);
     else if ((cur & bit) && (!limit || v < limit - limit / 10))
         __atomic_fetch_and(&set->_overload, ~bit, __ATOMIC_RELAXED);
 }
 
-static void overload_conns_update(struct listener_set *set, const struct config *cfg)
+/*
+ * The connection measure. It may enter the state at an accept or a periodic
+ * check, not when a session opens on a connection counted already (an
+ * HTTP/1.1 to HTTP/2 hand-over counts twice for one loop turn). A worker may
+ * act on a count another one already changed: the main thread's check
+ * (every 100 ms) puts a stale state right.
+ */
+static void overload_conns_update(struct listener_set *set, const struct config *cfg,
+                                  bool may_enter)
 {
-    /* A worker may act on a count another one already changed: the main
-     * thread's check (every 100 ms) puts a stale state right. */
     overload_update(set, LISTENER_OVERLOAD_CONNECTIONS,
-                    __atomic_load_n(&set->_conns, __ATOMIC_RELAXED), cfg->overload.connections);
+                    __atomic_load_n(&set->_conns, __ATOMIC_RELAXED), cfg->overload.connections,
+                    may_enter);
 }
 
 /* Resident set size in bytes from /proc/self/statm; 0 when unknown. */
@@ -255,14 +264,14 @@ static uint64_t rss_bytes(void)
 
 void listener_set_check_overload(struct listener_set *set, const struct config *cfg)
 {
-    overload_conns_update(set, cfg);
+    overload_conns_update(set, cfg, true);
     if (!cfg->overload.memory) {
-        overload_update(set, LISTENER_OVERLOAD_MEMORY, 0, 0);
+        overload_update(set, LISTENER_OVERLOAD_MEMORY, 0, 0, false);
         return;
     }
     uint64_t rss = rss_bytes();
     if (rss)
-        overload_update(set, LISTENER_OVERLOAD_MEMORY, rss, cfg->overload.memory);
+        overload_update(set, LISTENER_OVERLOAD_MEMORY, rss, cfg->overload.memory, true);
 }
 
 unsigned listener_set_overload(const struct listener_set *set)
@@ -300,8 +309,13 @@ void listener_conn_opened(struct listener_worker *lw, int listener_idx)
         stats_inc(&st->workers[lw->w->id].active_connections, 1);
     if (s)
         stats_inc(&s->connections, 1);
-    overload_conns_update(set, worker_cfg(lw));
     caps_check(lw);
+}
+
+void limits_conn_accepted(struct listener_worker *lw, int listener_idx)
+{
+    listener_conn_opened(lw, listener_idx);
+    overload_conns_update(lw->set, worker_cfg(lw), true);
 }
 
 void listener_conn_closed(struct listener_worker *lw, int listener_idx)
@@ -317,7 +331,7 @@ void listener_conn_closed(struct listener_worker *lw, int listener_idx)
     if (s)
         stats_dec(&s->connections, 1);
     lw->n_conns--;
-    overload_conns_update(set, worker_cfg(lw));
+    overload_conns_update(set, worker_cfg(lw), false);
     if (lw->n_evls) {
         /* A descriptor came back: an accept that failed for lack of one may work now. */
         if (lw->accept_trouble.errors)
@@ -330,7 +344,7 @@ void listener_conn_closed(struct listener_worker *lw, int listener_idx)
 
 void listener_worker_recheck(struct listener_worker *lw)
 {
-    overload_conns_update(lw->set, worker_cfg(lw));
+    overload_conns_update(lw->set, worker_cfg(lw), true);
     caps_check(lw);
 }
 

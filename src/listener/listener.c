@@ -110,16 +110,23 @@ fail:
 
 /* ---- TLS handshakes ------------------------------------------------------------ */
 
-static void tls_accept_free(struct tls_accept *ta, bool free_bev)
+/*
+ * End a handshake. `handed_over`: it completed, and its bufferevent and its
+ * place in the connection counts go to the session about to start (so that
+ * the counts never see the connection twice); otherwise the connection is
+ * closed and counted out.
+ */
+static void tls_accept_free(struct tls_accept *ta, bool handed_over)
 {
     struct listener_worker *lw = ta->lw;
+    int idx = ta->ci.listener_idx;
     sy_list_unlink(&ta->link);
     event_del(&ta->timer_ev);
-    if (free_bev)
+    if (!handed_over)
         bufferevent_free(ta->bev);
-    int idx = ta->ci.listener_idx;
     free(ta);
-    listener_conn_closed(lw, idx);
+    if (!handed_over)
+        listener_conn_closed(lw, idx);
 }
 
 static void on_tls_event(struct bufferevent *bev, short what, void *arg)
@@ -127,15 +134,14 @@ static void on_tls_event(struct bufferevent *bev, short what, void *arg)
     struct tls_accept *ta = arg;
     struct listener_worker *lw = ta->lw;
     if (!(what & BEV_EVENT_CONNECTED)) {
-        tls_accept_free(ta, true);
+        tls_accept_free(ta, false);
         return;
     }
     const unsigned char *proto = NULL;
     unsigned len = 0;
     SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(bev), &proto, &len);
     struct conn_info ci = ta->ci;
-    listener_conn_opened(lw, ci.listener_idx); /* the session's; the handshake's goes below */
-    tls_accept_free(ta, false);
+    tls_accept_free(ta, true); /* the session opened below inherits its count */
     if (len == SY_STRLEN("h2") && memcmp(proto, SY_STRLIT("h2")) == 0)
         h2_downstream_start(lw, bev, &ci, NULL, 0, NULL);
     else
@@ -144,7 +150,7 @@ static void on_tls_event(struct bufferevent *bev, short what, void *arg)
 
 static void on_tls_timeout(evutil_socket_t fd, short what, void *arg)
 {
-    tls_accept_free(arg, true);
+    tls_accept_free(arg, false);
 }
 
 static void start_tls(struct listener_worker *lw, evutil_socket_t fd, const struct conn_info *ci)
@@ -177,14 +183,14 @@ static void start_tls(struct listener_worker *lw, evutil_socket_t fd, const stru
     bufferevent_setcb(bev, NULL, NULL, on_tls_event, ta);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     sy_list_insert_head(&lw->pending, &ta->link);
-    listener_conn_opened(lw, ci->listener_idx);
+    limits_conn_accepted(lw, ci->listener_idx);
 }
 
 /* Abandon every TLS handshake in progress. */
 static void close_pending(struct listener_worker *lw)
 {
     for (struct sy_link *l; (l = sy_list_first(&lw->pending));)
-        tls_accept_free(SY_CONTAINER_OF(l, struct tls_accept, link), true);
+        tls_accept_free(SY_CONTAINER_OF(l, struct tls_accept, link), false);
 }
 
 void listener_tls_close_notify(struct bufferevent *bev)
@@ -209,7 +215,7 @@ static size_t evl_index(const struct listener_worker *lw, const struct evconnlis
 
 /*
  * libevent accepts in a loop until EAGAIN or until this callback disables
- * the listener: listener_conn_opened() does so at a max_connections cap.
+ * the listener: limits_conn_accepted() does so at a max_connections cap.
  */
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
@@ -236,12 +242,8 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         close(fd);
         return;
     }
-    listener_conn_opened(lw, ci.listener_idx);
-    const struct runtime *rt = lw->w->runtime;
-    if (rt->cfg->listeners[ci.listener_idx].protocol == CFG_LISTENER_H2C)
-        h2_downstream_start(lw, bev, &ci, NULL, 0, NULL); /* prior knowledge only */
-    else
-        h1_downstream_start(lw, bev, &ci);
+    limits_conn_accepted(lw, ci.listener_idx);
+    h1_downstream_start(lw, bev, &ci);
 }
 
 /*

@@ -288,6 +288,44 @@ def test_overload_connections_http2_refused_stream(proxy, testbed):
     assert metric(admin, "switchyard_overload_refused_total", listener="main") == 2
 
 
+def test_tls_connection_counts_once_through_its_handshake(proxy, testbed, certs):
+    """The session inherits the handshake's count: a TLS connection never
+    counts twice, so overload.connections: 1 lets one TLS client in."""
+    tls = f"""\
+tls:
+  certificates:
+    - {{cert_file: "{certs.cert}", key_file: "{certs.key}"}}"""
+    px, port, admin, tb = start(
+        proxy, testbed,
+        config=lambda p, b, top: proxy_config(
+            p, b, protocol="HTTPS", listener_extra=tls,
+            top_extra=top + "limits: {overload: {connections: 1}}\n"))
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET /tls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(12).startswith(b"HTTP/1.1 200")
+    assert wait_for(lambda: metric(admin, "switchyard_listener_connections",
+                                   listener="main") == 0, 3)
+    with H2Conn(port, tls=ssl.create_default_context(cafile=str(certs.ca))) as h2:
+        assert h2.get("/tls-h2").status == 200
+    assert metric(admin, "switchyard_overload_refused_total", listener="main") == 0
+
+
+def test_h2c_hand_over_does_not_enter_overload(proxy, testbed):
+    """HTTP/2 with prior knowledge on an HTTP listener starts as HTTP/1.1 and
+    is handed over, counting twice for an instant: that must not be taken for
+    a second connection."""
+    px, port, admin, tb = start(proxy, testbed,
+                                top_extra="limits: {overload: {connections: 1}}")
+    for i in range(3):
+        with H2Conn(port) as h2:
+            assert h2.get(f"/h2c{i}").status == 200
+        assert wait_for(lambda: metric(admin, "switchyard_listener_connections",
+                                       listener="main") == 0, 3)
+    assert metric(admin, "switchyard_overload_refused_total", listener="main") == 0
+
+
 def test_overload_memory_refuses_until_reload_lifts_it(proxy, testbed):
     px, port, admin, tb = start(proxy, testbed, top_extra="limits: {overload: {memory: 1MiB}}")
     assert wait_for(lambda: metric(admin, "switchyard_overload", cause="memory") == 1, 3)
