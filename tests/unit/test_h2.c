@@ -260,8 +260,29 @@ static void test_settings_error(void)
     h2_setup_fini(&s);
 }
 
+/* A GOAWAY written by hand: what a client session makes of it. */
+static void test_goaway_write(void)
+{
+    TEST_CASE("h2 goaway by hand");
+    struct evbuffer *b = evbuffer_new();
+    CHECK(h2_goaway_write(b, 7, NGHTTP2_ENHANCE_YOUR_CALM, "ping_flood") == 0);
+    CHECK(evbuffer_get_length(b) == 9 + 8 + 10);
+    uint8_t f[27];
+    evbuffer_copyout(b, f, sizeof f);
+    static const uint8_t hd[] = {0, 0, 18, NGHTTP2_GOAWAY, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 11};
+    CHECK(memcmp(f, hd, sizeof hd) == 0);
+    CHECK(memcmp(f + 17, "ping_flood", 10) == 0);
+    evbuffer_drain(b, evbuffer_get_length(b));
+    CHECK(h2_goaway_write(b, 0x7fffffff, NGHTTP2_PROTOCOL_ERROR, NULL) == 0);
+    evbuffer_copyout(b, f, 17);
+    CHECK(evbuffer_get_length(b) == 17 && f[2] == 8 && f[9] == 0x7f && f[12] == 0xff &&
+          f[16] == NGHTTP2_PROTOCOL_ERROR);
+    evbuffer_free(b);
+}
+
 void test_h2_suite(void)
 {
+    test_goaway_write();
     test_fields();
     test_nv_lists();
     test_sessions();
