@@ -1,7 +1,7 @@
 # switchyard — build, run, test, bench.
 #   make            optimized build/switchyard and build/switchyard-testbed
 #   make run        deps + build + demo (proxy + testbed backends)
-#   make test       deps + ASan/UBSan build + unit + integration tests
+#   make test       deps + ASan/UBSan build + unit tests + allocation sweep + integration tests
 #   make bench      side-by-side benchmark (see docs/performance.md)
 #   make bench-instr  instructions per request (callgrind)
 #   make lint       banned functions + clang-format check
@@ -33,7 +33,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 # helper working beside you).
 B ?= build
 
-.PHONY: all asan deps run test unit integration bench bench-instr fuzz fuzz-build lint format clean
+.PHONY: all asan deps run test unit integration bench bench-instr fuzz fuzz-build alloc-sweep lint format clean
 all: $(B)/switchyard $(B)/switchyard-testbed
 
 # ---- optimized build ------------------------------------------------------
@@ -61,7 +61,7 @@ $(B)/asan/switchyard-testbed: $(call objs,$(B)/asan,$(TESTBED_SRCS))
 $(B)/asan/unit-tests: $(call objs,$(B)/asan,$(UNIT_SRCS))
 	$(CC) $(ASAN_LDFLAGS) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
-asan: $(B)/asan/switchyard $(B)/asan/switchyard-testbed $(B)/asan/unit-tests
+asan: $(B)/asan/switchyard $(B)/asan/switchyard-testbed $(B)/asan/unit-tests $(B)/asan/alloc-sweep
 
 # ---- workflows ------------------------------------------------------------------
 deps:
@@ -77,7 +77,7 @@ export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1:exitcode=98
 test: deps
 	@scripts/layers.sh
 	@$(MAKE) --no-print-directory asan
-	@$(MAKE) --no-print-directory unit integration
+	@$(MAKE) --no-print-directory unit alloc-sweep integration
 
 unit: $(B)/asan/unit-tests
 	$(B)/asan/unit-tests
@@ -106,7 +106,11 @@ $(B)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(CFLAGS) -c $< -o $@
 
-$(B)/fuzz/fuzz_%: $(B)/fuzz/obj/tests/fuzz/fuzz_%.o $(call objs,$(B)/fuzz,$(LIB_SRCS))
+# tests/fuzz/harness.c (the request path in one process, for the codec
+# targets) is linked into every target; the others do not call it.
+FUZZ_SHARED  := tests/fuzz/harness.c
+
+$(B)/fuzz/fuzz_%: $(B)/fuzz/obj/tests/fuzz/fuzz_%.o $(call objs,$(B)/fuzz,$(FUZZ_SHARED) $(LIB_SRCS))
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
 .SECONDARY: $(call objs,$(B)/fuzz,$(LIB_SRCS) $(wildcard tests/fuzz/*.c))
@@ -115,6 +119,22 @@ fuzz-build: $(addprefix $(B)/fuzz/fuzz_,$(FUZZ_TARGETS))
 fuzz: deps
 	@$(MAKE) --no-print-directory fuzz-build
 	@scripts/fuzz.sh $(B)/fuzz $(SY_FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# ---- allocation-failure sweep (STYLE rule 19; tests/alloc/alloc_sweep.c) ----------------
+# For every N, fails the Nth allocation of the config loader, url_map_compile,
+# a worker's startup and requests through the real codecs (the fuzz seeds),
+# under ASan/LSan: no crash, no leak. --wrap reaches the allocations of the
+# proxy's own objects (nghttp2's included, through core/mem_cache.c);
+# --libevent adds libevent's. Part of `make test` (~15 s).
+ALLOC_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup \
+              -Wl,--wrap=aligned_alloc
+ALLOC_SRCS := tests/alloc/alloc_sweep.c tests/fuzz/harness.c $(LIB_SRCS)
+
+$(B)/asan/alloc-sweep: $(call objs,$(B)/asan,$(ALLOC_SRCS))
+	$(CC) $(ASAN_LDFLAGS) $(ALLOC_WRAP) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
+
+alloc-sweep: $(B)/asan/alloc-sweep
+	$(B)/asan/alloc-sweep --libevent --corpus tests/fuzz/corpus
 
 # Instructions per request under callgrind (deterministic; scripts/instr.sh).
 bench-instr:

@@ -107,6 +107,17 @@ int backend_pick(struct service_rt *s, const struct pick_ctx *ctx);
  */
 void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome);
 
+/*
+ * An active health check passed for endpoint `e` and every health check of
+ * its service that has a verdict says healthy: if outlier detection ejected
+ * it, it comes back now instead of at the end of its ejection (Envoy's
+ * successful_active_health_check_uneject_host, on by default). `why` names
+ * the check for the log line. The ejection multiplier is kept (it decays as
+ * usual from now). True when it was ejected. Any thread (the health checker
+ * calls it on the main thread).
+ */
+bool backend_endpoint_uneject(struct endpoint_state *e, const char *why);
+
 /* ---- waiting for endpoint capacity (any worker) -------------------------------------------- */
 
 /*

@@ -15,10 +15,12 @@
  * max(base_ejection_time, 300s), as Envoy's max_ejection_time). The
  * multiplier goes up by one per ejection and down by one per `interval`
  * spent un-ejected since the last ejection ended. An ejected endpoint comes
- * back lazily: backend_pick compares ejected_until_ms with the clock.
+ * back lazily: backend_pick compares ejected_until_ms with the clock; or at
+ * once when an active health check passes (backend_endpoint_uneject).
  */
 #include "backend/backend-int.h"
 #include "core/log.h"
+#include "core/worker.h"
 
 #define MAX_EJECTION_MS (300u * 1000)
 
@@ -110,4 +112,20 @@ void outlier_on_result(struct service_rt *s, size_t idx, enum attempt_outcome o,
                       "consecutive_errors", errs);
         return;
     }
+}
+
+bool backend_endpoint_uneject(struct endpoint_state *e, const char *why)
+{
+    uint64_t now = sy_now_ms();
+    uint64_t until = __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED);
+    /* The end of the ejection moves to now: the multiplier decays from here. */
+    while (until > now)
+        if (__atomic_compare_exchange_n(&e->ejected_until_ms, &until, now, false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            reset_counters(e);
+            log_info("outlier: backend_service=%s endpoint=%s unejected %llums early (%s)",
+                     e->service, e->address, (unsigned long long)(until - now), why);
+            return true;
+        }
+    return false;
 }

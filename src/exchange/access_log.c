@@ -14,7 +14,7 @@
 #include "core/worker.h"
 
 static const char *const flag_names[] = {"UT", "UF", "UR", "URX", "FI", "NR", "UH",
-                                         "DC", "UP", "LR", "SI",  "UO", "DT"};
+                                         "DC", "UP", "LR", "SI", "UO",  "DT", "URO"};
 
 void access_log_flags(unsigned flags, char *out, size_t cap)
 {

@@ -82,7 +82,17 @@ enum exchange_flag {
     EXF_SI = 1u << 10, /* stream idle timeout */
     EXF_UO = 1u << 11, /* upstream overflow: a circuit breaker was open */
     EXF_DT = 1u << 12, /* the whole-exchange (route) timeout fired: DEADLINE */
+    /* upstream retry overflow: a retry was due but circuit_breakers.max_retries
+     * was full, so the attempt's failure went to the client (set with UO) */
+    EXF_URO = 1u << 13,
 };
+
+/*
+ * Longest X-Request-Id kept from a client (bytes); a longer one, or one
+ * with a byte outside [A-Za-z0-9._:+/=-], is replaced by a generated UUID,
+ * both in the request sent upstream and in the access log (request_prep.h).
+ */
+#define EXCHANGE_REQUEST_ID_MAX 200
 
 struct exchange {
     /* ---- set by exchange_new ---------------------------------------------------- */
@@ -136,15 +146,17 @@ struct exchange {
     unsigned attempts;
     unsigned retries;
     unsigned transparent_retries;
-    int _try_state;      /* router.c: what try_ev is timing */
-    char tries_log[256]; /* "ep:reason;ep:reason" for the access log */
+    unsigned stale_resends; /* attempts re-sent after a stale keep-alive connection (0..1) */
+    bool _fresh_conn;       /* the next attempt must not take an idle pooled connection */
+    int _try_state;         /* router.c: what try_ev is timing */
+    char tries_log[256];    /* "ep:reason;ep:reason" for the access log */
 
     /* accounting, for the access log */
     uint64_t start_us;
-    uint64_t bytes_in, bytes_out; /* body bytes */
-    int status;                   /* status sent to the client, 0 = none */
-    unsigned flags;               /* enum exchange_flag */
-    char request_id[40];
+    uint64_t bytes_in, bytes_out;                 /* body bytes */
+    int status;                                   /* status sent to the client, 0 = none */
+    unsigned flags;                               /* enum exchange_flag */
+    char request_id[EXCHANGE_REQUEST_ID_MAX + 1]; /* request_prep.c: safe characters only */
     char endpoint[64];
 };
 

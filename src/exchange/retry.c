@@ -1,6 +1,9 @@
 /* retry.c — see retry.h. */
 #include "exchange/retry.h"
 
+#include <string.h>
+
+#include "core/strlit.h"
 #include "http/grpc.h"
 
 void retry_policy_from_route(const struct cfg_route_action *a, struct retry_policy *out)
@@ -92,4 +95,25 @@ int retry_local_status(enum attempt_result r)
     case RESULT_RESPONSE: return 502;
     }
     return 502;
+}
+
+bool retry_method_idempotent(const char *method, size_t len)
+{
+    static const struct {
+        const char *s;
+        size_t n;
+    } idempotent[] = {
+        {SY_STRLIT("GET")},   {SY_STRLIT("HEAD")}, {SY_STRLIT("OPTIONS")},
+        {SY_STRLIT("TRACE")}, {SY_STRLIT("PUT")},  {SY_STRLIT("DELETE")},
+    };
+    for (size_t i = 0; method && i < sizeof idempotent / sizeof idempotent[0]; i++)
+        if (len == idempotent[i].n && memcmp(method, idempotent[i].s, len) == 0)
+            return true;
+    return false;
+}
+
+bool retry_stale_resend(bool stale, const char *method, size_t len, bool replayable,
+                        unsigned resends_done)
+{
+    return stale && replayable && resends_done == 0 && retry_method_idempotent(method, len);
 }

@@ -17,11 +17,18 @@
  *                     (a trailers-only answer)
  * Without a policy: gateway-error with one retry, for requests without a
  * body only.
+ *
+ * Apart from the policy, a request whose attempt failed on a reused
+ * keep-alive connection before any response byte (the backend had closed
+ * the idle connection: a "stale" connection) is sent once more on a new
+ * connection when its method is idempotent and its body can be replayed
+ * (retry_stale_resend); that resend is not one of num_retries.
  */
 #ifndef SY_RETRY_H
 #define SY_RETRY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config/config-t.h"
@@ -66,5 +73,20 @@ uint64_t retry_backoff_ms(unsigned n, uint64_t base_ms, uint64_t max_ms, uint64_
 
 /* The HTTP status the proxy answers for a failed attempt it cannot retry. */
 int retry_local_status(enum attempt_result r);
+
+/*
+ * Is `method` (len bytes, case-sensitive as in RFC 9110) idempotent (RFC 9110
+ * 9.2.2): GET, HEAD, OPTIONS, TRACE, PUT, DELETE?
+ */
+bool retry_method_idempotent(const char *method, size_t len);
+
+/*
+ * May an attempt that failed on a stale keep-alive connection (`stale`: the
+ * upstream codec's report, upstream.h) be sent again at once on a new
+ * connection? Only an idempotent method whose body (if any) is `replayable`,
+ * and only once per exchange (`resends_done`: stale resends made so far).
+ */
+bool retry_stale_resend(bool stale, const char *method, size_t len, bool replayable,
+                        unsigned resends_done);
 
 #endif

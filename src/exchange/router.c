@@ -859,9 +859,11 @@ static void attempt_on(struct exchange *ex, int idx)
     }
     record_endpoint(ex, idx);
     ex->attempts++;
+    bool fresh = ex->_fresh_conn; /* a stale resend: counted as such, not as a retry */
+    ex->_fresh_conn = false;
     struct stats_service_shard *ss = svc_stats(ex);
     stats_inc(&ss->upstream_requests, 1);
-    if (ex->attempts > 1)
+    if (ex->attempts > 1 && !fresh)
         stats_inc(&ss->upstream_retries, 1);
     ex->up_req = (struct upstream_request){
         .svc = ex->service,
@@ -870,6 +872,7 @@ static void attempt_on(struct exchange *ex, int idx)
         .head = &ex->req,
         .arena = &ex->arena,
         .is_head = ex->is_head,
+        .fresh_connection = fresh,
         .conn_enter = conn_enter,
         .conn_leave = conn_leave,
         .conn_arg = ex,
@@ -923,7 +926,10 @@ static bool can_retry(struct exchange *ex, uint32_t met)
         return false;
     if (!ex->_retry_slot) {
         if (!backend_cb_retry_enter(ex->srt)) {
-            ex->flags |= EXF_UO;
+            /* Not retried: the client gets this attempt's failure. URO says
+             * why; UO stays for what read "a breaker was open" before. */
+            ex->flags |= EXF_UO | EXF_URO;
+            stats_inc(&svc_stats(ex)->upstream_retry_overflow, 1);
             return false;
         }
         ex->_retry_slot = arena_on_cleanup(&ex->arena, on_cleanup_retry_slot, ex);
@@ -1167,6 +1173,29 @@ static enum attempt_result result_of(enum upstream_error err)
     return RESULT_RESET;
 }
 
+/*
+ * The attempt failed on a reused keep-alive connection the backend had
+ * closed, before any response byte (`stale`, upstream.h): the connection
+ * died idle, the endpoint did nothing wrong. An idempotent request whose
+ * body can be replayed is sent again at once on a new connection (RFC 9112
+ * 9.3.1; as nginx, HAProxy and browsers do), once per exchange, outside
+ * num_retries and max_retries, and without counting against the endpoint
+ * (outlier detection). True when resent.
+ */
+static bool resend_stale(struct exchange *ex, bool stale)
+{
+    if (!retry_stale_resend(stale, ex->req.method, ex->req.method_len,
+                            replayable(ex) && !ex->req.upgrade, ex->stale_resends))
+        return false;
+    end_attempt(ex, ATTEMPT_CANCELLED);
+    ex->stale_resends++;
+    ex->_fresh_conn = true;
+    stats_inc(&svc_stats(ex)->upstream_stale_resends, 1);
+    log_try(ex, "stale-connection");
+    start_attempt(ex);
+    return true;
+}
+
 static void on_up_error(void *ctx, enum upstream_error err, bool stale)
 {
     struct exchange *ex = ctx;
@@ -1175,6 +1204,8 @@ static void on_up_error(void *ctx, enum upstream_error err, bool stale)
         return;
     log_debug("exchange %s: upstream %s: %s%s", ex->request_id, ex->endpoint,
               upstream_error_str(err), stale ? " (stale connection)" : "");
+    if (!ex->resp_head_sent && resend_stale(ex, stale))
+        return;
     stats_inc(&svc_stats(ex)->upstream_failures, 1);
     end_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
@@ -1182,9 +1213,10 @@ static void on_up_error(void *ctx, enum upstream_error err, bool stale)
         fail_after_head(ex, GRPC_UNAVAILABLE, "upstream reset");
         return;
     }
-    /* Only a refused stream is known not to have been processed. A reused
-     * keep-alive connection that fails ("stale") may have delivered the
-     * request: it follows the retry policy like any other failure. */
+    /* Only a refused stream is known not to have been processed. A stale
+     * connection that could not be resent above (a POST, a body too large to
+     * replay, the second time) follows the retry policy like any other
+     * failure. */
     struct attempt_report r = {.result = result_of(err)};
     attempt_failed(ex, &r, err == UPSTREAM_REFUSED_STREAM);
 }

@@ -17,6 +17,11 @@
  *   health: backend_service=api endpoint=10.0.0.7:8080 healthy->unhealthy
  *           (hc-http: HTTP 503; 2 consecutive failures)
  *
+ * A passing probe of a healthy endpoint also ends an outlier ejection at
+ * once (Envoy's successful_active_health_check_uneject_host): an endpoint
+ * ejected while it was down comes back as soon as a check says it serves
+ * again, not when its ejection time is up (backend_endpoint_uneject).
+ *
  * Scheduling. Each target probes every check_interval, jittered uniformly
  * by ±10% and counted from the start of the previous probe (a probe longer
  * than the interval is followed at once by the next). A new target's first
@@ -275,6 +280,22 @@ static void publish(struct health_checker *hc, const struct hc_target *t)
             }
 }
 
+/* t passed and says healthy: its endpoints that are healthy on every check come back from an
+ * outlier ejection now. */
+static void uneject_passing(struct health_checker *hc, const struct hc_target *t)
+{
+    char why[160];
+    snprintf(why, sizeof why, "%s: health check passed", t->check_name);
+    for (size_t i = 0; i < hc->n_eps; i++)
+        for (size_t j = 0; j < hc->eps[i].n; j++)
+            if (hc->eps[i].targets[j] == t) {
+                struct endpoint_state *e = hc->eps[i].state;
+                if (__atomic_load_n(&e->healthy, __ATOMIC_RELAXED))
+                    backend_endpoint_uneject(e, why);
+                break;
+            }
+}
+
 void hc_probe_finished(struct hc_target *t, bool pass, const char *reason)
 {
     struct health_checker *hc = t->hc;
@@ -299,6 +320,8 @@ void hc_probe_finished(struct hc_target *t, bool pass, const char *reason)
               pass ? "passed" : "failed: ", pass ? "" : reason, "");
     if (!was_known || was_healthy != t->healthy)
         publish(hc, t);
+    if (pass && t->healthy)
+        uneject_passing(hc, t);
     /* Next probe: interval ±10%, counted from this probe's start. */
     uint64_t iv = t->interval_ms, span = iv / 5;
     uint64_t next = iv - iv / 10 + (span ? hc_rand(hc) % (span + 1) : 0);

@@ -12,6 +12,8 @@
 
 static void set_callbacks(nghttp2_session_callbacks *cb, const struct h2_session_def *d)
 {
+    if (d->on_begin_frame)
+        nghttp2_session_callbacks_set_on_begin_frame_callback(cb, d->on_begin_frame);
     if (d->on_begin_headers)
         nghttp2_session_callbacks_set_on_begin_headers_callback(cb, d->on_begin_headers);
     if (d->on_header)
@@ -36,6 +38,10 @@ static void set_options(nghttp2_option *opt, const struct h2_session_def *d)
         nghttp2_option_set_stream_reset_rate_limit(opt, d->reset_burst, d->reset_rate);
     if (d->max_settings)
         nghttp2_option_set_max_settings(opt, d->max_settings);
+    if (d->max_continuations)
+        nghttp2_option_set_max_continuations(opt, d->max_continuations);
+    if (d->max_outbound_ack)
+        nghttp2_option_set_max_outbound_ack(opt, d->max_outbound_ack);
 }
 
 int h2_setup_init(struct h2_setup *s, const struct h2_session_def *def)
@@ -116,6 +122,34 @@ int h2_session_send(nghttp2_session *ng, struct evbuffer *out, size_t cap, const
         if (evbuffer_add(out, data, (size_t)n) != 0)
             return NGHTTP2_ERR_NOMEM;
     }
+    return 0;
+}
+
+int h2_goaway_write(struct evbuffer *out, int32_t last_id, uint32_t code, const char *debug)
+{
+    size_t dlen = debug ? strlen(debug) : 0;
+    size_t len = 8 + dlen;
+    uint8_t f[9 + 8] = {
+        (uint8_t)(len >> 16),
+        (uint8_t)(len >> 8),
+        (uint8_t)len,
+        NGHTTP2_GOAWAY,
+        0,
+        0,
+        0,
+        0,
+        0,
+        (uint8_t)((uint32_t)last_id >> 24 & 0x7f),
+        (uint8_t)((uint32_t)last_id >> 16),
+        (uint8_t)((uint32_t)last_id >> 8),
+        (uint8_t)last_id,
+        (uint8_t)(code >> 24),
+        (uint8_t)(code >> 16),
+        (uint8_t)(code >> 8),
+        (uint8_t)code,
+    };
+    if (evbuffer_add(out, f, sizeof f) != 0 || (dlen && evbuffer_add(out, debug, dlen) != 0))
+        return SY_ENOMEM;
     return 0;
 }
 

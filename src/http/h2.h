@@ -47,6 +47,7 @@ struct mem_cache;
 /* One kind of session: callbacks (NULL = not set) and options. */
 struct h2_session_def {
     bool server; /* nghttp2 server session (downstream); else a client session */
+    nghttp2_on_begin_frame_callback on_begin_frame; /* every frame header, CONTINUATION too */
     nghttp2_on_begin_headers_callback on_begin_headers;
     nghttp2_on_header_callback on_header;
     nghttp2_on_frame_recv_callback on_frame_recv;
@@ -61,6 +62,13 @@ struct h2_session_def {
      * resets refilled at `rate` per second; 0 = nghttp2's default. */
     uint64_t reset_burst, reset_rate;
     size_t max_settings; /* SETTINGS entries accepted per frame; 0 = nghttp2's default */
+    /* CONTINUATION frames after one HEADERS before the session fails with
+     * NGHTTP2_ERR_TOO_MANY_CONTINUATIONS; 0 = nghttp2's default (8). */
+    size_t max_continuations;
+    /* SETTINGS and PING ACKs queued unsent before the session fails with
+     * NGHTTP2_ERR_FLOODED (a peer that floods and does not read); 0 =
+     * nghttp2's default (1000). */
+    size_t max_outbound_ack;
 };
 
 /* nghttp2's objects built from a def: read-only once built. */
@@ -114,6 +122,15 @@ int h2_session_recv(nghttp2_session *ng, struct evbuffer *in, const struct evbuf
  * negative nghttp2 error code (NGHTTP2_ERR_NOMEM: `out` could not grow).
  */
 int h2_session_send(nghttp2_session *ng, struct evbuffer *out, size_t cap, const bool *stop);
+
+/*
+ * Append a GOAWAY frame (last stream `last_id`, `code`, debug text `debug`,
+ * may be NULL) to `out` by hand: for a session nghttp2 gave up on (a fatal
+ * error from nghttp2_session_mem_recv: flood, too many CONTINUATIONs, a
+ * callback failure), which must not be used to send anything more. 0 or
+ * SY_ENOMEM.
+ */
+int h2_goaway_write(struct evbuffer *out, int32_t last_id, uint32_t code, const char *debug);
 
 /* ---- bodies: NO_COPY DATA ------------------------------------------------------------------- */
 

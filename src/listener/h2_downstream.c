@@ -11,11 +11,16 @@
  * DATA frames without a copy (NO_COPY + send_data_callback). Frames are
  * serialized once per loop turn (flush_ev), not once per submit.
  *
- * Connection states:
- *   OPEN      serving streams
- *   DRAINING  GOAWAY sent (shutdown notice, then the final one); no new
- *             streams; closes when the last stream ends
- *   CLOSED    freed on a later loop turn
+ * Abuse bounds (RFC 9113 10.5, and the floods Envoy's edge guide names):
+ * each connection error ends in exactly one GOAWAY, then the connection
+ * closes (state FAILING, h2_downstream-int.h). SETTINGS, PING, empty DATA,
+ * WINDOW_UPDATE and PRIORITY frames are counted per one-second window
+ * (flood_limit); RST_STREAM ("rapid reset") and CONTINUATION are limited by
+ * nghttp2 (h2_down_session); a header block far over the limits ends the
+ * connection (h2_downstream_head.c). Response bytes held for a client that
+ * does not read are bounded by limits.max_stalled_streams and
+ * limits.max_buffered_bytes (police_stalls). The heads are translated in
+ * h2_downstream_head.c.
  *
  * Per worker (struct h2_down, at listener_worker.h2, made with the
  * worker's first HTTP/2 connection): the list of connections and the
@@ -26,10 +31,9 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+#include <sys/socket.h>
 
 #include "exchange/exchange.h"
 #include "runtime.h"
@@ -38,75 +42,30 @@
 #include "core/errors.h"
 #include "core/list.h"
 #include "core/log.h"
-#include "core/parse.h"
 #include "core/strlit.h"
 #include "core/timer.h"
 #include "core/worker.h"
 #include "http/h2.h"
 #include "http/headers.h"
+#include "listener/h2_downstream-int.h"
 #include "listener/listener-int.h"
 
 #define H2_OUTPUT_CAP      (256 * 1024) /* serialized bytes queued on the socket */
 #define H2_INPUT_CAP       (256 * 1024) /* stop reading the socket above this */
 #define H2_GOAWAY_GRACE_MS 1000         /* between the shutdown notice and the final GOAWAY */
-
-enum h2d_state { H2D_OPEN, H2D_DRAINING, H2D_CLOSED };
+#define H2_LINGER_MS       1000         /* FAILING: reading and dropping after our GOAWAY */
 
 static const char *h2d_state_str(enum h2d_state s)
 {
-    static const char *const names[] = {"open", "draining", "closed"};
+    static const char *const names[] = {"open", "draining", "failing", "closed"};
     return names[s];
 }
-
-/* The worker's HTTP/2 downstream (listener_worker.h2). */
-struct h2_down {
-    struct sy_link conns;  /* struct h2_down_conn.link */
-    struct h2_setup setup; /* nghttp2 callbacks and options of every session */
-};
-
-struct h2_down_conn;
-
-struct h2_stream {
-    struct h2_down_conn *c;
-    int32_t id;
-    struct exchange *ex; /* NULL once the exchange finished */
-    struct h2_body out;  /* response body; trailers from the worker's cache (h2_nv_copy) */
-    bool head_done;      /* the request head reached the router */
-    bool req_paused;     /* the router asked to stop taking request DATA */
-    bool notify_drained;
-    size_t unconsumed;     /* request DATA not yet returned to the client's window */
-    uint32_t header_bytes; /* for max_header_list_size */
-    struct http_headers req_trailers;
-    struct sy_link link; /* struct h2_down_conn.streams */
-};
-
-struct h2_down_conn {
-    struct listener_worker *lw;
-    struct conn_info ci;
-    struct bufferevent *bev;
-    nghttp2_session *ng;
-    enum h2d_state state;
-    struct sy_link streams; /* struct h2_stream.link */
-    unsigned n_streams;
-    bool want_flush;
-    bool ping_outstanding;        /* our keepalive PING awaits its ACK */
-    uint64_t last_read_ms;        /* last bytes from the client (keepalive) */
-    uint64_t last_client_ping_ms; /* ping_policy: previous PING from the client */
-    uint64_t last_data_ms;        /* last HEADERS/DATA sent (ping_policy resets strikes) */
-    unsigned ping_strikes;
-    struct evbuffer *scratch; /* request DATA of one callback */
-    struct event flush_ev, idle_ev, goaway_ev, reap_ev;
-    struct event keepalive_ev; /* keepalive.time, then keepalive.timeout */
-    struct event age_ev;       /* max_connection_age, then its grace */
-    bool age_reached;
-    struct sy_link link; /* struct h2_down.conns */
-};
 
 static const struct downstream_ops h2_downstream_ops;
 static void conn_close(struct h2_down_conn *c);
 static void conn_drain(struct h2_down_conn *c);
 
-static const struct cfg_listener *listener_cfg(const struct h2_down_conn *c)
+const struct cfg_listener *h2d_listener_cfg(const struct h2_down_conn *c)
 {
     const struct runtime *rt = c->lw->w->runtime;
     return &rt->cfg->listeners[c->ci.listener_idx];
@@ -137,7 +96,7 @@ static void schedule_flush(struct h2_down_conn *c)
  */
 static void update_idle(struct h2_down_conn *c)
 {
-    const struct cfg_listener *l = listener_cfg(c);
+    const struct cfg_listener *l = h2d_listener_cfg(c);
     uint64_t ms = l->timeouts.http_keepalive_ms;
     uint64_t mci = l->http2.max_connection_idle_ms;
     if (mci && (!ms || mci < ms))
@@ -170,6 +129,9 @@ static void stream_free(struct h2_stream *st)
     struct h2_down_conn *c = st->c;
     sy_list_unlink(&st->link);
     c->n_streams--;
+    c->buffered -= evbuffer_get_length(st->out.buf);
+    if (st->full)
+        c->n_full--;
     evbuffer_free(st->out.buf);
     h2_nv_free(st->out.trailers, conn_mem(c));
     free(st);
@@ -203,6 +165,129 @@ static void stream_abort_exchange(struct h2_stream *st)
         exchange_on_downstream_abort(ex);
 }
 
+/* ---- connection errors and floods ------------------------------------------------------- */
+
+int h2d_fail(struct h2_down_conn *c, uint32_t code, const char *why)
+{
+    if (!c->fail_why) {
+        c->fail_code = code;
+        c->fail_why = why;
+    }
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+/*
+ * Frames of each kind a client may send per one-second window before the
+ * connection is ended with ENHANCE_YOUR_CALM. Generous for real clients
+ * (which send a few SETTINGS and PRIORITY frames, PINGs under ping_policy,
+ * and WINDOW_UPDATEs in step with the DATA they receive); a flood trips
+ * them within a window, so the work per flooded frame stays constant.
+ */
+static const struct {
+    uint32_t base;     /* frames per window */
+    uint32_t per_data; /* more per DATA frame we sent in the window */
+    const char *why;   /* GOAWAY debug data */
+} flood_limit[FLOOD_KINDS] = {
+    [FLOOD_SETTINGS] = {100, 0, "settings_flood"},
+    [FLOOD_PING] = {100, 0, "ping_flood"},
+    [FLOOD_EMPTY_DATA] = {100, 0, "empty_data_flood"},
+    [FLOOD_WINDOW_UPDATE] = {1000, 4, "window_update_flood"},
+    [FLOOD_PRIORITY] = {1000, 0, "priority_flood"},
+};
+
+#define FLOOD_WINDOW_MS 1000
+#define RESET_BURST     1000 /* Rapid Reset: RST_STREAMs at once ... */
+#define RESET_RATE      33   /* ... and per second after that */
+
+/* One more frame of `kind`: 0, or h2d_fail's code when over its limit. */
+static int flood_count(struct h2_down_conn *c, enum h2d_flood kind)
+{
+    uint64_t now = sy_now_ms();
+    if (now - c->flood_window_ms >= FLOOD_WINDOW_MS) {
+        c->flood_window_ms = now;
+        memset(c->flood, 0, sizeof c->flood);
+        c->data_sent = 0;
+    }
+    uint64_t limit = flood_limit[kind].base + (uint64_t)flood_limit[kind].per_data * c->data_sent;
+    if (++c->flood[kind] > limit)
+        return h2d_fail(c, NGHTTP2_ENHANCE_YOUR_CALM, flood_limit[kind].why);
+    return 0;
+}
+
+/*
+ * Rapid Reset (CVE-2023-44487): a token bucket of RESET_BURST client
+ * RST_STREAMs refilled at RESET_RATE per second, as nghttp2's own limiter
+ * (set to the same values, h2_down_session) but looked at first, so the
+ * GOAWAY says ENHANCE_YOUR_CALM like the other floods (nghttp2's says
+ * INTERNAL_ERROR). 0, or h2d_fail's code.
+ */
+static int reset_count(struct h2_down_conn *c)
+{
+    uint64_t now = sy_now_ms();
+    if (!c->reset_refill_ms) {
+        c->reset_budget = RESET_BURST * 1000ull;
+        c->reset_refill_ms = now;
+    }
+    c->reset_budget += (now - c->reset_refill_ms) * RESET_RATE;
+    c->reset_refill_ms = now;
+    if (c->reset_budget > RESET_BURST * 1000ull)
+        c->reset_budget = RESET_BURST * 1000ull;
+    if (c->reset_budget < 1000)
+        return h2d_fail(c, NGHTTP2_ENHANCE_YOUR_CALM, "rapid_reset");
+    c->reset_budget -= 1000;
+    return 0;
+}
+
+/* Did we reset stream `id` lately? (Its client may still send HEADERS: RFC 9113 5.1.) */
+static bool reset_lately(const struct h2_down_conn *c, int32_t id)
+{
+    for (unsigned i = 0; i < H2D_RESET_RING; i++)
+        if (c->reset_ring[i] == id)
+            return true;
+    return false;
+}
+
+/*
+ * RFC 9113 5.1.1: a new stream's id is above every id the client used
+ * before. nghttp2 ignores a HEADERS below that on a stream it does not
+ * know (it cannot tell a closed stream from one never opened); we end the
+ * connection with PROTOCOL_ERROR, unless we reset that stream ourselves
+ * lately (then trailers may still be in flight) or it is still open.
+ */
+static int check_stream_id(struct h2_down_conn *c, int32_t id)
+{
+    if (id > c->max_client_id) {
+        if (id & 1)
+            c->max_client_id = id;
+        return 0;
+    }
+    nghttp2_stream *s = nghttp2_session_find_stream(c->ng, id);
+    if (s && nghttp2_stream_get_state(s) != NGHTTP2_STREAM_STATE_CLOSED)
+        return 0;
+    if (reset_lately(c, id))
+        return 0;
+    return h2d_fail(c, NGHTTP2_PROTOCOL_ERROR, "stream id not increasing");
+}
+
+/* Every frame header, before nghttp2 looks at the payload: id order and flood counts. */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
+{
+    struct h2_down_conn *c = arg;
+    switch (hd->type) {
+    case NGHTTP2_HEADERS: return check_stream_id(c, hd->stream_id);
+    case NGHTTP2_SETTINGS: return hd->flags & NGHTTP2_FLAG_ACK ? 0 : flood_count(c, FLOOD_SETTINGS);
+    case NGHTTP2_PING: return hd->flags & NGHTTP2_FLAG_ACK ? 0 : flood_count(c, FLOOD_PING);
+    case NGHTTP2_DATA:
+        return hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM)
+                   ? flood_count(c, FLOOD_EMPTY_DATA)
+                   : 0;
+    case NGHTTP2_WINDOW_UPDATE: return flood_count(c, FLOOD_WINDOW_UPDATE);
+    case NGHTTP2_PRIORITY: return flood_count(c, FLOOD_PRIORITY);
+    case NGHTTP2_RST_STREAM: return reset_count(c);
+    default: return 0;
+    }
+}
+
 /* ---- request side ------------------------------------------------------------------ */
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
@@ -216,7 +301,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
         return 0;
     }
     struct h2_stream *st = stream_new(c, f->hd.stream_id);
-    struct exchange *ex = st ? exchange_new(c->lw->w, listener_cfg(c)) : NULL;
+    struct exchange *ex = st ? exchange_new(c->lw->w, h2d_listener_cfg(c)) : NULL;
     if (!ex || http_headers_init(&ex->req.headers, &ex->arena, 16) != 0) {
         if (ex)
             exchange_reject(ex, 500);
@@ -235,160 +320,13 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     return 0;
 }
 
-/* Pseudo-header or field of a request head; copied into the exchange arena. */
-static int take_request_field(struct exchange *ex, const uint8_t *name, size_t nlen,
-                              const uint8_t *value, size_t vlen)
-{
-    struct http_request_head *r = &ex->req;
-    char *v = arena_strndup(&ex->arena, (const char *)value, vlen);
-    if (!v)
-        return -1;
-    if (nlen > 0 && name[0] == ':') {
-        if (h2_name_is(name, nlen, SY_STRLIT(":method"))) {
-            r->method = v;
-            r->method_len = (uint32_t)vlen;
-        } else if (h2_name_is(name, nlen, SY_STRLIT(":scheme"))) {
-            r->scheme = v;
-            r->scheme_len = (uint32_t)vlen;
-        } else if (h2_name_is(name, nlen, SY_STRLIT(":authority"))) {
-            r->authority = v;
-            r->authority_len = (uint32_t)vlen;
-        } else if (h2_name_is(name, nlen, SY_STRLIT(":path"))) {
-            r->path = v;
-            r->path_len = (uint32_t)vlen;
-        } else if (h2_name_is(name, nlen, SY_STRLIT(":protocol"))) {
-            r->upgrade = v; /* RFC 8441 extended CONNECT */
-        }
-        return 0; /* nghttp2 rejects unknown pseudo-headers itself */
-    }
-    if (h2_name_is(name, nlen, SY_STRLIT("host"))) {
-        if (!r->authority) { /* :authority wins when both are present */
-            r->authority = v;
-            r->authority_len = (uint32_t)vlen;
-        }
-        return 0;
-    }
-    char *n = arena_strndup(&ex->arena, (const char *)name, nlen);
-    if (!n)
-        return -1;
-    return http_headers_add(&r->headers, &ex->arena, n, nlen, v, vlen) ? -1 : 0;
-}
-
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
-    struct h2_down_conn *c = arg;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
-    if (!st || !st->ex || f->hd.type != NGHTTP2_HEADERS)
+    if (!st || f->hd.type != NGHTTP2_HEADERS)
         return 0;
-    struct exchange *ex = st->ex;
-    st->header_bytes += (uint32_t)(nlen + vlen + 32);
-    if (st->header_bytes > listener_cfg(c)->http2.max_header_list_size)
-        return 0;                                 /* answered with 431 once the head is complete */
-    if (f->headers.cat == NGHTTP2_HCAT_HEADERS) { /* request trailers */
-        if (!st->req_trailers.v && http_headers_init(&st->req_trailers, &ex->arena, 4) != 0)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        if (http_headers_add_copy(&st->req_trailers, &ex->arena, (const char *)name, nlen,
-                                  (const char *)value, vlen) != 0)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        return 0;
-    }
-    return take_request_field(ex, name, nlen, value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
-                                                           : 0;
-}
-
-/* RFC 9113 8.2.3: cookie crumbs become one field for HTTP/1.1 backends. */
-static int join_cookies(struct exchange *ex)
-{
-    struct http_headers *h = &ex->req.headers;
-    unsigned n = http_headers_count(h, SY_STRLIT("cookie"));
-    if (n < 2)
-        return 0;
-    size_t len = 0;
-    for (uint32_t i = 0; i < h->n; i++)
-        if (h2_name_is(h->v[i].name, h->v[i].name_len, SY_STRLIT("cookie")))
-            len += h->v[i].value_len + 2;
-    char *v = arena_alloc(&ex->arena, len + 1);
-    if (!v)
-        return -1;
-    size_t off = 0;
-    for (uint32_t i = 0; i < h->n; i++) {
-        const struct http_header *f = &h->v[i];
-        if (!h2_name_is(f->name, f->name_len, SY_STRLIT("cookie")))
-            continue;
-        if (off) {
-            memcpy(v + off, SY_STRLIT("; "));
-            off += SY_STRLEN("; ");
-        }
-        memcpy(v + off, f->value, f->value_len);
-        off += f->value_len;
-    }
-    http_headers_remove(h, SY_STRLIT("cookie"));
-    return http_headers_add(h, &ex->arena, SY_STRLIT("cookie"), v, off);
-}
-
-/*
- * RFC 8441: an extended CONNECT with :protocol websocket becomes the
- * HTTP/1.1 Upgrade request a WebSocket backend expects (GET, a generated
- * Sec-WebSocket-Key); the stream's DATA frames are the tunnel. 0 or -1.
- */
-static int websocket_connect(struct exchange *ex)
-{
-    struct http_request_head *r = &ex->req;
-    bool connect = h2_name_is(r->method, r->method_len, SY_STRLIT("CONNECT"));
-    if (!r->upgrade)
-        return 0;
-    if (!connect || strcmp(r->upgrade, "websocket") != 0)
-        return -1;
-    r->method = "GET";
-    r->method_len = SY_STRLEN("GET");
-    r->has_body = false;
-    r->content_length = -1;
-    if (http_headers_get(&r->headers, SY_STRLIT("sec-websocket-key")))
-        return 0;
-    unsigned char raw[16], key[32];
-    uint64_t a = worker_rand(ex->w), b = worker_rand(ex->w);
-    memcpy(raw, &a, 8);
-    memcpy(raw + 8, &b, 8);
-    int key_len = EVP_EncodeBlock(key, raw, 16); /* 24 characters */
-    return http_headers_add_copy(&r->headers, &ex->arena, SY_STRLIT("sec-websocket-key"),
-                                 (char *)key, (size_t)key_len);
-}
-
-/* The request head is complete: fill the neutral fields and route it. */
-static void request_head_done(struct h2_down_conn *c, struct h2_stream *st, bool end_stream)
-{
-    struct exchange *ex = st->ex;
-    struct http_request_head *r = &ex->req;
-    st->head_done = true;
-    if (!r->scheme) {
-        r->scheme = ex->tls ? "https" : "http";
-        r->scheme_len = (uint32_t)strlen(r->scheme);
-    }
-    /* nghttp2 checked content-length already (digits, at most INT64_MAX). */
-    const struct http_header *cl = http_headers_get(&r->headers, SY_STRLIT("content-length"));
-    uint64_t len;
-    r->content_length =
-        cl && sy_parse_dec(cl->value, cl->value_len, INT64_MAX, &len) == 0 ? (int64_t)len : -1;
-    http_headers_remove(&r->headers, SY_STRLIT("content-length"));
-    r->has_body = !end_stream;
-    ex->is_head = h2_name_is(r->method, r->method_len, SY_STRLIT("HEAD"));
-    const struct http_header *ct = http_headers_get(&r->headers, SY_STRLIT("content-type"));
-    ex->is_grpc = ct && ct->value_len >= SY_STRLEN("application/grpc") &&
-                  strncasecmp(ct->value, SY_STRLIT("application/grpc")) == 0;
-    if (st->header_bytes > listener_cfg(c)->http2.max_header_list_size) {
-        exchange_local_reply(ex, 431, "request header fields too large", 0);
-        return;
-    }
-    if (!r->method || !r->path || join_cookies(ex) != 0 || websocket_connect(ex) != 0) {
-        exchange_local_reply(ex, 400, "bad request", 0);
-        return;
-    }
-    if (end_stream)
-        ex->req_done = true;
-    router_start(ex);
-    if (end_stream && st->ex == ex)
-        exchange_on_request_end(ex, NULL);
+    return h2d_request_field(arg, st, f, name, nlen, value, vlen);
 }
 
 /*
@@ -398,9 +336,9 @@ static void request_head_done(struct h2_down_conn *c, struct h2_stream *st, bool
  * permit_without_calls is false. Sending HEADERS or DATA clears the strikes.
  * More than max_strikes: GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
  */
-static void police_ping(struct h2_down_conn *c)
+static int police_ping(struct h2_down_conn *c)
 {
-    const struct cfg_listener *l = listener_cfg(c);
+    const struct cfg_listener *l = h2d_listener_cfg(c);
     uint64_t now = sy_now_ms();
     uint64_t min = l->http2.ping_min_interval_without_data_ms;
     bool strike = false;
@@ -410,26 +348,20 @@ static void police_ping(struct h2_down_conn *c)
              now - c->last_client_ping_ms < min)
         strike = true;
     c->last_client_ping_ms = now;
-    if (!strike)
-        return;
-    if (++c->ping_strikes <= l->http2.ping_max_strikes)
-        return;
-    static const char msg[] = "too_many_pings";
-    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
-                          NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)msg, sizeof msg - 1);
-    set_state(c, H2D_DRAINING);
-    schedule_flush(c);
+    if (!strike || ++c->ping_strikes <= l->http2.ping_max_strikes)
+        return 0;
+    return h2d_fail(c, NGHTTP2_ENHANCE_YOUR_CALM, "too_many_pings");
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
     struct h2_down_conn *c = arg;
     if (f->hd.type == NGHTTP2_PING) {
-        if (f->hd.flags & NGHTTP2_FLAG_ACK)
+        if (f->hd.flags & NGHTTP2_FLAG_ACK) {
             c->ping_outstanding = false;
-        else
-            police_ping(c);
-        return 0;
+            return 0;
+        }
+        return police_ping(c);
     }
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
@@ -438,7 +370,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
         return 0;
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        request_head_done(c, st, end);
+        h2d_request_head_done(c, st, end);
         return 0;
     }
     if (end && st->head_done)
@@ -446,11 +378,29 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
     return 0;
 }
 
+/*
+ * RFC 9113 8.1: after a complete response, RST_STREAM NO_ERROR asks the
+ * client to stop sending. Done for a refused tunnel whose client goes on
+ * sending (its bytes are dropped), once the response is out.
+ */
+static void refused_tunnel_reset(struct h2_stream *st)
+{
+    if (!st->rst_after_end || !st->late_data || !st->resp_ended)
+        return;
+    st->rst_after_end = false;
+    nghttp2_submit_rst_stream(st->c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    schedule_flush(st->c);
+}
+
 static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
                               size_t len, void *arg)
 {
     struct h2_down_conn *c = arg;
     struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    if (st && st->rst_after_end) {
+        st->late_data = true;
+        refused_tunnel_reset(st);
+    }
     if (!st || !st->ex || !st->head_done) {
         nghttp2_session_consume(ng, id, len); /* nobody wants it */
         return 0;
@@ -468,9 +418,24 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, co
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 {
     struct h2_down_conn *c = arg;
-    if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) {
+    switch (f->hd.type) {
+    case NGHTTP2_DATA:
+    case NGHTTP2_HEADERS: {
+        c->data_sent += f->hd.type == NGHTTP2_DATA;
         c->last_data_ms = sy_now_ms();
         c->ping_strikes = 0;
+        struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+        if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+            st->resp_ended = true;
+            refused_tunnel_reset(st);
+        }
+        break;
+    }
+    case NGHTTP2_RST_STREAM:
+        c->reset_ring[c->reset_pos++ % H2D_RESET_RING] = f->hd.stream_id;
+        break;
+    case NGHTTP2_GOAWAY: c->goaway_out = true; break;
+    default: break;
     }
     return 0;
 }
@@ -506,47 +471,25 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *fr
 {
     struct h2_down_conn *c = arg;
     struct h2_stream *st = src->ptr;
-    return h2_body_send(&st->out, f, framehd, length, bufferevent_get_output(c->bev));
+    int rc = h2_body_send(&st->out, f, framehd, length, bufferevent_get_output(c->bev));
+    if (rc == 0)
+        c->buffered -= length;
+    if (st->full && evbuffer_get_length(st->out.buf) < SY_FLOW_HIGH) {
+        st->full = false;
+        c->n_full--;
+    }
+    return rc;
 }
 
 static void op_send_head(struct exchange *ex, const struct http_response_head *h, bool end)
 {
     struct h2_stream *st = ex->down_ctx;
     struct h2_down_conn *c = st->c;
-    nghttp2_nv *nv = arena_alloc(&ex->arena, sizeof *nv * (h->headers.n + 2));
-    char status[8], clen[24];
-    if (!nv) {
-        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-        schedule_flush(c);
-        return;
-    }
-    bool tunnel = h->status == 101 && ex->req.upgrade;
-    /* RFC 8441: the WebSocket handshake succeeds with a 200 on the stream. */
-    int code = tunnel ? 200 : h->status % 1000;
-    status[0] = (char)('0' + code / 100);
-    status[1] = (char)('0' + code / 10 % 10);
-    status[2] = (char)('0' + code % 10);
-    status[3] = '\0';
-    size_t n = 0;
-    nv[n++] = h2_nv_lit(SY_STRLIT(":status"), status, 3);
-    for (uint32_t i = 0; i < h->headers.n; i++) {
-        const struct http_header *f = &h->headers.v[i];
-        if (h2_field_skipped(f) ||
-            (tunnel && h2_name_is(f->name, f->name_len, SY_STRLIT("sec-websocket-accept"))))
-            continue;
-        nv[n++] = h2_nv(f->name, f->name_len, f->value, f->value_len);
-    }
-    if (h->content_length >= 0 && h->status != 204 && h->status != 304) {
-        size_t l = sy_u64_to_dec(clen, (uint64_t)h->content_length);
-        nv[n++] = h2_nv_lit(SY_STRLIT("content-length"), clen, l);
-    }
-    if (end || ex->is_head) {
-        nghttp2_submit_response(c->ng, st->id, nv, n, NULL);
+    nghttp2_data_provider dp = {.source.ptr = st, .read_callback = on_data_read};
+    bool no_body = end || ex->is_head;
+    h2d_response_head(c, st, ex, h, no_body ? NULL : &dp);
+    if (no_body)
         st->out.eof = true;
-    } else {
-        nghttp2_data_provider dp = {.source.ptr = st, .read_callback = on_data_read};
-        nghttp2_submit_response(c->ng, st->id, nv, n, &dp);
-    }
     schedule_flush(c);
 }
 
@@ -563,7 +506,12 @@ static void op_send_body(struct exchange *ex, struct evbuffer *buf)
         evbuffer_drain(buf, evbuffer_get_length(buf));
         return;
     }
+    st->c->buffered += evbuffer_get_length(buf);
     evbuffer_add_buffer(st->out.buf, buf);
+    if (!st->full && evbuffer_get_length(st->out.buf) >= SY_FLOW_HIGH) {
+        st->full = true; /* police_stalls looks at it after the next send */
+        st->c->n_full++;
+    }
     resume(st);
 }
 
@@ -665,12 +613,142 @@ static void maybe_close(struct h2_down_conn *c)
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 }
 
+/* ---- limits on what a client that does not read may cost ------------------------------------ */
+
+/* Reset a stalled stream: its queued response goes, its exchange (and backend attempt) ends. */
+static void stream_calm_reset(struct h2_stream *st)
+{
+    struct h2_down_conn *c = st->c;
+    size_t n = evbuffer_get_length(st->out.buf);
+    c->buffered -= n;
+    evbuffer_drain(st->out.buf, n);
+    if (st->full) {
+        st->full = false;
+        c->n_full--;
+    }
+    stream_abort_exchange(st);
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_ENHANCE_YOUR_CALM);
+    schedule_flush(c);
+}
+
+/* Is the client's flow-control window of `st` (or of the connection) closed? */
+static bool stream_window_closed(const struct h2_down_conn *c, const struct h2_stream *st)
+{
+    return nghttp2_session_get_remote_window_size(c->ng) <= 0 ||
+           nghttp2_session_get_stream_remote_window_size(c->ng, st->id) <= 0;
+}
+
+/*
+ * limits.max_stalled_streams and limits.max_buffered_bytes, after a send:
+ * a stream is stalled when SY_FLOW_HIGH or more of its response is still
+ * queued because the client's window (the stream's or the connection's) is
+ * closed, i.e. the client is not reading it. Each such stream holds its
+ * backend attempt and up to about two SY_FLOW_HIGH of memory. While more
+ * streams are stalled than allowed, or the connection holds more response
+ * bytes than allowed, the newest stalled streams are reset
+ * (ENHANCE_YOUR_CALM) through their exchange, which releases the backend.
+ * A client that reads, however slowly, keeps reopening its windows.
+ */
+static void police_stalls(struct h2_down_conn *c)
+{
+    if (c->n_full == 0)
+        return;
+    const struct cfg_limits *lim = &h2d_listener_cfg(c)->limits;
+    unsigned stalled = 0;
+    for (struct sy_link *l = c->streams.next; l != &c->streams; l = l->next) {
+        struct h2_stream *st = SY_CONTAINER_OF(l, struct h2_stream, link);
+        stalled += st->full && st->ex && stream_window_closed(c, st);
+    }
+    /* Newest first (streams are inserted at the head): the oldest keep going. */
+    for (struct sy_link *l = c->streams.next; l != &c->streams; l = l->next) {
+        if (stalled <= lim->max_stalled_streams && c->buffered <= lim->max_buffered_bytes)
+            break;
+        struct h2_stream *st = SY_CONTAINER_OF(l, struct h2_stream, link);
+        if (!st->full || !st->ex || !stream_window_closed(c, st))
+            continue;
+        log_info("h2 downstream: stream %d stalled (%u stalled, %llu bytes held): reset", st->id,
+                 stalled, (unsigned long long)c->buffered);
+        stream_calm_reset(st);
+        stalled--;
+    }
+}
+
+/* ---- connection errors: one GOAWAY, then a lingering close --------------------------------- */
+
+/*
+ * FAILING, once the output is written: shut the write side (the client
+ * reads our GOAWAY, then EOF) and keep reading and dropping until its EOF
+ * or the linger timer, so our close does not turn into a reset that could
+ * destroy the GOAWAY in flight.
+ */
+static void fail_progress(struct h2_down_conn *c)
+{
+    if (sy_bev_flush(c->bev, c->ci.tls) != 0) {
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+        return;
+    }
+    if (c->ci.tls)
+        listener_tls_close_notify(c->bev);
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+}
+
+/*
+ * nghttp2_session_mem_recv failed with `rc`: the session is done for. A
+ * peer that is not speaking HTTP/2 (bad preface) is closed at once;
+ * otherwise one GOAWAY goes out, written by hand (nghttp2 must not be
+ * called again): the code a callback chose (h2d_fail), or one for nghttp2's
+ * own verdict (a flood, too many CONTINUATIONs: ENHANCE_YOUR_CALM).
+ */
+static void conn_fail(struct h2_down_conn *c, int rc)
+{
+    if (rc == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+        log_debug("h2 downstream %p: not an HTTP/2 preface; closing", (void *)c);
+        conn_close(c);
+        return;
+    }
+    uint32_t code = NGHTTP2_INTERNAL_ERROR;
+    const char *why = c->fail_why;
+    if (why)
+        code = c->fail_code;
+    else if (rc == NGHTTP2_ERR_FLOODED || rc == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+        code = NGHTTP2_ENHANCE_YOUR_CALM;
+    if (!why)
+        why = nghttp2_strerror(rc);
+    log_info("h2 downstream: %s: GOAWAY %s", why, nghttp2_http2_strerror(code));
+    set_state(c, H2D_FAILING);
+    /* The exchanges end now: their backend attempts are of no use anymore. */
+    for (struct sy_link *l = c->streams.next; l != &c->streams; l = l->next) {
+        struct h2_stream *st = SY_CONTAINER_OF(l, struct h2_stream, link);
+        struct exchange *ex = st->ex;
+        st->ex = NULL;
+        st->unconsumed = 0;
+        if (ex)
+            exchange_on_downstream_abort(ex);
+    }
+    event_del(&c->idle_ev);
+    event_del(&c->keepalive_ev);
+    event_del(&c->age_ev);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (h2_goaway_write(bufferevent_get_output(c->bev),
+                        nghttp2_session_get_last_proc_stream_id(c->ng), code, why) != 0) {
+        conn_close(c);
+        return;
+    }
+    sy_timer_arm_ms(&c->goaway_ev, H2_LINGER_MS); /* on_goaway closes a FAILING connection */
+    fail_progress(c);
+}
+
 /* Serialize pending frames into the socket's output buffer, up to its cap. */
 static void flush(struct h2_down_conn *c)
 {
     c->want_flush = false;
     if (c->state == H2D_CLOSED)
         return;
+    if (c->state == H2D_FAILING) {
+        fail_progress(c);
+        return;
+    }
     int rc = h2_session_send(c->ng, bufferevent_get_output(c->bev), H2_OUTPUT_CAP, NULL);
     if (rc != 0) {
         log_debug("h2 downstream %p: %s", (void *)c, nghttp2_strerror(rc));
@@ -678,6 +756,7 @@ static void flush(struct h2_down_conn *c)
         return;
     }
     sy_bev_flush(c->bev, c->ci.tls);
+    police_stalls(c);
     notify_drained(c);
     if (c->state != H2D_CLOSED)
         maybe_close(c);
@@ -694,11 +773,15 @@ static void on_read(struct bufferevent *bev, void *arg)
     c->last_read_ms = sy_now_ms();
     if (c->state == H2D_CLOSED)
         return;
+    if (c->state == H2D_FAILING) { /* lingering: read and drop */
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     /* nghttp2's callbacks never close the connection: the loop runs to the end. */
     int rc = h2_session_recv(c->ng, bufferevent_get_input(bev), NULL, 0, NULL);
     if (rc != 0) {
-        log_debug("h2 downstream %p: %s", (void *)c, nghttp2_strerror(rc));
-        conn_close(c);
+        conn_fail(c, rc);
         return;
     }
     flush(c);
@@ -767,6 +850,10 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
 static void on_goaway(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_down_conn *c = arg;
+    if (c->state == H2D_FAILING) { /* the linger after a connection error is over */
+        conn_close(c);
+        return;
+    }
     nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
                           NGHTTP2_NO_ERROR, NULL, 0);
     flush(c);
@@ -779,7 +866,7 @@ static void on_goaway(evutil_socket_t fd, short what, void *arg)
 static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_down_conn *c = arg;
-    const struct cfg_listener *l = listener_cfg(c);
+    const struct cfg_listener *l = h2d_listener_cfg(c);
     uint64_t now = sy_now_ms(), t = l->http2.keepalive_time_ms;
     if (c->ping_outstanding) {
         if (now - c->last_read_ms >= l->http2.keepalive_timeout_ms) {
@@ -805,7 +892,7 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 static void on_age(evutil_socket_t fd, short what, void *arg)
 {
     struct h2_down_conn *c = arg;
-    const struct cfg_listener *l = listener_cfg(c);
+    const struct cfg_listener *l = h2d_listener_cfg(c);
     if (c->age_reached) {
         conn_close(c);
         return;
@@ -831,6 +918,7 @@ static void conn_drain(struct h2_down_conn *c)
 /* Every client session of a worker is made from this, built once per worker. */
 static const struct h2_session_def h2_down_session = {
     .server = true,
+    .on_begin_frame = on_begin_frame,
     .on_begin_headers = on_begin_headers,
     .on_header = on_header,
     .on_frame_recv = on_frame_recv,
@@ -838,10 +926,12 @@ static const struct h2_session_def h2_down_session = {
     .on_data_chunk_recv = on_data_chunk_recv,
     .on_stream_close = on_stream_close,
     .send_data = on_send_data,
-    .manual_window = true, /* request DATA is consumed once forwarded */
-    .reset_burst = 1000,   /* Rapid Reset: at most 1000 resets, then 33 per second */
-    .reset_rate = 33,
+    .manual_window = true,      /* request DATA is consumed once forwarded */
+    .reset_burst = RESET_BURST, /* a backstop: reset_count() trips first */
+    .reset_rate = RESET_RATE,
     .max_settings = 32,
+    .max_continuations = 8, /* a 64KiB head needs 4 with 16KiB frames */
+    .max_outbound_ack = 1000,
 };
 
 /* The worker's HTTP/2 downstream, made with its first connection. NULL: out of memory. */
@@ -864,7 +954,7 @@ static struct h2_down *worker_down(struct listener_worker *lw)
 
 static int send_settings(struct h2_down_conn *c)
 {
-    const struct cfg_listener *l = listener_cfg(c);
+    const struct cfg_listener *l = h2d_listener_cfg(c);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, l->http2.max_concurrent_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, l->http2.initial_stream_window_size},
@@ -901,7 +991,7 @@ static int take_upgrade(struct h2_down_conn *c, const uint8_t *settings, size_t 
 /* Timers and the listener's settings of a new connection whose session is up. */
 static void conn_arm(struct h2_down_conn *c)
 {
-    const struct cfg_listener *l = listener_cfg(c);
+    const struct cfg_listener *l = h2d_listener_cfg(c);
     update_idle(c);
     if (l->http2.keepalive_time_ms)
         sy_timer_arm_ms(&c->keepalive_ev, l->http2.keepalive_time_ms);

@@ -63,6 +63,7 @@ struct h1_up {
     bool connected;
     bool reused;    /* carried an attempt before this one */
     bool got_bytes; /* any response byte for the current attempt */
+    bool peer_fin;  /* the backend closed its side (end of stream, or EPIPE after it) */
     bool head_done; /* response head delivered */
     bool msg_done;  /* parser saw the end of the response */
     bool req_sent;  /* the whole request went into the output buffer */
@@ -347,10 +348,18 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
+/*
+ * The attempt is over without a (complete) response. It is reported
+ * `stale` (upstream.h) when the connection had carried an attempt before,
+ * no byte of this response came, and the backend had closed the connection
+ * (FIN): it was an idle keep-alive connection the backend let go. A reset
+ * of a connection the backend had not closed is not stale: the backend may
+ * have read the request and aborted it.
+ */
 static void fail(struct h1_up *c, enum upstream_error err)
 {
     const struct upstream_request *r = c->r;
-    bool stale = c->reused && !c->got_bytes;
+    bool stale = c->reused && !c->got_bytes && c->peer_fin;
     conn_close(c);
     if (r)
         r->cbs->on_error(r->ctx, err, stale);
@@ -573,9 +582,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_EOF) {
+        c->peer_fin = true;
         on_eof(c);
         return;
     }
+    /* EPIPE: our write or read came after the backend's FIN and its reset
+     * (Linux reports a reset in CLOSE_WAIT as EPIPE, in ESTABLISHED as
+     * ECONNRESET). */
+    c->peer_fin = EVUTIL_SOCKET_ERROR() == EPIPE;
     fail(c, UPSTREAM_RESET);
 }
 
@@ -640,13 +654,14 @@ static const struct upstream_ops h1_upstream_ops = {
 };
 
 /*
- * An idle connection of the pool, or a new one when the service's
- * circuit_breakers.max_connections allows (*err = SY_ELIMIT when not).
+ * An idle connection of the pool (none when r->fresh_connection), or a new
+ * one when the service's circuit_breakers.max_connections allows (*err =
+ * SY_ELIMIT when not).
  */
 static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
                                const struct upstream_request *r, int *err)
 {
-    struct sy_link *l = sy_list_first(&p->idle);
+    struct sy_link *l = r->fresh_connection ? NULL : sy_list_first(&p->idle);
     if (l) {
         struct h1_up *c = SY_CONTAINER_OF(l, struct h1_up, idle_link);
         idle_unlink(c);
@@ -681,7 +696,7 @@ int h1_attempt_start(struct h1_pools *ps, const struct upstream_request *r,
     if (!c)
         return err;
     c->r = r;
-    c->got_bytes = c->head_done = c->msg_done = c->paused = c->tunnel = false;
+    c->got_bytes = c->peer_fin = c->head_done = c->msg_done = c->paused = c->tunnel = false;
     memset(&c->head, 0, sizeof c->head);
     http_parser_init(&c->parser, HTTP_RESPONSE);
     c->parser.data = c;

@@ -49,7 +49,11 @@ struct upstream_cbs {
     void (*on_drained)(void *ctx);
     /*
      * The attempt failed and is over. `stale`: a reused keep-alive connection
-     * failed before any response byte — the request may be sent again.
+     * failed before any response byte because the backend had closed it
+     * (HTTP/1.1: end of stream, or EPIPE after the backend's FIN; a reset of
+     * a connection the backend had not closed is not stale; HTTP/2: the
+     * connection was lost before the stream got a byte) — the request may
+     * be sent again if its method is idempotent (RFC 9112 9.3.1).
      */
     void (*on_error)(void *ctx, enum upstream_error err, bool stale);
 };
@@ -65,6 +69,8 @@ struct upstream_request {
     const struct http_request_head *head; /* sent at once (queued until connected) */
     struct arena *arena;                  /* response heads and trailers live here */
     bool is_head;                         /* a HEAD request: the response has no body */
+    bool fresh_connection;                /* HTTP/1.1: open a new connection, never take an
+                                           * idle pooled one (a resend after a stale one) */
     /*
      * Admission of a new connection (circuit_breakers.max_connections),
      * asked only when no pooled connection can carry the attempt, and only

@@ -724,8 +724,6 @@ def _h(method="GET", path="/p", authority="h.test", scheme="http"):
     return out
 
 
-_H2_HASH = "':path' with '#' forwarded verbatim (RFC 9113 8.3.1: malformed)"
-
 H2 = [
     # body framing
     ("cl-more-than-data", _h("POST") + [("content-length", "10")], b"abc", REJECT, None),
@@ -760,9 +758,8 @@ H2 = [
     ("path-no-leading-slash", _h(path="a"), None, REJECT, None),
     ("path-absolute-url", _h(path="http://admin.test/a"), None, REJECT, None),
     ("path-tab", _h(path="/a\tb"), None, REJECT, None),
-    ("path-fragment", _h(path="/a#b"), None, REJECT, hole(_H2_HASH)),
-    ("path-byte-0xff", _h(path=b"/a\xffb"), None, REJECT,
-     hole("':path' with a byte >= 0x80 forwarded verbatim")),
+    ("path-fragment", _h(path="/a#b"), None, REJECT, None),
+    ("path-byte-0xff", _h(path=b"/a\xffb"), None, REJECT, None),
     ("path-empty", _h(path=""), None, REJECT, None),
     # names
     ("uppercase-name", _h() + [("X-Upper", "1")], None, REJECT, None),
@@ -780,8 +777,7 @@ H2 = [
     ("method-with-space", _h(method="GET /x"), None, REJECT, None),
     ("method-lowercase", _h(method="get"), None, either(R("get", "/p")), None),
     ("authority-with-path", _h(authority="h.test/evil"), None, REJECT, None),
-    ("authority-with-userinfo", _h(authority="u@h.test"), None, REJECT,
-     hole("':authority' with userinfo forwarded as Host (RFC 9113 8.3.1: malformed)")),
+    ("authority-with-userinfo", _h(authority="u@h.test"), None, REJECT, None),
     ("authority-with-space", _h(authority="a b"), None, REJECT, None),
     ("host-differs-from-authority", _h() + [("host", "admin.test")], None,
      either(R("GET", "/p", "h.test")), None),
@@ -845,14 +841,8 @@ def test_h2_request_trailers_not_a_request(rig, trailers, expect):
 EXT_CONNECT = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
                (":path", "/ws"), (":authority", "h.test"), ("sec-websocket-version", "13")]
 
-_TUNNEL_HOLE = ("extended CONNECT: DATA forwarded to the backend before its 101, "
-                "parsed there as a new request")
 
-
-@pytest.mark.parametrize("status", [
-    pytest.param(200, marks=hole(_TUNNEL_HOLE)),
-    pytest.param(404, marks=hole(_TUNNEL_HOLE)),
-])
+@pytest.mark.parametrize("status", [200, 404])
 def test_h2_extended_connect_data_before_101(rig, status):
     """DATA sent with the extended CONNECT must not reach the backend before
     its 101: a backend that answers 200/404 would read it as requests."""

@@ -1,4 +1,4 @@
-/* Unit tests for the retry decisions (src/backend/retry.c). */
+/* Unit tests for the retry decisions (src/exchange/retry.c). */
 #include "exchange/retry.h"
 #include "test.h"
 
@@ -97,8 +97,40 @@ static void test_local_status(void)
     CHECK(retry_local_status(RESULT_PER_TRY_TIMEOUT) == 504);
 }
 
+static bool idem(const char *m)
+{
+    return retry_method_idempotent(m, strlen(m));
+}
+
+static void test_idempotent(void)
+{
+    TEST_CASE("idempotent methods (RFC 9110 9.2.2)");
+    CHECK(idem("GET") && idem("HEAD") && idem("OPTIONS") && idem("TRACE") && idem("PUT") &&
+          idem("DELETE"));
+    CHECK(!idem("POST") && !idem("PATCH") && !idem("CONNECT") && !idem("PRI"));
+    CHECK(!idem("get"));  /* methods are case-sensitive */
+    CHECK(!idem("GETX")); /* whole name only */
+    CHECK(!idem("GE"));
+    CHECK(!idem(""));
+    CHECK(!retry_method_idempotent(NULL, 0));
+}
+
+static void test_stale_resend(void)
+{
+    TEST_CASE("stale keep-alive resend");
+    CHECK(retry_stale_resend(true, "GET", 3, true, 0));
+    CHECK(retry_stale_resend(true, "PUT", 3, true, 0));
+    CHECK(!retry_stale_resend(false, "GET", 3, true, 0)); /* not stale: the policy decides */
+    CHECK(!retry_stale_resend(true, "POST", 4, true, 0)); /* not idempotent */
+    CHECK(!retry_stale_resend(true, "PATCH", 5, true, 0));
+    CHECK(!retry_stale_resend(true, "PUT", 3, false, 0)); /* body not kept for a replay */
+    CHECK(!retry_stale_resend(true, "GET", 3, true, 1));  /* once per exchange */
+}
+
 void test_retry_suite(void)
 {
+    test_idempotent();
+    test_stale_resend();
     test_conditions();
     test_names();
     test_policy();
