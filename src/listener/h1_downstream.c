@@ -136,7 +136,11 @@ static void set_state(struct h1_down *c, enum h1d_state s)
     const struct cfg_listener *l = listener_cfg(c);
     switch (s) {
     case H1D_IDLE: arm(c, l->timeouts.http_keepalive_ms); break;
-    case H1D_HEAD: arm(c, l->timeouts.request_headers_ms); break;
+    case H1D_HEAD:
+        /* request_headers 0s (no head bound) still leaves the idle bound */
+        arm(c, l->timeouts.request_headers_ms ? l->timeouts.request_headers_ms
+                                              : l->timeouts.http_keepalive_ms);
+        break;
     case H1D_LINGER: arm(c, LINGER_MS); break;
     case H1D_CLOSING:
         arm(c, l->timeouts.http_keepalive_ms);
@@ -848,10 +852,6 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
     c->version = ex->req.version;
     c->framing = pick_framing(c, ex, h, end);
     if (c->framing == H1_FRAMING_CLOSE || !c->keep_alive || c->lw->w->draining)
-        c->close_after = true;
-    /* A refused Upgrade: bytes the client sent after it were meant for the
-     * tunnel, never a request; the connection closes after this answer. */
-    if (ex->req.upgrade && h->status != 101)
         c->close_after = true;
     /* Answered before the request body was read: a small rest is discarded
      * later; for a large or chunked one, say now that the connection closes. */

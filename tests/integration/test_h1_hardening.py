@@ -490,3 +490,12 @@ def test_keepalive_timer_closes_idle(rig):
         took = _closed_at(c, 4.0)
         assert took is not None and took < 3.0, took
         assert bytes(c.buf) == b""
+
+
+def test_request_headers_zero_falls_back_to_keepalive(rig):
+    """request_headers: 0s sets no head bound; a silent connection is still
+    closed by the idle bound (http_keepalive), as before the change."""
+    r = rig("timeouts: {request_headers: 0s, http_keepalive: 1s}")
+    with H1Conn(r.port, timeout=10) as c:
+        took = _closed_at(c, 6.0)
+        assert took is not None and took < 4.0, took
