@@ -1,4 +1,19 @@
-/* access_log.c — see access_log.h. */
+/*
+ * access_log.c — see access_log.h.
+ *
+ * Every field comes from outside (the client's method, authority and path,
+ * names from the config, the tries list) and is escaped for the format, so
+ * no value can end its field, add a field or start a new line:
+ *   JSON  RFC 8259 string escapes: `"` and `\` backslashed, every other byte
+ *         below 0x20 and every byte from 0x7f up as \u00XX. The string read
+ *         back as Latin-1 gives the original bytes, whatever their encoding.
+ *   text  `"`, `\`, space, bytes below 0x20 and from 0x7f up as \xHH (as
+ *         nginx escapes its log variables); an empty field is `-`.
+ * Each field is cut to a fixed number of original bytes before escaping
+ * (LOG_*_MAX, X-Request-Id: EXCHANGE_REQUEST_ID_MAX), the same in both
+ * formats, and the line buffer holds the longest escaped entry: a line is
+ * never cut.
+ */
 #include "exchange/access_log.h"
 
 #include <arpa/inet.h>
@@ -13,8 +28,23 @@
 #include "core/parse.h"
 #include "core/worker.h"
 
+/* Original bytes logged per field; a longer value is cut (docs/operations.md). */
+#define LOG_METHOD_MAX    32
+#define LOG_AUTHORITY_MAX 256
+#define LOG_PATH_MAX      2048
+#define LOG_NAME_MAX      128 /* listener and backend service names */
+#define LOG_ESC_MAX       6   /* the longest escape of one byte: \u00XX */
+
+/* Everything but the escaped fields: keys, numbers, the time, flags. */
+#define LOG_FIXED_MAX 1024
+#define LOG_LINE_MAX                                                                               \
+    (LOG_FIXED_MAX +                                                                               \
+     LOG_ESC_MAX * (LOG_METHOD_MAX + LOG_AUTHORITY_MAX + LOG_PATH_MAX + 2 * LOG_NAME_MAX +         \
+                    EXCHANGE_REQUEST_ID_MAX + sizeof(((struct exchange *)0)->endpoint) +           \
+                    sizeof(((struct exchange *)0)->tries_log)))
+
 static const char *const flag_names[] = {"UT", "UF", "UR", "URX", "FI", "NR", "UH",
-                                         "DC", "UP", "LR", "SI", "UO",  "DT", "URO"};
+                                         "DC", "UP", "LR", "SI",  "UO", "DT", "URO"};
 
 void access_log_flags(unsigned flags, char *out, size_t cap)
 {
@@ -32,28 +62,115 @@ void access_log_flags(unsigned flags, char *out, size_t cap)
         snprintf(out, cap, "-");
 }
 
-/* Append `s` (len bytes) as a JSON string body, escaped, bounded by `cap`. */
-static size_t json_escape(char *out, size_t cap, const char *s, size_t len)
+static const char hex[] = "0123456789abcdef";
+
+size_t access_log_json_escape(char *out, size_t cap, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
     size_t n = 0;
-    for (size_t i = 0; i < len && n + 7 < cap; i++) {
+    for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
+            if (n + 2 > cap)
+                break;
             out[n++] = '\\';
             out[n++] = (char)c;
         } else if (c < 0x20 || c >= 0x7f) {
-            out[n++] = '\\';
-            out[n++] = 'u';
-            out[n++] = '0';
-            out[n++] = '0';
-            out[n++] = hex[c >> 4];
-            out[n++] = hex[c & 15];
+            if (n + 6 > cap)
+                break;
+            memcpy(out + n, "\\u00", 4);
+            out[n + 4] = hex[c >> 4];
+            out[n + 5] = hex[c & 15];
+            n += 6;
         } else {
+            if (n + 1 > cap)
+                break;
             out[n++] = (char)c;
         }
     }
     return n;
+}
+
+size_t access_log_text_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+            if (n + 4 > cap)
+                break;
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        } else {
+            if (n + 1 > cap)
+                break;
+            out[n++] = (char)c;
+        }
+    }
+    return n;
+}
+
+/* One log line being built; `cap` is LOG_LINE_MAX, which every entry fits. */
+struct line {
+    char *p;
+    size_t n, cap;
+    bool text; /* the text format (else JSON) */
+};
+
+static void put(struct line *l, const char *s, size_t len)
+{
+    if (len > l->cap - l->n)
+        len = l->cap - l->n;
+    memcpy(l->p + l->n, s, len);
+    l->n += len;
+}
+
+static void put_str(struct line *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+/* A field from outside: at most `max` of its bytes, escaped for the format. */
+static void put_field(struct line *l, const char *s, size_t len, size_t max)
+{
+    if (!s)
+        len = 0;
+    if (len > max)
+        len = max;
+    if (l->text && len == 0) {
+        put(l, "-", 1);
+        return;
+    }
+    if (l->text)
+        l->n += access_log_text_escape(l->p + l->n, l->cap - l->n, s, len);
+    else
+        l->n += access_log_json_escape(l->p + l->n, l->cap - l->n, s, len);
+}
+
+/* A NUL-terminated field from outside. */
+static void put_cstr(struct line *l, const char *s, size_t max)
+{
+    put_field(l, s, s ? strlen(s) : 0, max);
+}
+
+/* JSON: `,"key":"` + the escaped field + `"` (no comma before the first key). */
+static void put_json_field(struct line *l, const char *key, const char *s, size_t len, size_t max)
+{
+    put_str(l, l->n > 1 ? ",\"" : "\"");
+    put_str(l, key);
+    put_str(l, "\":\"");
+    put_field(l, s, len, max);
+    put(l, "\"", 1);
+}
+
+/* JSON: `,"key":` + a number or literal already formatted. */
+static void put_json_raw(struct line *l, const char *key, const char *v)
+{
+    put_str(l, ",\"");
+    put_str(l, key);
+    put_str(l, "\":");
+    put_str(l, v);
 }
 
 static const char *protocol_str(enum http_version v)
@@ -61,11 +178,88 @@ static const char *protocol_str(enum http_version v)
     return v == HTTP_2 ? "HTTP/2" : v == HTTP_10 ? "HTTP/1.0" : "HTTP/1.1";
 }
 
-/* Escaped, NUL-terminated copy of a request field (truncated to fit). */
-static void esc(char *buf, size_t cap, const char *s, size_t len)
+/* The values every format shows, formatted once. */
+struct entry {
+    char when[40], client[64], status[16], bytes_in[24], bytes_out[24], ms[32], attempts[16],
+        flags[64];
+    const char *svc;
+};
+
+static void entry_fill(const struct exchange *ex, struct entry *e)
 {
-    size_t n = s ? json_escape(buf, cap, s, len) : 0;
-    buf[n] = '\0';
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    snprintf(e->when, sizeof e->when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (long)(tv.tv_usec / 1000));
+    sy_sockaddr_ip(&ex->client_addr, e->client, sizeof e->client);
+    snprintf(e->status, sizeof e->status, "%d", ex->status);
+    snprintf(e->bytes_in, sizeof e->bytes_in, "%llu", (unsigned long long)ex->bytes_in);
+    snprintf(e->bytes_out, sizeof e->bytes_out, "%llu", (unsigned long long)ex->bytes_out);
+    snprintf(e->ms, sizeof e->ms, "%.3f", (double)(sy_now_us() - ex->start_us) / 1000.0);
+    snprintf(e->attempts, sizeof e->attempts, "%u", ex->attempts);
+    access_log_flags(ex->flags, e->flags, sizeof e->flags);
+    e->svc = ex->service ? ex->service->name : "";
+}
+
+/* `time client "method path protocol" status in out Nms service endpoint id attempts=N flags=F` */
+static void write_text(struct line *l, const struct exchange *ex, const struct entry *e)
+{
+    const struct http_request_head *r = &ex->req;
+    put_str(l, e->when);
+    put(l, " ", 1);
+    put_cstr(l, e->client, sizeof e->client);
+    put(l, " \"", 2);
+    put_field(l, r->method, r->method_len, LOG_METHOD_MAX);
+    put(l, " ", 1);
+    put_field(l, r->path, r->path_len, LOG_PATH_MAX);
+    put(l, " ", 1);
+    put_str(l, protocol_str(r->version));
+    put(l, "\" ", 2);
+    put_str(l, e->status);
+    put(l, " ", 1);
+    put_str(l, e->bytes_in);
+    put(l, " ", 1);
+    put_str(l, e->bytes_out);
+    put(l, " ", 1);
+    put_str(l, e->ms);
+    put(l, "ms ", 3);
+    put_cstr(l, e->svc, LOG_NAME_MAX);
+    put(l, " ", 1);
+    put_cstr(l, ex->endpoint, sizeof ex->endpoint);
+    put(l, " ", 1);
+    put_cstr(l, ex->request_id, EXCHANGE_REQUEST_ID_MAX);
+    put_str(l, " attempts=");
+    put_str(l, e->attempts);
+    put_str(l, " flags=");
+    put_str(l, e->flags);
+}
+
+static void write_json(struct line *l, const struct exchange *ex, const struct entry *e)
+{
+    const struct http_request_head *r = &ex->req;
+    put(l, "{", 1);
+    put_json_field(l, "time", e->when, strlen(e->when), sizeof e->when);
+    put_json_field(l, "client", e->client, strlen(e->client), sizeof e->client);
+    put_json_field(l, "listener", ex->listener->name, strlen(ex->listener->name), LOG_NAME_MAX);
+    put_json_field(l, "method", r->method, r->method_len, LOG_METHOD_MAX);
+    put_json_field(l, "authority", r->authority, r->authority_len, LOG_AUTHORITY_MAX);
+    put_json_field(l, "path", r->path, r->path_len, LOG_PATH_MAX);
+    put_json_field(l, "protocol", protocol_str(r->version), strlen(protocol_str(r->version)), 16);
+    put_json_raw(l, "status", e->status);
+    put_json_raw(l, "bytes_in", e->bytes_in);
+    put_json_raw(l, "bytes_out", e->bytes_out);
+    put_json_raw(l, "duration_ms", e->ms);
+    put_json_field(l, "backend_service", e->svc, strlen(e->svc), LOG_NAME_MAX);
+    put_json_field(l, "endpoint", ex->endpoint, strlen(ex->endpoint), sizeof ex->endpoint);
+    put_json_field(l, "request_id", ex->request_id, strlen(ex->request_id),
+                   EXCHANGE_REQUEST_ID_MAX);
+    put_json_raw(l, "attempts", e->attempts);
+    put_json_field(l, "tries", ex->tries_log, strlen(ex->tries_log), sizeof ex->tries_log);
+    put_json_field(l, "response_flags", e->flags, strlen(e->flags), sizeof e->flags);
+    put(l, "}", 1);
 }
 
 void access_log_write(const struct exchange *ex)
@@ -73,50 +267,16 @@ void access_log_write(const struct exchange *ex)
     int fd = ex->w->access_log_fd;
     if (fd < 0 || !ex->rt->cfg->access_log.enabled)
         return;
-    char when[96], client[64], method[32], authority[256], path[1024], flags[64];
-    struct timeval tv;
-    struct tm tm;
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (long)(tv.tv_usec / 1000));
-    sy_sockaddr_ip(&ex->client_addr, client, sizeof client);
-    esc(method, sizeof method, ex->req.method, ex->req.method_len);
-    esc(authority, sizeof authority, ex->req.authority, ex->req.authority_len);
-    esc(path, sizeof path, ex->req.path, ex->req.path_len);
-    access_log_flags(ex->flags, flags, sizeof flags);
-    char tries[300];
-    esc(tries, sizeof tries, ex->tries_log, strlen(ex->tries_log));
-    double ms = (double)(sy_now_us() - ex->start_us) / 1000.0;
-    const char *svc = ex->service ? ex->service->name : "";
-    char line[3072];
-    int n;
-    if (ex->rt->cfg->access_log.format == CFG_LOG_TEXT) {
-        n = snprintf(line, sizeof line,
-                     "%s %s \"%s %s %s\" %d %llu %llu %.3fms %s %s %s attempts=%u flags=%s\n", when,
-                     client, method, path, protocol_str(ex->req.version), ex->status,
-                     (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, ms,
-                     svc[0] ? svc : "-", ex->endpoint[0] ? ex->endpoint : "-", ex->request_id,
-                     ex->attempts, flags);
-    } else {
-        n = snprintf(line, sizeof line,
-                     "{\"time\":\"%s\",\"client\":\"%s\",\"listener\":\"%s\",\"method\":\"%s\","
-                     "\"authority\":\"%s\",\"path\":\"%s\",\"protocol\":\"%s\",\"status\":%d,"
-                     "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,"
-                     "\"backend_service\":\"%s\",\"endpoint\":\"%s\",\"request_id\":\"%s\","
-                     "\"attempts\":%u,\"tries\":\"%s\",\"response_flags\":\"%s\"}\n",
-                     when, client, ex->listener->name, method, authority, path,
-                     protocol_str(ex->req.version), ex->status, (unsigned long long)ex->bytes_in,
-                     (unsigned long long)ex->bytes_out, ms, svc, ex->endpoint, ex->request_id,
-                     ex->attempts, tries, flags);
-    }
-    if (n < 0)
-        return;
-    if ((size_t)n >= sizeof line) {
-        n = sizeof line - 1;
-        line[n - 1] = '\n';
-    }
-    ssize_t wr = write(fd, line, (size_t)n);
+    struct entry e;
+    entry_fill(ex, &e);
+    char buf[LOG_LINE_MAX + 1];
+    struct line l = {
+        .p = buf, .cap = LOG_LINE_MAX, .text = ex->rt->cfg->access_log.format == CFG_LOG_TEXT};
+    if (l.text)
+        write_text(&l, ex, &e);
+    else
+        write_json(&l, ex, &e);
+    buf[l.n++] = '\n'; /* the byte past cap is for it */
+    ssize_t wr = write(fd, buf, l.n);
     (void)wr;
 }

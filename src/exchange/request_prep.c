@@ -105,6 +105,40 @@ static int set_forwarded_for(struct exchange *ex)
     return http_headers_add(h, &ex->arena, SY_STRLIT("x-forwarded-for"), v, n);
 }
 
+bool request_id_valid(const char *v, size_t len)
+{
+    if (len == 0 || len > EXCHANGE_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_' || c == '.' || c == ':' || c == '+' || c == '/' || c == '=';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * X-Request-Id: the client's first one when request_id_valid(), else a new
+ * UUID; either way the request goes upstream with exactly one x-request-id
+ * field holding ex->request_id, the value the access log shows.
+ */
+static int set_request_id(struct exchange *ex)
+{
+    struct http_headers *h = &ex->req.headers;
+    const struct http_header *id = http_headers_get(h, SY_STRLIT("x-request-id"));
+    if (id && request_id_valid(id->value, id->value_len)) {
+        memcpy(ex->request_id, id->value, id->value_len);
+        ex->request_id[id->value_len] = '\0';
+    } else {
+        sy_uuid4(ex->w, ex->request_id);
+    }
+    http_headers_remove(h, SY_STRLIT("x-request-id"));
+    return http_headers_add(h, &ex->arena, SY_STRLIT("x-request-id"), ex->request_id,
+                            strlen(ex->request_id));
+}
+
 static int set_forwarding_headers(struct exchange *ex)
 {
     struct http_headers *h = &ex->req.headers;
@@ -114,18 +148,7 @@ static int set_forwarding_headers(struct exchange *ex)
     const char *proto = ex->tls ? "https" : "http";
     if (http_headers_add(h, &ex->arena, SY_STRLIT("x-forwarded-proto"), proto, strlen(proto)) != 0)
         return SY_ENOMEM;
-    const struct http_header *id = http_headers_get(h, SY_STRLIT("x-request-id"));
-    if (id && id->value_len > 0) {
-        size_t n =
-            id->value_len < sizeof ex->request_id - 1 ? id->value_len : sizeof ex->request_id - 1;
-        memcpy(ex->request_id, id->value, n);
-        ex->request_id[n] = '\0';
-        return 0;
-    }
-    sy_uuid4(ex->w, ex->request_id);
-    http_headers_remove(h, SY_STRLIT("x-request-id"));
-    return http_headers_add(h, &ex->arena, SY_STRLIT("x-request-id"), ex->request_id,
-                            strlen(ex->request_id));
+    return set_request_id(ex);
 }
 
 /* One level's add/remove lists applied to a header list. */

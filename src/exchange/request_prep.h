@@ -20,11 +20,21 @@
 int request_prepare_match(struct exchange *ex, struct url_map_request *mreq);
 
 /*
- * Apply the route to the request head: forwarding headers, header actions,
+ * Apply the route to the request head: forwarding headers (X-Forwarded-For,
+ * X-Forwarded-Proto, X-Request-Id: see request_id_valid), header actions,
  * path prefix and host rewrite. 0 or SY_ENOMEM.
  */
 int request_apply_route(struct exchange *ex, const struct url_map_request *mreq,
                         const struct url_map_result *res);
+
+/*
+ * Is a client's X-Request-Id value kept (forwarded and logged as it is)?
+ * 1..EXCHANGE_REQUEST_ID_MAX bytes of [A-Za-z0-9._:+/=-] (UUIDs, hex and
+ * base64 ids, Heroku's and most tracers' formats). Any other value is
+ * replaced by a generated UUID, so what the backend receives is what the
+ * access log shows, and no id can carry quotes, spaces or control bytes.
+ */
+bool request_id_valid(const char *v, size_t len);
 
 /* Apply the response side of the route's header actions. 0 or SY_ENOMEM. */
 int response_apply_route(struct exchange *ex, struct http_response_head *h,

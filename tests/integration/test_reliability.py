@@ -18,7 +18,7 @@ import threading
 import time
 from concurrent import futures
 
-from conftest import HOST, admin_metrics, free_port, wait_for, wait_requests_at
+from conftest import HOST, admin_metrics, free_port, wait_for
 from h1util import H1Conn, get, request_bytes, uniq
 from test_backends import config as hc_config
 from test_backends import hc, set_health, wait_transition
@@ -27,6 +27,7 @@ from test_retries import config, ff, flags, last_log, seen, tries
 STALE = 'switchyard_upstream_stale_resends_total{backend_service="svc"}'
 RETRIES = 'switchyard_upstream_retries_total{backend_service="svc"}'
 OVERFLOW = 'switchyard_upstream_retry_overflow_total{backend_service="svc"}'
+REQUESTS = 'switchyard_upstream_requests_total{backend_service="svc"}'
 
 
 # ---------------------------------------------------------------------------
@@ -418,7 +419,8 @@ def test_retry_overflow_flag_and_metric(proxy, testbed):
                       route_action={"retry_policy": {"retry_conditions": ["5xx"],
                                                      "num_retries": 1}}),
                expect_ports=[port])
-    assert admin_metrics(admin).get(OVERFLOW) == 0
+    assert wait_for(lambda: OVERFLOW in admin_metrics(admin), 10)
+    assert admin_metrics(admin)[OVERFLOW] == 0
     res = {}
     ka = uniq("ova")
 
@@ -460,7 +462,8 @@ def test_breaker_overflow_is_not_retry_overflow(proxy, testbed):
         "slow", get(port, "/slow", headers=[("x-testbed-delay", "1s")])), daemon=True)
     t.start()
     try:
-        assert wait_requests_at(tb.port, 1)
+        # the slow exchange holds the one max_requests slot once its attempt started
+        assert wait_for(lambda: admin_metrics(admin).get(REQUESTS, 0) >= 1, 10)
         r = get(port, "/refused")
     finally:
         t.join(timeout=15)

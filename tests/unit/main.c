@@ -12,6 +12,7 @@ int main(void)
     test_http_suite();
     test_backend_suite();
     test_retry_suite();
+    test_reliability_suite();
     test_mem_cache_suite();
     test_core_suite();
     test_h2_suite();
