@@ -853,6 +853,10 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
     c->framing = pick_framing(c, ex, h, end);
     if (c->framing == H1_FRAMING_CLOSE || !c->keep_alive || c->lw->w->draining)
         c->close_after = true;
+    /* A refused Upgrade: bytes the client sent after it were meant for the
+     * tunnel, never a request; the connection closes after this answer. */
+    if (ex->req.upgrade && h->status != 101)
+        c->close_after = true;
     /* Answered before the request body was read: a small rest is discarded
      * later; for a large or chunked one, say now that the connection closes. */
     if (!c->req_complete && !ex->req.upgrade &&
