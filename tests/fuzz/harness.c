@@ -111,6 +111,10 @@ struct backend_conn {
     struct harness *h;
     struct bufferevent *bev;
     http_parser parser;
+    char path[64]; /* of the request being parsed (truncated), NUL-terminated */
+    size_t path_len;
+    bool tunnel;      /* answered 101: bytes are echoed */
+    bool close_after; /* close once the response is written */
     struct sy_link link;
 };
 
@@ -135,27 +139,83 @@ static void backend_conn_close(struct backend_conn *c, bool rst)
     free(c);
 }
 
+static bool path_is(const struct backend_conn *c, const char *prefix)
+{
+    return strncmp(c->path, prefix, strlen(prefix)) == 0;
+}
+
+/* A 100 KiB body: more than SY_FLOW_HIGH and than an HTTP/2 stream window. */
+static void add_big_body(struct evbuffer *out)
+{
+    static const char block[4096] = {'x'};
+    for (int i = 0; i < 25; i++)
+        evbuffer_add(out, block, sizeof block);
+}
+
+/*
+ * The answer to one request, by its path: /upgrade (with Upgrade) 101 and
+ * then an echo tunnel; /big a 100 KiB body; /chunked a chunked body with a
+ * trailer; /close a body delimited by the close; /204; /503; anything else
+ * "200 ok" (no body for HEAD).
+ */
 static int on_backend_message(http_parser *p)
 {
     struct backend_conn *c = p->data;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (p->method == HTTP_HEAD)
-        evbuffer_add(out, SY_STRLIT(BACKEND_HEAD));
-    else
-        evbuffer_add(out, SY_STRLIT(BACKEND_RESPONSE));
+    bool head = p->method == HTTP_HEAD;
+    if (path_is(c, "/upgrade") && p->upgrade) {
+        evbuffer_add(out, SY_STRLIT("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n"
+                                    "upgrade: websocket\r\n\r\n"));
+        c->tunnel = true;
+    } else if (path_is(c, "/big")) {
+        evbuffer_add(out, SY_STRLIT("HTTP/1.1 200 OK\r\ncontent-length: 102400\r\n\r\n"));
+        if (!head)
+            add_big_body(out);
+    } else if (path_is(c, "/chunked")) {
+        evbuffer_add(out, SY_STRLIT("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"));
+        if (!head)
+            evbuffer_add(out, SY_STRLIT("5\r\nhello\r\n0\r\nx-trailer: t\r\n\r\n"));
+    } else if (path_is(c, "/close")) {
+        evbuffer_add(out, SY_STRLIT("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"));
+        if (!head)
+            evbuffer_add(out, SY_STRLIT("until the end"));
+        c->close_after = true;
+    } else if (path_is(c, "/204")) {
+        evbuffer_add(out, SY_STRLIT("HTTP/1.1 204 No Content\r\n\r\n"));
+    } else if (path_is(c, "/503")) {
+        evbuffer_add(out,
+                     SY_STRLIT("HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"));
+    } else {
+        if (head)
+            evbuffer_add(out, SY_STRLIT(BACKEND_HEAD));
+        else
+            evbuffer_add(out, SY_STRLIT(BACKEND_RESPONSE));
+    }
+    c->path_len = 0;
+    c->path[0] = '\0';
     c->h->backend_reqs++;
     return 0;
 }
 
-static const http_parser_settings backend_parser = {.on_message_complete = on_backend_message};
-
-static void on_backend_read(struct bufferevent *bev, void *arg)
+static int on_backend_url(http_parser *p, const char *at, size_t len)
 {
-    struct backend_conn *c = arg;
+    struct backend_conn *c = p->data;
+    size_t room = sizeof c->path - 1 - c->path_len;
+    size_t n = len < room ? len : room;
+    memcpy(c->path + c->path_len, at, n);
+    c->path_len += n;
+    c->path[c->path_len] = '\0';
+    return 0;
+}
+
+static const http_parser_settings backend_parser = {.on_url = on_backend_url,
+                                                    .on_message_complete = on_backend_message};
+
+/* Parse what came; false if the connection was closed. */
+static bool backend_parse(struct backend_conn *c, struct evbuffer *in)
+{
     struct harness *h = c->h;
-    struct evbuffer *in = bufferevent_get_input(bev);
-    quiet(h, true);
-    while (evbuffer_get_length(in)) {
+    while (evbuffer_get_length(in) && !c->tunnel) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
@@ -164,13 +224,38 @@ static void on_backend_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, n);
         if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
             backend_conn_close(c, false); /* the proxy sent something no backend would take */
-            break;
+            return false;
         }
-        if (c->parser.upgrade) /* answered with 200: no tunnel, the next request follows */
+        if (c->parser.upgrade && !c->tunnel) /* answered without 101: the next request follows */
             http_parser_init(&c->parser, HTTP_REQUEST);
         else if (n == 0)
             break;
     }
+    return true;
+}
+
+static void on_backend_read(struct bufferevent *bev, void *arg)
+{
+    struct backend_conn *c = arg;
+    struct harness *h = c->h;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    quiet(h, true);
+    if (backend_parse(c, in) && c->tunnel) { /* after a 101: echo */
+        h->backend_bytes += evbuffer_get_length(in);
+        evbuffer_add_buffer(bufferevent_get_output(bev), in);
+    }
+    quiet(h, false);
+}
+
+/* Everything written: a /close response ends here. */
+static void on_backend_write(struct bufferevent *bev, void *arg)
+{
+    struct backend_conn *c = arg;
+    struct harness *h = c->h;
+    if (!c->close_after)
+        return;
+    quiet(h, true);
+    backend_conn_close(c, false);
     quiet(h, false);
 }
 
@@ -203,7 +288,7 @@ static void on_backend_accept(struct evconnlistener *evl, evutil_socket_t fd, st
     c->parser.data = c;
     sy_list_insert_head(&h->backend_conns, &c->link);
     h->n_backend_conns++;
-    bufferevent_setcb(bev, on_backend_read, NULL, on_backend_event, c);
+    bufferevent_setcb(bev, on_backend_read, on_backend_write, on_backend_event, c);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     quiet(h, false);
 }

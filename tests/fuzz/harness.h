@@ -7,9 +7,11 @@
  * event base), a runtime made from a fixed config, the worker's upstream
  * pools, exchange state and listener_worker, and an in-process backend: an
  * evconnlistener on 127.0.0.1:0 in the same base that answers every request
- * it parses with "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok". So the
- * whole path runs: downstream codec → router → url map → h1 upstream →
- * backend → response → downstream codec.
+ * it parses, by path: "200 ok" (content-length: 2) by default; /big 100 KiB,
+ * /chunked with a trailer, /close delimited by the close, /204, /503, and
+ * /upgrade (with Upgrade) 101 and then an echo. So the whole path runs:
+ * downstream codec → router → url map → h1 upstream → backend → response →
+ * downstream codec, flow control and tunnels included.
  *
  * harness_run feeds one input to a new client connection on 127.0.0.1,
  * accepted by the worker's own listener code (on_accept, then the HTTP/1.1

@@ -86,6 +86,16 @@ def seeds():
     c.ping(b"12345678")
     out["small_window_ping"] = after_preface(c)
 
+    # The backend's other answers (tests/fuzz/harness.h): a body larger than
+    # the stream window (opened a little), chunked with a trailer, 204, 503,
+    # delimited by the close.
+    c = client()
+    for sid, path in ((1, "/big"), (3, "/chunked"), (5, "/204"), (7, "/503"), (9, "/close")):
+        c.send_headers(sid, req("GET", path, [("te", "trailers")]), end_stream=True)
+    c.increment_flow_control_window(1 << 20)
+    c.increment_flow_control_window(40000, stream_id=1)
+    out["responses"] = after_preface(c)
+
     c = client()
     c.send_headers(1, req("GET", "/bye"), end_stream=True)
     c.close_connection()
@@ -106,7 +116,7 @@ def seeds():
 
     enc = hpack.Encoder()
     h = HeadersFrame(1)
-    h.data = enc.encode(req("CONNECT", "/chat", [(":protocol", "websocket"),
+    h.data = enc.encode(req("CONNECT", "/upgrade", [(":protocol", "websocket"),
                                                  ("sec-websocket-version", "13")]))
     h.flags.add("END_HEADERS")
     d = DataFrame(1)
