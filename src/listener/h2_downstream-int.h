@@ -58,6 +58,7 @@ struct h2_stream {
     bool resp_ended;        /* END_STREAM went out */
     bool full;              /* `out` holds SY_FLOW_HIGH or more (counted in c->n_full) */
     size_t unconsumed;      /* request DATA not yet returned to the client's window */
+    uint64_t progress_ms;   /* while `full`: when it became full or last sent DATA */
     uint64_t header_bytes;  /* name + value + 32 per field (max_header_list_size) */
     uint32_t header_fields; /* regular fields (limits.max_request_headers) */
     struct http_headers req_trailers;
@@ -109,6 +110,7 @@ struct h2_down_conn {
     struct event flush_ev, idle_ev, goaway_ev, reap_ev;
     struct event keepalive_ev; /* keepalive.time, then keepalive.timeout */
     struct event age_ev;       /* max_connection_age, then its grace */
+    struct event stall_ev;     /* the next full stream to count as stalled (police_stalls) */
     bool age_reached;
     struct sy_link link; /* struct h2_down.conns */
 };
@@ -123,6 +125,17 @@ const struct cfg_listener *h2d_listener_cfg(const struct h2_down_conn *c);
  * at once, so no more bytes of a flood are looked at.
  */
 int h2d_fail(struct h2_down_conn *c, uint32_t code, const char *why);
+
+/* ---- h2_downstream_guard.c --------------------------------------------------------------- */
+
+#define RESET_BURST 1000 /* Rapid Reset: client RST_STREAMs at once ... */
+#define RESET_RATE  33   /* ... and per second after that */
+
+/*
+ * nghttp2's on_begin_frame_callback (user data: the connection): stream id
+ * order and the flood limits. 0, or h2d_fail's code.
+ */
+int h2d_on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg);
 
 /* ---- h2_downstream_head.c ---------------------------------------------------------------- */
 

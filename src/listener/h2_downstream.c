@@ -13,9 +13,10 @@
  *
  * Abuse bounds (RFC 9113 10.5, and the floods Envoy's edge guide names):
  * each connection error ends in exactly one GOAWAY, then the connection
- * closes (state FAILING, h2_downstream-int.h). SETTINGS, PING, empty DATA,
- * WINDOW_UPDATE and PRIORITY frames are counted per one-second window
- * (flood_limit); RST_STREAM ("rapid reset") and CONTINUATION are limited by
+ * closes (state FAILING, h2_downstream-int.h). Stream id order, frame
+ * floods (SETTINGS, PING, empty DATA, WINDOW_UPDATE, PRIORITY per second)
+ * and Rapid Reset are checked on every frame header
+ * (h2_downstream_guard.c); CONTINUATION and unread ACKs are limited by
  * nghttp2 (h2_down_session); a header block far over the limits ends the
  * connection (h2_downstream_head.c). Response bytes held for a client that
  * does not read are bounded by limits.max_stalled_streams and
@@ -63,6 +64,7 @@ static const char *h2d_state_str(enum h2d_state s)
 
 static const struct downstream_ops h2_downstream_ops;
 static void conn_close(struct h2_down_conn *c);
+static void flush(struct h2_down_conn *c);
 static void conn_drain(struct h2_down_conn *c);
 
 const struct cfg_listener *h2d_listener_cfg(const struct h2_down_conn *c)
@@ -163,129 +165,6 @@ static void stream_abort_exchange(struct h2_stream *st)
     st->ex = NULL;
     if (ex)
         exchange_on_downstream_abort(ex);
-}
-
-/* ---- connection errors and floods ------------------------------------------------------- */
-
-int h2d_fail(struct h2_down_conn *c, uint32_t code, const char *why)
-{
-    if (!c->fail_why) {
-        c->fail_code = code;
-        c->fail_why = why;
-    }
-    return NGHTTP2_ERR_CALLBACK_FAILURE;
-}
-
-/*
- * Frames of each kind a client may send per one-second window before the
- * connection is ended with ENHANCE_YOUR_CALM. Generous for real clients
- * (which send a few SETTINGS and PRIORITY frames, PINGs under ping_policy,
- * and WINDOW_UPDATEs in step with the DATA they receive); a flood trips
- * them within a window, so the work per flooded frame stays constant.
- */
-static const struct {
-    uint32_t base;     /* frames per window */
-    uint32_t per_data; /* more per DATA frame we sent in the window */
-    const char *why;   /* GOAWAY debug data */
-} flood_limit[FLOOD_KINDS] = {
-    [FLOOD_SETTINGS] = {100, 0, "settings_flood"},
-    [FLOOD_PING] = {100, 0, "ping_flood"},
-    [FLOOD_EMPTY_DATA] = {100, 0, "empty_data_flood"},
-    [FLOOD_WINDOW_UPDATE] = {1000, 4, "window_update_flood"},
-    [FLOOD_PRIORITY] = {1000, 0, "priority_flood"},
-};
-
-#define FLOOD_WINDOW_MS 1000
-#define RESET_BURST     1000 /* Rapid Reset: RST_STREAMs at once ... */
-#define RESET_RATE      33   /* ... and per second after that */
-
-/* One more frame of `kind`: 0, or h2d_fail's code when over its limit. */
-static int flood_count(struct h2_down_conn *c, enum h2d_flood kind)
-{
-    uint64_t now = sy_now_ms();
-    if (now - c->flood_window_ms >= FLOOD_WINDOW_MS) {
-        c->flood_window_ms = now;
-        memset(c->flood, 0, sizeof c->flood);
-        c->data_sent = 0;
-    }
-    uint64_t limit = flood_limit[kind].base + (uint64_t)flood_limit[kind].per_data * c->data_sent;
-    if (++c->flood[kind] > limit)
-        return h2d_fail(c, NGHTTP2_ENHANCE_YOUR_CALM, flood_limit[kind].why);
-    return 0;
-}
-
-/*
- * Rapid Reset (CVE-2023-44487): a token bucket of RESET_BURST client
- * RST_STREAMs refilled at RESET_RATE per second, as nghttp2's own limiter
- * (set to the same values, h2_down_session) but looked at first, so the
- * GOAWAY says ENHANCE_YOUR_CALM like the other floods (nghttp2's says
- * INTERNAL_ERROR). 0, or h2d_fail's code.
- */
-static int reset_count(struct h2_down_conn *c)
-{
-    uint64_t now = sy_now_ms();
-    if (!c->reset_refill_ms) {
-        c->reset_budget = RESET_BURST * 1000ull;
-        c->reset_refill_ms = now;
-    }
-    c->reset_budget += (now - c->reset_refill_ms) * RESET_RATE;
-    c->reset_refill_ms = now;
-    if (c->reset_budget > RESET_BURST * 1000ull)
-        c->reset_budget = RESET_BURST * 1000ull;
-    if (c->reset_budget < 1000)
-        return h2d_fail(c, NGHTTP2_ENHANCE_YOUR_CALM, "rapid_reset");
-    c->reset_budget -= 1000;
-    return 0;
-}
-
-/* Did we reset stream `id` lately? (Its client may still send HEADERS: RFC 9113 5.1.) */
-static bool reset_lately(const struct h2_down_conn *c, int32_t id)
-{
-    for (unsigned i = 0; i < H2D_RESET_RING; i++)
-        if (c->reset_ring[i] == id)
-            return true;
-    return false;
-}
-
-/*
- * RFC 9113 5.1.1: a new stream's id is above every id the client used
- * before. nghttp2 ignores a HEADERS below that on a stream it does not
- * know (it cannot tell a closed stream from one never opened); we end the
- * connection with PROTOCOL_ERROR, unless we reset that stream ourselves
- * lately (then trailers may still be in flight) or it is still open.
- */
-static int check_stream_id(struct h2_down_conn *c, int32_t id)
-{
-    if (id > c->max_client_id) {
-        if (id & 1)
-            c->max_client_id = id;
-        return 0;
-    }
-    nghttp2_stream *s = nghttp2_session_find_stream(c->ng, id);
-    if (s && nghttp2_stream_get_state(s) != NGHTTP2_STREAM_STATE_CLOSED)
-        return 0;
-    if (reset_lately(c, id))
-        return 0;
-    return h2d_fail(c, NGHTTP2_PROTOCOL_ERROR, "stream id not increasing");
-}
-
-/* Every frame header, before nghttp2 looks at the payload: id order and flood counts. */
-static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *arg)
-{
-    struct h2_down_conn *c = arg;
-    switch (hd->type) {
-    case NGHTTP2_HEADERS: return check_stream_id(c, hd->stream_id);
-    case NGHTTP2_SETTINGS: return hd->flags & NGHTTP2_FLAG_ACK ? 0 : flood_count(c, FLOOD_SETTINGS);
-    case NGHTTP2_PING: return hd->flags & NGHTTP2_FLAG_ACK ? 0 : flood_count(c, FLOOD_PING);
-    case NGHTTP2_DATA:
-        return hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM)
-                   ? flood_count(c, FLOOD_EMPTY_DATA)
-                   : 0;
-    case NGHTTP2_WINDOW_UPDATE: return flood_count(c, FLOOD_WINDOW_UPDATE);
-    case NGHTTP2_PRIORITY: return flood_count(c, FLOOD_PRIORITY);
-    case NGHTTP2_RST_STREAM: return reset_count(c);
-    default: return 0;
-    }
 }
 
 /* ---- request side ------------------------------------------------------------------ */
@@ -474,6 +353,7 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *fr
     int rc = h2_body_send(&st->out, f, framehd, length, bufferevent_get_output(c->bev));
     if (rc == 0)
         c->buffered -= length;
+    st->progress_ms = sy_now_ms();
     if (st->full && evbuffer_get_length(st->out.buf) < SY_FLOW_HIGH) {
         st->full = false;
         c->n_full--;
@@ -510,6 +390,7 @@ static void op_send_body(struct exchange *ex, struct evbuffer *buf)
     evbuffer_add_buffer(st->out.buf, buf);
     if (!st->full && evbuffer_get_length(st->out.buf) >= SY_FLOW_HIGH) {
         st->full = true; /* police_stalls looks at it after the next send */
+        st->progress_ms = sy_now_ms();
         st->c->n_full++;
     }
     resume(st);
@@ -631,46 +512,75 @@ static void stream_calm_reset(struct h2_stream *st)
     schedule_flush(c);
 }
 
-/* Is the client's flow-control window of `st` (or of the connection) closed? */
-static bool stream_window_closed(const struct h2_down_conn *c, const struct h2_stream *st)
+#define H2_STALL_MS 1000 /* a full stream without progress this long is stalled */
+
+/*
+ * Is `st` stalled? SY_FLOW_HIGH or more of its response queued, the
+ * client's flow-control window (the stream's or the connection's) closed,
+ * and no DATA of it sent for H2_STALL_MS. Otherwise, in `*wait` (ms), when
+ * a full stream would become stalled at the earliest.
+ */
+static bool stream_stalled(const struct h2_down_conn *c, const struct h2_stream *st, uint64_t now,
+                           uint64_t *wait)
 {
-    return nghttp2_session_get_remote_window_size(c->ng) <= 0 ||
-           nghttp2_session_get_stream_remote_window_size(c->ng, st->id) <= 0;
+    if (!st->full || !st->ex)
+        return false;
+    if (nghttp2_session_get_remote_window_size(c->ng) > 0 &&
+        nghttp2_session_get_stream_remote_window_size(c->ng, st->id) > 0)
+        return false; /* output-bound: the socket, not the client's windows, holds it */
+    uint64_t since = now - st->progress_ms;
+    if (since >= H2_STALL_MS)
+        return true;
+    if (H2_STALL_MS - since < *wait)
+        *wait = H2_STALL_MS - since;
+    return false;
 }
 
 /*
- * limits.max_stalled_streams and limits.max_buffered_bytes, after a send:
- * a stream is stalled when SY_FLOW_HIGH or more of its response is still
- * queued because the client's window (the stream's or the connection's) is
- * closed, i.e. the client is not reading it. Each such stream holds its
- * backend attempt and up to about two SY_FLOW_HIGH of memory. While more
- * streams are stalled than allowed, or the connection holds more response
- * bytes than allowed, the newest stalled streams are reset
- * (ENHANCE_YOUR_CALM) through their exchange, which releases the backend.
- * A client that reads, however slowly, keeps reopening its windows.
+ * limits.max_stalled_streams and limits.max_buffered_bytes, after a send
+ * (and at stall_ev): each stalled stream (stream_stalled: a client that
+ * does not read it) holds its backend attempt and up to about two
+ * SY_FLOW_HIGH of memory. While more streams are stalled than allowed, or
+ * the connection holds more response bytes than allowed, the newest
+ * stalled streams are reset (ENHANCE_YOUR_CALM) through their exchange,
+ * which releases the backend. A client that reads, however slowly, keeps
+ * its streams moving and is not affected.
  */
 static void police_stalls(struct h2_down_conn *c)
 {
-    if (c->n_full == 0)
+    if (c->n_full == 0) {
+        evtimer_del(&c->stall_ev);
         return;
-    const struct cfg_limits *lim = &h2d_listener_cfg(c)->limits;
-    unsigned stalled = 0;
-    for (struct sy_link *l = c->streams.next; l != &c->streams; l = l->next) {
-        struct h2_stream *st = SY_CONTAINER_OF(l, struct h2_stream, link);
-        stalled += st->full && st->ex && stream_window_closed(c, st);
     }
+    const struct cfg_limits *lim = &h2d_listener_cfg(c)->limits;
+    uint64_t now = sy_now_ms(), wait = UINT64_MAX;
+    unsigned stalled = 0;
+    for (struct sy_link *l = c->streams.next; l != &c->streams; l = l->next)
+        stalled += stream_stalled(c, SY_CONTAINER_OF(l, struct h2_stream, link), now, &wait);
     /* Newest first (streams are inserted at the head): the oldest keep going. */
     for (struct sy_link *l = c->streams.next; l != &c->streams; l = l->next) {
         if (stalled <= lim->max_stalled_streams && c->buffered <= lim->max_buffered_bytes)
             break;
         struct h2_stream *st = SY_CONTAINER_OF(l, struct h2_stream, link);
-        if (!st->full || !st->ex || !stream_window_closed(c, st))
+        uint64_t ignored = UINT64_MAX;
+        if (!stream_stalled(c, st, now, &ignored))
             continue;
         log_info("h2 downstream: stream %d stalled (%u stalled, %llu bytes held): reset", st->id,
                  stalled, (unsigned long long)c->buffered);
         stream_calm_reset(st);
         stalled--;
     }
+    if (wait != UINT64_MAX)
+        sy_timer_arm_ms(&c->stall_ev, wait);
+    else
+        evtimer_del(&c->stall_ev);
+}
+
+static void on_stall(evutil_socket_t fd, short what, void *arg)
+{
+    struct h2_down_conn *c = arg;
+    if (c->state == H2D_OPEN || c->state == H2D_DRAINING)
+        flush(c); /* police_stalls runs after its send */
 }
 
 /* ---- connection errors: one GOAWAY, then a lingering close --------------------------------- */
@@ -728,6 +638,7 @@ static void conn_fail(struct h2_down_conn *c, int rc)
     event_del(&c->idle_ev);
     event_del(&c->keepalive_ev);
     event_del(&c->age_ev);
+    event_del(&c->stall_ev);
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
     if (h2_goaway_write(bufferevent_get_output(c->bev),
@@ -829,6 +740,7 @@ static void conn_close(struct h2_down_conn *c)
     event_del(&c->goaway_ev);
     event_del(&c->keepalive_ev);
     event_del(&c->age_ev);
+    event_del(&c->stall_ev);
     if (c->ci.tls)
         listener_tls_close_notify(c->bev);
     bufferevent_free(c->bev);
@@ -918,7 +830,7 @@ static void conn_drain(struct h2_down_conn *c)
 /* Every client session of a worker is made from this, built once per worker. */
 static const struct h2_session_def h2_down_session = {
     .server = true,
-    .on_begin_frame = on_begin_frame,
+    .on_begin_frame = h2d_on_begin_frame,
     .on_begin_headers = on_begin_headers,
     .on_header = on_header,
     .on_frame_recv = on_frame_recv,
@@ -1024,6 +936,7 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     evtimer_assign(&c->reap_ev, w->base, on_reap, c);
     evtimer_assign(&c->keepalive_ev, w->base, on_keepalive, c);
     evtimer_assign(&c->age_ev, w->base, on_age, c);
+    evtimer_assign(&c->stall_ev, w->base, on_stall, c);
     c->last_read_ms = sy_now_ms();
     sy_list_insert_head(&d->conns, &c->link);
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
