@@ -302,6 +302,24 @@ static size_t pending_len(const struct exchange *ex)
     return ex->req_pending ? evbuffer_get_length(ex->req_pending) : 0;
 }
 
+/*
+ * An Upgrade (or extended CONNECT) whose backend has not accepted it yet:
+ * nothing the client sends may reach the backend before its 101 (2xx for a
+ * CONNECT), or a backend that refuses would parse those bytes as requests.
+ * True until the accepting head went through on_up_head; stays true after
+ * a refusal (what the client sends then is discarded).
+ */
+static bool tunnel_held(const struct exchange *ex)
+{
+    if (!ex->req.upgrade)
+        return false;
+    if (!ex->resp_head_sent)
+        return true;
+    bool connect = ex->req.method_len == SY_STRLEN("CONNECT") &&
+                   memcmp(ex->req.method, SY_STRLIT("CONNECT")) == 0;
+    return !(ex->status == 101 || (connect && ex->status >= 200 && ex->status < 300));
+}
+
 /* Append a real copy of `src` to `dst` (src unchanged). 0 or SY_ENOMEM. */
 static int copy_buffer(struct evbuffer *dst, struct evbuffer *src)
 {
@@ -801,7 +819,7 @@ static int send_request_body(struct exchange *ex)
             return rc;
         if (ex->req_pending)
             evbuffer_drain(ex->req_pending, pending_len(ex));
-    } else if (pending_len(ex)) {
+    } else if (pending_len(ex) && !tunnel_held(ex)) {
         ex->up.ops->send_body(ex->up.att, ex->req_pending);
     }
     if (ex->up.att && ex->req_done && ex->req.has_body)
@@ -1030,6 +1048,30 @@ static void keep_for_replay(struct exchange *ex, struct evbuffer *buf)
         arena_cleanup_run(ex->_replay_free); /* frees it now: no longer replayable */
 }
 
+/*
+ * Client bytes of a tunnel the backend has not accepted: kept in
+ * req_pending, the client paused at SY_FLOW_HIGH, until on_up_head either
+ * forwards them (accepted) or drops them (refused: from then on they are
+ * discarded as they come).
+ */
+static void hold_tunnel_bytes(struct exchange *ex, struct evbuffer *buf)
+{
+    size_t n = evbuffer_get_length(buf);
+    if (ex->resp_head_sent) {
+        evbuffer_drain(buf, n);
+        return;
+    }
+    struct evbuffer *pending = pending_buf(ex);
+    if (!pending) {
+        evbuffer_drain(buf, n);
+        exchange_local_reply(ex, 500, "out of memory", 0);
+        return;
+    }
+    evbuffer_add_buffer(pending, buf);
+    if (evbuffer_get_length(pending) >= SY_FLOW_HIGH)
+        ex->down->read_body(ex, false);
+}
+
 void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
 {
     size_t n = evbuffer_get_length(buf);
@@ -1037,6 +1079,10 @@ void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
     touch(ex);
     if (ex->finished || ex->resp_done) {
         evbuffer_drain(buf, n);
+        return;
+    }
+    if (ex->req.upgrade && tunnel_held(ex)) {
+        hold_tunnel_bytes(ex, buf);
         return;
     }
     if (ex->service)
@@ -1073,7 +1119,27 @@ void exchange_on_request_end(struct exchange *ex, const struct http_headers *tra
 static void on_up_drained(void *ctx)
 {
     struct exchange *ex = ctx;
-    if (!ex->req_done && !ex->finished)
+    if (ex->req_done || ex->finished)
+        return;
+    if (tunnel_held(ex) && !ex->resp_head_sent && pending_len(ex) >= SY_FLOW_HIGH)
+        return; /* still holding a full tunnel buffer for the backend's answer */
+    ex->down->read_body(ex, true);
+}
+
+/*
+ * The backend answered an Upgrade / extended CONNECT (the head already went
+ * downstream): accepted, the bytes held meanwhile go to it now; refused,
+ * they are dropped, and so is whatever the client sends after.
+ */
+static void tunnel_answered(struct exchange *ex)
+{
+    if (!tunnel_held(ex)) {
+        if (pending_len(ex) && ex->up.att)
+            ex->up.ops->send_body(ex->up.att, ex->req_pending);
+    } else if (ex->req_pending) {
+        evbuffer_drain(ex->req_pending, pending_len(ex));
+    }
+    if (!ex->finished && !ex->req_done)
         ex->down->read_body(ex, true);
 }
 
@@ -1131,6 +1197,8 @@ static void on_up_head(void *ctx, struct http_response_head *h, bool end)
      * the attempt; the downstream side is complete already. */
     if (end)
         ex->resp_done = true;
+    if (ex->req.upgrade && !ex->finished)
+        tunnel_answered(ex);
 }
 
 static void on_up_body(void *ctx, struct evbuffer *buf)

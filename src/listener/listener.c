@@ -243,7 +243,11 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         return;
     }
     limits_conn_accepted(lw, ci.listener_idx);
-    h1_downstream_start(lw, bev, &ci);
+    const struct runtime *rt = lw->w->runtime;
+    if (rt->cfg->listeners[ci.listener_idx].protocol == CFG_LISTENER_H2C)
+        h2_downstream_start(lw, bev, &ci, NULL, 0, NULL); /* prior knowledge only */
+    else
+        h1_downstream_start(lw, bev, &ci);
 }
 
 /*

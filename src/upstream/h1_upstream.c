@@ -599,6 +599,14 @@ static void op_send_body(void *att, struct evbuffer *buf)
 {
     struct h1_up *c = att;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->r && c->r->head->upgrade && !c->tunnel) {
+        /* Before the 101 the backend would read these bytes as requests;
+         * the router holds them until then (tunnel_held), so this is a
+         * last line, not a path. */
+        log_warn("h1 upstream: %zu tunnel bytes before the 101 dropped", evbuffer_get_length(buf));
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        return;
+    }
     if (c->req_chunked)
         h1_write_chunk(out, buf);
     else
