@@ -180,7 +180,7 @@ static const char *protocol_str(enum http_version v)
 
 /* The values every format shows, formatted once. */
 struct entry {
-    char when[40], client[64], status[16], bytes_in[24], bytes_out[24], ms[32], attempts[16],
+    char when[96], client[64], status[16], bytes_in[24], bytes_out[24], ms[32], attempts[16],
         flags[64];
     const char *svc;
 };
