@@ -9,6 +9,7 @@ tests need). Every wait is bounded in time.
     goaways(frames)                      # [(error_code, last_stream_id, debug)]
 
     proc_cpu(pid), proc_rss(pid)         # CPU seconds (utime + stime), RSS bytes
+    conns_to(port)                       # established 127.0.0.1 TCP connections to port
 """
 
 import os
@@ -236,3 +237,17 @@ def proc_rss(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def conns_to(port):
+    """Established IPv4 TCP connections to 127.0.0.1:port, from /proc/net/tcp
+    (the proxy's upstream sockets when port is a backend's)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            raddr, rport = cols[2].split(":")
+            if raddr == "0100007F" and int(rport, 16) == port and cols[3] == "01":
+                n += 1
+    return n

@@ -11,11 +11,10 @@ growth), and leave the proxy serving another client.
 
 import pytest
 
-from conftest import free_port, tcp_conns, wait_for
-from h2raw import (CONTINUATION, ENHANCE_YOUR_CALM, END_HEADERS, HEADERS, RawH2, continuation,
-                   data, goaways, headers, indexed, lit, ping, priority, proc_cpu, proc_rss,
-                   request_block, resets, rst_stream, settings, window_update,
-                   SETTINGS_INITIAL_WINDOW_SIZE)
+from conftest import free_port, wait_for
+from h2raw import (ENHANCE_YOUR_CALM, HEADERS, SETTINGS_INITIAL_WINDOW_SIZE, RawH2, conns_to,
+                   continuation, data, goaways, headers, indexed, lit, ping, priority, proc_cpu,
+                   proc_rss, request_block, resets, rst_stream, settings, window_update)
 from h2util import H2Conn, proxy_config
 
 CPU_BOUND = 2.0          # s of proxy CPU for one flood (ASan build)
@@ -165,8 +164,8 @@ def test_zero_window_stall(px):
         assert set(rst.values()) == {ENHANCE_YOUR_CALM}, rst
         assert not goaways(frames), goaways(frames)
         # the reset streams' backend connections go; the stalled ones stay
-        assert wait_for(lambda: len(tcp_conns(remote_port=tb.port)) <= 8 + 2, 10), \
-            f"{len(tcp_conns(remote_port=tb.port))} backend connections still open"
+        assert wait_for(lambda: conns_to(tb.port) <= 8 + 2, 10), \
+            f"{conns_to(tb.port)} backend connections still open"
         assert proc_rss(p.pid) - rss0 < RSS_BOUND
         assert proc_cpu(p.pid) - cpu0 < CPU_BOUND * 2
         still_serving(port)
