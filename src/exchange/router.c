@@ -12,6 +12,10 @@
  *   malformed response               502  (UP)
  *   timeout (route or per try)       504  (UT)
  *   request head filled the arena    431  (LR)
+ * unless retried: by the route's policy (can_retry; when the max_retries
+ * breaker is full the failure goes to the client flagged URO and UO), or,
+ * after a reused keep-alive connection the backend had closed, once on a
+ * new connection when the method is idempotent (resend_stale, retry.h).
  * After headers: the client stream is reset (HTTP/1.1: connection closed).
  * For gRPC requests each becomes HTTP 200 with a grpc-status (UNAVAILABLE,
  * also for an open circuit breaker; DEADLINE_EXCEEDED for timeouts),
