@@ -6,9 +6,10 @@
  * operation completes without making N allocations.
  *
  * Operations:
- *   config     config_load_string on rich configs: NULL with an "out of
- *              memory" error, or a snapshot whose JSON equals the one loaded
- *              without failures
+ *   config     config_load_string on a config using every kind of url map
+ *              rule (and each --config FILE): NULL with an "out of memory"
+ *              error, or a snapshot whose JSON equals the one loaded without
+ *              failures
  *   urlmap     url_map_compile: NULL, or a matcher that answers a set of
  *              requests as the one compiled without failures does
  *   startup    a worker as main.c starts one (tests/fuzz/harness.c: config,
@@ -27,7 +28,7 @@
  * allocate with the real malloc.
  *
  *   alloc-sweep [--libevent] [--fork] [--verbose] [--trace] [--corpus DIR]
- *               [config|urlmap|startup|h1|h2]...
+ *               [--config FILE]... [config|urlmap|startup|h1|h2]...
  *
  * --corpus DIR: h1 and h2 also sweep every seed in DIR/h1/ and DIR/h2/
  * (tests/fuzz/corpus): pipelining, chunked bodies, Upgrade, trailers...
@@ -245,7 +246,7 @@ static void check_leaks(const char *op, unsigned long n)
 
 /* ---- config ---------------------------------------------------------------------------- */
 
-/* The url map of tests/fuzz/fuzz_urlmap.c: every kind of rule. */
+/* The url map of tests/fuzz/fuzz_urlmap.c (every kind of rule) and more. */
 static const char rich_yaml[] =
     "listeners:\n"
     "  - {name: l, address: '127.0.0.1:1', protocol: HTTP, url_map: m,\n"
@@ -327,12 +328,13 @@ static bool has_oom_error(const struct config_errors *errs)
     return false;
 }
 
-static char *config_want; /* the JSON of rich_yaml loaded without failures */
+static const char *config_yaml; /* the config being swept */
+static char *config_want;       /* its JSON, loaded without failures */
 
 static void config_setup(void)
 {
     struct config_errors errs = {0};
-    struct config *ref = config_load_string("sweep.yaml", rich_yaml, strlen(rich_yaml), &errs);
+    struct config *ref = config_load_string("sweep.yaml", config_yaml, strlen(config_yaml), &errs);
     if (!ref) {
         config_errors_print(&errs, stderr);
         abort();
@@ -351,7 +353,7 @@ static bool config_run(unsigned long n)
 {
     struct config_errors e = {0};
     arm(n);
-    struct config *cfg = config_load_string("sweep.yaml", rich_yaml, strlen(rich_yaml), &e);
+    struct config *cfg = config_load_string("sweep.yaml", config_yaml, strlen(config_yaml), &e);
     disarm();
     if (cfg) {
         char *got = config_json(cfg);
@@ -636,7 +638,8 @@ static bool wanted(int argc, char **argv, const char *op)
 {
     bool any = false;
     for (int i = 1; i < argc; i++) {
-        if (argv[i][0] == '-' || strcmp(argv[i - 1], "--corpus") == 0)
+        if (argv[i][0] == '-' || strcmp(argv[i - 1], "--corpus") == 0 ||
+            strcmp(argv[i - 1], "--config") == 0)
             continue;
         any = true;
         if (strcmp(argv[i], op) == 0)
@@ -668,9 +671,28 @@ int main(int argc, char **argv)
     event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
     event_set_log_callback(ev_log);
     const char *scope = inj.libevent ? "own + libevent" : "own";
-    if (wanted(argc, argv, "config"))
-        printf("alloc-sweep: config_load_string (%s allocations): %lu allocation points\n", scope,
-               sweep(&config_op));
+    if (wanted(argc, argv, "config")) {
+        config_yaml = rich_yaml;
+        printf("alloc-sweep: config_load_string, every kind of rule (%s allocations): %lu "
+               "allocation points\n",
+               scope, sweep(&config_op));
+        for (int i = 1; i < argc; i++) {
+            if (strcmp(argv[i - 1], "--config") != 0)
+                continue;
+            static char file[1 << 20];
+            FILE *f = fopen(argv[i], "r");
+            size_t len = f ? fread(file, 1, sizeof file - 1, f) : 0;
+            if (!f || ferror(f) || len == 0) {
+                fprintf(stderr, "alloc-sweep: cannot read %s\n", argv[i]);
+                exit(2);
+            }
+            fclose(f);
+            file[len] = '\0';
+            config_yaml = file;
+            printf("alloc-sweep: config_load_string, %s (%s): %lu allocation points\n", argv[i],
+                   scope, sweep(&config_op));
+        }
+    }
     if (wanted(argc, argv, "urlmap"))
         printf("alloc-sweep: url_map_compile (%s): %lu allocation points\n", scope,
                sweep(&urlmap_op));
