@@ -52,7 +52,7 @@ struct h2_stream {
     bool req_paused;     /* the router asked to stop taking request DATA */
     bool notify_drained;
     bool head_too_large;    /* over max_header_list_size or limits.max_request_headers: 431 */
-    bool malformed;         /* a field RFC 9113 8.3.1 calls malformed: RST_STREAM PROTOCOL_ERROR */
+    bool malformed;         /* a :path, :authority or host RFC 9113 8.3.1 calls malformed: 400 */
     bool rst_after_end;     /* refused tunnel: RST_STREAM NO_ERROR once the response ended, */
     bool late_data;         /* ... if the client sent DATA after the refusal */
     bool resp_ended;        /* END_STREAM went out */
@@ -153,8 +153,8 @@ int h2d_request_field(struct h2_down_conn *c, struct h2_stream *st, const nghttp
 
 /*
  * The request head of `st` is complete: check it, fill the neutral fields
- * and start the exchange (router_start), or answer 400/431, or reset a
- * malformed stream (RST_STREAM PROTOCOL_ERROR).
+ * and start the exchange (router_start), or answer 400 (malformed) or 431
+ * (over the limits) without forwarding anything.
  */
 void h2d_request_head_done(struct h2_down_conn *c, struct h2_stream *st, bool end_stream);
 

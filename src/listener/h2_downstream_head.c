@@ -195,17 +195,16 @@ void h2d_request_head_done(struct h2_down_conn *c, struct h2_stream *st, bool en
     struct exchange *ex = st->ex;
     struct http_request_head *r = &ex->req;
     st->head_done = true;
-    if (st->malformed && !st->head_too_large) {
-        /* RFC 9113 8.1.1: a malformed request is a stream error. The
-         * exchange is let go first, so its detach sends no RST of its own. */
-        st->ex = NULL;
-        exchange_reject(ex, 400);
-        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_PROTOCOL_ERROR);
-        return;
-    }
     fill_request(ex, end_stream);
     if (st->head_too_large) {
         exchange_local_reply(ex, 431, "request header fields too large", 0);
+        return;
+    }
+    if (st->malformed) {
+        /* RFC 9113 8.1.1: never forwarded; answered 400 as the HTTP/1.1
+         * side answers the same target (an HTTP response before the stream
+         * ends is allowed), the stream ends with it. */
+        exchange_local_reply(ex, 400, "bad request target", EXF_LR);
         return;
     }
     if (!r->method || !r->path || join_cookies(ex) != 0 || websocket_connect(ex) != 0) {

@@ -336,7 +336,10 @@ def test_head_filling_the_arena_gets_a_clean_reply(testbed, proxy):
     forwarded; longer ones are refused by the HTTP/2 codec (RST_STREAM)."""
     tb = testbed(name="a")
     port = free_port()
-    px = proxy(config(port, [tb.addr], listener={"http2": {"max_header_list_size": "4MiB"}}),
+    # 245 big fields: over the default limits.max_request_headers (100), which
+    # the HTTP/2 codec enforces with a 431 of its own before the router runs
+    px = proxy(config(port, [tb.addr], listener={"http2": {"max_header_list_size": "4MiB"},
+                                                 "limits": {"max_request_headers": 1000}}),
                expect_ports=[port])
     n_big = 245  # 980 KB of decoded fields; the pad (one field < 64 KiB) fills the rest
 
