@@ -33,7 +33,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 # helper working beside you).
 B ?= build
 
-.PHONY: all asan deps run test unit integration bench bench-instr fuzz fuzz-build alloc-sweep lint format clean
+.PHONY: all asan deps run test unit integration bench soak bench-instr fuzz fuzz-build alloc-sweep lint format clean
 all: $(B)/switchyard $(B)/switchyard-testbed
 
 # ---- optimized build ------------------------------------------------------
@@ -91,6 +91,10 @@ bench:
 	@$(MAKE) --no-print-directory all
 	@scripts/bench.sh
 
+soak:   # outside CI: SY_SOAK_MINUTES (30), SY_SOAK_RELOADS (100); docs/soak.md
+	@$(MAKE) --no-print-directory all
+	@SY_SOAK_BUILD="$${SY_SOAK_BUILD:-$(abspath $(B))}" scripts/soak.sh
+
 # ---- fuzzing (libFuzzer; clang and libclang-rt-14-dev) ----------------------------------
 # Each tests/fuzz/fuzz_NAME.c is a target linked with the proxy's sources;
 # its seed corpus is tests/fuzz/corpus/NAME/. `make fuzz` runs every target
@@ -134,7 +138,8 @@ $(B)/asan/alloc-sweep: $(call objs,$(B)/asan,$(ALLOC_SRCS))
 	$(CC) $(ASAN_LDFLAGS) $(ALLOC_WRAP) -o $@ $^ $(LDFLAGS) $(PKG_LIBS)
 
 alloc-sweep: $(B)/asan/alloc-sweep
-	$(B)/asan/alloc-sweep --libevent --corpus tests/fuzz/corpus
+	$(B)/asan/alloc-sweep --libevent --corpus tests/fuzz/corpus \
+	    --config config/examples/strangler.yaml --config config/demo.yaml --config config/examples/testbed.yaml
 
 # Instructions per request under callgrind (deterministic; scripts/instr.sh).
 bench-instr:

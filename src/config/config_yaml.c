@@ -306,20 +306,25 @@ void ymissing(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *
 struct sbuf {
     char *p;
     size_t len, cap;
-    bool failed;
+    bool too_long; /* past EXPANDED_MAX: a config error */
+    bool oom;      /* realloc failed: the load fails with "out of memory" */
 };
 
 static void sbuf_add(struct sbuf *b, const char *s, size_t n)
 {
-    if (b->failed)
+    if (b->too_long || b->oom)
         return;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->len + n + 1)
             cap *= 2;
-        char *np = cap <= EXPANDED_MAX ? realloc(b->p, cap) : NULL;
+        if (cap > EXPANDED_MAX) {
+            b->too_long = true;
+            return;
+        }
+        char *np = realloc(b->p, cap);
         if (!np) {
-            b->failed = true;
+            b->oom = true;
             return;
         }
         b->p = np;
@@ -381,7 +386,7 @@ static int expand_one(struct cfg_loader *ld, const struct ypath *at, const yaml_
 static int expand_env(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
                       const char *in, const char **out)
 {
-    struct sbuf b = {NULL, 0, 0, false};
+    struct sbuf b = {NULL, 0, 0, false, false};
     const char *p = in;
     int rc = 0;
 
@@ -405,7 +410,10 @@ static int expand_env(struct cfg_loader *ld, const struct ypath *at, const yaml_
         rc = expand_one(ld, at, n, dollar, end, &b);
         p = end + 1;
     }
-    if (rc == 0 && b.failed) {
+    if (rc == 0 && b.oom) {
+        ld->oom = true;
+        rc = -1;
+    } else if (rc == 0 && b.too_long) {
         cfg_error(ld, ymark(n), at, "expanded value is too long");
         rc = -1;
     }
