@@ -20,18 +20,62 @@ Fixtures
   sy_build the Path of the binaries directory
 
 Plain helpers (importable with `from conftest import ...`)
-  free_port(), port_accepts(port), wait_port(port, timeout, proc),
-  wait_for(pred, timeout, interval), run_switchyard(args, timeout=30, env=None,
-  input=None) -> CompletedProcess(text), binary(name), child_env(extra),
-  sanitizer_report(text), HOST, SY_BUILD, CHILD_ENV_DEFAULTS
+  free_port(), free_ports(n), port_accepts(port), wait_port(port, timeout, proc),
+  wait_for(pred, timeout, interval), tcp_conns(local_port, remote_port, state),
+  caught_up(port, n_conns), wait_requests_at(port, n, timeout),
+  admin_metrics(admin_port) -> {series: value},
+  run_switchyard(args, timeout=30, env=None, input=None) -> CompletedProcess(text),
+  binary(name), child_env(extra), sanitizer_report(text), HOST, SY_BUILD,
+  CHILD_ENV_DEFAULTS
+
+Waiting
+  Tests wait for events, not for time: wait_for() polls a predicate until it
+  holds, bounded in time and in count. A bare time.sleep() in a test is only
+  there when the passing of time is the point (pacing a slow client, holding
+  a connection idle, waiting out a timeout under test), and says so in a
+  comment. "A request has reached the backend" is read from the kernel's
+  socket table (wait_requests_at): the proxy's connection to the backend is
+  up and the backend has accepted it and read every byte sent on it.
+  tcp_conns() asks sock_diag netlink, which filters by port in the kernel
+  (parsing /proc/net/tcp, its fallback, takes seconds while a load test on
+  the machine holds 100k sockets).
+
+Ports
+  free_port()/free_ports(n) reserve each port they return for the life of the
+  pytest process, across processes: two runs on one machine (two checkouts,
+  CI next to a developer, pytest-xdist workers) never get the same port. That
+  matters because the proxy listens with SO_REUSEPORT, so a second proxy on a
+  port that is already in use would bind silently and share its traffic.
+    - A port is reserved by a write lock on byte <port> of one shared lock
+      file, PORT_LOCK_FILE (fcntl.lockf, non-blocking). The lock is held by
+      this process until it exits (even if it is killed); a port whose byte
+      is locked by another process is skipped. One descriptor serves every
+      port. (POSIX record locks go away when the process closes *any*
+      descriptor of that file, so nothing else may open it.) If that file
+      cannot be opened for writing (another user made it, say), a per-user
+      file is used instead.
+    - The port must also bind on 127.0.0.1 without SO_REUSEADDR or
+      SO_REUSEPORT at the time it is chosen, so anything already listening or
+      connected there (a foreign reuseport listener included) is skipped.
+    - Ports come from below the kernel's ephemeral range
+      (net.ipv4.ip_local_port_range), so a port chosen by the kernel for
+      bind(port 0) or for an outgoing connection never lands on a reserved
+      port before its owner binds it.
+    - Within one run every port is returned at most once, so ports chosen
+      before anything binds them are distinct.
 """
 
 import dataclasses
+import fcntl
+import http.client
 import json
 import os
+import random
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -75,27 +119,100 @@ def child_env(extra=None):
     return env
 
 
+PORT_LOCK_FILE = Path("/tmp/switchyard-test-ports.lock")
+PORT_TRIES = 2000    # candidates looked at before giving up
+
+
+def _port_candidates():
+    """The range free ports are drawn from: below the ephemeral range when it
+    leaves room (the usual 32768-60999 gives 10000-32767), else above it."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        lo, hi = (int(x) for x in text.split()[:2])
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    if lo - 10000 >= 4096:
+        return range(10000, lo)
+    if 65535 - hi >= 4096:
+        return range(hi + 1, 65536)
+    return range(1024, 65536)
+
+
+class _PortReserver:
+    """free_port()'s state: the lock file descriptor and the ports this
+    process holds (see "Ports" in the module docstring)."""
+
+    def __init__(self):
+        self.mutex = threading.Lock()
+        self.fd = None
+        self.held = set()
+        self.candidates = _port_candidates()
+        self.rng = random.Random(os.getpid() ^ time.monotonic_ns())
+
+    def _open(self):
+        paths = [PORT_LOCK_FILE,
+                 PORT_LOCK_FILE.with_name(f"{PORT_LOCK_FILE.stem}-{os.getuid()}.lock")]
+        last = None
+        for path in paths:
+            try:
+                try:   # no O_CREAT: fs.protected_regular refuses it on others' files
+                    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                    try:
+                        os.fchmod(fd, 0o666)   # other users' runs lock it too
+                    except OSError:
+                        pass
+                return fd
+            except OSError as e:
+                last = e
+        raise RuntimeError(f"cannot open a port lock file ({paths}): {last}")
+
+    @staticmethod
+    def _bindable(port):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                return False
+        return True
+
+    def take(self):
+        with self.mutex:
+            if self.fd is None:
+                self.fd = self._open()
+            c = self.candidates
+            start = self.rng.randrange(len(c))
+            for i in range(min(PORT_TRIES, len(c))):
+                port = c[(start + i) % len(c)]
+                if port in self.held:
+                    continue
+                try:
+                    fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+                except OSError:
+                    continue   # another process holds it
+                if not self._bindable(port):
+                    fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, port)
+                    continue
+                self.held.add(port)
+                return port
+        raise RuntimeError(f"no free port in {min(PORT_TRIES, len(self.candidates))} tries "
+                           f"from {self.candidates}")
+
+
+_ports = _PortReserver()
+
+
 def free_port():
-    """An unused TCP port on 127.0.0.1 (free at the time of the call)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1, reserved for this pytest process (no other
+    process that uses free_port() gets it while this one runs) and bindable
+    when chosen; never returned twice in one run. See "Ports" above."""
+    return _ports.take()
 
 
 def free_ports(n):
-    """n distinct unused ports: all are held bound until every one is chosen,
-    so two of them can never be the same (as back-to-back free_port() calls
-    can be, when nothing binds the first before the second is asked for)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(s)
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct reserved ports (free_port() never repeats a port)."""
+    return [free_port() for _ in range(n)]
 
 
 def port_accepts(port, host=HOST):
@@ -115,22 +232,144 @@ def wait_for(pred, timeout=5.0, interval=0.02):
             return v
         if time.monotonic() >= deadline:
             break
-        time.sleep(interval)
+        time.sleep(interval)   # the polling interval
     return None
+
+
+_NETLINK_SOCK_DIAG = 4          # NETLINK_SOCK_DIAG
+_SOCK_DIAG_BY_FAMILY = 20
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLM_F_REQUEST_DUMP = 0x1 | 0x300
+_LOOPBACK = socket.inet_aton(HOST)
+
+
+def _tcp_conns_netlink(local_port, remote_port, states):
+    """tcp_conns() through sock_diag netlink: the kernel filters by port, so
+    the cost does not grow with every other socket on the machine (reading
+    /proc/net/tcp takes seconds when a load test holds 100k sockets)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(5)
+        req = (struct.pack("=BBBxI", socket.AF_INET, socket.IPPROTO_TCP, 0, states)
+               + struct.pack("!HH", local_port or 0, remote_port or 0) + bytes(44))
+        nl.send(struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY,
+                            _NLM_F_REQUEST_DUMP, 1, 0) + req)
+        out = []
+        for _ in range(100000):
+            data = nl.recv(1 << 16)
+            off = 0
+            while off + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                if kind == _NLMSG_DONE:
+                    return out
+                if kind == _NLMSG_ERROR or length < 16:
+                    raise OSError("sock_diag error")
+                m = off + 16
+                st = data[m + 1]
+                lport, rport = struct.unpack_from("!HH", data, m + 4)
+                rx, tx = struct.unpack_from("=II", data, m + 56)
+                if st == 0x0A:
+                    tx = 0   # a listener's "wqueue" is its backlog size
+                if data[m + 8:m + 12] == _LOOPBACK:
+                    out.append((lport, rport, "%02X" % st, tx, rx))
+                off += (length + 3) & ~3
+        raise OSError("sock_diag: no end of dump")
+
+
+def _tcp_conns_proc(local_port, remote_port, state):
+    out = []
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                laddr, lport = cols[1].split(":")
+                raddr, rport = cols[2].split(":")
+                lport, rport = int(lport, 16), int(rport, 16)
+                if laddr != "0100007F" or (state is not None and cols[3] != state):
+                    continue
+                if local_port is not None and lport != local_port:
+                    continue
+                if remote_port is not None and rport != remote_port:
+                    continue
+                tx, rx = (int(x, 16) for x in cols[4].split(":"))
+                out.append((lport, rport, cols[3], tx, rx))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def tcp_conns(local_port=None, remote_port=None, state="01"):
+    """127.0.0.1 TCP sockets as (local_port, remote_port, state, tx_queue,
+    rx_queue) tuples, filtered by port and by state (hex as in
+    /proc/net/tcp: "01" ESTABLISHED, "0A" LISTEN, None any). For a listening
+    socket rx_queue is its accept queue: connections not yet accepted. Read
+    with sock_diag netlink (filtered in the kernel), else /proc/net/tcp."""
+    states = 0xFFF if state is None else 1 << int(state, 16)
+    try:
+        got = _tcp_conns_netlink(local_port, remote_port, states)
+    except OSError:
+        return _tcp_conns_proc(local_port, remote_port, state)
+    # the kernel skips listeners when a remote port is given; filter anyway
+    return [c for c in got
+            if (state is None or c[2] == state)
+            and (local_port is None or c[0] == local_port)
+            and (remote_port is None or c[1] == remote_port)]
+
+
+def caught_up(port, n_conns=0):
+    """True when the server listening on 127.0.0.1:port has accepted every
+    connection made to it and read every byte that arrived on them (an
+    unread FIN counts as a byte, so a connection its client closed counts
+    until the server has seen the end), with at least n_conns of them
+    established."""
+    socks = tcp_conns(local_port=port, state=None)
+    if any(rx for *_, rx in socks):   # a LISTEN socket's rx: not yet accepted
+        return False
+    return len([c for c in socks if c[2] == "01"]) >= n_conns
+
+
+def wait_requests_at(port, n=1, timeout=10.0):
+    """Wait until n connections to the server on 127.0.0.1:port (e.g. the
+    proxy's to a backend) are established, and that server has accepted them
+    and read all they carried: a request written on them has reached it.
+    True, or False on timeout."""
+    return bool(wait_for(lambda: len(tcp_conns(remote_port=port)) >= n
+                         and caught_up(port, n), timeout))
+
+
+def admin_metrics(port):
+    """The proxy's admin GET /metrics on 127.0.0.1:port as {series: value},
+    series as written (e.g. 'switchyard_upstream_retries_total{backend_service="svc"}');
+    {} while the admin API does not answer."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)   # no *_proxy from the env
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        if r.status != 200:
+            return {}
+        text = r.read().decode()
+    except (OSError, http.client.HTTPException):
+        return {}
+    finally:
+        conn.close()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            try:
+                out[series] = float(value)
+            except ValueError:
+                pass
+    return out
 
 
 def wait_port(port, timeout=START_TIMEOUT, proc=None):
     """True once 127.0.0.1:port accepts TCP; False on timeout or if proc exits."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.02) + 2):
+    def state():
         if proc is not None and proc.poll() is not None:
-            return False
-        if port_accepts(port):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return False
+            return "exited"
+        return "up" if port_accepts(port) else None
+    return wait_for(state, timeout) == "up"
 
 
 def sanitizer_report(text):

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 
-from conftest import CHILD_ENV_DEFAULTS
+from conftest import CHILD_ENV_DEFAULTS, free_port, tcp_conns
 
 HOST = "127.0.0.1"
 RECV_SIZE = 1 << 20
@@ -387,21 +387,9 @@ class RssSampler:
 
 
 def tcp_peers_of_port(port):
-    """Set of (local_port, state) of 127.0.0.1 TCP sockets whose remote port is
-    `port` (from /proc/net/tcp): how many connections were opened to it."""
-    out = set()
-    try:
-        with open("/proc/net/tcp") as f:
-            next(f)
-            for line in f:
-                cols = line.split()
-                lport = int(cols[1].split(":")[1], 16)
-                raddr, rport = cols[2].split(":")
-                if int(rport, 16) == port and raddr == "0100007F":
-                    out.add(lport)
-    except FileNotFoundError:
-        pass
-    return out
+    """Set of the local ports of 127.0.0.1 TCP sockets (any state) whose
+    remote port is `port`: how many connections were opened to it."""
+    return {c[0] for c in tcp_conns(remote_port=port, state=None)}
 
 
 def uniq(prefix="r"):
@@ -452,12 +440,7 @@ backend_services:
 def start_simple(proxy, testbed, tb_name="tb1", env=None, **kw):
     """A testbed plus a proxy in front of it: (proxy, listen_port, testbed)."""
     tb = testbed(name=tb_name)
-    port = _free_port()
+    port = free_port()
     px = proxy(simple_config(port, tb.addr, **kw), workers=1, expect_ports=[port], env=env)
     return px, port, tb
 
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]

@@ -8,25 +8,25 @@ import time
 
 import pytest
 
-from conftest import port_accepts
+from conftest import port_accepts, wait_for, wait_requests_at
 from h1util import H1Conn, NoResponse, request_bytes, start_simple
+
+
+def refused(port):
+    """True if a connect to 127.0.0.1:port is refused right now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            pass
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def refused_within(port, timeout):
     """True once a connect to port is refused (bounded by timeout)."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.05) + 2):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-        except ConnectionRefusedError:
-            return True
-        except OSError:
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return False
+    return bool(wait_for(lambda: refused(port), timeout, 0.05))
 
 
 def wait_exit(px, timeout):
@@ -42,9 +42,9 @@ def test_drain_finishes_inflight_request(proxy, testbed, sig):
     with H1Conn(port, timeout=10) as c:
         t0 = time.monotonic()
         c.send(request_bytes("GET", "/inflight", headers=[("x-testbed-delay", "2s")]))
-        time.sleep(0.5)
+        assert wait_requests_at(tb.port), "the request never reached the backend"
         px.send_signal(sig)
-        assert refused_within(port, 1.0), "listener still accepting after the signal"
+        assert refused_within(port, 1.5), "listener still accepting after the signal"
         assert time.monotonic() - t0 < 1.9  # checked while the request was in flight
         r = c.read_response(timeout=10)
         assert r.status == 200, r
@@ -73,13 +73,13 @@ def test_drain_timeout_cuts_long_request(proxy, testbed):
     px, port, tb = start_simple(proxy, testbed, drain_timeout="1s")
     with H1Conn(port, timeout=10) as c:
         c.send(request_bytes("GET", "/long", headers=[("x-testbed-delay", "5s")]))
-        time.sleep(0.3)
+        assert wait_requests_at(tb.port), "the request never reached the backend"
         t0 = time.monotonic()
         px.send_signal(signal.SIGTERM)
         rc = wait_exit(px, 4)
         elapsed = time.monotonic() - t0
         assert rc is not None, "proxy still running 4 s after SIGTERM with drain_timeout 1s"
-        assert elapsed < 1.5 + 1.0, elapsed
+        assert elapsed < 1.0 + 2.0, elapsed   # drain_timeout + slack (ASan exit, load)
         assert elapsed >= 0.8, f"exited after {elapsed:.2f}s, before drain_timeout"
         assert rc == 0, px.stderr()
         # The client sees its connection end without a (200) response.

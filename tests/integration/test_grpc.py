@@ -671,7 +671,7 @@ def _slow_bidi(st, stub, n, gap, metadata):
             feeder.put(st.req(b"z" * 10, f"l{i}", i))
             got.append(next(responses).index)
             if i + 1 < n:
-                time.sleep(gap)
+                time.sleep(gap)   # paced on purpose: the stream must stay open this long
         feeder.close()
         assert list(responses) == []
     except grpc.RpcError as exc:

@@ -61,7 +61,7 @@ def test_chunked_request_sent_slowly(sy):
                b"Transfer-Encoding: chunked\r\n\r\n")
         for i in range(5):
             c.send(b"4\r\nabcd\r\n")
-            time.sleep(0.05)
+            time.sleep(0.05)   # a slow client: each chunk arrives on its own
         c.send(b"0\r\n\r\n")
         r = c.read_response()
         assert r.status == 200, r

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for, wait_requests_at
 from h1util import rss_kib
 from h2util import ErrorCodes, H2Conn, SettingCodes, proxy_config
 
@@ -330,7 +330,9 @@ def test_stalled_reader_bounded_memory(h2px):
                 conn_window=16 * MiB) as c:
         st = c.get("/warm", headers=[("x-testbed-body-size", str(8 * MiB))], timeout=20)
         assert st.status == 200 and st.body_len == 8 * MiB, st
-    time.sleep(0.3)
+    # the warm-up exchange is over (logged) before the idle RSS is taken
+    assert wait_for(lambda: any(e.get("path") == "/warm" for e in px.access_log()), 5), \
+        px.stderr()[-2000:]
     idle = rss_kib(px.pid)
     assert idle
     with H2Conn(port, timeout=10, auto_ack=False, store_body=False) as c:
@@ -404,8 +406,10 @@ def test_authority_becomes_host(h2px):
 def test_goaway_on_drain(proxy, testbed):
     px, port, tb = start(proxy, testbed, drain_timeout="10s")
     with H2Conn(port, timeout=10) as c:
-        sid = c.request("GET", "/inflight", headers=[("x-testbed-delay", "1s")])
-        time.sleep(0.3)
+        # 3 s: the GOAWAY must beat the response even when a loaded machine
+        # running ASan builds is slow to act on the signal
+        sid = c.request("GET", "/inflight", headers=[("x-testbed-delay", "3s")])
+        assert wait_requests_at(tb.port), "the stream never reached the backend"
         px.send_signal(signal.SIGTERM)
         st = c.wait_stream(sid, 10)
         assert st.status == 200 and st.ended, st

@@ -82,7 +82,7 @@ ping_policy: {min_interval_without_data: 100ms, permit_without_calls: false, max
     with H2Conn(port) as c:
         sid = c.request("GET", "/slow", headers=[("x-testbed-delay", "1500ms")])
         for i in range(4):
-            time.sleep(0.25)
+            time.sleep(0.25)   # paced on purpose: PINGs spaced beyond min_interval
             c.ping(b"okping%02d" % i)
             c.pump(0.05)
         st = c.wait_stream(sid, 10)

@@ -24,7 +24,7 @@ import h2.settings
 import hyperframe.frame
 import pytest
 
-from conftest import free_port, sanitizer_report
+from conftest import caught_up, free_port, sanitizer_report, wait_for, wait_requests_at
 from h1util import (H1Conn, NoResponse, RssSampler, get, request_bytes, rss_kib,
                     small_quarantine_env, tcp_peers_of_port)
 
@@ -297,17 +297,6 @@ def other_ca(tmp_path_factory):
 RSS_SLACK_KIB = 32 * 1024
 
 
-def wait_until(pred, timeout):
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.02) + 2):
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return False
-
-
 def backend_conns(port, before):
     """Connections opened to 127.0.0.1:port since the snapshot `before`
     (the fixtures' own readiness probes are in it)."""
@@ -534,7 +523,8 @@ def big_h2c(proxy, testbed):
     assert r.status == 200 and r.body_len == 4 * MiB
     r = get(port, "/warm", method="POST", body=b"w" * (4 * MiB))
     assert r.status == 200 and r.json()["body_bytes"] == 4 * MiB
-    time.sleep(0.2)
+    # both exchanges are over (logged) before the idle RSS is taken
+    assert len(px.access_log(min_entries=2)) >= 2, px.stderr()[-2000:]
     idle = rss_kib(px.pid)
     assert idle
     return px, port, idle
@@ -581,7 +571,9 @@ def test_h2c_slow_reader_bounded_memory(big_h2c):
                 data = c.sock.recv(4096)
                 assert data, "proxy closed the connection under a slow reader"
                 got += len(data)
-                time.sleep(0.005)
+                time.sleep(0.005)   # the slow reader: the point of the test
+            # Hold still while sampling RSS: an unbounded proxy would keep
+            # buffering meanwhile (time passing is what is tested here).
             time.sleep(0.5)
         assert 0 < got < BIG
         assert s.peak - idle < RSS_SLACK_KIB, f"RSS grew {s.peak - idle} KiB with a slow reader"
@@ -608,7 +600,9 @@ def test_h2c_abandoned_streams_return_the_window(proxy, testbed):
                                  headers=[("x-testbed-body-size", str(16 * MiB))]))
             head = c.read_head(10)
             assert head.startswith(b"HTTP/1.1 200"), head
-            time.sleep(0.3)   # the proxy pauses, the window stays closed
+            # Hold the stream unread a while (the point): the proxy pauses and
+            # the backend's window stays closed until the client leaves.
+            time.sleep(0.3)
         finally:
             c.close()
         return True
@@ -809,7 +803,7 @@ def test_h2c_timeout_is_504_and_stream_cancelled(proxy, h2backend):
     r = get(port, "/slow", timeout=10)
     assert r.status == 504, r
     assert time.monotonic() - t0 < 2.5
-    assert wait_until(lambda: 8 in b.resets, 3), b.resets   # RST_STREAM CANCEL
+    assert wait_for(lambda: 8 in b.resets, 3), b.resets   # RST_STREAM CANCEL
     assert b.conns == 1
 
 
@@ -866,7 +860,7 @@ def test_h2c_keepalive_pings_idle_connection(proxy, h2backend):
     b = h2backend()
     px, port = start(proxy, b.addr, extra="http2_keepalive: {time: 200ms, timeout: 1s}")
     assert get(port, "/ka").status == 200
-    assert wait_until(lambda: b.pings >= 2, 5), b.pings
+    assert wait_for(lambda: b.pings >= 2, 5), b.pings
     assert get(port, "/ka2").status == 200
     assert b.conns == 1
 
@@ -895,8 +889,12 @@ def test_shutdown_with_streams_in_flight(proxy, testbed):
             c = H1Conn(port, timeout=10)
             c.send(request_bytes("GET", f"/inflight/{i}", headers=[("x-testbed-delay", "5s")]))
             conns.append(c)
-        assert wait_until(lambda: len(backend_conns(tb.port, before)) >= 1, 3)
-        time.sleep(0.3)
+        assert wait_for(lambda: len(backend_conns(tb.port, before)) >= 1, 3)
+        # Every request is in: the proxy read all five (its side of each
+        # client connection is caught up) and forwarded them (the backend
+        # read everything the proxy's connection carried).
+        assert wait_for(lambda: caught_up(port, 5), 10), "the proxy did not read all requests"
+        assert wait_requests_at(tb.port), "the streams never reached the backend"
         rc = px.stop(signal.SIGTERM, 20)
         assert rc == 0, px.stderr()[-3000:]
         assert not sanitizer_report(px.stderr()), px.stderr()[-5000:]

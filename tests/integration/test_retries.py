@@ -26,7 +26,7 @@ import h2.exceptions
 import pytest
 from h2.errors import ErrorCodes
 
-from conftest import HOST, free_port, free_ports
+from conftest import HOST, admin_metrics, free_port, free_ports, wait_for
 from h1util import H1Conn, NoResponse, get, request_bytes, uniq
 from h2util import H2Conn
 
@@ -46,13 +46,15 @@ def _flow(v):
 
 
 def config(port, endpoints, *, protocol="HTTP", route_action=None, routes=(),
-           timeout="10s", service_extra=None, listener_extra=None, services=None):
+           timeout="10s", service_extra=None, listener_extra=None, services=None,
+           admin_port=None):
     """One listener on 127.0.0.1:port; backend service `svc` (protocol, the
     endpoint addresses, timeout, service_extra keys); every request goes to
     `svc` with `route_action` (a dict, or None for the defaults), except paths
     starting with a prefix of `routes` [(prefix, route_action or None,
     service name or None)]. `services` adds more backend services:
-    {name: (protocol, [addresses], extra dict)}."""
+    {name: (protocol, [addresses], extra dict)}. admin_port: the admin API
+    listens there."""
     lx = "".join(f"    {k}: {_flow(v)}\n" for k, v in (listener_extra or {}).items())
     rules = []
     for i, r in enumerate(routes):
@@ -72,6 +74,7 @@ def config(port, endpoints, *, protocol="HTTP", route_action=None, routes=(),
         sx += (f"  - name: {name}\n    protocol: {proto}\n    endpoints:\n"
                + "".join(f"      - {{address: \"{a}\"}}\n" for a in eps)
                + "".join(f"    {k}: {_flow(v)}\n" for k, v in (extra or {}).items()))
+    ax = f'admin: {{address: "{HOST}:{admin_port}"}}\n' if admin_port else ""
     return f"""\
 listeners:
   - name: main
@@ -79,7 +82,7 @@ listeners:
     protocol: HTTP
     url_map: main
 {lx}access_log: {{enabled: true, path: "-", format: json}}
-drain_timeout: 2s
+{ax}drain_timeout: 2s
 url_maps:
   - name: main
     default_service: svc
@@ -260,7 +263,7 @@ class H2Backend:
                             conn.send_data(sid, out, end_stream=True)
                 s.sendall(conn.data_to_send())
                 if goaway:
-                    time.sleep(0.05)
+                    self._linger(s, 2.0)
                     return
         except OSError:
             return
@@ -269,6 +272,26 @@ class H2Backend:
                 s.close()
             except OSError:
                 pass
+
+    def _linger(self, s, timeout):
+        """Close gracefully after a GOAWAY: FIN after it, then read (bounded)
+        until the proxy closes too. Closing at once with unread input would
+        send a reset that can overtake the GOAWAY."""
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.1) + 2):
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return
+            try:
+                if not s.recv(65536):
+                    return
+            except socket.timeout:
+                continue
+            except OSError:
+                return
 
     def stop(self):
         self._stop.set()
@@ -869,7 +892,7 @@ def test_retry_chunked_body_replayed(proxy, testbed):
         c.send(head)
         for i in range(4):
             c.send(b"100\r\n" + b"c" * 256 + b"\r\n")
-            time.sleep(0.02)
+            time.sleep(0.02)   # a slow client: the body arrives in pieces
         c.send(b"0\r\n\r\n")
         r = c.read_response()
     assert r.status == 200, r
@@ -942,9 +965,12 @@ def test_max_retries_zero_disables_retries(proxy, testbed):
 def test_max_retries_bounds_concurrent_retries(proxy, testbed):
     """max_retries 1: while exchange A's retry is in flight (its second try
     takes 1.5 s), exchange B may not retry: B answers the 503 at once (UO)."""
+    admin = free_port()
     px, port, (tb,) = start(proxy, testbed, service_extra={"circuit_breakers": {"max_retries": 1}},
                             route_action={"retry_policy": {"retry_conditions": ["5xx"],
-                                                           "num_retries": 1}})
+                                                           "num_retries": 1}},
+                            admin_port=admin)
+    retries = 'switchyard_upstream_retries_total{backend_service="svc"}'
     ka, kb = uniq("cba"), uniq("cbb")
     res = {}
 
@@ -956,9 +982,11 @@ def test_max_retries_bounds_concurrent_retries(proxy, testbed):
     t.start()
     try:
         # A's first try fails at once and its retry (after <= 25 ms of
-        # backoff) then waits 1.5 s for its answer: B comes well inside that.
+        # backoff) then waits 1.5 s for its answer: B comes once that retry
+        # is under way (the admin API counts it), well inside the 1.5 s.
         # (seen() itself counts as a request, so it cannot be polled.)
-        time.sleep(0.4)
+        assert wait_for(lambda: admin_metrics(admin).get(retries, 0) >= 1, 10), \
+            admin_metrics(admin)
         rb = get(port, "/b", headers=ff(kb, 1))
     finally:
         t.join(timeout=15)
