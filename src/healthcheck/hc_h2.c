@@ -185,6 +185,8 @@ static int submit_probe(struct hc_probe *p, struct h2_probe *h)
     return h->stream_id < 0 ? h->stream_id : 0;
 }
 
+static enum hc_verdict h2_read(struct hc_probe *p, struct evbuffer *in);
+
 static enum hc_verdict h2_connected(struct hc_probe *p)
 {
     const struct h2_setup *setup = probe_setup();
@@ -200,7 +202,12 @@ static enum hc_verdict h2_connected(struct hc_probe *p)
     int rc = submit_probe(p, h);
     if (rc == 0)
         rc = flush(p);
-    return rc ? hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc)) : HC_PENDING;
+    if (rc)
+        return hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc));
+    /* What the server sent before we were told we are connected (libevent may
+     * run the read callback first): its SETTINGS, maybe more. */
+    struct evbuffer *in = bufferevent_get_input(p->bev);
+    return evbuffer_get_length(in) ? h2_read(p, in) : HC_PENDING;
 }
 
 /* HealthCheckResponse.status, or -1 when the message cannot be read. */
@@ -276,11 +283,9 @@ static enum hc_verdict judge(struct hc_probe *p)
 static enum hc_verdict h2_read(struct hc_probe *p, struct evbuffer *in)
 {
     struct h2_probe *h = p->state;
-    size_t len = evbuffer_get_length(in);
-    if (!h) {
-        evbuffer_drain(in, len);
-        return HC_PENDING;
-    }
+    if (!h)
+        return HC_PENDING; /* bytes before the session exists (a server that speaks first:
+                              its SETTINGS): h2_connected reads them */
     int rc = h2_session_recv(h->ng, in, NULL, 0, NULL);
     if (rc != 0)
         return hc_fail(p, "HTTP/2: %s", nghttp2_strerror(rc));
