@@ -83,7 +83,7 @@ enum exchange_flag {
     EXF_UO = 1u << 11, /* upstream overflow: a circuit breaker was open */
     EXF_DT = 1u << 12, /* the whole-exchange (route) timeout fired: DEADLINE */
     /* upstream retry overflow: a retry was due but circuit_breakers.max_retries
-     * was full, so the attempt's failure went to the client (set with UO) */
+     * was full, so the attempt's failure went to the client (not UO) */
     EXF_URO = 1u << 13,
 };
 

@@ -13,7 +13,7 @@
  *   timeout (route or per try)       504  (UT)
  *   request head filled the arena    431  (LR)
  * unless retried: by the route's policy (can_retry; when the max_retries
- * breaker is full the failure goes to the client flagged URO and UO), or,
+ * breaker is full the failure goes to the client flagged URO), or,
  * after a reused keep-alive connection the backend had closed, once on a
  * new connection when the method is idempotent (resend_stale, retry.h).
  * After headers: the client stream is reset (HTTP/1.1: connection closed).
@@ -948,9 +948,9 @@ static bool can_retry(struct exchange *ex, uint32_t met)
         return false;
     if (!ex->_retry_slot) {
         if (!backend_cb_retry_enter(ex->srt)) {
-            /* Not retried: the client gets this attempt's failure. URO says
-             * why; UO stays for what read "a breaker was open" before. */
-            ex->flags |= EXF_UO | EXF_URO;
+            /* Not retried: the client gets this attempt's failure, flagged
+             * URO (retry overflow), not UO: no request was refused. */
+            ex->flags |= EXF_URO;
             stats_inc(&svc_stats(ex)->upstream_retry_overflow, 1);
             return false;
         }
