@@ -1053,6 +1053,23 @@ static void keep_for_replay(struct exchange *ex, struct evbuffer *buf)
 }
 
 /*
+ * Queue request body bytes that no attempt takes yet (moved out of `buf`);
+ * the client is paused at SY_FLOW_HIGH. Out of memory: a local 500.
+ */
+static void queue_pending(struct exchange *ex, struct evbuffer *buf)
+{
+    struct evbuffer *pending = pending_buf(ex);
+    if (!pending) {
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+        exchange_local_reply(ex, 500, "out of memory", 0);
+        return;
+    }
+    evbuffer_add_buffer(pending, buf);
+    if (evbuffer_get_length(pending) >= SY_FLOW_HIGH)
+        ex->down->read_body(ex, false);
+}
+
+/*
  * Client bytes of a tunnel the backend has not accepted: kept in
  * req_pending, the client paused at SY_FLOW_HIGH, until on_up_head either
  * forwards them (accepted) or drops them (refused: from then on they are
@@ -1065,15 +1082,7 @@ static void hold_tunnel_bytes(struct exchange *ex, struct evbuffer *buf)
         evbuffer_drain(buf, n);
         return;
     }
-    struct evbuffer *pending = pending_buf(ex);
-    if (!pending) {
-        evbuffer_drain(buf, n);
-        exchange_local_reply(ex, 500, "out of memory", 0);
-        return;
-    }
-    evbuffer_add_buffer(pending, buf);
-    if (evbuffer_get_length(pending) >= SY_FLOW_HIGH)
-        ex->down->read_body(ex, false);
+    queue_pending(ex, buf);
 }
 
 void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
@@ -1101,15 +1110,7 @@ void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
         evbuffer_drain(buf, n); /* kept in replay for the next attempt */
         return;
     }
-    struct evbuffer *pending = pending_buf(ex);
-    if (!pending) {
-        evbuffer_drain(buf, n);
-        exchange_local_reply(ex, 500, "out of memory", 0);
-        return;
-    }
-    evbuffer_add_buffer(pending, buf);
-    if (evbuffer_get_length(pending) >= SY_FLOW_HIGH)
-        ex->down->read_body(ex, false);
+    queue_pending(ex, buf);
 }
 
 void exchange_on_request_end(struct exchange *ex, const struct http_headers *trailers)
