@@ -610,3 +610,26 @@ int harness_run(struct harness *h, enum harness_proto proto, const uint8_t *data
     res->backend_reqs = h->backend_reqs - reqs0;
     return 0;
 }
+
+int harness_fuzz_one(enum harness_proto proto, const char *name, const uint8_t *data, size_t size)
+{
+    static struct harness *h;
+    static int verbose = -1; /* SY_FUZZ_VERBOSE=1: one line per input on stderr */
+    if (!h && !(h = harness_new(NULL)))
+        abort();
+    struct harness_result r;
+    if (harness_run(h, proto, data, size, &r) != 0)
+        abort(); /* out of fds or memory: the harness itself */
+    if (verbose < 0)
+        verbose = getenv("SY_FUZZ_VERBOSE") != NULL;
+    if (verbose)
+        fprintf(stderr, "%s: %zu bytes in, %zu out, %u backend requests, %u turns%s%s\n", name,
+                size, r.out_bytes, r.backend_reqs, r.turns,
+                r.client_forced ? ", client closed by force" : "",
+                r.upstream_forced ? ", upstream closed by force" : "");
+    if (r.exchanges_left) {
+        fprintf(stderr, "%s: %u exchange(s) outlived the connection\n", name, r.exchanges_left);
+        abort();
+    }
+    return 0;
+}

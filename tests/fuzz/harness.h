@@ -71,4 +71,12 @@ void harness_free(struct harness *h);
 int harness_run(struct harness *h, enum harness_proto proto, const uint8_t *data, size_t size,
                 struct harness_result *res);
 
+/*
+ * The body of a codec fuzz target: run one input on a process-wide harness
+ * made on first use, print a line per input when SY_FUZZ_VERBOSE is set, and
+ * abort when the harness fails or an exchange outlived its connection (a
+ * lost cleanup). `name` labels the messages. Returns 0.
+ */
+int harness_fuzz_one(enum harness_proto proto, const char *name, const uint8_t *data, size_t size);
+
 #endif
