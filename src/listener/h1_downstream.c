@@ -83,6 +83,7 @@ struct h1_down {
     bool resp_complete; /* ... and its end */
     bool expect_continue;
     bool abort_after_flush; /* CLOSING ends with a TCP reset, not a lingering close */
+    bool handed_over;       /* the connection went to an HTTP/2 session with its count */
     bool chunked_body;      /* the request body is chunked: `chunked` checks it */
     enum http_version version;
     enum h1_framing framing;
@@ -158,10 +159,14 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     struct h1_down *c = arg;
     struct listener_worker *lw = c->lw;
     int listener_idx = c->listener_idx;
+    bool handed_over = c->handed_over;
     sy_list_unlink(&c->link);
     evbuffer_free(c->body);
     free(c);
-    listener_conn_closed(lw, listener_idx);
+    if (handed_over)
+        listener_worker_release(lw);
+    else
+        listener_conn_closed(lw, listener_idx);
 }
 
 static void conn_close(struct h1_down *c)
@@ -460,7 +465,8 @@ static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len, 
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     c->bev = NULL;
     c->ex = NULL;
-    listener_conn_opened(c->lw, c->listener_idx); /* the HTTP/2 session's; ours goes at reap */
+    c->handed_over = true; /* the HTTP/2 session inherits the count; we hold the worker until reaped */
+    listener_worker_hold(c->lw);
     conn_close(c);
     h2_downstream_start(c->lw, bev, &ci, settings, len, ex);
 }

@@ -225,8 +225,8 @@ static void overload_update(struct listener_set *set, unsigned bit, uint64_t v, 
 
 /*
  * The connection measure. It may enter the state at an accept or a periodic
- * check, not when a session opens on a connection counted already (an
- * HTTP/1.1 to HTTP/2 hand-over counts twice for one loop turn). A worker may
+ * check, never at a close. A connection counts once from its accept to its
+ * close, through a TLS handshake and an HTTP/1.1 to HTTP/2 hand-over. A worker may
  * act on a count another one already changed: the main thread's check
  * (every 100 ms) puts a stale state right.
  */
@@ -296,7 +296,7 @@ static bool valid_idx(const struct listener_worker *lw, int idx)
     return idx >= 0 && (size_t)idx < lw->set->n_listeners;
 }
 
-void listener_conn_opened(struct listener_worker *lw, int listener_idx)
+void limits_conn_accepted(struct listener_worker *lw, int listener_idx)
 {
     struct listener_set *set = lw->set;
     struct stats *st = lw->w->stats;
@@ -310,12 +310,7 @@ void listener_conn_opened(struct listener_worker *lw, int listener_idx)
     if (s)
         stats_inc(&s->connections, 1);
     caps_check(lw);
-}
-
-void limits_conn_accepted(struct listener_worker *lw, int listener_idx)
-{
-    listener_conn_opened(lw, listener_idx);
-    overload_conns_update(lw->set, worker_cfg(lw), true);
+    overload_conns_update(set, worker_cfg(lw), true);
 }
 
 void listener_conn_closed(struct listener_worker *lw, int listener_idx)
@@ -330,7 +325,6 @@ void listener_conn_closed(struct listener_worker *lw, int listener_idx)
         stats_dec(&st->workers[lw->w->id].active_connections, 1);
     if (s)
         stats_dec(&s->connections, 1);
-    lw->n_conns--;
     overload_conns_update(set, worker_cfg(lw), false);
     if (lw->n_evls) {
         /* A descriptor came back: an accept that failed for lack of one may work now. */
@@ -338,6 +332,17 @@ void listener_conn_closed(struct listener_worker *lw, int listener_idx)
             error_pause_end(lw);
         wake_cap_paused(lw);
     }
+    listener_worker_release(lw);
+}
+
+void listener_worker_hold(struct listener_worker *lw)
+{
+    lw->n_conns++;
+}
+
+void listener_worker_release(struct listener_worker *lw)
+{
+    lw->n_conns--;
     if (lw->n_conns == 0 && lw->w->draining && lw->on_idle)
         lw->on_idle(lw->w);
 }

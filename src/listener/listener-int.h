@@ -80,17 +80,20 @@ void listener_tls_close_notify(struct bufferevent *bev);
 
 /*
  * Connection counts, naming the listener (conn_info.listener_idx). The
- * accept code opens one for each accepted connection; the session started
+ * accept code counts one (limits_conn_accepted) for each accepted connection; the session started
  * on it (h1/h2_downstream_start, after a TLS handshake too) inherits it and
  * closes it when it ends, even when it fails to start. A session handing
- * its connection to another one opens one for the new session and closes
- * its own when reaped. These counts are the limits.max_connections caps and
+ * its connection to another one (HTTP/1.1 Upgrade: h2c) passes its count
+ * on and holds the worker (listener_worker_hold) until it is reaped, so the
+ * connection never counts twice. These counts are the limits.max_connections caps and
  * overload.connections: opening may pause accepting, closing may resume it
  * on any worker (limits.c). Neither calls back into a codec; closing the
  * last one while draining calls the worker's on_idle.
  */
-void listener_conn_opened(struct listener_worker *lw, int listener_idx);
 void listener_conn_closed(struct listener_worker *lw, int listener_idx);
+/* Keep a draining worker from going idle while a session that counts no connection is alive. */
+void listener_worker_hold(struct listener_worker *lw);
+void listener_worker_release(struct listener_worker *lw);
 
 /*
  * Ask once at the start of every new request (HTTP/1.1: its head parsed;
@@ -106,7 +109,7 @@ int limits_worker_init(struct listener_worker *lw);      /* 0 or SY_ENOMEM */
 void limits_sockets_closing(struct listener_worker *lw); /* before the sockets are freed */
 void limits_worker_fini(struct listener_worker *lw);
 void limits_accepted(struct listener_worker *lw); /* an accept succeeded */
-/* listener_conn_opened() for a connection just accepted; it may enter the overload state. */
+/* Count a connection just accepted (see above); it may enter the overload state. */
 void limits_conn_accepted(struct listener_worker *lw, int listener_idx);
 /* accept() on socket k failed with `err`: pause every socket of the worker for a backoff. */
 void limits_accept_failed(struct listener_worker *lw, size_t k, int err);

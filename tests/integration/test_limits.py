@@ -314,8 +314,8 @@ tls:
 
 def test_h2c_hand_over_does_not_enter_overload(proxy, testbed):
     """HTTP/2 with prior knowledge on an HTTP listener starts as HTTP/1.1 and
-    is handed over, counting twice for an instant: that must not be taken for
-    a second connection."""
+    is handed over: the HTTP/2 session inherits the count, so the connection
+    never counts twice, not even for the main thread's periodic check."""
     px, port, admin, tb = start(proxy, testbed,
                                 top_extra="limits: {overload: {connections: 1}}")
     for i in range(3):
