@@ -1,0 +1,874 @@
+"""DNS service discovery (issue 14): backend services with `discovery: DNS`
+(Envoy's STRICT_DNS) against a controllable authoritative DNS server
+(dnsserver.py), with switchyard-testbed backends.
+
+One DNS name has one configured port, so distinct endpoints of one name are
+distinct *addresses*: testbeds listen on 127.0.0.2, 127.0.0.3, ... (all of
+127/8 is loopback on Linux) with the same port, and on [::1] for the address
+family cases. gRPC backends are grpcio servers run in this process with the
+stubs of tests/integration/grpc/echo.proto, bound the same way.
+
+Covered: the set follows the answers (2, then 3, then 1 addresses; a single
+answer is enough; "discovered_from" in /backends), no failed request from
+HTTP/1.1, h2c and gRPC clients while addresses come and go, the TTL with
+respect_dns_ttl (the minimum TTL of the records, at least 1 s), a DNS
+server that is down, SERVFAIL and empty answers (the last good set stays),
+NXDOMAIN with KEEP and CLEAR, dns_lookup_family, /ready before the first
+answer, a reload that keeps a name, the switchyard_dns_* metrics, and
+RING_HASH stability when an address is added.
+
+Refreshes run every 200 ms; every wait is bounded in time and count. The DNS
+server counts the queries it sees, so "re-resolved" is read from it, not from
+the clock; the few clock readings are lower bounds (the proxy may not ask
+again before the TTL), never bounds on speed.
+"""
+
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from concurrent import futures
+
+import pytest
+
+from conftest import (HOST, admin_metrics, binary, child_env, free_port, free_ports,
+                      port_accepts, read_text, sanitizer_report, stop_process, wait_for)
+from dnsserver import DnsServer, dns_server  # noqa: F401  (dns_server is a fixture)
+from h1util import H1Conn, NoResponse, request_bytes
+from h2util import H2Conn
+
+grpc = pytest.importorskip("grpc")
+from test_grpc import stubs  # noqa: E402,F401  (session fixture: generated echo stubs)
+
+REFRESH = "200ms"
+CHANNEL_OPTIONS = [
+    ("grpc.enable_retries", 0),        # the client must not retry behind our back
+    ("grpc.enable_http_proxy", 0),
+]
+WAIT = 10.0   # s, bound of the waits for a change the proxy makes by itself
+
+
+# ---------------------------------------------------------------------------
+# backends on 127.0.0.x / [::1]
+# ---------------------------------------------------------------------------
+
+class Bed:
+    """One switchyard-testbed listening on ip:port."""
+
+    def __init__(self, proc, ip, port, name, stderr_path):
+        self.proc, self.pid = proc, proc.pid
+        self.ip, self.port, self.name = ip, port, name
+        self.addr = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        self.stderr_path = stderr_path
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        return stop_process(self.proc, signal.SIGTERM, 10)
+
+    def stderr(self):
+        return read_text(self.stderr_path)
+
+    def __repr__(self):
+        return f"<Bed {self.name} {self.addr} pid={self.pid}>"
+
+
+@pytest.fixture
+def beds(tmp_path):
+    """Factory: start(ip, port, name) -> Bed (a testbed on ip:port); stopped
+    at teardown, and a sanitizer report in its output fails the test."""
+    started = []
+
+    def start(ip, port, name):
+        errp = tmp_path / f"bed-{name}.stderr"
+        listen = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        with open(errp, "wb") as ef:
+            proc = subprocess.Popen([str(binary("switchyard-testbed")), "--listen", listen,
+                                     "--name", name],
+                                    stdin=subprocess.DEVNULL, stdout=ef,
+                                    stderr=subprocess.STDOUT, env=child_env(),
+                                    cwd=str(tmp_path))
+        bed = Bed(proc, ip, port, name, errp)
+        started.append(bed)
+        up = wait_for(lambda: "exited" if proc.poll() is not None
+                      else port_accepts(port, host=ip), 10)
+        if up is not True:
+            pytest.fail(f"testbed {name} on {listen} did not start:\n{bed.stderr()}")
+        return bed
+
+    yield start
+
+    problems = []
+    for bed in started:
+        bed.stop()
+        rep = sanitizer_report(bed.stderr())
+        if rep:
+            problems.append(f"{bed!r}: {rep}\n{bed.stderr()[-8000:]}")
+    if problems:
+        pytest.fail("sanitizer report from testbed:\n" + "\n".join(problems))
+
+
+@pytest.fixture
+def grpc_beds(stubs):
+    """Factory: start(ip, port, name) -> grpc.Server serving switchyard.test.Echo
+    in this process on ip:port (Unary answers text back, `server` = name, and
+    initial metadata x-server: name). Stopped at teardown."""
+    _, pb, pb_grpc = stubs
+    started = []
+
+    class Echo(pb_grpc.EchoServicer):
+        def __init__(self, name):
+            self.name = name
+
+        def Unary(self, request, context):
+            context.send_initial_metadata([("x-server", self.name)])
+            return pb.EchoReply(text=request.text, server=self.name)
+
+    def start(ip, port, name):
+        srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                          options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_EchoServicer_to_server(Echo(name), srv)
+        started.append(srv)
+        bound = srv.add_insecure_port(f"{ip}:{port}")
+        assert bound == port, f"grpc server {name} could not bind {ip}:{port}"
+        srv.start()
+        return srv
+
+    yield start
+
+    for srv in started:
+        srv.stop(grace=None).wait(10)
+
+
+# ---------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------
+
+def dns_service(name, host, port, protocol="HTTP", **kw):
+    """A backend service dict: discovery DNS of host:port, refreshed every
+    200 ms unless kw says otherwise (kw: more service keys)."""
+    d = {"name": name, "protocol": protocol, "timeout": "10s", "discovery": "DNS",
+         "dns_refresh_rate": REFRESH,
+         "endpoints": [{"address": f"{host}:{port}"}]}
+    d.update(kw)
+    return d
+
+
+def config(port, admin, dns, services, routes=(), dns_timeout="1s", dns_attempts=2):
+    """Listener on 127.0.0.1:port, admin on admin, resolver dns (a DnsServer),
+    the service dicts; routes [(prefix, service, route_action or None)] ahead
+    of the default (the first service)."""
+    rules = ""
+    for i, (prefix, svc, action) in enumerate(routes):
+        rules += (f"          - priority: {i + 1}\n"
+                  f"            match_rules: [{{prefix_match: {json.dumps(prefix)}}}]\n"
+                  f"            service: {svc}\n")
+        if action:
+            rules += f"            route_action: {json.dumps(action)}\n"
+    rules += ("          - priority: 1000\n"
+              "            match_rules: [{prefix_match: /}]\n"
+              f"            service: {services[0]['name']}\n")
+    svcs = "".join(f"  - {json.dumps(s)}\n" for s in services)
+    return f"""\
+listeners:
+  - name: main
+    address: "127.0.0.1:{port}"
+    protocol: HTTP
+    url_map: main
+admin: {{address: "127.0.0.1:{admin}"}}
+access_log: {{enabled: true, path: "-", format: json}}
+drain_timeout: 2s
+dns: {{resolvers: ["{dns.addr}"], timeout: {dns_timeout}, attempts: {dns_attempts}}}
+url_maps:
+  - name: main
+    default_service: {services[0]['name']}
+    host_rules: [{{hosts: ["*"], path_matcher: pm}}]
+    path_matchers:
+      - name: pm
+        default_service: {services[0]['name']}
+        route_rules:
+{rules}backend_services:
+{svcs}"""
+
+
+def start_proxy(proxy, dns, services, **kw):
+    port, admin = free_ports(2)
+    px = proxy(config(port, admin, dns, services, **kw), expect_ports=[port, admin])
+    return px, port, admin
+
+
+# ---------------------------------------------------------------------------
+# admin API
+# ---------------------------------------------------------------------------
+
+def admin_get(admin, path):
+    """(status, body text) of GET path on the admin API; (None, error) when
+    it does not answer."""
+    import http.client
+    conn = http.client.HTTPConnection(HOST, admin, timeout=5)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as e:
+        return None, repr(e)
+    finally:
+        conn.close()
+
+
+def backends_doc(admin):
+    status, body = admin_get(admin, "/backends")
+    return json.loads(body) if status == 200 else None
+
+
+def endpoints(admin, service, doc=None):
+    """The endpoint objects of `service` in GET /backends (None if absent)."""
+    doc = doc or backends_doc(admin)
+    for s in (doc or {}).get("backend_services", []):
+        if s["name"] == service:
+            return s["endpoints"]
+    return None
+
+
+def addrs(admin, service):
+    eps = endpoints(admin, service)
+    return None if eps is None else sorted(e["address"] for e in eps)
+
+
+def wait_addrs(px, admin, service, expected, timeout=WAIT):
+    """Wait until /backends lists exactly `expected` addresses for service."""
+    want = sorted(expected)
+    got = wait_for(lambda: addrs(admin, service) == want, timeout)
+    assert got, (f"{service}: /backends has {addrs(admin, service)}, want {want} "
+                 f"(within {timeout}s)\n{px.stderr()[-3000:]}")
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric(m, metric_name, /, **labels):
+    """Sum of the series of metric `metric_name` whose labels include `labels`
+    (order-independent), in admin_metrics() output; None when none exists."""
+    total, found = 0.0, False
+    for series, value in m.items():
+        base, _, rest = series.partition("{")
+        if base != metric_name:
+            continue
+        have = dict(_LABEL.findall(rest))
+        if all(have.get(k) == str(v) for k, v in labels.items()):
+            total += value
+            found = True
+    return total if found else None
+
+
+def resolutions(admin, service, name, result):
+    return metric(admin_metrics(admin), "switchyard_dns_resolutions_total",
+                  backend_service=service, name=name, result=result) or 0
+
+
+# ---------------------------------------------------------------------------
+# clients
+# ---------------------------------------------------------------------------
+
+def instances(port, n, path="/", headers=()):
+    """n GETs on one keep-alive HTTP/1.1 connection: [(status, instance)]."""
+    out = []
+    with H1Conn(port) as c:
+        for _ in range(n):
+            c.send(request_bytes("GET", path, headers=headers))
+            r = c.read_response()
+            out.append((r.status, r.header("x-testbed-instance")))
+    return out
+
+
+def served_by(port, n, path="/"):
+    """The set of instances that served n GETs; every one must be a 200."""
+    got = instances(port, n, path)
+    assert all(s == 200 for s, _ in got), got
+    return {i for _, i in got}
+
+
+# ---------------------------------------------------------------------------
+# the DNS server itself
+# ---------------------------------------------------------------------------
+
+def test_dns_server_answers_as_told(dns_server):
+    """dnsserver.py, with dnslib's client: A/AAAA by family, empty NOERROR,
+    NXDOMAIN, SERVFAIL, UDP truncation then TCP, pause (no answer) and
+    resume, and the query counts."""
+    from dnslib import QTYPE, RCODE, DNSRecord
+    srv = dns_server
+    host, port = HOST, srv.port
+
+    def ask(name, qtype="A", tcp=False, timeout=2):
+        q = DNSRecord.question(name, qtype)
+        return DNSRecord.parse(q.send(host, port, tcp=tcp, timeout=timeout))
+
+    srv.set("a.dns.test", ["127.0.0.2", "127.0.0.3", "::1"], ttl=7)
+    r = ask("a.dns.test.")
+    assert r.header.rcode == RCODE.NOERROR and r.header.aa == 1
+    assert sorted(str(rr.rdata) for rr in r.rr) == ["127.0.0.2", "127.0.0.3"]
+    assert {rr.ttl for rr in r.rr} == {7} and {rr.rtype for rr in r.rr} == {QTYPE.A}
+    r = ask("A.Dns.TEST", "AAAA", tcp=True)     # case-insensitive, over TCP
+    assert [str(rr.rdata) for rr in r.rr] == ["::1"]
+    assert str(r.rr[0].rname) == "A.Dns.TEST." and str(r.q.qname) == "A.Dns.TEST."
+    srv.set("v4.dns.test.", ["127.0.0.9"])
+    r = ask("v4.dns.test", "AAAA")               # known name, no AAAA: empty NOERROR
+    assert r.header.rcode == RCODE.NOERROR and not r.rr
+    srv.set("e.dns.test", [])
+    assert ask("e.dns.test").header.rcode == RCODE.NOERROR and not ask("e.dns.test").rr
+    assert ask("unknown.dns.test").header.rcode == RCODE.NXDOMAIN
+    srv.nxdomain("a.dns.test")
+    assert ask("a.dns.test").header.rcode == RCODE.NXDOMAIN
+    srv.servfail("a.dns.test")
+    assert ask("a.dns.test").header.rcode == RCODE.SERVFAIL
+    srv.set("a.dns.test", ["127.0.0.4"], ttl=1)
+    srv.truncate("a.dns.test")
+    r = ask("a.dns.test")
+    assert r.header.tc == 1 and not r.rr
+    r = ask("a.dns.test", tcp=True)
+    assert [str(rr.rdata) for rr in r.rr] == ["127.0.0.4"] and r.header.tc == 0
+    srv.truncate("a.dns.test", False)
+
+    # Down: received, counted, never answered (UDP and TCP).
+    srv.pause()
+    n = srv.queries("a.dns.test")
+    for tcp in (False, True):
+        with pytest.raises(OSError):   # socket.timeout is an OSError
+            ask("a.dns.test", tcp=tcp, timeout=0.3)
+    assert srv.queries("a.dns.test") == n + 2
+    assert srv.answered("a.dns.test") == n
+    srv.resume()
+    assert [str(rr.rdata) for rr in ask("a.dns.test").rr] == ["127.0.0.4"]
+    # pause(after=1): one more answer, then down.
+    srv.pause(after=1)
+    assert ask("a.dns.test").rr
+    with pytest.raises(OSError):
+        ask("a.dns.test", timeout=0.3)
+    srv.resume()
+    # drop(name): that name only.
+    srv.drop("e.dns.test")
+    with pytest.raises(OSError):
+        ask("e.dns.test", timeout=0.3)
+    assert ask("v4.dns.test").rr
+
+    assert srv.queries("a.dns.test", "AAAA") == 1
+    assert srv.queries("a.dns.test", "A", tcp=True) == 2
+    assert srv.queries("nothing.dns.test") == 0
+    assert srv.bad_packets == 0 and not srv.errors
+
+
+# ---------------------------------------------------------------------------
+# the set follows the answers
+# ---------------------------------------------------------------------------
+
+def test_set_follows_dns_2_then_3_then_1(proxy, beds, dns_server):
+    """2, then 3, then 1 addresses. After each change the DNS server answers
+    exactly once more and then stops answering: one answer is enough for the
+    proxy to apply the new set, traffic reaches the new address (the testbed
+    names itself), /backends says where each endpoint came from, and
+    switchyard_dns_addresses follows."""
+    srv = dns_server
+    p = free_port()
+    b = {i: beds(f"127.0.0.{i}", p, f"b{i}") for i in (2, 3, 4)}
+    name = "web.dns.test"
+    label = f"{name}:{p}"
+    srv.set(name, ["127.0.0.2", "127.0.0.3"], ttl=1)
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("svc", name, p, dns_lookup_family="V4_ONLY")])
+    wait_addrs(px, admin, "svc", [b[2].addr, b[3].addr])
+    eps = endpoints(admin, "svc")
+    assert all(e.get("discovered_from") == label for e in eps), eps
+    assert served_by(port, 8) == {"b2", "b3"}
+    assert metric(admin_metrics(admin), "switchyard_dns_addresses",
+                  backend_service="svc", name=label) == 2
+
+    for ips, want in ((("127.0.0.2", "127.0.0.3", "127.0.0.4"), {"b2", "b3", "b4"}),
+                      (("127.0.0.4",), {"b4"})):
+        srv.set(name, ips, ttl=1)
+        srv.pause(after=1)
+        wait_addrs(px, admin, "svc", [b[int(ip[-1])].addr for ip in ips])
+        assert all(e.get("discovered_from") == label for e in endpoints(admin, "svc"))
+        # Round robin over a fresh set: every address within 4 rounds.
+        assert served_by(port, 4 * len(ips)) == want
+        m = admin_metrics(admin)
+        assert metric(m, "switchyard_dns_addresses", backend_service="svc",
+                      name=label) == len(ips), m
+        # Paused: every success the proxy counted is an answer the server sent
+        # (waited for: a second answer may have raced the pause).
+        assert wait_for(lambda: resolutions(admin, "svc", label, "success")
+                        == srv.answered(name, "A"), WAIT), \
+            (resolutions(admin, "svc", label, "success"), srv.answered(name, "A"))
+        srv.resume()
+    assert srv.queries(name, "AAAA") == 0   # V4_ONLY
+    # switchyard_endpoint_healthy lists the resolved address
+    assert metric(admin_metrics(admin), "switchyard_endpoint_healthy", backend_service="svc",
+                  endpoint=b[4].addr) is not None
+
+
+# ---------------------------------------------------------------------------
+# no failed request while the set changes
+# ---------------------------------------------------------------------------
+
+class Load:
+    """Sequential requests from one client in a thread until stopped
+    (bounded in count); results [(ok, instance)] and errors."""
+
+    MAX = 20000
+
+    def __init__(self, name, one):
+        self.name = name
+        self.one = one              # () -> instance name; raises on failure
+        self.results = []
+        self.errors = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"load-{name}", daemon=True)
+
+    def _run(self):
+        for _ in range(self.MAX):
+            if self.stop.is_set():
+                return
+            try:
+                self.results.append(self.one())
+            except Exception as e:   # any failure is what this test counts
+                self.errors.append(repr(e))
+                if len(self.errors) > 50:
+                    return
+
+    def n(self):
+        return len(self.results) + len(self.errors)
+
+
+def test_no_failed_request_while_addresses_come_and_go(proxy, beds, grpc_beds, dns_server,
+                                                        stubs):
+    """HTTP/1.1, h2c and gRPC clients send requests back to back while the
+    name's set goes {2,3} -> {2,3,4} -> {3,4} -> {3,4,5} -> {4,5}. Removed
+    backends keep running while more requests complete (as a pod does under
+    connection draining), then stop. With a retry policy, no request fails;
+    new addresses get traffic, removed ones none at the end."""
+    srv = dns_server
+    _, pb, pb_grpc = stubs
+    p, q = free_ports(2)
+    ips = {i: f"127.0.0.{i}" for i in (2, 3, 4, 5)}
+    web = {i: beds(ips[i], p, f"h{i}") for i in ips}
+    rpc = {i: grpc_beds(ips[i], q, f"g{i}") for i in ips}
+    common = {"dns_lookup_family": "V4_ONLY", "connection_draining": {"draining_timeout": "2s"}}
+    retry_http = {"retry_policy": {"retry_conditions": ["5xx", "connect-failure",
+                                                        "refused-stream"],
+                                   "num_retries": 3}}
+    retry_grpc = {"retry_policy": {"retry_conditions": ["connect-failure", "refused-stream",
+                                                        "unavailable", "5xx"],
+                                   "num_retries": 3}}
+
+    def set_both(members):
+        srv.set("web.dns.test", [ips[i] for i in members], ttl=1)
+        srv.set("rpc.dns.test", [ips[i] for i in members], ttl=1)
+
+    set_both((2, 3))
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("web", "web.dns.test", p, **common),
+        dns_service("rpc", "rpc.dns.test", q, protocol="H2C", **common)],
+        routes=[("/switchyard.test.Echo/", "rpc", retry_grpc), ("/", "web", retry_http)])
+
+    def wait_members(members):
+        wait_addrs(px, admin, "web", [web[i].addr for i in members])
+        wait_addrs(px, admin, "rpc", [f"{ips[i]}:{q}" for i in members])
+
+    wait_members((2, 3))
+
+    h1 = [None]
+
+    def one_h1():
+        if h1[0] is None:
+            h1[0] = H1Conn(port)
+        try:
+            h1[0].send(request_bytes("GET", "/h1"))
+            r = h1[0].read_response()
+        except Exception:
+            h1[0].close()
+            h1[0] = None
+            raise
+        if r.status != 200:
+            raise AssertionError(f"h1 status {r.status} {r.body[:200]!r}")
+        if r.wants_close():
+            h1[0].close()
+            h1[0] = None
+        return r.header("x-testbed-instance")
+
+    h2 = [None]
+
+    def one_h2():
+        if h2[0] is None:
+            h2[0] = H2Conn(port)
+        st = h2[0].get("/h2", timeout=10)
+        if st.status != 200:
+            h2[0].close()
+            h2[0] = None
+            raise AssertionError(f"h2c {st!r}")
+        return st.header("x-testbed-instance")
+
+    channel = grpc.insecure_channel(f"{HOST}:{port}", options=CHANNEL_OPTIONS)
+    stub = pb_grpc.EchoStub(channel)
+
+    def one_grpc():
+        return stub.Unary(pb.EchoRequest(text="x"), timeout=10).server
+
+    loads = [Load("h1", one_h1), Load("h2c", one_h2), Load("grpc", one_grpc)]
+    try:
+        for ld in loads:
+            ld.thread.start()
+
+        def more(k):
+            """Wait until every client completed k more requests."""
+            marks = [ld.n() + k for ld in loads]
+            ok = wait_for(lambda: all(ld.n() >= m or not ld.thread.is_alive()
+                                      for ld, m in zip(loads, marks)), 30)
+            assert ok, [(ld.name, ld.n()) for ld in loads]
+
+        more(20)
+        for members, removed in (((2, 3, 4), None), ((3, 4), 2),
+                                 ((3, 4, 5), None), ((4, 5), 3)):
+            set_both(members)
+            wait_members(members)
+            more(30)   # load crosses the change; a removed backend is still up
+            if removed is not None:
+                web[removed].stop()
+                rpc[removed].stop(grace=None).wait(10)
+                more(20)
+        more(30)
+    finally:
+        for ld in loads:
+            ld.stop.set()
+        for ld in loads:
+            ld.thread.join(20)
+        channel.close()
+        for c in (h1[0], h2[0]):
+            if c is not None:
+                c.close()
+    assert not any(ld.thread.is_alive() for ld in loads)
+    for ld in loads:
+        assert not ld.errors, f"{ld.name}: {len(ld.errors)} failed: {ld.errors[:5]}"
+        prefix = "g" if ld.name == "grpc" else "h"
+        seen = set(ld.results)
+        # the addresses added under load got traffic from every kind of client
+        assert {f"{prefix}4", f"{prefix}5"} <= seen, (ld.name, seen)
+        # the last requests only reach what is left
+        tail = ld.results[-20:]
+        assert set(tail) <= {f"{prefix}4", f"{prefix}5"}, (ld.name, tail)
+        assert len(ld.results) >= 200, (ld.name, len(ld.results))
+
+
+# ---------------------------------------------------------------------------
+# TTL
+# ---------------------------------------------------------------------------
+
+def test_respect_dns_ttl_reresolves_at_the_ttl(proxy, beds, dns_server):
+    """With respect_dns_ttl the next query comes at the answer's TTL (the
+    minimum of its records, at least 1 s) even with a 60 s refresh rate;
+    without it, a TTL of 1 s changes nothing."""
+    srv = dns_server
+    p = free_port()
+    bed = beds("127.0.0.2", p, "b2")
+    srv.set("ttl1.dns.test", ["127.0.0.2"], ttl=1)
+    srv.set("ttl0.dns.test", ["127.0.0.2"], ttl=0)
+    srv.set("fixed.dns.test", ["127.0.0.2"], ttl=1)
+    # min TTL of the records: 30 s and 1 s -> 1 s (two records of one address
+    # family: two A records, the second on another address the bed ignores)
+    srv.set("mixed.dns.test", ["127.0.0.2", "127.0.0.3"], ttl=[30, 1])
+    slow = {"dns_refresh_rate": "60s", "dns_lookup_family": "V4_ONLY"}
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("ttl1", "ttl1.dns.test", p, respect_dns_ttl=True, **slow),
+        dns_service("ttl0", "ttl0.dns.test", p, respect_dns_ttl=True, **slow),
+        dns_service("mixed", "mixed.dns.test", p, respect_dns_ttl=True, **slow),
+        dns_service("fixed", "fixed.dns.test", p, respect_dns_ttl=False, **slow)])
+    wait_addrs(px, admin, "ttl1", [bed.addr])
+    names = ("ttl1.dns.test", "ttl0.dns.test", "mixed.dns.test")
+    ok = wait_for(lambda: all(srv.queries(n, "A") >= 3 for n in names), WAIT)
+    assert ok, {n: srv.query_times(n) for n in names + ("fixed.dns.test",)}
+    for n in names:
+        t = srv.query_times(n, "A")
+        gaps = [b - a for a, b in zip(t, t[1:])]
+        # not sooner than the TTL (1 s, or the 1 s floor for TTL 0); a little
+        # under for timer granularity
+        assert min(gaps) >= 0.9, (n, gaps)
+    assert srv.queries("fixed.dns.test", "A") == 1, srv.query_times("fixed.dns.test")
+    assert served_by(port, 2) == {"b2"}
+
+
+# ---------------------------------------------------------------------------
+# failures keep the last good set
+# ---------------------------------------------------------------------------
+
+def test_dns_server_down_keeps_last_set(proxy, beds, dns_server):
+    """The DNS server stops answering: the last good set stays, traffic
+    continues to both addresses, and the timeouts count as failures. Back
+    up, a change is applied again."""
+    srv = dns_server
+    p = free_port()
+    b2, b3 = beds("127.0.0.2", p, "b2"), beds("127.0.0.3", p, "b3")
+    name = "down.dns.test"
+    label = f"{name}:{p}"
+    srv.set(name, ["127.0.0.2", "127.0.0.3"], ttl=1)
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("svc", name, p, dns_lookup_family="V4_ONLY")],
+        dns_timeout="300ms", dns_attempts=1)
+    wait_addrs(px, admin, "svc", [b2.addr, b3.addr])
+    srv.pause()
+    assert wait_for(lambda: resolutions(admin, "svc", label, "failure") >= 2, WAIT), \
+        (admin_metrics(admin), px.stderr()[-2000:])
+    assert srv.queries(name) > srv.answered(name)
+    assert addrs(admin, "svc") == sorted([b2.addr, b3.addr])
+    assert served_by(port, 8) == {"b2", "b3"}
+    m = admin_metrics(admin)
+    assert metric(m, "switchyard_dns_addresses", backend_service="svc", name=label) == 2
+    assert metric(m, "switchyard_dns_resolutions_total", backend_service="svc", name=label,
+                  result="success") == srv.answered(name)
+    srv.set(name, ["127.0.0.3"], ttl=1)
+    srv.resume()
+    wait_addrs(px, admin, "svc", [b3.addr])
+    assert served_by(port, 4) == {"b3"}
+
+
+def test_servfail_and_empty_answer_keep_last_set(proxy, beds, dns_server):
+    """SERVFAIL (a failure) and an empty NOERROR answer (result "empty")
+    both keep the last good set; traffic goes on to it."""
+    srv = dns_server
+    p = free_port()
+    b2, b3 = beds("127.0.0.2", p, "b2"), beds("127.0.0.3", p, "b3")
+    name = "keep.dns.test"
+    label = f"{name}:{p}"
+    srv.set(name, ["127.0.0.2", "127.0.0.3"], ttl=1)
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("svc", name, p, dns_lookup_family="V4_ONLY")])
+    wait_addrs(px, admin, "svc", [b2.addr, b3.addr])
+    for how, result in ((lambda: srv.set(name, [], ttl=1), "empty"),
+                        (lambda: srv.servfail(name), "failure")):
+        n0 = resolutions(admin, "svc", label, result)
+        how()
+        assert wait_for(lambda: resolutions(admin, "svc", label, result) >= n0 + 2, WAIT), \
+            (result, admin_metrics(admin))
+        assert addrs(admin, "svc") == sorted([b2.addr, b3.addr]), result
+        assert served_by(port, 8) == {"b2", "b3"}, result
+        assert metric(admin_metrics(admin), "switchyard_dns_addresses",
+                      backend_service="svc", name=label) == 2
+    srv.set(name, ["127.0.0.2"], ttl=1)
+    wait_addrs(px, admin, "svc", [b2.addr])
+
+
+def test_nxdomain_keep_and_clear(proxy, beds, dns_server):
+    """NXDOMAIN: the default KEEP keeps the set for good; CLEAR keeps it
+    while the last good answer's TTL runs, then empties the service (503),
+    until the name answers again."""
+    srv = dns_server
+    p = free_port()
+    bed = beds("127.0.0.2", p, "b2")
+    ttl = 3
+    srv.set("keep.dns.test", ["127.0.0.2"], ttl=ttl)
+    srv.set("clear.dns.test", ["127.0.0.2"], ttl=ttl)
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("keep", "keep.dns.test", p, dns_lookup_family="V4_ONLY"),
+        dns_service("clear", "clear.dns.test", p, dns_lookup_family="V4_ONLY",
+                    dns_nxdomain="CLEAR")],
+        routes=[("/clear", "clear", None)])
+    wait_addrs(px, admin, "keep", [bed.addr])
+    wait_addrs(px, admin, "clear", [bed.addr])
+    srv.nxdomain("keep.dns.test")
+    srv.nxdomain("clear.dns.test")
+    # When the server sent the last good answer: the proxy got it later, so
+    # its TTL runs out after t_good + ttl.
+    t_good = max(q.t for q in srv.log()
+                 if q.name == "clear.dns.test." and q.action == "records")
+    clear_label = f"clear.dns.test:{p}"
+    assert wait_for(lambda: resolutions(admin, "clear", clear_label, "nxdomain") >= 1, WAIT)
+    eps_then = addrs(admin, "clear")
+    if time.monotonic() - t_good < ttl - 0.5:   # (the usual case: refresh is 200 ms)
+        assert eps_then == [bed.addr], "CLEAR emptied the set before the TTL ran out"
+    assert wait_for(lambda: addrs(admin, "clear") == [], ttl + WAIT), \
+        (addrs(admin, "clear"), px.stderr()[-2000:])
+    assert time.monotonic() - t_good >= ttl - 0.1, "emptied before the TTL ran out"
+    assert instances(port, 1, "/clear") == [(503, None)]
+    assert metric(admin_metrics(admin), "switchyard_dns_addresses", backend_service="clear",
+                  name=clear_label) == 0
+    # KEEP: the same NXDOMAIN answers, the same TTL, the set stays.
+    assert resolutions(admin, "keep", f"keep.dns.test:{p}", "nxdomain") >= 2
+    assert addrs(admin, "keep") == [bed.addr]
+    assert served_by(port, 3, "/keep") == {"b2"}
+    # The name comes back.
+    srv.set("clear.dns.test", ["127.0.0.2"], ttl=ttl)
+    wait_addrs(px, admin, "clear", [bed.addr])
+    assert served_by(port, 2, "/clear") == {"b2"}
+
+
+# ---------------------------------------------------------------------------
+# address family
+# ---------------------------------------------------------------------------
+
+def test_dns_lookup_family(proxy, beds, dns_server):
+    """V6_ONLY and AUTO (with AAAA records) use [::1]:port; AUTO without AAAA
+    falls back to A; V4_ONLY asks A only. Which types were asked is read
+    from the server."""
+    srv = dns_server
+    p = free_port()
+    v4, v6 = beds("127.0.0.2", p, "v4"), beds("::1", p, "v6")
+    both = ["127.0.0.2", "::1"]
+    srv.set("fam-v6.dns.test", both)
+    srv.set("fam-auto.dns.test", both)
+    srv.set("fam-v4.dns.test", both)
+    srv.set("fam-auto4.dns.test", ["127.0.0.2"])
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("v4", "fam-v4.dns.test", p, dns_lookup_family="V4_ONLY"),
+        dns_service("v6", "fam-v6.dns.test", p, dns_lookup_family="V6_ONLY"),
+        dns_service("auto", "fam-auto.dns.test", p, dns_lookup_family="AUTO"),
+        dns_service("auto4", "fam-auto4.dns.test", p)],       # AUTO is the default
+        routes=[("/v6", "v6", None), ("/auto4", "auto4", None), ("/auto", "auto", None)])
+    v6_addr = f"[::1]:{p}"
+    assert v6.addr == v6_addr
+    wait_addrs(px, admin, "v6", [v6_addr])
+    wait_addrs(px, admin, "auto", [v6_addr])
+    wait_addrs(px, admin, "auto4", [v4.addr])
+    wait_addrs(px, admin, "v4", [v4.addr])
+    for path, want in (("/v6", "v6"), ("/auto4", "v4"), ("/auto", "v6"), ("/v4", "v4")):
+        assert served_by(port, 2, path) == {want}, path
+    eps = endpoints(admin, "v6")
+    assert eps[0].get("discovered_from") == f"fam-v6.dns.test:{p}", eps
+    # a couple of refreshes later, the types each one asked
+    n = srv.queries("fam-auto4.dns.test", "A")
+    assert wait_for(lambda: srv.queries("fam-auto4.dns.test", "A") >= n + 2, WAIT)
+    assert srv.queries("fam-v6.dns.test", "A") == 0
+    assert srv.queries("fam-v6.dns.test", "AAAA") >= 2
+    assert srv.queries("fam-v4.dns.test", "AAAA") == 0
+    assert srv.queries("fam-auto.dns.test", "AAAA") >= 2
+    assert srv.queries("fam-auto.dns.test", "A") == 0, "AUTO asked A although AAAA answered"
+    assert srv.queries("fam-auto4.dns.test", "AAAA") >= 2
+    assert metric(admin_metrics(admin), "switchyard_endpoint_healthy", backend_service="v6",
+                  endpoint=v6_addr) is not None
+
+
+# ---------------------------------------------------------------------------
+# readiness, reload, metrics
+# ---------------------------------------------------------------------------
+
+def test_ready_is_503_until_every_name_had_its_first_answer(proxy, beds, dns_server):
+    """The DNS server is down at start: /ready says 503 "resolving". Back up,
+    one name answers SERVFAIL and the other its records: a failure counts as
+    a first answer, so /ready turns 200."""
+    srv = dns_server
+    p = free_port()
+    bed = beds("127.0.0.2", p, "b2")
+    srv.servfail("bad.dns.test")
+    srv.set("good.dns.test", ["127.0.0.2"], ttl=1)
+    srv.pause()
+    # long enough for the queries sent while down to still be pending at resume
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("good", "good.dns.test", p, dns_lookup_family="V4_ONLY"),
+        dns_service("bad", "bad.dns.test", p, dns_lookup_family="V4_ONLY")],
+        dns_timeout="1s", dns_attempts=5)
+    assert wait_for(lambda: srv.queries("good.dns.test") >= 1
+                    and srv.queries("bad.dns.test") >= 1, WAIT), srv.log()
+    status, body = admin_get(admin, "/ready")
+    assert (status, body.strip()) == (503, "resolving"), (status, body)
+    assert instances(port, 1)[0][0] == 503   # nothing to send to yet
+    srv.resume()
+    assert wait_for(lambda: admin_get(admin, "/ready")[0] == 200, WAIT), \
+        (admin_get(admin, "/ready"), srv.log(), px.stderr()[-2000:])
+    assert srv.answered("bad.dns.test") >= 1
+    assert addrs(admin, "bad") == []
+    wait_addrs(px, admin, "good", [bed.addr])
+    assert served_by(port, 2) == {"b2"}
+
+
+def test_reload_keeps_the_set_of_a_name_that_stays(proxy, beds, dns_server):
+    """A reload that keeps service/name/family keeps its set (the DNS server
+    does not answer that name any more, so nothing could re-learn it); a
+    name the reload adds is resolved; the metrics of both are right."""
+    srv = dns_server
+    p = free_port()
+    b = {i: beds(f"127.0.0.{i}", p, f"b{i}") for i in (2, 3, 4)}
+    keep, new = "keep.dns.test", "new.dns.test"
+    kl, nl = f"{keep}:{p}", f"{new}:{p}"
+    srv.set(keep, ["127.0.0.2", "127.0.0.3"], ttl=1)
+    srv.set(new, ["127.0.0.4"], ttl=1)
+    s_keep = dns_service("svc", keep, p, dns_lookup_family="V4_ONLY")
+    s_new = dns_service("svc2", new, p, dns_lookup_family="V4_ONLY")
+    port, admin = free_ports(2)
+    px = proxy(config(port, admin, srv, [s_keep]), expect_ports=[port, admin])
+    wait_addrs(px, admin, "svc", [b[2].addr, b[3].addr])
+    srv.drop(keep)
+    # a query has gone unanswered since: no success is in flight any more
+    n = srv.queries(keep)
+    assert wait_for(lambda: srv.queries(keep) > n, WAIT)
+    successes = srv.answered(keep)
+    assert resolutions(admin, "svc", kl, "success") == successes
+    v0 = backends_doc(admin)["version"]
+
+    px.write_config(config(port, admin, srv, [s_keep, s_new],
+                           routes=[("/new", "svc2", None)]))
+    px.reload()
+    doc = wait_for(lambda: (lambda d: d if d and d["version"] != v0 else None)(
+        backends_doc(admin)), WAIT)
+    assert doc, px.stderr()[-2000:]
+    # the first snapshot of the new config already has the kept set
+    assert sorted(e["address"] for e in endpoints(admin, "svc", doc)) == \
+        sorted([b[2].addr, b[3].addr]), doc
+    wait_addrs(px, admin, "svc2", [b[4].addr])
+    assert served_by(port, 6) == {"b2", "b3"}
+    assert served_by(port, 2, "/new") == {"b4"}
+    assert srv.answered(keep) == successes   # nothing re-learnt it
+    assert wait_for(lambda: resolutions(admin, "svc", kl, "failure") >= 1, WAIT)
+    m = admin_metrics(admin)
+    assert metric(m, "switchyard_dns_addresses", backend_service="svc", name=kl) == 2, m
+    assert metric(m, "switchyard_dns_addresses", backend_service="svc2", name=nl) == 1, m
+    # counters survive the reload
+    assert metric(m, "switchyard_dns_resolutions_total", backend_service="svc", name=kl,
+                  result="success") == successes
+    assert metric(m, "switchyard_dns_resolutions_total", backend_service="svc2", name=nl,
+                  result="success") >= 1
+    for i in (2, 3):
+        assert metric(m, "switchyard_endpoint_healthy", backend_service="svc",
+                      endpoint=b[i].addr) is not None, m
+    assert metric(m, "switchyard_endpoint_healthy", backend_service="svc2",
+                  endpoint=b[4].addr) is not None, m
+
+
+# ---------------------------------------------------------------------------
+# consistent hashing
+# ---------------------------------------------------------------------------
+
+def test_ring_hash_keys_mostly_stay_when_an_address_is_added(proxy, beds, dns_server):
+    """RING_HASH on a header: 4 addresses, then 5. About a fifth of the keys
+    move, all of them to the new address; the rest keep their endpoint."""
+    srv = dns_server
+    p = free_port()
+    b = {i: beds(f"127.0.0.{i}", p, f"b{i}") for i in (2, 3, 4, 5, 6)}
+    name = "ring.dns.test"
+    srv.set(name, [f"127.0.0.{i}" for i in (2, 3, 4, 5)], ttl=1)
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("svc", name, p, dns_lookup_family="V4_ONLY",
+                    locality_lb_policy="RING_HASH", session_affinity="HEADER_FIELD",
+                    consistent_hash={"http_header_name": "x-user"})])
+    wait_addrs(px, admin, "svc", [b[i].addr for i in (2, 3, 4, 5)])
+    keys = [f"user-{k}" for k in range(200)]
+
+    def mapping():
+        out = {}
+        with H1Conn(port) as c:
+            for k in keys:
+                c.send(request_bytes("GET", "/", headers=[("x-user", k)]))
+                r = c.read_response()
+                assert r.status == 200, r
+                out[k] = r.header("x-testbed-instance")
+        return out
+
+    before = mapping()
+    assert set(before.values()) == {"b2", "b3", "b4", "b5"}
+    assert mapping() == before   # stable while nothing changes
+    srv.set(name, [f"127.0.0.{i}" for i in (2, 3, 4, 5, 6)], ttl=1)
+    wait_addrs(px, admin, "svc", [b[i].addr for i in (2, 3, 4, 5, 6)])
+    after = mapping()
+    moved = {k: (before[k], after[k]) for k in keys if before[k] != after[k]}
+    assert all(to == "b6" for _, to in moved.values()), moved
+    # expected share 1/5 (40 of 200); ring hash with ~1k points per ring
+    assert 10 <= len(moved) <= 80, len(moved)
