@@ -157,10 +157,11 @@ def dns_service(name, host, port, protocol="HTTP", **kw):
     return d
 
 
-def config(port, admin, dns, services, routes=(), dns_timeout="1s", dns_attempts=2):
+def config(port, admin, dns, services, routes=(), dns_timeout="1s", dns_attempts=2,
+           checks=()):
     """Listener on 127.0.0.1:port, admin on admin, resolver dns (a DnsServer),
     the service dicts; routes [(prefix, service, route_action or None)] ahead
-    of the default (the first service)."""
+    of the default (the first service); checks: health check dicts."""
     rules = ""
     for i, (prefix, svc, action) in enumerate(routes):
         rules += (f"          - priority: {i + 1}\n"
@@ -191,12 +192,14 @@ url_maps:
         default_service: {services[0]['name']}
         route_rules:
 {rules}backend_services:
-{svcs}"""
+{svcs}""" + ("health_checks:\n" + "".join(f"  - {json.dumps(c)}\n" for c in checks)
+             if checks else "")
 
 
-def start_proxy(proxy, dns, services, **kw):
+def start_proxy(proxy, dns, services, workers=1, **kw):
     port, admin = free_ports(2)
-    px = proxy(config(port, admin, dns, services, **kw), expect_ports=[port, admin])
+    px = proxy(config(port, admin, dns, services, **kw), workers=workers,
+               expect_ports=[port, admin])
     return px, port, admin
 
 
@@ -471,7 +474,8 @@ def test_no_failed_request_while_addresses_come_and_go(proxy, beds, grpc_beds, d
     px, port, admin = start_proxy(proxy, srv, [
         dns_service("web", "web.dns.test", p, **common),
         dns_service("rpc", "rpc.dns.test", q, protocol="H2C", **common)],
-        routes=[("/switchyard.test.Echo/", "rpc", retry_grpc), ("/", "web", retry_http)])
+        routes=[("/switchyard.test.Echo/", "rpc", retry_grpc), ("/", "web", retry_http)],
+        workers=2)
 
     def wait_members(members):
         wait_addrs(px, admin, "web", [web[i].addr for i in members])
@@ -832,6 +836,23 @@ def test_reload_keeps_the_set_of_a_name_that_stays(proxy, beds, dns_server):
     assert metric(m, "switchyard_endpoint_healthy", backend_service="svc2",
                   endpoint=b[4].addr) is not None, m
 
+    # A reload that drops svc2 (back to the first config, version v0 again):
+    # its name is forgotten, svc still keeps its set.
+    v1 = doc["version"]
+    px.write_config(config(port, admin, srv, [s_keep]))
+    px.reload()
+    doc = wait_for(lambda: (lambda d: d if d and d["version"] != v1 else None)(
+        backends_doc(admin)), WAIT)
+    assert doc, px.stderr()[-2000:]
+    assert endpoints(admin, "svc2", doc) is None, doc
+    assert sorted(e["address"] for e in endpoints(admin, "svc", doc)) == \
+        sorted([b[2].addr, b[3].addr]), doc
+    m = admin_metrics(admin)
+    assert metric(m, "switchyard_dns_addresses", backend_service="svc2") is None, m
+    assert metric(m, "switchyard_dns_resolutions_total", backend_service="svc2") is None, m
+    assert metric(m, "switchyard_dns_addresses", backend_service="svc", name=kl) == 2, m
+    assert served_by(port, 6) == {"b2", "b3"}
+
 
 # ---------------------------------------------------------------------------
 # consistent hashing
@@ -872,3 +893,166 @@ def test_ring_hash_keys_mostly_stay_when_an_address_is_added(proxy, beds, dns_se
     assert all(to == "b6" for _, to in moved.values()), moved
     # expected share 1/5 (40 of 200); ring hash with ~1k points per ring
     assert 10 <= len(moved) <= 80, len(moved)
+
+
+def test_reload_to_another_resolver_keeps_sets_until_it_answers(proxy, beds, dns_server):
+    """A reload that changes the dns block asks every name again through the
+    new resolver at once; until it answers, the last set stays; the old
+    server is asked no more."""
+    old = dns_server
+    p = free_port()
+    b2, b3 = beds("127.0.0.2", p, "b2"), beds("127.0.0.3", p, "b3")
+    name = "moved.dns.test"
+    old.set(name, ["127.0.0.2"], ttl=1)
+    new = DnsServer().start()
+    try:
+        new.set(name, ["127.0.0.3"], ttl=1)
+        new.pause()
+        services = [dns_service("svc", name, p, dns_lookup_family="V4_ONLY")]
+        port, admin = free_ports(2)
+        px = proxy(config(port, admin, old, services), expect_ports=[port, admin])
+        wait_addrs(px, admin, "svc", [b2.addr])
+        v0 = backends_doc(admin)["version"]
+        px.write_config(config(port, admin, new, services))
+        px.reload()
+        doc = wait_for(lambda: (lambda d: d if d and d["version"] != v0 else None)(
+            backends_doc(admin)), WAIT)
+        assert doc, px.stderr()[-2000:]
+        assert wait_for(lambda: new.queries(name) >= 1, WAIT), new.log()
+        n_old = old.queries(name)
+        assert addrs(admin, "svc") == [b2.addr]        # kept while the new one is silent
+        assert served_by(port, 2) == {"b2"}
+        new.resume()
+        wait_addrs(px, admin, "svc", [b3.addr])
+        n_new = new.queries(name)
+        assert wait_for(lambda: new.queries(name) >= n_new + 3, WAIT)
+        assert old.queries(name) == n_old, "the replaced resolver is still asked"
+        assert served_by(port, 2) == {"b3"}
+    finally:
+        new.stop()
+    assert not new.errors, new.errors
+
+
+def test_static_and_dns_endpoints_in_one_service(proxy, beds, testbed, dns_server):
+    """A numeric endpoint of a DNS service stays static (no discovered_from);
+    each address of the name gets the name's weight."""
+    srv = dns_server
+    st = testbed(name="static")
+    p = free_port()
+    b2, b3 = beds("127.0.0.2", p, "b2"), beds("127.0.0.3", p, "b3")
+    name = "mix.dns.test"
+    srv.set(name, ["127.0.0.2", "127.0.0.3"], ttl=1)
+    svc = dns_service("svc", name, p, dns_lookup_family="V4_ONLY")
+    svc["endpoints"] = [{"address": st.addr, "weight": 1},
+                        {"address": f"{name}:{p}", "weight": 3}]
+    px, port, admin = start_proxy(proxy, srv, [svc])
+    wait_addrs(px, admin, "svc", [st.addr, b2.addr, b3.addr])
+    eps = {e["address"]: e for e in endpoints(admin, "svc")}
+    assert "discovered_from" not in eps[st.addr], eps
+    assert eps[st.addr]["weight"] == 1, eps
+    for b in (b2, b3):
+        assert eps[b.addr].get("discovered_from") == f"{name}:{p}", eps
+        assert eps[b.addr]["weight"] == 3, eps
+    got = instances(port, 70)
+    assert all(s == 200 for s, _ in got), got
+    count = {i: sum(1 for _, x in got if x == i) for i in ("static", "b2", "b3")}
+    # weights 1:3:3 -> 10:30:30 expected
+    assert 0 < count["static"] < min(count["b2"], count["b3"]), count
+    # the name shrinks; the static endpoint is untouched
+    srv.set(name, ["127.0.0.3"], ttl=1)
+    wait_addrs(px, admin, "svc", [st.addr, b3.addr])
+    assert served_by(port, 8) == {"static", "b3"}
+
+
+def post_health(bed, status):
+    """Turn the testbed's /healthz to ok or fail (straight to it, not proxied)."""
+    with H1Conn(bed.port, host=bed.ip) as c:
+        c.send(request_bytes("POST", f"/testbed/health?status={status}"))
+        r = c.read_response()
+    assert r.status == 200, r
+
+
+def test_health_state_of_staying_addresses_is_kept(proxy, beds, dns_server):
+    """Health checks on a DNS service: when the set grows, an address that
+    stays keeps its verdict (unhealthy here: still no traffic, no new
+    transition); the new address starts unknown and is checked."""
+    srv = dns_server
+    p = free_port()
+    b = {i: beds(f"127.0.0.{i}", p, f"b{i}") for i in (2, 3, 4)}
+    name = "hc.dns.test"
+    srv.set(name, ["127.0.0.2", "127.0.0.3"], ttl=1)
+    hc = {"name": "hc", "type": "HTTP", "request_path": "/healthz", "check_interval": "200ms",
+          "timeout": "500ms", "healthy_threshold": 2, "unhealthy_threshold": 2}
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("svc", name, p, dns_lookup_family="V4_ONLY", health_checks=["hc"])],
+        checks=[hc])
+
+    def transition(addr, frm, to, after=0):
+        pat = re.compile(rf"health: backend_service=svc endpoint={re.escape(addr)} "
+                         rf"{frm}->{to} ")
+        return pat.search(px.stderr(), after)
+
+    for i in (2, 3):
+        assert wait_for(lambda: transition(b[i].addr, "unknown", "healthy"), WAIT), \
+            px.stderr()[-2000:]
+    post_health(b[3], "fail")
+    assert wait_for(lambda: transition(b[3].addr, "healthy", "unhealthy"), WAIT), \
+        px.stderr()[-2000:]
+    mark = len(px.stderr())
+    srv.set(name, ["127.0.0.2", "127.0.0.3", "127.0.0.4"], ttl=1)
+    wait_addrs(px, admin, "svc", [b[i].addr for i in (2, 3, 4)])
+    eps = {e["address"]: e for e in endpoints(admin, "svc")}
+    assert eps[b[3].addr]["healthy"] is False, eps
+    assert served_by(port, 12) == {"b2", "b4"}   # b4: unknown = serving
+    assert wait_for(lambda: transition(b[4].addr, "unknown", "healthy", mark), WAIT), \
+        px.stderr()[-2000:]
+    assert not transition(b[3].addr, r"\w+", r"\w+", mark), px.stderr()[mark:]
+    assert not transition(b[2].addr, r"\w+", r"\w+", mark), px.stderr()[mark:]
+    post_health(b[3], "ok")
+    assert wait_for(lambda: transition(b[3].addr, "unhealthy", "healthy", mark), WAIT)
+    assert served_by(port, 12) == {"b2", "b3", "b4"}
+
+
+def test_in_flight_exchanges_on_a_removed_address(proxy, beds, dns_server):
+    """connection_draining with draining_timeout 1s: when the name stops
+    answering an address, an exchange on it that ends within the drain
+    finishes (200), one that would take longer is ended (503, "drained" in
+    its tries); new exchanges go to the new address at once."""
+    srv = dns_server
+    p = free_port()
+    b2, b3 = beds("127.0.0.2", p, "b2"), beds("127.0.0.3", p, "b3")
+    name = "drain.dns.test"
+    srv.set(name, ["127.0.0.2"], ttl=1)
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("svc", name, p, dns_lookup_family="V4_ONLY",
+                    connection_draining={"draining_timeout": "1s"})])
+    wait_addrs(px, admin, "svc", [b2.addr])
+    results = {}
+
+    def slow(tag, delay):
+        try:
+            with H1Conn(port, timeout=15) as c:
+                c.send(request_bytes("GET", f"/{tag}", headers=[("x-testbed-delay", delay)]))
+                results[tag] = c.read_response(timeout=15)
+        except Exception as e:   # reported by the asserts below
+            results[tag] = e
+
+    threads = [threading.Thread(target=slow, args=("short", "700ms")),
+               threading.Thread(target=slow, args=("long", "8s"))]
+    for t in threads:
+        t.start()
+    try:
+        active = lambda: sum(e["active_requests"] for e in endpoints(admin, "svc") or [])
+        assert wait_for(lambda: active() == 2, WAIT), endpoints(admin, "svc")
+        srv.set(name, ["127.0.0.3"], ttl=1)
+        wait_addrs(px, admin, "svc", [b3.addr])
+        assert served_by(port, 3) == {"b3"}
+    finally:
+        for t in threads:
+            t.join(15)
+    short, long_ = results.get("short"), results.get("long")
+    assert getattr(short, "status", None) == 200, short
+    assert short.header("x-testbed-instance") == "b2"
+    assert getattr(long_, "status", None) == 503, long_
+    log = [e for e in px.access_log(min_entries=5) if e.get("path") == "/long"]
+    assert log and "drained" in log[0]["tries"], log
