@@ -14,8 +14,11 @@ HTTP/1.1, h2c and gRPC clients while addresses come and go, the TTL with
 respect_dns_ttl (the minimum TTL of the records, at least 1 s), a DNS
 server that is down, SERVFAIL and empty answers (the last good set stays),
 NXDOMAIN with KEEP and CLEAR, dns_lookup_family, /ready before the first
-answer, a reload that keeps a name, the switchyard_dns_* metrics, and
-RING_HASH stability when an address is added.
+answer, a reload that keeps a name (and one that drops a name, and one that
+moves to another resolver), the switchyard_dns_* metrics, RING_HASH
+stability when an address is added, static and DNS endpoints in one
+service, health state of addresses that stay, and exchanges in flight on a
+removed address (connection_draining).
 
 Refreshes run every 200 ms; every wait is bounded in time and count. The DNS
 server counts the queries it sees, so "re-resolved" is read from it, not from
@@ -23,6 +26,7 @@ the clock; the few clock readings are lower bounds (the proxy may not ask
 again before the TTL), never bounds on speed.
 """
 
+import http.client
 import json
 import re
 import signal
@@ -36,7 +40,7 @@ import pytest
 from conftest import (HOST, admin_metrics, binary, child_env, free_port, free_ports,
                       port_accepts, read_text, sanitizer_report, stop_process, wait_for)
 from dnsserver import DnsServer, dns_server  # noqa: F401  (dns_server is a fixture)
-from h1util import H1Conn, NoResponse, request_bytes
+from h1util import H1Conn, request_bytes
 from h2util import H2Conn
 
 grpc = pytest.importorskip("grpc")
@@ -210,7 +214,6 @@ def start_proxy(proxy, dns, services, workers=1, **kw):
 def admin_get(admin, path):
     """(status, body text) of GET path on the admin API; (None, error) when
     it does not answer."""
-    import http.client
     conn = http.client.HTTPConnection(HOST, admin, timeout=5)
     try:
         conn.request("GET", path)
