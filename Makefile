@@ -21,7 +21,7 @@ ASAN_LDFLAGS := -fsanitize=address,undefined
 
 # Sources: everything under src/ belongs to the proxy except the testbed and
 # main.c; the testbed links core/ and http/ only.
-LIB_SRCS     := src/runtime.c $(wildcard src/*/*.c)
+LIB_SRCS     := src/runtime.c src/config_watch.c $(wildcard src/*/*.c)
 LIB_SRCS     := $(filter-out src/testbed/%,$(LIB_SRCS))
 PROXY_SRCS   := src/main.c $(LIB_SRCS)
 TESTBED_SRCS := $(wildcard src/testbed/*.c) src/core/parse.c src/core/errors.c

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/discovery.h"
+#include "config_watch.h"
 #include "runtime.h"
 #include "upstream/upstream.h"
 #include "exchange/exchange.h"
@@ -50,12 +52,15 @@ struct proxy {
     int access_log_fd;
     struct stats *stats;
     struct admin *admin;
-    struct health_checker *hc; /* active health checks, on this thread's base */
+    struct health_checker *hc;  /* active health checks, on this thread's base */
+    struct discovery *disc;     /* discovery: DNS names, on this thread's base */
+    struct config_watch *watch; /* --watch-config */
 };
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: switchyard [-c FILE] [--workers N] [--log-level debug|info|warn|error]\n"
+                 "                  [--watch-config]   reload when the config file changes\n"
                  "       switchyard -t -c FILE     validate the config and exit 0/1\n"
                  "       switchyard --version | --help\n"
                  "default config: " DEFAULT_CONFIG "\n");
@@ -216,15 +221,52 @@ static void overload_watch(struct proxy *p)
 }
 
 /*
+ * Make `rt` the current runtime: new exchanges start on it, the old one
+ * lives on with the exchanges that hold it.
+ */
+static void publish(struct proxy *p, struct runtime *rt)
+{
+    pthread_mutex_lock(&p->rt_lock);
+    struct runtime *old = p->rt;
+    p->rt = rt;
+    pthread_mutex_unlock(&p->rt_lock);
+    runtime_unref(old);
+    /* Endpoints that left the config start draining now, before the workers
+     * hear of the new runtime: SWAP arms their exchanges' drain deadlines. */
+    backend_services_publish(rt->services, rt->cfg->n_backend_services);
+    for (int i = 0; i < p->n_workers; i++)
+        worker_post(&p->workers[i], WORKER_CMD_SWAP);
+    health_checker_update(p->hc, rt);
+}
+
+/* A DNS name's address set changed: the same config with the new sets. */
+static void on_discovery_changed(void *ctx)
+{
+    struct proxy *p = ctx;
+    struct runtime *rt = runtime_new(p->rt->cfg, p->registry, p->stats, p->disc);
+    if (!rt) {
+        log_error("dns: out of memory applying new addresses; keeping the previous ones");
+        return;
+    }
+    publish(p, rt);
+}
+
+/*
  * Load the config file again and publish it to the workers. Returns 0, or
  * -1 after writing the reasons to `errs` (and the log): the old config keeps
- * serving.
+ * serving. `if_changed`: a file whose bytes give the version already
+ * served is not loaded again (--watch-config).
  */
-static int reload(struct proxy *p, FILE *errs)
+static int reload(struct proxy *p, FILE *errs, bool if_changed)
 {
     struct config_errors ce = {0};
     struct config *cfg = config_load(p->config_path, &ce);
     const char *why = NULL;
+    if (cfg && if_changed && !strcmp(cfg->version, p->rt->cfg->version)) {
+        config_unref(cfg);
+        config_errors_free(&ce);
+        return 0;
+    }
     if (!cfg) {
         for (size_t i = 0; i < ce.n; i++) {
             log_error("%s", ce.msgs[i]);
@@ -236,7 +278,9 @@ static int reload(struct proxy *p, FILE *errs)
         why = "listeners changed (names, addresses, protocols and TLS settings need a restart)";
     }
     config_errors_free(&ce);
-    struct runtime *rt = why ? NULL : runtime_new(cfg, p->registry, p->stats);
+    if (!why && discovery_update(p->disc, cfg) != 0)
+        why = "the dns resolvers cannot be used";
+    struct runtime *rt = why ? NULL : runtime_new(cfg, p->registry, p->stats, p->disc);
     config_unref(cfg);
     if (!why && !rt)
         why = "out of memory";
@@ -248,17 +292,7 @@ static int reload(struct proxy *p, FILE *errs)
         p->stats->reload_failures++; /* main thread only */
         return -1;
     }
-    pthread_mutex_lock(&p->rt_lock);
-    struct runtime *old = p->rt;
-    p->rt = rt;
-    pthread_mutex_unlock(&p->rt_lock);
-    runtime_unref(old);
-    /* Endpoints that left the config start draining now, before the workers
-     * hear of the reload: SWAP arms their exchanges' drain deadlines. */
-    backend_services_publish(rt->services, rt->cfg->n_backend_services);
-    for (int i = 0; i < p->n_workers; i++)
-        worker_post(&p->workers[i], WORKER_CMD_SWAP);
-    health_checker_update(p->hc, rt);
+    publish(p, rt);
     overload_watch(p);
     p->stats->reloads++;
     log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
@@ -307,7 +341,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     switch (sig) {
     case SIGTERM:
     case SIGINT: start_drain(p); break;
-    case SIGHUP: reload(p, NULL); break;
+    case SIGHUP: reload(p, NULL, false); break;
     case SIGUSR1:
         if (p->access_log_fd > STDOUT_FILENO) {
             int fd = open_access_log(p->rt->cfg);
@@ -339,7 +373,17 @@ static struct runtime *hook_current(void *ctx)
 
 static int hook_reload(void *ctx, FILE *errs)
 {
-    return reload(ctx, errs);
+    return reload(ctx, errs, false);
+}
+
+static bool hook_resolving(void *ctx)
+{
+    return !discovery_ready(((struct proxy *)ctx)->disc);
+}
+
+static void on_config_changed(void *ctx)
+{
+    reload(ctx, NULL, true);
 }
 
 static void hook_drain(void *ctx)
@@ -370,14 +414,15 @@ static void hook_metrics(void *ctx, FILE *out)
     for (size_t i = 0; i < cfg->n_backend_services; i++) {
         const struct cfg_backend_service *s = &cfg->backend_services[i];
         struct service_rt *srt = runtime_service(p->rt, s);
-        for (size_t j = 0; j < s->n_endpoints; j++) {
+        for (size_t j = 0; j < backend_endpoint_count(srt); j++) {
             const struct endpoint_state *e = backend_endpoint(srt, j);
             bool ok = __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) &&
                       __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED) <= now;
             fprintf(out, "switchyard_endpoint_healthy{backend_service=\"%s\",endpoint=\"%s\"} %d\n",
-                    s->name, s->endpoints[j].address.text, ok ? 1 : 0);
+                    s->name, backend_endpoint_cfg(srt, j)->address.text, ok ? 1 : 0);
         }
     }
+    discovery_write_metrics(p->disc, out);
 }
 
 static int start_admin(struct proxy *p)
@@ -392,6 +437,7 @@ static int start_admin(struct proxy *p)
         .reload = hook_reload,
         .drain = hook_drain,
         .metrics = hook_metrics,
+        .resolving = hook_resolving,
     };
     char err[256];
     p->admin = admin_start(p->base, &cfg->admin.address, &hooks, err, sizeof err);
@@ -409,6 +455,7 @@ struct options {
     const char *config;
     int workers;
     bool test_only;
+    bool watch_config;
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -419,12 +466,14 @@ static int parse_args(int argc, char **argv, struct options *o)
                                              {"version", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"test", no_argument, NULL, 't'},
+                                             {"watch-config", no_argument, NULL, 'W'},
                                              {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:tw:l:hV", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': o->config = optarg; break;
         case 't': o->test_only = true; break;
+        case 'W': o->watch_config = true; break;
         case 'w': {
             uint64_t n;
             if (sy_parse_dec(optarg, strlen(optarg), 256, &n) != 0 || n < 1) {
@@ -568,7 +617,14 @@ int main(int argc, char **argv)
         goto fail;
     p.registry = backend_registry_new();
     p.stats = new_stats(cfg, p.n_workers);
-    p.rt = p.registry && p.stats ? runtime_new(cfg, p.registry, p.stats) : NULL;
+    p.base = event_base_new();
+    p.disc = p.base ? discovery_new(p.base, on_discovery_changed, &p) : NULL;
+    if (p.disc && discovery_update(p.disc, cfg) != 0) {
+        snprintf(err, sizeof err, "dns: the resolvers cannot be used");
+        goto fail;
+    }
+    /* DNS names have no address until their first answer (/ready says so). */
+    p.rt = p.registry && p.stats && p.disc ? runtime_new(cfg, p.registry, p.stats, p.disc) : NULL;
     if (!p.rt) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
@@ -580,18 +636,22 @@ int main(int argc, char **argv)
         snprintf(err, sizeof err, "access log %s: %s", p.rt->cfg->access_log.path, strerror(errno));
         goto fail;
     }
-    p.base = event_base_new();
-    p.hc = p.base ? health_checker_new(p.base) : NULL;
+    p.hc = health_checker_new(p.base);
     if (!p.hc) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
     }
+    if (o.watch_config &&
+        !(p.watch = config_watch_new(p.base, o.config, on_config_changed, &p, err, sizeof err)))
+        goto fail;
     health_checker_update(p.hc, p.rt);
     rc = serve(&p, set); /* reports its own failures */
 fail:
     if (err[0])
         fprintf(stderr, "switchyard: %s\n", err);
+    config_watch_free(p.watch);
     health_checker_free(p.hc);
+    discovery_free(p.disc);
     listener_set_free(set);
     if (p.base)
         event_base_free(p.base);

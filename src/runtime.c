@@ -8,7 +8,8 @@
 #include "core/stats.h"
 #include "urlmap/urlmap.h"
 
-struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, struct stats *st)
+struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, struct stats *st,
+                            const struct discovery *disc)
 {
     struct runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
@@ -16,7 +17,7 @@ struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, st
     rt->refcount = 1;
     rt->cfg = config_ref(cfg);
     rt->url_maps = calloc(cfg->n_url_maps + 1, sizeof *rt->url_maps);
-    rt->services = backend_services_new(reg, cfg);
+    rt->services = backend_services_new(reg, cfg, disc);
     rt->stats = st;
     rt->service_stats = calloc(cfg->n_backend_services + 1, sizeof *rt->service_stats);
     if (!rt->url_maps || !rt->services || !rt->service_stats)

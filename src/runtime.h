@@ -14,6 +14,7 @@
 struct url_map;
 struct service_rt;
 struct backend_registry;
+struct discovery;
 struct stats;
 struct stats_service;
 
@@ -28,9 +29,11 @@ struct runtime {
 
 /*
  * Build a runtime for `cfg` (takes a reference), with endpoint state from
- * `reg`. NULL on allocation failure.
+ * `reg` and the addresses `disc` has now for discovery: DNS names (NULL:
+ * none). NULL on allocation failure.
  */
-struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, struct stats *st);
+struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, struct stats *st,
+                            const struct discovery *disc);
 struct runtime *runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 

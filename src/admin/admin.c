@@ -101,15 +101,18 @@ static void write_backends(struct admin *a, FILE *out, void *arg)
         const struct cfg_backend_service *s = &cfg->backend_services[i];
         struct service_rt *srt = runtime_service(rt, s);
         fprintf(out, "%s{\"name\":\"%s\",\"endpoints\":[", i ? "," : "", s->name);
-        for (size_t j = 0; j < s->n_endpoints; j++) {
+        for (size_t j = 0; j < backend_endpoint_count(srt); j++) {
             const struct endpoint_state *e = backend_endpoint(srt, j);
+            const struct cfg_endpoint *ep = backend_endpoint_cfg(srt, j);
             uint64_t until = __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED);
+            fprintf(out, "%s{\"address\":\"%s\",", j ? "," : "", ep->address.text);
+            if (ep->origin)
+                fprintf(out, "\"discovered_from\":\"%s\",", ep->origin);
             fprintf(out,
-                    "%s{\"address\":\"%s\",\"weight\":%u,\"healthy\":%s,\"ejected\":%s,"
+                    "\"weight\":%u,\"healthy\":%s,\"ejected\":%s,"
                     "\"ejected_for_ms\":%llu,\"ejections\":%u,\"active_requests\":%u,"
                     "\"requests_total\":%llu}",
-                    j ? "," : "", s->endpoints[j].address.text, s->endpoints[j].weight,
-                    __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) ? "true" : "false",
+                    ep->weight, __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) ? "true" : "false",
                     until > now ? "true" : "false",
                     (unsigned long long)(until > now ? until - now : 0),
                     __atomic_load_n(&e->ejections, __ATOMIC_RELAXED),
@@ -160,7 +163,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     bool get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD, post = m == EVHTTP_REQ_POST;
     if (strcmp(path, "/ready") == 0 && get) {
         bool d = a->hooks.draining(a->hooks.ctx);
-        reply_text(req, d ? 503 : 200, d ? "draining" : "ready");
+        bool r = !d && a->hooks.resolving && a->hooks.resolving(a->hooks.ctx);
+        reply_text(req, d || r ? 503 : 200, d ? "draining" : r ? "resolving" : "ready");
     } else if (strcmp(path, "/metrics") == 0 && get) {
         reply_stream(req, 200, "text/plain; version=0.0.4", write_metrics, a, NULL);
     } else if (strcmp(path, "/config") == 0 && get) {

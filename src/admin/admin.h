@@ -31,6 +31,8 @@ struct admin_hooks {
     void (*drain)(void *ctx);
     /* Extra metrics written after the counters (gauges the process knows). */
     void (*metrics)(void *ctx, FILE *out);
+    /* DNS names still wait for their first answer: /ready says 503 "resolving". */
+    bool (*resolving)(void *ctx);
 };
 
 /* Listen on `addr`; NULL with a reason in err when it cannot. */

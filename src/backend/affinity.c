@@ -37,8 +37,7 @@ int affinity_build(struct service_rt *s)
         return SY_ENOMEM;
     for (size_t i = 0; i < s->n; i++) {
         char key[512];
-        int n =
-            snprintf(key, sizeof key, "%s\n%s", s->cfg->name, s->cfg->endpoints[i].address.text);
+        int n = snprintf(key, sizeof key, "%s\n%s", s->cfg->name, s->ep[i].address.text);
         s->ep_ids[i] = lb_hash64(key, n < (int)sizeof key ? (size_t)n : sizeof key - 1, 0);
     }
     return 0;

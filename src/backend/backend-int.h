@@ -81,8 +81,13 @@ struct lb_maglev_table {
 struct service_rt {
     const struct cfg_backend_service *cfg;
     struct backend_registry *reg;
-    struct endpoint_state **eps; /* parallel to cfg->endpoints */
-    size_t n;                    /* cfg->n_endpoints */
+    /* Its endpoints: cfg->endpoints, or for discovery: DNS the configured
+     * ones with every name replaced by the addresses it resolves to (owned). */
+    const struct cfg_endpoint *ep;
+    struct cfg_endpoint *ep_owned;
+    size_t n_owned; /* entries of ep_owned made so far (their texts are freed with it) */
+    struct endpoint_state **eps; /* parallel to ep */
+    size_t n;                    /* endpoints in ep */
     uint64_t *ep_ids;            /* affinity cookie id of each endpoint (affinity.c) */
 
     const struct lb_ops *lb;

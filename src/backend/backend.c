@@ -7,11 +7,14 @@
  */
 #include "backend/backend.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend-int.h"
+#include "backend/discovery.h"
 #include "core/errors.h"
 #include "core/worker.h"
 
@@ -215,17 +218,106 @@ static bool hash_policy(enum cfg_lb_policy p)
 static int service_build(struct service_rt *s)
 {
     const struct cfg_backend_service *c = s->cfg;
+    if (s->n == 0)
+        return 0; /* a DNS name with no address (yet): backend_pick finds nothing */
     s->lb = lb_ops_for(c->locality_lb_policy);
-    if (affinity_build(s) != 0 || lb_alias_build(&s->alias, c->endpoints, s->n) != 0 ||
+    if (affinity_build(s) != 0 || lb_alias_build(&s->alias, s->ep, s->n) != 0 ||
         s->lb->build(s) != 0)
         return SY_ENOMEM;
     /* Affinity keys under ROUND_ROBIN / LEAST_REQUEST / RANDOM go through a ring. */
     if (c->session_affinity != CFG_AFFINITY_NONE && !hash_policy(c->locality_lb_policy))
-        return lb_ring_build(&s->ring, c->endpoints, s->n, c->consistent_hash.minimum_ring_size);
+        return lb_ring_build(&s->ring, s->ep, s->n, c->consistent_hash.minimum_ring_size);
     return 0;
 }
 
-struct service_rt *backend_services_new(struct backend_registry *reg, const struct config *cfg)
+static bool listed(const struct cfg_endpoint *v, size_t n, const char *text)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].address.text, text))
+            return true;
+    return false;
+}
+
+/* An endpoint for one resolved address of `ep` (address text allocated). */
+static int resolved_endpoint(struct cfg_endpoint *out, const struct cfg_endpoint *ep,
+                             const struct sockaddr_storage *ss)
+{
+    char ip[INET6_ADDRSTRLEN], text[INET6_ADDRSTRLEN + 8];
+    bool v6 = ss->ss_family == AF_INET6;
+    const void *src = v6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+                         : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+    if (!inet_ntop(ss->ss_family, src, ip, sizeof ip))
+        return SY_EINVAL;
+    snprintf(text, sizeof text, v6 ? "[%s]:%u" : "%s:%u", ip, (unsigned)ep->port);
+    *out = (struct cfg_endpoint){
+        .address = {.text = strdup(text),
+                    .ss = *ss,
+                    .len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in)},
+        .weight = ep->weight,
+        .mark = ep->mark,
+        .port = ep->port,
+        .origin = ep->address.text,
+    };
+    return out->address.text ? 0 : SY_ENOMEM;
+}
+
+/*
+ * s->ep and s->n: the configured endpoints, or under discovery: DNS each
+ * name replaced by its current addresses (an address listed twice counts
+ * once, its first time).
+ */
+static int service_endpoints(struct service_rt *s, const struct discovery *disc)
+{
+    const struct cfg_backend_service *c = s->cfg;
+    if (c->discovery != CFG_DISCOVERY_DNS) {
+        s->ep = c->endpoints;
+        s->n = c->n_endpoints;
+        return 0;
+    }
+    size_t total = 0;
+    const struct sockaddr_storage *addrs;
+    for (size_t j = 0; j < c->n_endpoints; j++)
+        total +=
+            c->endpoints[j].dns_name ? discovery_addresses(disc, c, &c->endpoints[j], &addrs) : 1;
+    struct cfg_endpoint *v = calloc(total + 1, sizeof *v);
+    if (!v)
+        return SY_ENOMEM;
+    s->ep = s->ep_owned = v;
+    for (size_t j = 0; j < c->n_endpoints; j++) {
+        const struct cfg_endpoint *ep = &c->endpoints[j];
+        if (!ep->dns_name) {
+            if (!listed(v, s->n, ep->address.text))
+                v[s->n++] = *ep;
+            continue;
+        }
+        size_t n = discovery_addresses(disc, c, ep, &addrs);
+        for (size_t k = 0; k < n; k++) {
+            struct cfg_endpoint e;
+            int rc = resolved_endpoint(&e, ep, &addrs[k]);
+            if (rc == SY_EINVAL)
+                continue;
+            if (rc)
+                return rc;
+            if (listed(v, s->n, e.address.text))
+                free(e.address.text);
+            else
+                v[s->n++] = e;
+            s->n_owned = s->n;
+        }
+    }
+    return 0;
+}
+
+static void service_endpoints_free(struct service_rt *s)
+{
+    for (size_t j = 0; j < s->n_owned; j++)
+        if (s->ep_owned[j].origin)
+            free(s->ep_owned[j].address.text);
+    free(s->ep_owned);
+}
+
+struct service_rt *backend_services_new(struct backend_registry *reg, const struct config *cfg,
+                                        const struct discovery *disc)
 {
     struct service_rt *arr = calloc(cfg->n_backend_services + 1, sizeof *arr);
     if (!arr)
@@ -234,12 +326,17 @@ struct service_rt *backend_services_new(struct backend_registry *reg, const stru
         struct service_rt *s = &arr[i];
         s->cfg = &cfg->backend_services[i];
         s->reg = reg;
-        s->eps = calloc(s->cfg->n_endpoints + 1, sizeof *s->eps);
+        int rc = service_endpoints(s, disc);
+        size_t n = s->n;
+        s->n = 0; /* from here: the endpoint states taken */
+        if (rc != 0)
+            goto fail;
+        s->eps = calloc(n + 1, sizeof *s->eps);
         s->waiters = waiters_get(reg, s->cfg->name);
         if (!s->eps || !s->waiters)
             goto fail;
-        for (size_t j = 0; j < s->cfg->n_endpoints; j++) {
-            s->eps[j] = registry_get(reg, s->cfg->name, s->cfg->endpoints[j].address.text);
+        for (size_t j = 0; j < n; j++) {
+            s->eps[j] = registry_get(reg, s->cfg->name, s->ep[j].address.text);
             if (!s->eps[j])
                 goto fail;
             s->n = j + 1;
@@ -266,6 +363,7 @@ void backend_services_free(struct service_rt *arr, size_t n)
         lb_ring_free(&s->ring);
         free(s->ep_ids);
         free(s->eps);
+        service_endpoints_free(s);
     }
     free(arr);
 }
@@ -278,6 +376,11 @@ struct service_rt *backend_service_at(struct service_rt *arr, size_t i)
 struct endpoint_state *backend_endpoint(const struct service_rt *s, size_t i)
 {
     return s->eps[i];
+}
+
+const struct cfg_endpoint *backend_endpoint_cfg(const struct service_rt *s, size_t i)
+{
+    return &s->ep[i];
 }
 
 size_t backend_endpoint_count(const struct service_rt *s)
@@ -297,7 +400,7 @@ static bool tried(const struct pick_ctx *ctx, size_t i)
 static bool usable(const struct service_rt *s, size_t i, uint64_t now)
 {
     const struct endpoint_state *e = s->eps[i];
-    return s->cfg->endpoints[i].weight > 0 && __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) &&
+    return s->ep[i].weight > 0 && __atomic_load_n(&e->healthy, __ATOMIC_RELAXED) &&
            __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED) <= now;
 }
 

@@ -63,16 +63,26 @@ void backend_registry_free(struct backend_registry *reg);
 
 /*
  * Build the per-service run-time state for `cfg` (LB tables, endpoint
- * entries from the registry). Returns an array parallel to
- * cfg->backend_services, or NULL on allocation failure.
+ * entries from the registry). A discovery: DNS service's names become the
+ * addresses `disc` has for them now (none when disc is NULL). Returns an
+ * array parallel to cfg->backend_services, or NULL on allocation failure.
  */
-struct service_rt *backend_services_new(struct backend_registry *reg, const struct config *cfg);
+struct discovery;
+struct service_rt *backend_services_new(struct backend_registry *reg, const struct config *cfg,
+                                        const struct discovery *disc);
 void backend_services_free(struct service_rt *s, size_t n);
 
 /* Element i of the array backend_services_new returned. */
 struct service_rt *backend_service_at(struct service_rt *arr, size_t i);
 
-/* The endpoint states of a service, parallel to its cfg->endpoints. */
+/*
+ * The endpoints of a service in this runtime: its cfg->endpoints, except
+ * that under discovery: DNS each name is replaced by the addresses it
+ * resolved to (an endpoint with `origin` set). Index i of these is the
+ * index backend_pick returns.
+ */
+const struct cfg_endpoint *backend_endpoint_cfg(const struct service_rt *s, size_t i);
+/* The shared state of endpoint i. */
 struct endpoint_state *backend_endpoint(const struct service_rt *s, size_t i);
 
 /* ---- request path (any worker) --------------------------------------------------- */
@@ -197,7 +207,7 @@ enum endpoint_health {
     ENDPOINT_HEALTH_UNHEALTHY,
 };
 
-/* Number of endpoints of a service (= its cfg->n_endpoints). */
+/* Number of endpoints of a service in this runtime (see backend_endpoint_cfg). */
 size_t backend_endpoint_count(const struct service_rt *s);
 enum endpoint_health backend_endpoint_health(const struct endpoint_state *e);
 /* "unknown", "healthy", "unhealthy". */

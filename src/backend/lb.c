@@ -102,7 +102,7 @@ static uint64_t remix(uint64_t x, uint64_t k)
 
 int lb_pick_weighted_scan(const struct lb_filter *f, uint64_t rnd)
 {
-    const struct cfg_endpoint *eps = f->s->cfg->endpoints;
+    const struct cfg_endpoint *eps = f->s->ep;
     uint64_t total = 0;
     for (size_t i = 0; i < f->s->n; i++)
         if (lb_ok(f, i))
@@ -254,7 +254,7 @@ static void heap_down(struct rr_turn *h, size_t n, size_t i)
 
 static int rr_build(struct service_rt *s)
 {
-    const struct cfg_endpoint *eps = s->cfg->endpoints;
+    const struct cfg_endpoint *eps = s->ep;
     uint64_t g = 0, total = 0;
     size_t m = 0;
     for (size_t i = 0; i < s->n; i++)

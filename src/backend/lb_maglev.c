@@ -104,7 +104,7 @@ int lb_maglev_lookup(const struct lb_maglev_table *t, const struct lb_filter *f,
 
 static int maglev_build(struct service_rt *s)
 {
-    return lb_maglev_build(&s->maglev, s->cfg->endpoints, s->n);
+    return lb_maglev_build(&s->maglev, s->ep, s->n);
 }
 
 /* Without an affinity key: a random slot (by weight). */

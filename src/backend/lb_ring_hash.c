@@ -91,8 +91,7 @@ int lb_ring_lookup(const struct lb_ring *r, const struct lb_filter *f, uint64_t 
 
 static int ring_build(struct service_rt *s)
 {
-    return lb_ring_build(&s->ring, s->cfg->endpoints, s->n,
-                         s->cfg->consistent_hash.minimum_ring_size);
+    return lb_ring_build(&s->ring, s->ep, s->n, s->cfg->consistent_hash.minimum_ring_size);
 }
 
 /* Without an affinity key the request lands on a random point (by weight). */

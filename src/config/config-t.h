@@ -264,9 +264,25 @@ enum cfg_session_affinity {
 };
 
 struct cfg_endpoint {
-    struct cfg_addr address;
-    uint32_t weight; /* default 1, 0..1000 */
+    struct cfg_addr address; /* a name under discovery: DNS is not resolved here (len 0) */
+    uint32_t weight;         /* default 1, 0..1000 */
     struct cfg_mark mark;
+    char *dns_name; /* discovery: DNS and a host name: the name to resolve; NULL = static */
+    uint16_t port;  /* the port of address.text */
+    /* An endpoint a runtime made from a DNS answer: the configured "name:port"
+     * it came from (address is the record's "IP:port"); NULL otherwise. */
+    const char *origin;
+};
+
+enum cfg_discovery {
+    CFG_DISCOVERY_STATIC = 0, /* numeric, or a name resolved once at load */
+    CFG_DISCOVERY_DNS,        /* names re-resolved (Envoy STRICT_DNS) */
+};
+
+enum cfg_dns_family {
+    CFG_DNS_AUTO = 0, /* AAAA, then A when there is no AAAA (Envoy's AUTO) */
+    CFG_DNS_V4_ONLY,
+    CFG_DNS_V6_ONLY,
 };
 
 struct cfg_health_check;
@@ -276,6 +292,11 @@ struct cfg_backend_service {
     enum cfg_backend_protocol protocol;
     struct cfg_endpoint *endpoints;
     size_t n_endpoints;
+    enum cfg_discovery discovery;
+    uint64_t dns_refresh_rate_ms; /* default 5s */
+    bool respect_dns_ttl;         /* refresh at the answer's TTL (at least 1 s) */
+    enum cfg_dns_family dns_lookup_family;
+    bool dns_nxdomain_clear;     /* dns_nxdomain: CLEAR (default KEEP) */
     uint64_t timeout_ms;         /* default 30s; 0 = no limit */
     uint64_t connect_timeout_ms; /* default 5s */
     enum cfg_lb_policy locality_lb_policy;
@@ -456,6 +477,12 @@ struct config {
     size_t n_url_maps;
     struct cfg_backend_service *backend_services;
     size_t n_backend_services;
+    struct {
+        struct cfg_addr *resolvers; /* numeric; none = /etc/resolv.conf */
+        size_t n_resolvers;
+        uint64_t timeout_ms; /* default 2s */
+        uint32_t attempts;   /* default 2 */
+    } dns;
     struct cfg_health_check *health_checks;
     size_t n_health_checks;
     void *_mem; /* private: allocation list owned by the loader */

@@ -2,9 +2,11 @@
  * config_backend.c — backend_services (endpoints, LB policy, affinity,
  * circuit breakers, outlier detection, upstream TLS) and health_checks.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "config/config_loader.h"
+#include "core/parse.h"
 
 static const char *const backend_protocols[] = {"HTTP", "HTTPS", "HTTP2", "H2C", NULL};
 static const char *const lb_policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM",
@@ -12,6 +14,9 @@ static const char *const lb_policies[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDO
 static const char *const affinities[] = {"NONE",        "CLIENT_IP",        "HEADER_FIELD",
                                          "HTTP_COOKIE", "GENERATED_COOKIE", NULL};
 static const char *const hc_types[] = {"TCP", "HTTP", "HTTPS", "HTTP2", "H2C", "GRPC", NULL};
+static const char *const discoveries[] = {"STATIC", "DNS", NULL};
+static const char *const dns_families[] = {"AUTO", "V4_ONLY", "V6_ONLY", NULL};
+static const char *const nxdomain_modes[] = {"KEEP", "CLEAR", NULL};
 
 /* Longest backoff interval / timeout accepted anywhere: a day. */
 #define DAY_MS (24ull * 3600 * 1000)
@@ -21,6 +26,7 @@ static void backend_defaults(struct cfg_loader *ld, struct cfg_backend_service *
     b->protocol = CFG_BACKEND_HTTP;
     b->timeout_ms = 30 * 1000;
     b->connect_timeout_ms = 5 * 1000;
+    b->dns_refresh_rate_ms = 5 * 1000;
     b->locality_lb_policy = CFG_LB_ROUND_ROBIN;
     b->session_affinity = CFG_AFFINITY_NONE;
     b->consistent_hash.cookie_name = cfg_strdup(ld, "sy");
@@ -42,6 +48,44 @@ static void backend_defaults(struct cfg_loader *ld, struct cfg_backend_service *
     b->retry_buffer_size = 64 * 1024;
     b->retry_backoff.base_interval_ms = 25;
     b->retry_backoff.max_interval_ms = 250;
+}
+
+/*
+ * An endpoint's address. Under discovery: DNS a host name is only checked
+ * (the discovery resolves it, again and again); an IP literal stays static.
+ * Otherwise it is resolved now, once.
+ */
+static void parse_endpoint_address(struct cfg_loader *ld, const struct ypath *at,
+                                   const yaml_node_t *e, const struct cfg_backend_service *b,
+                                   struct cfg_endpoint *ep)
+{
+    yaml_node_t *v = yfind(ld, e, "address");
+    struct ypath sub = {at, "address", 0};
+    const char *text;
+    char host[256];
+    bool numeric;
+
+    if (!v) {
+        ymissing(ld, at, e, "address");
+        return;
+    }
+    if (ynode_scalar(ld, &sub, v, "an address", &text) != 0)
+        return;
+    if (sy_split_addr(text, host, sizeof host, &ep->port, &numeric) != 0) {
+        cfg_error(ld, ymark(v), &sub,
+                  "bad address '%s' (expected host:port or [v6]:port, port 0..65535)", text);
+        return;
+    }
+    if (b->discovery != CFG_DISCOVERY_DNS || numeric) {
+        yget_addr(ld, at, e, "address", &ep->address);
+        return;
+    }
+    if (!sy_valid_dns_name(host)) {
+        cfg_error(ld, ymark(v), &sub, "bad host name '%s' in address '%s'", host, text);
+        return;
+    }
+    ep->address.text = cfg_strdup(ld, text);
+    ep->dns_name = cfg_strdup(ld, host);
 }
 
 static void parse_endpoints(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
@@ -75,8 +119,7 @@ static void parse_endpoints(struct cfg_loader *ld, const struct ypath *at, const
             bad_weight = true;
             continue;
         }
-        if (yget_addr(ld, &item, e, "address", &ep->address) == 0)
-            ymissing(ld, &item, e, "address");
+        parse_endpoint_address(ld, &item, e, b, ep);
         bad_weight |= yget_u32(ld, &item, e, "weight", 0, 1000, &ep->weight) < 0;
         total += ep->weight;
     }
@@ -235,6 +278,35 @@ static void parse_policies(struct cfg_loader *ld, const struct ypath *at, const 
                   "session_affinity HEADER_FIELD requires consistent_hash.http_header_name");
 }
 
+/* discovery and the dns_* keys, which only discovery: DNS takes. */
+static void parse_discovery(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
+                            struct cfg_backend_service *b)
+{
+    static const char *const dns_keys[] = {"dns_refresh_rate", "respect_dns_ttl",
+                                           "dns_lookup_family", "dns_nxdomain", NULL};
+    int v;
+
+    if (yget_enum(ld, at, n, "discovery", discoveries, &v) == 1)
+        b->discovery = (enum cfg_discovery)v;
+    if (b->discovery != CFG_DISCOVERY_DNS) {
+        for (size_t i = 0; dns_keys[i]; i++) {
+            yaml_node_t *k = yfind_key(ld, n, dns_keys[i]);
+            if (k)
+                cfg_error(ld, ymark(k), at, "%s applies to discovery: DNS only", dns_keys[i]);
+        }
+        return;
+    }
+    if (yget_duration(ld, at, n, "dns_refresh_rate", &b->dns_refresh_rate_ms) == 1 &&
+        (b->dns_refresh_rate_ms == 0 || b->dns_refresh_rate_ms > DAY_MS))
+        cfg_error(ld, ymark(yfind(ld, n, "dns_refresh_rate")), at,
+                  "dns_refresh_rate must be > 0 and at most 24h");
+    yget_bool(ld, at, n, "respect_dns_ttl", &b->respect_dns_ttl);
+    if (yget_enum(ld, at, n, "dns_lookup_family", dns_families, &v) == 1)
+        b->dns_lookup_family = (enum cfg_dns_family)v;
+    if (yget_enum(ld, at, n, "dns_nxdomain", nxdomain_modes, &v) == 1)
+        b->dns_nxdomain_clear = v == 1;
+}
+
 static void parse_backend(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *n,
                           struct cfg_backend_service *b)
 {
@@ -255,6 +327,11 @@ static void parse_backend(struct cfg_loader *ld, const struct ypath *at, const y
                                        "http2_keepalive",
                                        "retry_buffer_size",
                                        "retry_backoff",
+                                       "discovery",
+                                       "dns_refresh_rate",
+                                       "respect_dns_ttl",
+                                       "dns_lookup_family",
+                                       "dns_nxdomain",
                                        NULL};
     int v;
 
@@ -266,6 +343,7 @@ static void parse_backend(struct cfg_loader *ld, const struct ypath *at, const y
         ymissing(ld, at, n, "name");
     if (yget_enum(ld, at, n, "protocol", backend_protocols, &v) == 1)
         b->protocol = (enum cfg_backend_protocol)v;
+    parse_discovery(ld, at, n, b);
     parse_endpoints(ld, at, n, b);
     yget_duration(ld, at, n, "timeout", &b->timeout_ms);
     yget_duration(ld, at, n, "connect_timeout", &b->connect_timeout_ms);
@@ -297,6 +375,57 @@ void cfg_parse_backend_services(struct cfg_loader *ld, const struct ypath *at,
         names[i] = bs[i].name;
     }
     cfg_check_unique(ld, at, seq, names, n, "backend_service");
+}
+
+/* ---- dns (discovery: DNS) -------------------------------------------------- */
+
+void cfg_parse_dns(struct cfg_loader *ld, const yaml_node_t *root)
+{
+    static const char *const keys[] = {"resolvers", "timeout", "attempts", NULL};
+    struct ypath sub = {NULL, "dns", 0}, rsub = {&sub, "resolvers", 0};
+    yaml_node_t *dns, *seq;
+
+    ld->cfg->dns.timeout_ms = 2000;
+    ld->cfg->dns.attempts = 2;
+    if (!root || !(dns = ychild_map(ld, &sub, root, keys)))
+        return;
+    if (yget_duration(ld, &sub, dns, "timeout", &ld->cfg->dns.timeout_ms) == 1 &&
+        (ld->cfg->dns.timeout_ms == 0 || ld->cfg->dns.timeout_ms > 60 * 1000))
+        cfg_error(ld, ymark(yfind(ld, dns, "timeout")), &sub,
+                  "timeout must be > 0 and at most 60s");
+    yget_u32(ld, &sub, dns, "attempts", 1, 16, &ld->cfg->dns.attempts);
+    seq = ychild_seq(ld, &rsub, dns);
+    size_t n = yseq_len(seq);
+    if (!seq || n == 0)
+        return;
+    struct cfg_addr *r = cfg_calloc_array(ld, n, sizeof *r);
+    if (!r)
+        return;
+    ld->cfg->dns.resolvers = r;
+    ld->cfg->dns.n_resolvers = n;
+    for (size_t i = 0; i < n; i++) {
+        struct ypath item = {&rsub, NULL, i};
+        yaml_node_t *v = yseq_item(ld, seq, i);
+        const char *text;
+        char host[256], buf[300];
+        uint16_t port;
+        bool numeric;
+        if (ynode_scalar(ld, &item, v, "an address", &text) != 0)
+            continue;
+        /* "IP" alone is port 53. */
+        bool bare = sy_split_addr(text, host, sizeof host, &port, &numeric) != 0;
+        if (bare)
+            snprintf(buf, sizeof buf, strchr(text, ':') ? "[%s]:53" : "%s:53", text);
+        else
+            snprintf(buf, sizeof buf, "%s", text);
+        if (sy_split_addr(buf, host, sizeof host, &port, &numeric) != 0 || !numeric || port == 0 ||
+            sy_parse_addr(buf, &r[i].ss, &r[i].len) != 0) {
+            cfg_error(ld, ymark(v), &item, "bad resolver '%s' (expected IP, IP:port or [v6]:port)",
+                      text);
+            continue;
+        }
+        r[i].text = cfg_strdup(ld, buf);
+    }
 }
 
 /* ---- health checks -------------------------------------------------------- */

@@ -636,24 +636,27 @@ static void parse_section(struct cfg_loader *ld, const yaml_node_t *root, const 
 
 void cfg_parse_root(struct cfg_loader *ld, const yaml_node_t *root)
 {
-    static const char *const keys[] = {"listeners",     "admin",    "access_log",
-                                       "drain_timeout", "url_maps", "backend_services",
-                                       "health_checks", "limits",   NULL};
+    static const char *const keys[] = {
+        "listeners",        "admin",         "access_log", "drain_timeout", "url_maps",
+        "backend_services", "health_checks", "limits",     "dns",           NULL};
 
     ld->cfg->drain_timeout_ms = 30 * 1000;
     cfg_limits_defaults(&ld->cfg->limits);
     if (!root || ynull(root)) {
         cfg_error(ld, ymark(root), NULL, "missing required key 'listeners'");
         parse_access_log(ld, NULL);
+        cfg_parse_dns(ld, NULL);
         return;
     }
     if (!ymap_check(ld, NULL, root, keys)) {
         parse_access_log(ld, NULL);
+        cfg_parse_dns(ld, NULL);
         return;
     }
     parse_access_log(ld, root);
     parse_admin(ld, root);
     yget_duration(ld, NULL, root, "drain_timeout", &ld->cfg->drain_timeout_ms);
+    cfg_parse_dns(ld, root);
     parse_section(ld, root, "health_checks", cfg_parse_health_checks);
     parse_section(ld, root, "backend_services", cfg_parse_backend_services);
     parse_section(ld, root, "url_maps", cfg_parse_url_maps);

@@ -236,6 +236,8 @@ bool cfg_parse_target(struct cfg_loader *ld, const struct ypath *at, const yaml_
 void cfg_parse_match_rules(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *rule,
                            struct cfg_route_rule *rr);
 /* config_backend.c */
+/* The top-level dns block (defaults when absent; root may be NULL). */
+void cfg_parse_dns(struct cfg_loader *ld, const yaml_node_t *root);
 void cfg_parse_backend_services(struct cfg_loader *ld, const struct ypath *at,
                                 const yaml_node_t *seq);
 void cfg_parse_health_checks(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *seq);

@@ -7,6 +7,7 @@
 #include "core/parse.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -253,6 +254,47 @@ int sy_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
     *len = (socklen_t)res->ai_addrlen;
     freeaddrinfo(res);
     return 0;
+}
+
+int sy_split_addr(const char *s, char *host, size_t cap, uint16_t *port, bool *numeric)
+{
+    char h[SY_ADDR_HOST_MAX];
+    const char *pstr;
+    bool bracketed;
+    unsigned portnum;
+    unsigned char bin[sizeof(struct in6_addr)];
+
+    if (!s || split_host_port(s, h, &pstr, &bracketed) != 0 || parse_port(pstr, &portnum) != 0)
+        return SY_EINVAL;
+    bool v6 = inet_pton(AF_INET6, h, bin) == 1;
+    if (bracketed != v6)
+        return SY_EINVAL; /* "[name]:80" or an unbracketed v6 literal */
+    size_t len = strlen(h);
+    if (len >= cap)
+        return SY_EINVAL;
+    memcpy(host, h, len + 1);
+    *port = (uint16_t)portnum;
+    *numeric = v6 || inet_pton(AF_INET, h, bin) == 1;
+    return 0;
+}
+
+bool sy_valid_dns_name(const char *s)
+{
+    size_t total = strlen(s), label = 0;
+    if (total == 0 || total > 253)
+        return false;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '.') {
+            if (label == 0)
+                return false; /* an empty label ("a..b", ".a"); "a." (the root) is fine */
+            label = 0;
+            continue;
+        }
+        if (!(isalnum(c) || c == '-' || c == '_') || ++label > 63)
+            return false;
+    }
+    return true;
 }
 
 /* Clears the bits of `addr` past `prefix`. */

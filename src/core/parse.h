@@ -27,6 +27,16 @@ int sy_parse_size(const char *s, uint64_t *out);
  */
 int sy_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
+/*
+ * The parts of "host:port" / "[v6]:port" without resolving anything: the
+ * host (brackets removed) into `host` (cap bytes with its NUL), the port
+ * number, and whether the host is an IP literal. SY_EINVAL on bad syntax.
+ */
+int sy_split_addr(const char *s, char *host, size_t cap, uint16_t *port, bool *numeric);
+
+/* Is `s` a syntactically valid DNS host name (labels of [A-Za-z0-9_-], 1..63 bytes, 253 in all)? */
+bool sy_valid_dns_name(const char *s);
+
 /* "10.0.0.0/8", "::/0", "192.168.1.1" (= /32). addr in network order. */
 int sy_parse_cidr(const char *s, int *family, uint8_t addr[16], unsigned *prefix);
 

@@ -861,7 +861,7 @@ void exchange_worker_on_reload(struct worker *w)
 
 static void record_endpoint(struct exchange *ex, int idx)
 {
-    const struct cfg_endpoint *ep = &ex->service->endpoints[idx];
+    const struct cfg_endpoint *ep = backend_endpoint_cfg(ex->srt, (size_t)idx);
     ex->endpoint_idx = idx;
     if (idx < BACKEND_MAX_TRIED)
         ex->tried[idx / 64] |= 1ull << (idx % 64);
@@ -889,7 +889,7 @@ static void attempt_on(struct exchange *ex, int idx)
         stats_inc(&ss->upstream_retries, 1);
     ex->up_req = (struct upstream_request){
         .svc = ex->service,
-        .ep = &ex->service->endpoints[idx],
+        .ep = backend_endpoint_cfg(ex->srt, (size_t)idx),
         .cfg_version = ex->rt->cfg->version,
         .head = &ex->req,
         .arena = &ex->arena,

@@ -123,7 +123,8 @@ static bool is_ip_literal(const char *host)
 static bool target_derive(struct hc_target *t, const struct cfg_endpoint *ep)
 {
     char host[256], auth[300], sni[256];
-    host_of(ep->address.text, host, sizeof host);
+    /* A discovered address is named by its DNS name (Host, :authority, SNI). */
+    host_of(ep->origin ? ep->origin : ep->address.text, host, sizeof host);
     memcpy(&t->ss, &ep->address.ss, sizeof t->ss);
     t->len = ep->address.len;
     uint16_t port = 0;
@@ -355,21 +356,21 @@ static struct hc_endpoint *endpoints_build(struct health_checker *hc, struct run
     const struct config *cfg = rt->cfg;
     size_t total = 0, k = 0;
     for (size_t i = 0; i < cfg->n_backend_services; i++)
-        total += cfg->backend_services[i].n_endpoints;
+        total += backend_endpoint_count(runtime_service(rt, &cfg->backend_services[i]));
     struct hc_endpoint *eps = calloc(total + 1, sizeof *eps);
     if (!eps)
         return NULL;
     for (size_t i = 0; i < cfg->n_backend_services; i++) {
         const struct cfg_backend_service *b = &cfg->backend_services[i];
         struct service_rt *s = runtime_service(rt, b);
-        for (size_t j = 0; j < b->n_endpoints; j++, k++) {
+        for (size_t j = 0; j < backend_endpoint_count(s); j++, k++) {
             struct hc_endpoint *ep = &eps[k];
             ep->state = backend_endpoint(s, j);
             ep->targets = calloc(b->n_health_checks + 1, sizeof *ep->targets);
             if (!ep->targets)
                 goto fail;
             for (size_t h = 0; h < b->n_health_checks; h++) {
-                ep->targets[h] = target_get(hc, b->health_checks[h], b, &b->endpoints[j]);
+                ep->targets[h] = target_get(hc, b->health_checks[h], b, backend_endpoint_cfg(s, j));
                 if (!ep->targets[h])
                     goto fail;
                 ep->n = h + 1;

@@ -465,7 +465,8 @@ static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len, 
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     c->bev = NULL;
     c->ex = NULL;
-    c->handed_over = true; /* the HTTP/2 session inherits the count; we hold the worker until reaped */
+    c->handed_over =
+        true; /* the HTTP/2 session inherits the count; we hold the worker until reaped */
     listener_worker_hold(c->lw);
     conn_close(c);
     h2_downstream_start(c->lw, bev, &ci, settings, len, ex);

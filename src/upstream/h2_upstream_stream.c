@@ -387,8 +387,10 @@ static int32_t submit_request(struct h2_conn *c, struct h2_stream *s, const stru
     if (!nv)
         return -1;
     const char *scheme = c->tls ? "https" : "http";
-    const char *auth = r->authority ? r->authority : ep->address.text;
-    size_t auth_len = r->authority ? r->authority_len : strlen(ep->address.text);
+    const char *ep_name =
+        ep->origin ? ep->origin : ep->address.text; /* a DNS name, if discovered */
+    const char *auth = r->authority ? r->authority : ep_name;
+    size_t auth_len = r->authority ? r->authority_len : strlen(ep_name);
     nv[n++] = h2_nv_lit(SY_STRLIT(":method"), r->method, r->method_len);
     nv[n++] = h2_nv_lit(SY_STRLIT(":scheme"), scheme, strlen(scheme));
     nv[n++] = h2_nv_lit(SY_STRLIT(":authority"), auth, auth_len);

@@ -157,7 +157,9 @@ SSL *tls_client_ssl_new(struct tls_client_cache *tc, const struct cfg_backend_se
     char name[TLS_HOST_MAX] = "";
     if (svc->tls.sni)
         snprintf(name, sizeof name, "%s", svc->tls.sni);
-    else if (ep->address.text && !endpoint_host(ep->address.text, name, sizeof name))
+    else if (ep->origin ? !endpoint_host(ep->origin, name,
+                                         sizeof name) /* a discovered address: its DNS name */
+                        : ep->address.text && !endpoint_host(ep->address.text, name, sizeof name))
         name[0] = '\0';
     SSL *ssl = SSL_new(ctx);
     if (!ssl)

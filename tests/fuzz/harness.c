@@ -385,7 +385,7 @@ struct harness *harness_new(const struct harness_hooks *hooks)
         goto fail;
     h->stats = new_stats(cfg);
     h->reg = backend_registry_new();
-    h->rt = h->stats && h->reg ? runtime_new(cfg, h->reg, h->stats) : NULL;
+    h->rt = h->stats && h->reg ? runtime_new(cfg, h->reg, h->stats, NULL) : NULL;
     if (!h->rt || start_worker(h, cfg) != 0)
         goto fail;
     config_unref(cfg);

@@ -72,7 +72,7 @@ static bool fixture_init(struct fixture *f, struct backend_registry *reg, size_t
     }
     config_errors_free(&errs);
     f->reg = reg ? reg : backend_registry_new();
-    f->arr = backend_services_new(f->reg, f->cfg);
+    f->arr = backend_services_new(f->reg, f->cfg, NULL);
     if (!f->arr)
         return false;
     f->s = backend_service_at(f->arr, 0);
