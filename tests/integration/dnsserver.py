@@ -1,5 +1,6 @@
 """A controllable authoritative DNS server for the DNS discovery tests
-(issue 14), on dnslib, UDP and TCP on one free port of 127.0.0.1.
+(issue 14), on dnslib, UDP and TCP on one free port of 127.0.0.1 (or of
+another loopback address: DnsServer(host="::1")).
 
     srv = DnsServer(); srv.start()          # or the `dns_server` fixture
     srv.addr                                # "127.0.0.1:PORT" (for dns.resolvers)
@@ -11,7 +12,9 @@
     srv.nxdomain(name) / srv.servfail(name) # answer that rcode for the name
     srv.drop(name)                          # receive the name's queries, never answer
     srv.forget(name)                        # unknown again (NXDOMAIN, as any unknown name)
-    srv.truncate(name, True)                # UDP answers carry TC and no records (TCP is full)
+    srv.truncate(name, True)                # UDP answers carry TC and no records (TCP is full);
+                                            # an answer over 512 bytes (or the query's EDNS0
+                                            # size) is truncated that way anyway
     srv.pause(after=0) / srv.resume()       # server down: queries are received and
                                             # dropped (after `after` more answers)
     srv.queries(name=None, qtype=None, tcp=None)   # queries received (dropped ones too)
@@ -51,6 +54,14 @@ MAX_TCP_CONNS = 64   # accepted TCP connections kept open at once
 MAX_TCP_BUF = 65537  # bytes buffered per TCP connection (one message + length)
 
 
+def udp_limit(req):
+    """The UDP reply size the client takes: 512, or its EDNS0 payload size."""
+    for rr in req.ar:
+        if rr.rtype == QTYPE.OPT:
+            return max(512, rr.rclass)
+    return 512
+
+
 def absolute(name):
     name = str(name).lower()
     return name if name.endswith(".") else name + "."
@@ -76,14 +87,15 @@ class DnsServer:
 
     @property
     def addr(self):
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def start(self):
         last = None
         for _ in range(1 if self.port else 5):
             port = self.port or free_port()
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            udp = socket.socket(fam, socket.SOCK_DGRAM)
+            tcp = socket.socket(fam, socket.SOCK_STREAM)
             try:
                 udp.bind((self.host, port))
                 tcp.bind((self.host, port))
@@ -260,7 +272,14 @@ class DnsServer:
                     reply.add_answer(RR(q.qname, QTYPE.A, rdata=A(ip), ttl=ttl))
                 elif v == 6 and q.qtype == QTYPE.AAAA:
                     reply.add_answer(RR(q.qname, QTYPE.AAAA, rdata=AAAA(ip), ttl=ttl))
-        return reply.pack()
+        out = reply.pack()
+        if not tcp and len(out) > udp_limit(req):
+            # too big for the client's UDP size: TC and no records, as a real
+            # server does; the client should ask again over TCP
+            reply = req.reply()
+            reply.header.tc = 1
+            out = reply.pack()
+        return out
 
     def _run(self):
         sel = selectors.DefaultSelector()

@@ -38,7 +38,8 @@ from concurrent import futures
 import pytest
 
 from conftest import (HOST, admin_metrics, binary, child_env, free_port, free_ports,
-                      port_accepts, read_text, sanitizer_report, stop_process, wait_for)
+                      port_accepts, read_text, run_switchyard, sanitizer_report, stop_process,
+                      wait_for)
 from dnsserver import DnsServer, dns_server  # noqa: F401  (dns_server is a fixture)
 from h1util import H1Conn, request_bytes
 from h2util import H2Conn
@@ -338,6 +339,18 @@ def test_dns_server_answers_as_told(dns_server):
     r = ask("a.dns.test", tcp=True)
     assert [str(rr.rdata) for rr in r.rr] == ["127.0.0.4"] and r.header.tc == 0
     srv.truncate("a.dns.test", False)
+    # 40 A records do not fit 512 bytes: truncated over UDP, whole over TCP
+    # (and over UDP for a client that offers EDNS0 4096)
+    many = [f"127.0.1.{i}" for i in range(40)]
+    srv.set("big.dns.test", many)
+    r = ask("big.dns.test")
+    assert r.header.tc == 1 and not r.rr
+    assert sorted(str(rr.rdata) for rr in ask("big.dns.test", tcp=True).rr) == sorted(many)
+    from dnslib import EDNS0
+    q = DNSRecord.question("big.dns.test", "A")
+    q.add_ar(EDNS0(udp_len=4096))
+    r = DNSRecord.parse(q.send(host, port, timeout=2))
+    assert r.header.tc == 0 and len(r.rr) == 40
 
     # Down: received, counted, never answered (UDP and TCP).
     srv.pause()
@@ -363,6 +376,7 @@ def test_dns_server_answers_as_told(dns_server):
 
     assert srv.queries("a.dns.test", "AAAA") == 1
     assert srv.queries("a.dns.test", "A", tcp=True) == 2
+    assert srv.queries("big.dns.test", "A", tcp=False) == 2
     assert srv.queries("nothing.dns.test") == 0
     assert srv.bad_packets == 0 and not srv.errors
 
@@ -1059,3 +1073,62 @@ def test_in_flight_exchanges_on_a_removed_address(proxy, beds, dns_server):
     assert getattr(long_, "status", None) == 503, long_
     log = [e for e in px.access_log(min_entries=5) if e.get("path") == "/long"]
     assert log and "drained" in log[0]["tries"], log
+
+
+def test_answer_too_big_for_udp(proxy, beds, dns_server):
+    """40 A records (as a headless service of 40 pods has) do not fit a
+    512-byte UDP answer: the server sets TC, and a resolver must ask again
+    over TCP (or offer EDNS0). Every record becomes an endpoint."""
+    srv = dns_server
+    p = free_port()
+    b10 = beds("127.0.1.10", p, "b10")
+    name = "big.dns.test"
+    many = [f"127.0.1.{i}" for i in range(10, 50)]
+    srv.set(name, many, ttl=5)
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("svc", name, p, dns_lookup_family="V4_ONLY")])
+    want = sorted(f"{ip}:{p}" for ip in many)
+    ok = wait_for(lambda: addrs(admin, "svc") == want, WAIT)
+    m = admin_metrics(admin)
+    assert ok, (f"/backends has {len(addrs(admin, 'svc') or [])} of 40 addresses; "
+                f"queries udp={srv.queries(name, tcp=False)} tcp={srv.queries(name, tcp=True)}; "
+                f"{[(k, v) for k, v in m.items() if 'dns_resolutions' in k]}\n"
+                f"{px.stderr()[-1500:]}")
+    assert metric(m, "switchyard_dns_addresses", backend_service="svc",
+                  name=f"{name}:{p}") == 40
+    assert b10.addr in addrs(admin, "svc")
+
+
+def test_resolver_on_ipv6(proxy, beds):
+    """A resolver given as "[::1]:PORT" is asked over IPv6."""
+    srv = DnsServer(host="::1").start()
+    try:
+        p = free_port()
+        bed = beds("127.0.0.2", p, "b2")
+        srv.set("v6resolver.dns.test", ["127.0.0.2"], ttl=1)
+        assert srv.addr.startswith("[::1]:")
+        px, port, admin = start_proxy(proxy, srv, [
+            dns_service("svc", "v6resolver.dns.test", p, dns_lookup_family="V4_ONLY")])
+        wait_addrs(px, admin, "svc", [bed.addr])
+        assert served_by(port, 2) == {"b2"}
+        assert srv.answered("v6resolver.dns.test") >= 1
+    finally:
+        srv.stop()
+    assert not srv.errors, srv.errors
+
+
+def test_config_check_does_not_resolve(tmp_path, dns_server):
+    """`switchyard -t` validates host:port syntax of DNS endpoints and asks
+    no DNS server; a bad host name is an error with its position."""
+    srv = dns_server
+    port, admin, p = free_ports(3)
+    good = tmp_path / "good.yaml"
+    good.write_text(config(port, admin, srv, [dns_service("svc", "nowhere.dns.test", p)]))
+    r = run_switchyard(["-t", "-c", good])
+    assert r.returncode == 0, r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config(port, admin, srv, [dns_service("svc", "no where.dns.test", p)]))
+    r = run_switchyard(["-t", "-c", bad])
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert re.search(rf"{re.escape(str(bad))}:\d+:\d+: ", r.stdout + r.stderr), r
+    assert srv.queries() == 0, srv.log()
