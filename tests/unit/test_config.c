@@ -1134,6 +1134,82 @@ static void test_limits(void)
                  "t.yaml:5:5: listeners[0]: tls is only allowed with protocol HTTPS");
 }
 
+/* ---- DNS discovery ------------------------------------------------------------------- */
+
+/* A DNS backend service "be" whose mapping continues with `lines` (from line 10). */
+#define DNS_BACKEND(lines)                                                                         \
+    LISTENER URL_MAP "backend_services:\n  - name: be\n    discovery: DNS\n" lines
+
+static void test_dns(void)
+{
+    struct config *c = expect_ok("config: dns defaults", BASE);
+    if (c) {
+        const struct cfg_backend_service *b = &c->backend_services[0];
+        CHECK(b->discovery == CFG_DISCOVERY_STATIC && b->endpoints[0].dns_name == NULL);
+        CHECK(b->dns_refresh_rate_ms == 5000 && !b->respect_dns_ttl);
+        CHECK(b->dns_lookup_family == CFG_DNS_AUTO && !b->dns_nxdomain_clear);
+        CHECK(c->dns.n_resolvers == 0 && c->dns.timeout_ms == 2000 && c->dns.attempts == 2);
+        config_unref(c);
+    }
+    /* A name is not resolved at load; a literal stays static. */
+    c = expect_ok(
+        "config: dns service",
+        DNS_BACKEND("    dns_refresh_rate: 250ms\n    respect_dns_ttl: true\n"
+                    "    dns_lookup_family: V4_ONLY\n    dns_nxdomain: CLEAR\n"
+                    "    endpoints:\n"
+                    "      - {address: \"api.invalid:8080\", weight: 3}\n"
+                    "      - {address: \"127.0.0.1:9001\"}\n"
+                    "      - {address: \"[::1]:9002\"}\n") "dns:\n"
+                                                           "  resolvers: [\"127.0.0.1:5353\", "
+                                                           "\"10.0.0.2\", \"::1\", "
+                                                           "\"[fe80::1]:53\"]\n"
+                                                           "  timeout: 500ms\n  attempts: 3\n");
+    if (c) {
+        const struct cfg_backend_service *b = &c->backend_services[0];
+        CHECK(b->discovery == CFG_DISCOVERY_DNS && b->dns_refresh_rate_ms == 250);
+        CHECK(b->respect_dns_ttl && b->dns_lookup_family == CFG_DNS_V4_ONLY);
+        CHECK(b->dns_nxdomain_clear);
+        CHECK(b->endpoints[0].dns_name && !strcmp(b->endpoints[0].dns_name, "api.invalid"));
+        CHECK(b->endpoints[0].port == 8080 && b->endpoints[0].weight == 3);
+        CHECK(b->endpoints[0].address.len == 0);
+        CHECK(!strcmp(b->endpoints[0].address.text, "api.invalid:8080"));
+        CHECK(b->endpoints[1].dns_name == NULL && b->endpoints[1].address.len > 0);
+        CHECK(b->endpoints[2].dns_name == NULL && b->endpoints[2].port == 9002);
+        CHECK(c->dns.n_resolvers == 4 && c->dns.timeout_ms == 500 && c->dns.attempts == 3);
+        CHECK(c->dns.n_resolvers == 4 && !strcmp(c->dns.resolvers[0].text, "127.0.0.1:5353"));
+        CHECK(c->dns.n_resolvers == 4 && !strcmp(c->dns.resolvers[1].text, "10.0.0.2:53"));
+        CHECK(c->dns.n_resolvers == 4 && !strcmp(c->dns.resolvers[2].text, "[::1]:53"));
+        config_unref(c);
+    }
+    expect_error(
+        "config: dns keys need discovery DNS",
+        "listeners:\n  - address: \"127.0.0.1:8080\"\n    url_map: main\n" URL_MAP
+        "backend_services:\n  - name: be\n    dns_refresh_rate: 1s\n"
+        "    endpoints: [{address: \"127.0.0.1:9001\"}]\n",
+        "t.yaml:9:5: backend_services[0]: dns_refresh_rate applies to discovery: DNS only");
+    expect_error("config: dns bad host name",
+                 DNS_BACKEND("    endpoints: [{address: \"bad..name:80\"}]\n"),
+                 "t.yaml:10:27: backend_services[0].endpoints[0].address: bad host name "
+                 "'bad..name' in address 'bad..name:80'");
+    expect_error("config: dns name needs a port", DNS_BACKEND("    endpoints: [{address: api}]\n"),
+                 "t.yaml:10:27: backend_services[0].endpoints[0].address: bad address 'api'");
+    expect_error("config: dns refresh rate 0",
+                 DNS_BACKEND("    dns_refresh_rate: 0s\n"
+                             "    endpoints: [{address: \"api:80\"}]\n"),
+                 "t.yaml:10:23: backend_services[0]: dns_refresh_rate must be > 0 and at most 24h");
+    expect_error("config: dns family",
+                 DNS_BACKEND("    dns_lookup_family: V5\n"
+                             "    endpoints: [{address: \"api:80\"}]\n"),
+                 "t.yaml:10:24: backend_services[0].dns_lookup_family:");
+    expect_error("config: dns resolver must be numeric",
+                 BASE "dns: {resolvers: [\"ns.example\"]}\n",
+                 "t.yaml:10:19: dns.resolvers[0]: bad resolver 'ns.example'");
+    expect_error("config: dns attempts", BASE "dns: {attempts: 0}\n",
+                 "t.yaml:10:17: dns.attempts: value 0 out of range 1..16");
+    expect_error("config: dns unknown key", BASE "dns: {servers: []}\n",
+                 "t.yaml:10:7: dns: unknown key 'servers'");
+}
+
 /* ---- listener TLS parameters -------------------------------------------------------- */
 
 /* An HTTPS listener whose tls mapping ends with `lines` (from line 6, indented 6). */
@@ -1239,4 +1315,5 @@ void test_config_suite(void)
     test_errors_many();
     test_valid_variations();
     test_tls_params();
+    test_dns();
 }
