@@ -433,6 +433,18 @@ def test_configmap_config_is_accepted_by_switchyard(m, tmp_path):
     assert "ok" in r.stdout
 
 
+def test_deployment_args_are_accepted_by_switchyard(m, tmp_path):
+    # The container's args exactly as the kubelet passes them ($(SY_WORKERS)
+    # expanded), the config file moved to tmp, plus -t: every flag parses.
+    p = tmp_path / "switchyard.yaml"
+    p.write_text(m.config_text)
+    args = [str(p) if a == m.config_path else a for a in m.args()]
+    if args and "switchyard" in args[0]:  # a `command:` naming the binary
+        args = args[1:]
+    r = run_switchyard(args + ["-t"], timeout=20)
+    assert r.returncode == 0, f"switchyard {' '.join(args)} -t:\n{r.stdout}{r.stderr}"
+
+
 def test_image_config_is_accepted_by_switchyard():
     r = run_switchyard(["-t", "-c", IMAGE_CONFIG], timeout=20,
                        env={"PORT": "", "SY_ADMIN_PORT": "", "SY_BACKEND": ""})
