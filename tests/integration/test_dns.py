@@ -424,9 +424,13 @@ def test_set_follows_dns_2_then_3_then_1(proxy, beds, dns_server):
             (resolutions(admin, "svc", label, "success"), srv.answered(name, "A"))
         srv.resume()
     assert srv.queries(name, "AAAA") == 0   # V4_ONLY
-    # switchyard_endpoint_healthy lists the resolved address
-    assert metric(admin_metrics(admin), "switchyard_endpoint_healthy", backend_service="svc",
-                  endpoint=b[4].addr) is not None
+    # switchyard_endpoint_healthy lists the resolved addresses, and only them
+    m = admin_metrics(admin)
+    listed = {k for k in m if k.startswith("switchyard_endpoint_healthy{")
+              and 'backend_service="svc"' in k}
+    assert metric(m, "switchyard_endpoint_healthy", backend_service="svc",
+                  endpoint=b[4].addr) is not None, listed
+    assert len(listed) == 1, listed
 
 
 # ---------------------------------------------------------------------------
@@ -1088,7 +1092,7 @@ def test_answer_too_big_for_udp(proxy, beds, dns_server):
     px, port, admin = start_proxy(proxy, srv, [
         dns_service("svc", name, p, dns_lookup_family="V4_ONLY")])
     want = sorted(f"{ip}:{p}" for ip in many)
-    ok = wait_for(lambda: addrs(admin, "svc") == want, WAIT)
+    ok = wait_for(lambda: addrs(admin, "svc") == want, 5)
     m = admin_metrics(admin)
     assert ok, (f"/backends has {len(addrs(admin, 'svc') or [])} of 40 addresses; "
                 f"queries udp={srv.queries(name, tcp=False)} tcp={srv.queries(name, tcp=True)}; "
