@@ -177,6 +177,41 @@ struct cfg_weighted_backend_service {
  * What a matched rule does. Exactly one of: `service` (single backend),
  * `weighted_backend_services` (split), `url_redirect` (answered locally).
  */
+/* route_action.request_mirror_policy (GCP), with compare (switchyard's). */
+struct cfg_mirror_policy {
+    char *backend_service_name;
+    struct cfg_backend_service *backend_service; /* resolved */
+    double mirror_percent;                       /* 0..100, default 100 */
+    uint64_t max_buffered_bytes; /* request body copied to the mirror; default 64KiB */
+    struct {
+        bool enabled;
+        char **ignore_headers; /* lower-cased names */
+        size_t n_ignore_headers;
+        uint64_t max_body_bytes; /* bytes of each body compared; default 64KiB */
+    } compare;
+    struct cfg_mark mark;
+};
+
+/* route_action.cors_policy (GCP's CorsPolicy). */
+struct cfg_cors_policy {
+    char **allow_origins; /* exact, or "*" */
+    size_t n_allow_origins;
+    char **allow_origin_regexes;     /* source text */
+    void **allow_origin_regex_codes; /* pcre2_code *, anchored */
+    size_t n_allow_origin_regexes;
+    char **allow_methods;
+    size_t n_allow_methods;
+    char **allow_headers; /* lower-cased */
+    size_t n_allow_headers;
+    char **expose_headers; /* lower-cased */
+    size_t n_expose_headers;
+    bool max_age_set;
+    uint64_t max_age_ms;
+    bool allow_credentials;
+    bool disabled;
+    struct cfg_mark mark;
+};
+
 struct cfg_route_action {
     struct cfg_backend_service *service; /* NULL when split or redirect */
     char *service_name;
@@ -190,6 +225,8 @@ struct cfg_route_action {
     struct cfg_retry_policy retry_policy;
     bool fault_set;
     struct cfg_fault_policy fault_injection_policy;
+    struct cfg_mirror_policy *request_mirror_policy; /* NULL = none */
+    struct cfg_cors_policy *cors_policy;             /* NULL = none */
 };
 
 struct cfg_path_rule {

@@ -218,14 +218,104 @@ static void parse_fault(struct cfg_loader *ld, const struct ypath *at, const yam
     parse_abort(ld, &sub, n, f);
 }
 
+static void parse_mirror(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *ra,
+                         struct cfg_route_action *act)
+{
+    static const char *const keys[] = {"backend_service", "mirror_percent", "max_buffered_bytes",
+                                       "compare", NULL};
+    static const char *const compare_keys[] = {"enabled", "ignore_headers", "max_body_bytes", NULL};
+    struct ypath sub = {at, "request_mirror_policy", 0}, csub = {&sub, "compare", 0};
+    yaml_node_t *n = ychild_map(ld, &sub, ra, keys), *c;
+    struct cfg_mirror_policy *m;
+
+    if (!n || !(m = cfg_alloc(ld, sizeof *m)))
+        return;
+    act->request_mirror_policy = m;
+    m->mark = ymark(n);
+    m->mirror_percent = 100;
+    m->max_buffered_bytes = 64 * 1024;
+    m->compare.max_body_bytes = 64 * 1024;
+    if (yget_ref(ld, &sub, n, "backend_service", CFG_REF_BACKEND_SERVICE, &m->backend_service_name,
+                 &m->backend_service, NULL) == 0)
+        ymissing(ld, &sub, n, "backend_service");
+    yget_double(ld, &sub, n, "mirror_percent", 0, 100, &m->mirror_percent);
+    yget_size(ld, &sub, n, "max_buffered_bytes", 0, 1024ull * 1024 * 1024, &m->max_buffered_bytes);
+    c = ychild_map(ld, &csub, n, compare_keys);
+    if (!c)
+        return;
+    m->compare.enabled = true; /* a compare block turns it on unless it says enabled: false */
+    yget_bool(ld, &csub, c, "enabled", &m->compare.enabled);
+    yget_header_list(ld, &csub, c, "ignore_headers", &m->compare.ignore_headers,
+                     &m->compare.n_ignore_headers);
+    yget_size(ld, &csub, c, "max_body_bytes", 0, 1024ull * 1024 * 1024, &m->compare.max_body_bytes);
+}
+
+/* allow_origin_regexes: each an anchored regex over the whole Origin value. */
+static void parse_origin_regexes(struct cfg_loader *ld, const struct ypath *at,
+                                 const yaml_node_t *n, struct cfg_cors_policy *c)
+{
+    struct ypath sub = {at, "allow_origin_regexes", 0};
+    yaml_node_t *seq = ychild_seq(ld, &sub, n);
+    size_t len = yseq_len(seq);
+
+    if (!seq || len == 0)
+        return;
+    c->allow_origin_regexes = cfg_calloc_array(ld, len, sizeof(char *));
+    c->allow_origin_regex_codes = cfg_calloc_array(ld, len, sizeof(void *));
+    if (!c->allow_origin_regexes || !c->allow_origin_regex_codes)
+        return;
+    c->n_allow_origin_regexes = len;
+    for (size_t i = 0; i < len; i++) {
+        struct ypath item = {&sub, NULL, i};
+        ynode_regex(ld, &item, yseq_item(ld, seq, i), &c->allow_origin_regexes[i],
+                    &c->allow_origin_regex_codes[i]);
+    }
+}
+
+static void parse_cors(struct cfg_loader *ld, const struct ypath *at, const yaml_node_t *ra,
+                       struct cfg_route_action *act)
+{
+    static const char *const keys[] = {"allow_origins",
+                                       "allow_origin_regexes",
+                                       "allow_methods",
+                                       "allow_headers",
+                                       "expose_headers",
+                                       "max_age",
+                                       "allow_credentials",
+                                       "disabled",
+                                       NULL};
+    struct ypath sub = {at, "cors_policy", 0};
+    yaml_node_t *n = ychild_map(ld, &sub, ra, keys);
+    struct cfg_cors_policy *c;
+
+    if (!n || !(c = cfg_alloc(ld, sizeof *c)))
+        return;
+    act->cors_policy = c;
+    c->mark = ymark(n);
+    yget_str_list(ld, &sub, n, "allow_origins", &c->allow_origins, &c->n_allow_origins);
+    parse_origin_regexes(ld, &sub, n, c);
+    yget_str_list(ld, &sub, n, "allow_methods", &c->allow_methods, &c->n_allow_methods);
+    yget_header_list(ld, &sub, n, "allow_headers", &c->allow_headers, &c->n_allow_headers);
+    yget_header_list(ld, &sub, n, "expose_headers", &c->expose_headers, &c->n_expose_headers);
+    if (yget_duration(ld, &sub, n, "max_age", &c->max_age_ms) == 1)
+        c->max_age_set = true;
+    yget_bool(ld, &sub, n, "allow_credentials", &c->allow_credentials);
+    yget_bool(ld, &sub, n, "disabled", &c->disabled);
+    for (size_t i = 0; c->allow_credentials && i < c->n_allow_origins; i++)
+        if (!strcmp(c->allow_origins[i], "*"))
+            cfg_error(ld, ymark(yfind(ld, n, "allow_origins")), &sub,
+                      "allow_origins '*' cannot be used with allow_credentials: true (the Fetch "
+                      "standard forbids a wildcard origin on a credentialed response)");
+}
+
 /* route_action; returns whether it holds a weighted split (a target). */
 static bool parse_route_action(struct cfg_loader *ld, const struct ypath *at,
                                const yaml_node_t *map, const char *key,
                                struct cfg_route_action *act)
 {
     static const char *const keys[] = {
-        "weighted_backend_services", "url_rewrite", "timeout", "retry_policy",
-        "fault_injection_policy",    NULL};
+        "weighted_backend_services", "url_rewrite",           "timeout",     "retry_policy",
+        "fault_injection_policy",    "request_mirror_policy", "cors_policy", NULL};
     struct ypath sub = {at, key, 0};
     yaml_node_t *ra = ychild_map(ld, &sub, map, keys);
     bool split;
@@ -239,6 +329,8 @@ static bool parse_route_action(struct cfg_loader *ld, const struct ypath *at,
         act->timeout_set = true;
     parse_retry_policy(ld, &sub, ra, &act->retry_policy);
     parse_fault(ld, &sub, ra, act);
+    parse_mirror(ld, &sub, ra, act);
+    parse_cors(ld, &sub, ra, act);
     return split;
 }
 

@@ -274,6 +274,35 @@ static void write_weighted(struct jw *w, const struct cfg_route_action *a)
     jw_close(w, ']');
 }
 
+static void write_mirror(struct jw *w, const struct cfg_mirror_policy *m)
+{
+    jw_open(w, "request_mirror_policy", '{');
+    jw_str(w, "backend_service", m->backend_service_name);
+    jw_double(w, "mirror_percent", m->mirror_percent);
+    jw_u64(w, "max_buffered_bytes", m->max_buffered_bytes);
+    jw_open(w, "compare", '{');
+    jw_bool(w, "enabled", m->compare.enabled);
+    jw_str_list(w, "ignore_headers", m->compare.ignore_headers, m->compare.n_ignore_headers);
+    jw_u64(w, "max_body_bytes", m->compare.max_body_bytes);
+    jw_close(w, '}');
+    jw_close(w, '}');
+}
+
+static void write_cors(struct jw *w, const struct cfg_cors_policy *c)
+{
+    jw_open(w, "cors_policy", '{');
+    jw_str_list(w, "allow_origins", c->allow_origins, c->n_allow_origins);
+    jw_str_list(w, "allow_origin_regexes", c->allow_origin_regexes, c->n_allow_origin_regexes);
+    jw_str_list(w, "allow_methods", c->allow_methods, c->n_allow_methods);
+    jw_str_list(w, "allow_headers", c->allow_headers, c->n_allow_headers);
+    jw_str_list(w, "expose_headers", c->expose_headers, c->n_expose_headers);
+    if (c->max_age_set)
+        jw_duration(w, "max_age", c->max_age_ms);
+    jw_bool(w, "allow_credentials", c->allow_credentials);
+    jw_bool(w, "disabled", c->disabled);
+    jw_close(w, '}');
+}
+
 /* A rule's target and route_action, under the given key names. */
 static void write_action(struct jw *w, const struct cfg_route_action *a, const char *service_key,
                          const char *action_key, const char *redirect_key)
@@ -283,7 +312,8 @@ static void write_action(struct jw *w, const struct cfg_route_action *a, const c
     if (a->url_redirect)
         write_redirect(w, redirect_key, a->url_redirect);
     if (!a->n_weighted_backend_services && !a->url_rewrite.path_prefix_rewrite &&
-        !a->url_rewrite.host_rewrite && !a->timeout_set && !a->retry_policy.set && !a->fault_set)
+        !a->url_rewrite.host_rewrite && !a->timeout_set && !a->retry_policy.set && !a->fault_set &&
+        !a->request_mirror_policy && !a->cors_policy)
         return;
     jw_open(w, action_key, '{');
     if (a->n_weighted_backend_services)
@@ -300,6 +330,10 @@ static void write_action(struct jw *w, const struct cfg_route_action *a, const c
         write_retry_policy(w, &a->retry_policy);
     if (a->fault_set)
         write_fault(w, &a->fault_injection_policy);
+    if (a->request_mirror_policy)
+        write_mirror(w, a->request_mirror_policy);
+    if (a->cors_policy)
+        write_cors(w, a->cors_policy);
     jw_close(w, '}');
 }
 

@@ -126,7 +126,7 @@ static bool action_has_target(const struct cfg_route_action *a)
 static void inherit_target(struct cfg_route_action *to, const struct cfg_route_action *from)
 {
     if (!to->url_rewrite.path_prefix_rewrite && !to->url_rewrite.host_rewrite && !to->timeout_set &&
-        !to->retry_policy.set && !to->fault_set) {
+        !to->retry_policy.set && !to->fault_set && !to->request_mirror_policy && !to->cors_policy) {
         *to = *from;
         return;
     }
