@@ -122,6 +122,8 @@ struct exchange {
     const struct cfg_backend_service *service;
     struct service_rt *srt;             /* run-time state of `service` */
     const struct url_map_result *route; /* the match (arena), NULL before routing */
+    const char *cors_origin;            /* cors_policy: the Access-Control-Allow-Origin to send */
+    size_t cors_origin_len;             /* (cors.h); NULL = not a CORS-allowed request */
     struct upstream_request up_req;     /* the attempt in flight's description */
     struct upstream_attempt up;         /* up.att: current attempt, NULL when none */
     int endpoint_idx;                   /* endpoint of the current attempt, -1 = none */

@@ -1,6 +1,8 @@
 /* request_prep.c — see request_prep.h. */
 #include "exchange/request_prep.h"
 
+#include "exchange/cors.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
@@ -237,5 +239,5 @@ int response_apply_route(struct exchange *ex, struct http_response_head *h,
                                a->n_response_headers_to_remove) != 0)
             return SY_ENOMEM;
     }
-    return 0;
+    return cors_on_response(ex, res, h);
 }

@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "exchange/access_log.h"
+#include "exchange/cors.h"
 #include "backend/backend.h"
 #include "exchange/request_prep.h"
 #include "exchange/retry.h"
@@ -569,6 +570,24 @@ static void send_redirect(struct exchange *ex, const struct url_map_request *m,
     exchange_finish(ex);
 }
 
+/* An allowed CORS preflight is answered here: 200, the Access-Control-* headers, no body. */
+static void send_preflight(struct exchange *ex, const struct url_map_result *res)
+{
+    struct http_header hv[REPLY_FIELDS];
+    struct http_response_head h = {.status = 200, .content_length = 0};
+    reply_headers(&h.headers, hv, REPLY_FIELDS);
+    if (cors_preflight_headers(ex, res, &h) != 0) {
+        exchange_local_reply(ex, 500, "out of memory", EXF_LR);
+        return;
+    }
+    ex->status = h.status;
+    ex->flags |= EXF_LR;
+    ex->resp_head_sent = true;
+    ex->down->send_head(ex, &h, true);
+    ex->resp_done = true;
+    exchange_finish(ex);
+}
+
 /* Percentages with decimals: true with probability pct/100. */
 static bool chance(struct exchange *ex, double pct)
 {
@@ -682,6 +701,10 @@ void router_start(struct exchange *ex)
     const struct cfg_url_map *um = ex->listener->url_map;
     url_map_match(runtime_url_map(ex->rt, um), &m, (uint32_t)worker_rand(ex->w), res);
     ex->route = res;
+    if (cors_on_request(ex, res)) {
+        send_preflight(ex, res);
+        return;
+    }
     if (res->action->url_redirect) {
         send_redirect(ex, &m, res);
         return;
