@@ -17,8 +17,11 @@ NXDOMAIN with KEEP and CLEAR, dns_lookup_family, /ready before the first
 answer, a reload that keeps a name (and one that drops a name, and one that
 moves to another resolver), the switchyard_dns_* metrics, RING_HASH
 stability when an address is added, static and DNS endpoints in one
-service, health state of addresses that stay, and exchanges in flight on a
-removed address (connection_draining).
+service, health state of addresses that stay, exchanges in flight on a
+removed address (connection_draining), an answer too big for UDP, a
+resolver on [::1], `switchyard -t` (no resolution), and the DNS name (not
+the IP) as TLS identity, :authority and health-check Host, with TLS
+connections never shared between names of one address.
 
 Refreshes run every 200 ms; every wait is bounded in time and count. The DNS
 server counts the queries it sees, so "re-resolved" is read from it, not from
@@ -30,6 +33,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -83,16 +87,18 @@ class Bed:
 
 @pytest.fixture
 def beds(tmp_path):
-    """Factory: start(ip, port, name) -> Bed (a testbed on ip:port); stopped
-    at teardown, and a sanitizer report in its output fails the test."""
+    """Factory: start(ip, port, name, tls=None) -> Bed (a testbed on ip:port;
+    tls: (cert, key) paths); stopped at teardown, and a sanitizer report in
+    its output fails the test."""
     started = []
 
-    def start(ip, port, name):
+    def start(ip, port, name, tls=None):
         errp = tmp_path / f"bed-{name}.stderr"
         listen = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        tls_args = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
         with open(errp, "wb") as ef:
             proc = subprocess.Popen([str(binary("switchyard-testbed")), "--listen", listen,
-                                     "--name", name],
+                                     "--name", name, *tls_args],
                                     stdin=subprocess.DEVNULL, stdout=ef,
                                     stderr=subprocess.STDOUT, env=child_env(),
                                     cwd=str(tmp_path))
@@ -163,7 +169,7 @@ def dns_service(name, host, port, protocol="HTTP", **kw):
 
 
 def config(port, admin, dns, services, routes=(), dns_timeout="1s", dns_attempts=2,
-           checks=()):
+           checks=(), listener_extra=""):
     """Listener on 127.0.0.1:port, admin on admin, resolver dns (a DnsServer),
     the service dicts; routes [(prefix, service, route_action or None)] ahead
     of the default (the first service); checks: health check dicts."""
@@ -184,7 +190,7 @@ listeners:
     address: "127.0.0.1:{port}"
     protocol: HTTP
     url_map: main
-admin: {{address: "127.0.0.1:{admin}"}}
+{listener_extra}admin: {{address: "127.0.0.1:{admin}"}}
 access_log: {{enabled: true, path: "-", format: json}}
 drain_timeout: 2s
 dns: {{resolvers: ["{dns.addr}"], timeout: {dns_timeout}, attempts: {dns_attempts}}}
@@ -1136,3 +1142,147 @@ def test_config_check_does_not_resolve(tmp_path, dns_server):
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert re.search(rf"{re.escape(str(bad))}:\d+:\d+: ", r.stdout + r.stderr), r
     assert srv.queries() == 0, srv.log()
+
+
+def test_tls_and_authority_use_the_name(proxy, beds, dns_server, certs):
+    """A discovered address is named by its DNS name: TLS to it (HTTPS and
+    HTTP2) checks the certificate against the name (it is for *.other.test
+    and has no IP address: the same backend as a numeric endpoint fails the
+    check), and a request without :authority reaches an H2C backend with the
+    name as its authority."""
+    srv = dns_server
+    p, p2 = free_ports(2)
+    bt = beds("127.0.0.2", p, "t2", tls=(certs.other_cert, certs.other_key))
+    bp = beds("127.0.0.3", p2, "p3")
+    srv.set("api.other.test", ["127.0.0.2"], ttl=1)
+    srv.set("h2c.dns.test", ["127.0.0.3"], ttl=1)
+    tls = {"ca_file": str(certs.ca), "verify": True}
+    v4 = {"dns_lookup_family": "V4_ONLY"}
+    static = {"name": "static", "protocol": "HTTPS", "timeout": "10s", "tls": tls,
+              "endpoints": [{"address": bt.addr}]}
+    px, port, admin = start_proxy(proxy, srv, [
+        dns_service("h2c", "h2c.dns.test", p2, protocol="H2C", **v4),
+        dns_service("https", "api.other.test", p, protocol="HTTPS", tls=tls, **v4),
+        dns_service("http2", "api.other.test", p, protocol="HTTP2", tls=tls, **v4),
+        static],
+        routes=[("/https", "https", None), ("/http2", "http2", None),
+                ("/static", "static", None)],
+        listener_extra="    accept_http_10: true\n")
+    wait_addrs(px, admin, "https", [bt.addr])
+    wait_addrs(px, admin, "http2", [bt.addr])
+    wait_addrs(px, admin, "h2c", [bp.addr])
+    # control, before any connection to the backend exists: by its IP, the
+    # certificate check fails
+    assert instances(port, 1, "/static")[0][0] in (502, 503)
+    for path, proto in (("/https", "HTTP/1.1"), ("/http2", "HTTP/2")):
+        with H1Conn(port) as c:
+            c.send(request_bytes("GET", path))
+            r = c.read_response()
+        assert r.status == 200, (path, r, px.stderr()[-1500:])
+        assert r.header("x-testbed-instance") == "t2"
+        assert r.json()["protocol"] == proto, r.json()
+    # HTTP/1.0 without Host: the H2C request gets the name as :authority
+    with H1Conn(port) as c:
+        c.send(request_bytes("GET", "/h2c", host=None, version="HTTP/1.0"))
+        r = c.read_response()
+    assert r.status == 200, r
+    assert r.json()["headers"].get("host") == f"h2c.dns.test:{p2}", r.json()
+
+
+def test_tls_connection_of_one_name_is_not_used_for_another(proxy, beds, dns_server, certs):
+    """Two names (and a numeric endpoint) on one address, TLS with verify:
+    the certificate (*.other.test) is good for api.other.test only. Requests
+    of the other name and of the IP fail the check before and *after*
+    api.other.test has a verified connection to that address: a connection
+    verified (and SNI-named) for one name must not carry another name's
+    requests (a shared ingress address routes by SNI)."""
+    srv = dns_server
+    p = free_port()
+    bt = beds("127.0.0.2", p, "t2", tls=(certs.other_cert, certs.other_key))
+    srv.set("api.other.test", ["127.0.0.2"], ttl=1)
+    srv.set("web.dns.test", ["127.0.0.2"], ttl=1)
+    tls = {"ca_file": str(certs.ca), "verify": True}
+    v4 = {"dns_lookup_family": "V4_ONLY"}
+    services = [dns_service("good", "api.other.test", p, protocol="HTTPS", tls=tls, **v4),
+                dns_service("bad", "web.dns.test", p, protocol="HTTPS", tls=tls, **v4),
+                {"name": "ip", "protocol": "HTTPS", "timeout": "10s", "tls": tls,
+                 "endpoints": [{"address": bt.addr}]},
+                dns_service("good2", "api.other.test", p, protocol="HTTP2", tls=tls, **v4),
+                dns_service("bad2", "web.dns.test", p, protocol="HTTP2", tls=tls, **v4)]
+    px, port, admin = start_proxy(proxy, srv, services, routes=[
+        (f"/{s['name']}/", s["name"], None) for s in services])
+    for s in ("good", "bad", "good2", "bad2"):
+        wait_addrs(px, admin, s, [bt.addr])
+
+    def status(svc):
+        return instances(port, 1, f"/{svc}/")[0][0]
+
+    before = {s: status(s) for s in ("bad", "ip", "bad2")}
+    assert all(v in (502, 503) for v in before.values()), before
+    assert (status("good"), status("good2")) == (200, 200)
+    after = {s: status(s) for s in ("bad", "ip", "bad2")}
+    assert all(v in (502, 503) for v in after.values()), \
+        f"after a verified connection for api.other.test: {after} (before: {before})"
+
+
+class HostRecorder:
+    """A minimal HTTP/1.1 server on ip:port (a thread) that answers every
+    request 200 with Connection: close and records its Host header."""
+
+    def __init__(self, ip, port):
+        self.hosts = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((ip, port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.05)
+        self.stop_ev = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_ev.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:   # timeout: look at stop_ev again
+                continue
+            with c:
+                c.settimeout(2)
+                buf = b""
+                try:
+                    while b"\r\n\r\n" not in buf and len(buf) < 65536:
+                        chunk = c.recv(4096)
+                        if not chunk:
+                            break
+                        buf += chunk
+                    for line in buf.split(b"\r\n")[1:]:
+                        if line.lower().startswith(b"host:"):
+                            self.hosts.append(line[5:].strip().decode("latin-1"))
+                    c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
+                              b"connection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_health_check_host_is_the_name(proxy, dns_server):
+    """An HTTP health check of a discovered address sends the DNS name (and
+    port) as Host, not the IP."""
+    srv = dns_server
+    p = free_port()
+    rec = HostRecorder("127.0.0.2", p)
+    try:
+        srv.set("probe.dns.test", ["127.0.0.2"], ttl=1)
+        hc = {"name": "hc", "type": "HTTP", "request_path": "/healthz",
+              "check_interval": "200ms", "timeout": "500ms",
+              "healthy_threshold": 1, "unhealthy_threshold": 2}
+        px, port, admin = start_proxy(proxy, srv, [
+            dns_service("svc", "probe.dns.test", p, dns_lookup_family="V4_ONLY",
+                        health_checks=["hc"])], checks=[hc])
+        assert wait_for(lambda: len(rec.hosts) >= 2, WAIT), (rec.hosts, px.stderr()[-1500:])
+    finally:
+        rec.stop()
+    assert set(rec.hosts) == {f"probe.dns.test:{p}"}, rec.hosts
