@@ -1286,3 +1286,28 @@ def test_health_check_host_is_the_name(proxy, dns_server):
     finally:
         rec.stop()
     assert set(rec.hosts) == {f"probe.dns.test:{p}"}, rec.hosts
+
+
+def test_reload_that_shortens_the_refresh_rate_applies_it(proxy, beds, dns_server):
+    """dns_refresh_rate 30s, then a reload to 200ms: the name is asked again
+    at the new rate, not only when the 30 s timer of the old config fires
+    (a slip such as `1h` fixed by a reload would otherwise take an hour)."""
+    srv = dns_server
+    p = free_port()
+    b2, b3 = beds("127.0.0.2", p, "b2"), beds("127.0.0.3", p, "b3")
+    name = "rate.dns.test"
+    srv.set(name, ["127.0.0.2"], ttl=1)
+    port, admin = free_ports(2)
+    slow = dns_service("svc", name, p, dns_lookup_family="V4_ONLY", dns_refresh_rate="30s")
+    px = proxy(config(port, admin, srv, [slow]), expect_ports=[port, admin])
+    wait_addrs(px, admin, "svc", [b2.addr])
+    v0 = backends_doc(admin)["version"]
+    n = srv.queries(name)
+    px.write_config(config(port, admin, srv, [dict(slow, dns_refresh_rate=REFRESH)]))
+    px.reload()
+    assert wait_for(lambda: (backends_doc(admin) or {}).get("version") not in (None, v0), WAIT)
+    srv.set(name, ["127.0.0.3"], ttl=1)
+    ok = wait_for(lambda: srv.queries(name) >= n + 3, 5)
+    assert ok, (f"{srv.queries(name) - n} queries in 5 s after the reload to "
+                f"dns_refresh_rate {REFRESH}")
+    wait_addrs(px, admin, "svc", [b3.addr])
