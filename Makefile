@@ -7,7 +7,7 @@
 #   make lint       banned functions + clang-format check
 
 CC       ?= cc
-PKGS     := libnghttp2 libevent libevent_openssl libevent_pthreads openssl yaml-0.1 libpcre2-8
+PKGS     := libnghttp2 libevent libevent_openssl libevent_pthreads openssl yaml-0.1 libpcre2-8 libcares
 WARNINGS := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 CSTD     := -std=c11 -D_GNU_SOURCE
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

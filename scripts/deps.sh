@@ -3,7 +3,7 @@
 # As root: installs what is missing with apt-get. Otherwise: prints the command.
 set -euo pipefail
 pkgs=(build-essential pkg-config clang libclang-rt-14-dev valgrind
-      libnghttp2-dev libevent-dev libssl-dev libyaml-dev libhttp-parser-dev libpcre2-dev
+      libnghttp2-dev libevent-dev libc-ares-dev libssl-dev libyaml-dev libhttp-parser-dev libpcre2-dev
       curl openssl procps strace nghttp2-client nghttp2-proxy
       python3 python3-pytest python3-h2 python3-httpx python3-grpcio python3-grpc-tools
       python3-websockets python3-dnslib python3-yaml)

@@ -1,23 +1,30 @@
 /*
  * discovery.c — DNS service discovery (discovery.h): one entry per DNS name
  * of the config, its last good address set, its refresh timer and the
- * query in flight.
+ * query in flight, over a c-ares channel driven by the main thread's
+ * libevent loop.
  *
  * Queries. A name is asked for A records (V4_ONLY), AAAA records
- * (V6_ONLY), or AAAA and then, when that gives no address (but the name
- * exists), A (AUTO, as Envoy's AUTO). One query per name at a time. A
- * query outlives its name when a reload forgets the name, and its
- * resolver when the dns block changes: evdns runs every callback (with
- * DNS_ERR_SHUTDOWN for a freed resolver), so each query frees itself in
- * its callback and only looks at its name if it still has one.
+ * (V6_ONLY), or AAAA and then, when that gives no address but the name
+ * exists, A (AUTO, as Envoy's AUTO), through ares_search (the search list
+ * and ndots of /etc/resolv.conf apply). One query per name at a time.
+ * Answers come over UDP with EDNS0 (1280 bytes); a truncated one is asked
+ * again over TCP, so a headless Service with hundreds of pods resolves
+ * whole (at most DNS_MAX_ADDRESSES addresses per name are kept).
+ *
+ * Lifetimes. c-ares runs every callback synchronously, also when a channel
+ * is destroyed (ARES_EDESTRUCTION), so each query is freed in its
+ * callback. A query outlives its name when a reload forgets the name, and
+ * its channel when the dns block changes: it looks at its name only if it
+ * still has one.
  *
  * Publishing. Several names may change in one loop turn; the `changed`
  * callback runs once after them, from a zero-delay event.
  */
 #include "backend/discovery.h"
 
+#include <ares.h>
 #include <arpa/inet.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -31,16 +38,23 @@
 
 /* A TTL-driven refresh never comes sooner than this. */
 #define DNS_MIN_TTL_REFRESH_MS 1000
+/* Addresses kept per name; records past it are ignored. */
+#define DNS_MAX_ADDRESSES 1024
+/* Query types (RFC 1035, RFC 3596) and class IN. */
+#define DNS_CLASS_IN  1
+#define DNS_TYPE_A    1
+#define DNS_TYPE_AAAA 28
 
 enum dns_result { DNS_R_SUCCESS, DNS_R_EMPTY, DNS_R_FAILURE, DNS_R_NXDOMAIN, DNS_R_N };
 static const char *const result_names[DNS_R_N] = {"success", "empty", "failure", "nxdomain"};
 
 struct dns_name;
 
-/* One evdns request in flight. */
+/* One query in flight. */
 struct dns_query {
     struct sy_link link;   /* discovery.queries */
-    struct dns_name *name; /* NULL once the name was forgotten or the resolver replaced */
+    struct dns_name *name; /* NULL once the name was forgotten or the channel replaced */
+    bool v6;               /* AAAA (else A) */
 };
 
 struct dns_name {
@@ -67,10 +81,26 @@ struct dns_name {
     bool mark; /* discovery_update: still in the config */
 };
 
+/* A socket c-ares wants watched. */
+struct dns_sock {
+    struct sy_link link; /* resolver.socks */
+    ares_socket_t fd;
+    struct event *ev;
+};
+
+/* A c-ares channel on the main loop. */
+struct resolver {
+    struct discovery *d;
+    ares_channel ch;
+    struct event *timer; /* ares_timeout: retransmissions and query timeouts */
+    struct sy_link socks;
+};
+
 struct discovery {
     struct event_base *base;
-    struct evdns_base *dns; /* NULL while the config has no DNS name */
-    char *dns_key;          /* the dns block it was made from, as text */
+    struct resolver *dns; /* NULL while the config has no DNS name */
+    char *dns_key;        /* the dns block it was made from, as text */
+    bool ares_init;       /* ares_library_init done */
     discovery_changed_fn changed;
     void *ctx;
     struct event *publish_ev;
@@ -92,24 +122,48 @@ static int cmp_addr(const void *a, const void *b)
                   &((const struct sockaddr_in6 *)y)->sin6_addr, sizeof(struct in6_addr));
 }
 
-/* The records of an answer as sorted socket addresses with `port`, duplicates dropped. */
-static struct sockaddr_storage *answer_addrs(char type, int count, const void *addresses,
-                                             uint16_t port, size_t *n)
+/*
+ * The records of an answer (`abuf`: A, or AAAA when v6) as sorted socket
+ * addresses with `port`, duplicates dropped; their count in *n and the
+ * smallest TTL in *ttl. Returns the array; NULL with *n 0 when the answer
+ * has no address, NULL with *n 1 when it does not parse (or on ENOMEM).
+ */
+static struct sockaddr_storage *answer_addrs(const unsigned char *abuf, int alen, bool v6,
+                                             uint16_t port, size_t *n, int *ttl)
 {
-    struct sockaddr_storage *v = calloc((size_t)count, sizeof *v);
-    if (!v)
-        return NULL;
+    struct ares_addrttl *a4 = NULL;
+    struct ares_addr6ttl *a6 = NULL;
+    struct sockaddr_storage *v = NULL;
+    int count = DNS_MAX_ADDRESSES, rc;
+    *n = 1;
+    *ttl = 0;
+    if (v6) {
+        a6 = calloc(DNS_MAX_ADDRESSES, sizeof *a6);
+        rc = a6 ? ares_parse_aaaa_reply(abuf, alen, NULL, a6, &count) : ARES_ENOMEM;
+    } else {
+        a4 = calloc(DNS_MAX_ADDRESSES, sizeof *a4);
+        rc = a4 ? ares_parse_a_reply(abuf, alen, NULL, a4, &count) : ARES_ENOMEM;
+    }
+    if (rc == ARES_ENODATA || (rc == ARES_SUCCESS && count <= 0)) {
+        *n = 0;
+        goto out;
+    }
+    if (rc != ARES_SUCCESS || !(v = calloc((size_t)count, sizeof *v)))
+        goto out;
     for (int i = 0; i < count; i++) {
-        if (type == DNS_IPv4_A) {
-            struct sockaddr_in *sin = (struct sockaddr_in *)&v[i];
-            sin->sin_family = AF_INET;
-            sin->sin_port = htons(port);
-            memcpy(&sin->sin_addr, (const char *)addresses + 4 * (size_t)i, 4);
-        } else {
+        int t = v6 ? a6[i].ttl : a4[i].ttl;
+        if (i == 0 || t < *ttl)
+            *ttl = t;
+        if (v6) {
             struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&v[i];
             sin6->sin6_family = AF_INET6;
             sin6->sin6_port = htons(port);
-            memcpy(&sin6->sin6_addr, (const char *)addresses + 16 * (size_t)i, 16);
+            memcpy(&sin6->sin6_addr, &a6[i].ip6addr, sizeof sin6->sin6_addr);
+        } else {
+            struct sockaddr_in *sin = (struct sockaddr_in *)&v[i];
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons(port);
+            sin->sin_addr = a4[i].ipaddr;
         }
     }
     qsort(v, (size_t)count, sizeof *v, cmp_addr);
@@ -118,6 +172,9 @@ static struct sockaddr_storage *answer_addrs(char type, int count, const void *a
         if (k == 0 || cmp_addr(&v[k - 1], &v[i]) != 0)
             v[k++] = v[i];
     *n = k;
+out:
+    free(a4);
+    free(a6);
     return v;
 }
 
@@ -155,6 +212,7 @@ static void addrs_text(const struct sockaddr_storage *v, size_t n, char *out, si
 /* ---- queries --------------------------------------------------------------------------------- */
 
 static void ask(struct dns_name *nm, bool v6);
+static void resolver_rearm(struct resolver *r);
 
 static void publish_soon(struct discovery *d)
 {
@@ -219,58 +277,58 @@ static void settle(struct dns_name *nm, enum dns_result r, struct sockaddr_stora
         publish_soon(nm->d);
 }
 
-static void on_answer(int result, char type, int count, int ttl, void *addresses, void *arg)
+static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
     struct dns_query *q = arg;
     struct dns_name *nm = q->name;
+    bool v6 = q->v6;
     sy_list_unlink(&q->link);
     free(q);
-    if (!nm)
-        return; /* forgotten, or asked through a resolver since replaced */
+    if (!nm || status == ARES_EDESTRUCTION || status == ARES_ECANCELLED)
+        return; /* forgotten, or its channel was replaced (then the name is asked again) */
     nm->q = NULL;
-    if (result == DNS_ERR_NONE && count > 0 && (type == DNS_IPv4_A || type == DNS_IPv6_AAAA)) {
-        size_t n = 0;
-        struct sockaddr_storage *v = answer_addrs(type, count, addresses, nm->port, &n);
+    size_t n = 0;
+    int ttl = 0;
+    struct sockaddr_storage *v = NULL;
+    if (status == ARES_SUCCESS && (v = answer_addrs(abuf, alen, v6, nm->port, &n, &ttl))) {
         nm->asking_a = false;
-        if (v) {
-            settle(nm, DNS_R_SUCCESS, v, n, ttl);
-            return;
-        }
-        log_error("dns: backend_service=%s name=%s: out of memory", nm->service, nm->text);
+        settle(nm, DNS_R_SUCCESS, v, n, ttl);
+        return;
+    }
+    if (status == ARES_SUCCESS && n) {
+        nm->asking_a = false; /* an answer that does not parse */
         settle(nm, DNS_R_FAILURE, NULL, 0, 0);
         return;
     }
-    if (nm->family == CFG_DNS_AUTO && !nm->asking_a && result != DNS_ERR_NOTEXIST) {
+    if (nm->family == CFG_DNS_AUTO && v6 && status != ARES_ENOTFOUND) {
         nm->asking_a = true; /* no IPv6 address: ask for IPv4 */
         ask(nm, false);
         return;
     }
     nm->asking_a = false;
-    enum dns_result r = result == DNS_ERR_NONE || result == DNS_ERR_NODATA ? DNS_R_EMPTY
-                        : result == DNS_ERR_NOTEXIST                       ? DNS_R_NXDOMAIN
-                                                                           : DNS_R_FAILURE;
+    enum dns_result r = status == ARES_SUCCESS || status == ARES_ENODATA ? DNS_R_EMPTY
+                        : status == ARES_ENOTFOUND                       ? DNS_R_NXDOMAIN
+                                                                         : DNS_R_FAILURE;
     settle(nm, r, NULL, 0, 0);
 }
 
 static void ask(struct dns_name *nm, bool v6)
 {
     struct discovery *d = nm->d;
-    struct dns_query *q = calloc(1, sizeof *q);
-    struct evdns_request *req = NULL;
-    if (q && d->dns) {
-        q->name = nm;
-        sy_list_insert_tail(&d->queries, &q->link);
-        nm->q = q;
-        req = v6 ? evdns_base_resolve_ipv6(d->dns, nm->host, 0, on_answer, q)
-                 : evdns_base_resolve_ipv4(d->dns, nm->host, 0, on_answer, q);
-        if (req)
-            return;
-        sy_list_unlink(&q->link);
-        nm->q = NULL;
+    struct dns_query *q = d->dns ? calloc(1, sizeof *q) : NULL;
+    if (!q) {
+        nm->asking_a = false;
+        settle(nm, DNS_R_FAILURE, NULL, 0, 0);
+        return;
     }
-    free(q);
-    nm->asking_a = false;
-    settle(nm, DNS_R_FAILURE, NULL, 0, 0);
+    q->name = nm;
+    q->v6 = v6;
+    sy_list_insert_tail(&d->queries, &q->link);
+    nm->q = q;
+    struct resolver *r = d->dns;
+    /* The callback may run before ares_search returns (a bad name, say). */
+    ares_search(r->ch, nm->host, DNS_CLASS_IN, v6 ? DNS_TYPE_AAAA : DNS_TYPE_A, on_answer, q);
+    resolver_rearm(r);
 }
 
 static void start_query(struct dns_name *nm)
@@ -363,36 +421,134 @@ static char *dns_key(const struct config *cfg)
     return buf;
 }
 
-static struct evdns_base *resolver_new(struct event_base *base, const struct config *cfg)
+static void resolver_rearm(struct resolver *r)
 {
-    int flags = EVDNS_BASE_DISABLE_WHEN_INACTIVE;
-    if (!cfg->dns.n_resolvers)
-        flags |= EVDNS_BASE_INITIALIZE_NAMESERVERS; /* /etc/resolv.conf */
-    struct evdns_base *dns = evdns_base_new(base, flags);
-    if (!dns)
+    struct timeval tv, *tvp = ares_timeout(r->ch, NULL, &tv);
+    if (tvp)
+        event_add(r->timer, tvp);
+    else
+        event_del(r->timer);
+}
+
+static void on_resolver_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct resolver *r = arg;
+    ares_process_fd(r->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    resolver_rearm(r);
+}
+
+static void on_sock(evutil_socket_t fd, short what, void *arg)
+{
+    struct resolver *r = arg;
+    ares_process_fd(r->ch, (what & EV_READ) ? fd : ARES_SOCKET_BAD,
+                    (what & EV_WRITE) ? fd : ARES_SOCKET_BAD);
+    resolver_rearm(r);
+}
+
+static void sock_free(struct dns_sock *s)
+{
+    sy_list_unlink(&s->link);
+    if (s->ev)
+        event_free(s->ev);
+    free(s);
+}
+
+/* c-ares opens, closes, or changes its interest in one of its sockets. */
+static void on_sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+    struct resolver *r = data;
+    struct dns_sock *s = NULL;
+    for (struct sy_link *l = r->socks.next; l != &r->socks && !s; l = l->next)
+        if (SY_CONTAINER_OF(l, struct dns_sock, link)->fd == fd)
+            s = SY_CONTAINER_OF(l, struct dns_sock, link);
+    if (!readable && !writable) {
+        if (s)
+            sock_free(s);
+        return;
+    }
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s))) {
+            log_error("dns: out of memory watching a resolver socket");
+            return;
+        }
+        s->fd = fd;
+        sy_list_insert_tail(&r->socks, &s->link);
+    }
+    if (s->ev)
+        event_free(s->ev);
+    short what = (short)(EV_PERSIST | (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0));
+    s->ev = event_new(r->d->base, fd, what, on_sock, r);
+    if (!s->ev || event_add(s->ev, NULL) != 0)
+        log_error("dns: cannot watch a resolver socket");
+}
+
+static void resolver_free(struct resolver *r)
+{
+    if (!r)
+        return;
+    if (r->ch)
+        ares_destroy(r->ch); /* every query's callback runs now (ARES_EDESTRUCTION) */
+    while (r->socks.next != &r->socks)
+        sock_free(SY_CONTAINER_OF(r->socks.next, struct dns_sock, link));
+    if (r->timer)
+        event_free(r->timer);
+    free(r);
+}
+
+/* "IP:port,[v6]:port" of the dns block for ares_set_servers_ports_csv; NULL on ENOMEM. */
+static char *servers_csv(const struct config *cfg)
+{
+    char *csv = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&csv, &len);
+    if (!f)
         return NULL;
-    for (size_t i = 0; i < cfg->dns.n_resolvers; i++) {
-        const struct cfg_addr *a = &cfg->dns.resolvers[i];
-        if (evdns_base_nameserver_sockaddr_add(dns, (const struct sockaddr *)&a->ss, a->len, 0)) {
-            log_error("dns: cannot use resolver %s", a->text);
-            evdns_base_free(dns, 0);
+    for (size_t i = 0; i < cfg->dns.n_resolvers; i++)
+        fprintf(f, "%s%s", i ? "," : "", cfg->dns.resolvers[i].text);
+    if (fclose(f) != 0) {
+        free(csv);
+        return NULL;
+    }
+    return csv;
+}
+
+static struct resolver *resolver_new(struct discovery *d, const struct config *cfg)
+{
+    struct resolver *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->d = d;
+    sy_list_init(&r->socks);
+    r->timer = evtimer_new(d->base, on_resolver_timer, r);
+    struct ares_options o = {
+        .flags = ARES_FLAG_EDNS, /* 1280-byte UDP answers; TCP when truncated */
+        .timeout = (int)cfg->dns.timeout_ms,
+        .tries = (int)cfg->dns.attempts,
+        .sock_state_cb = on_sock_state,
+        .sock_state_cb_data = r,
+    };
+    int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_SOCK_STATE_CB;
+    int rc = r->timer ? ares_init_options(&r->ch, &o, mask) : ARES_ENOMEM;
+    if (rc != ARES_SUCCESS) {
+        log_error("dns: cannot start a resolver: %s", ares_strerror(rc));
+        r->ch = NULL;
+        resolver_free(r);
+        return NULL;
+    }
+    if (cfg->dns.n_resolvers) {
+        char *csv = servers_csv(cfg);
+        rc = csv ? ares_set_servers_ports_csv(r->ch, csv) : ARES_ENOMEM;
+        free(csv);
+        if (rc != ARES_SUCCESS) {
+            log_error("dns: cannot use the resolvers: %s", ares_strerror(rc));
+            resolver_free(r);
             return NULL;
         }
     }
-    char timeout[32], attempts[16];
-    snprintf(timeout, sizeof timeout, "%.3f", (double)cfg->dns.timeout_ms / 1000.0);
-    snprintf(attempts, sizeof attempts, "%u", cfg->dns.attempts);
-    /* Names are matched as written (no 0x20 case randomization). */
-    if (evdns_base_set_option(dns, "timeout:", timeout) ||
-        evdns_base_set_option(dns, "attempts:", attempts) ||
-        evdns_base_set_option(dns, "randomize-case:", "0")) {
-        evdns_base_free(dns, 0);
-        return NULL;
-    }
-    return dns;
+    return r;
 }
 
-/* Use a resolver for `cfg`'s dns block; names in flight are asked again through it. */
+/* Use a channel for `cfg`'s dns block; names in flight are asked again through it. */
 static int resolver_update(struct discovery *d, const struct config *cfg, bool *restart)
 {
     char *key = dns_key(cfg);
@@ -402,8 +558,8 @@ static int resolver_update(struct discovery *d, const struct config *cfg, bool *
         free(key);
         return 0;
     }
-    struct evdns_base *dns = resolver_new(d->base, cfg);
-    if (!dns) {
+    struct resolver *r = resolver_new(d, cfg);
+    if (!r) {
         free(key);
         return SY_EINVAL;
     }
@@ -415,9 +571,8 @@ static int resolver_update(struct discovery *d, const struct config *cfg, bool *
             q->name = NULL;
         }
     }
-    if (d->dns)
-        evdns_base_free(d->dns, 1); /* each query's callback runs (DNS_ERR_SHUTDOWN) */
-    d->dns = dns;
+    resolver_free(d->dns);
+    d->dns = r;
     free(d->dns_key);
     d->dns_key = key;
     *restart = true;
@@ -427,18 +582,8 @@ static int resolver_update(struct discovery *d, const struct config *cfg, bool *
 /* ---- API
  * ------------------------------------------------------------------------------------------ */
 
-/* evdns's own messages ("nameserver ... has failed", "... is back up") in our log. */
-static void on_evdns_log(int is_warn, const char *msg)
-{
-    if (is_warn)
-        log_warn("dns: %s", msg);
-    else
-        log_debug("dns: %s", msg);
-}
-
 struct discovery *discovery_new(struct event_base *base, discovery_changed_fn changed, void *ctx)
 {
-    evdns_set_log_fn(on_evdns_log);
     struct discovery *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
@@ -447,9 +592,10 @@ struct discovery *discovery_new(struct event_base *base, discovery_changed_fn ch
     d->ctx = ctx;
     sy_list_init(&d->names);
     sy_list_init(&d->queries);
+    d->ares_init = ares_library_init(ARES_LIB_INIT_ALL) == ARES_SUCCESS;
     d->publish_ev = event_new(base, -1, 0, on_publish, d);
-    if (!d->publish_ev) {
-        free(d);
+    if (!d->ares_init || !d->publish_ev) {
+        discovery_free(d);
         return NULL;
     }
     return d;
@@ -489,12 +635,16 @@ int discovery_update(struct discovery *d, const struct config *cfg)
                 rc = SY_ENOMEM;
                 continue;
             }
+            bool retimed = !fresh && (nm->refresh_ms != s->dns_refresh_rate_ms ||
+                                      nm->respect_ttl != s->respect_dns_ttl);
             nm->mark = true;
             nm->refresh_ms = s->dns_refresh_rate_ms;
             nm->respect_ttl = s->respect_dns_ttl;
             nm->nxdomain_clear = s->dns_nxdomain_clear;
-            if (fresh)
+            if (fresh || (retimed && !nm->q)) {
+                event_del(nm->timer); /* a new schedule starts with a query now */
                 start_query(nm);
+            }
         }
     }
     for (struct sy_link *l = d->names.next, *next; l != &d->names; l = next) {
@@ -554,14 +704,10 @@ void discovery_free(struct discovery *d)
         return;
     while (d->names.next != &d->names)
         name_free(SY_CONTAINER_OF(d->names.next, struct dns_name, link));
-    if (d->dns)
-        evdns_base_free(d->dns, 0); /* no callbacks: the queries are freed below */
-    while (d->queries.next != &d->queries) {
-        struct dns_query *q = SY_CONTAINER_OF(d->queries.next, struct dns_query, link);
-        sy_list_unlink(&q->link);
-        free(q);
-    }
+    resolver_free(d->dns); /* the queries' callbacks run now and free them */
     event_free(d->publish_ev);
+    if (d->ares_init)
+        ares_library_cleanup();
     free(d->dns_key);
     free(d);
 }
