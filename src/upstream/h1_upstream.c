@@ -120,14 +120,20 @@ struct h1_pools *h1_pools_new(struct worker *w)
     return p;
 }
 
-/* FNV-1a over the settings that make two TLS connections interchangeable. */
-static uint64_t tls_key_of(const struct cfg_backend_service *svc)
+/*
+ * FNV-1a over the settings that make two TLS connections interchangeable:
+ * the CA, verification, and the name sent and verified (tls_client_name):
+ * a connection verified for one name never carries a request for another.
+ */
+static uint64_t tls_key_of(const struct cfg_backend_service *svc, const struct cfg_endpoint *ep)
 {
     if (svc->protocol != CFG_BACKEND_HTTPS)
         return 0;
+    char name[256];
+    tls_client_name(svc, ep, name, sizeof name);
     uint64_t h = 0xcbf29ce484222325ull;
-    const char *parts[] = {svc->tls.ca_file ? svc->tls.ca_file : "",
-                           svc->tls.sni ? svc->tls.sni : "", svc->tls.verify ? "v" : "n"};
+    const char *parts[] = {svc->tls.ca_file ? svc->tls.ca_file : "", name,
+                           svc->tls.verify ? "v" : "n"};
     for (size_t i = 0; i < 3; i++) {
         for (const char *p = parts[i]; *p; p++)
             h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
@@ -136,11 +142,12 @@ static uint64_t tls_key_of(const struct cfg_backend_service *svc)
     return h | 1; /* never 0 */
 }
 
-/* The pool of one endpoint address and TLS setting (plain and TLS never mix). */
-static struct pool *pool_get(struct h1_pools *ps, const struct cfg_addr *a,
+/* The pool of one endpoint address and TLS setting and name (plain and TLS never mix). */
+static struct pool *pool_get(struct h1_pools *ps, const struct cfg_endpoint *ep,
                              const struct cfg_backend_service *svc)
 {
-    uint64_t key = tls_key_of(svc);
+    const struct cfg_addr *a = &ep->address;
+    uint64_t key = tls_key_of(svc, ep);
     for (struct pool *p = ps->pools; p; p = p->next)
         if (p->len == a->len && p->tls_key == key && memcmp(&p->ss, &a->ss, a->len) == 0)
             return p;
@@ -696,7 +703,7 @@ static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
 int h1_attempt_start(struct h1_pools *ps, const struct upstream_request *r,
                      struct upstream_attempt *out)
 {
-    struct pool *p = pool_get(ps, &r->ep->address, r->svc);
+    struct pool *p = pool_get(ps, r->ep, r->svc);
     if (!p)
         return SY_ENOMEM;
     int err = SY_EIO;

@@ -99,7 +99,8 @@ struct pool {
     socklen_t len;
     enum cfg_backend_protocol protocol;
     bool verify;
-    char *ca_file, *sni;       /* copies; NULL = unset (TLS only) */
+    char *ca_file;             /* copy; NULL = unset (TLS only) */
+    char *name;                /* TLS: the name sent and verified (tls_client_name) */
     uint32_t peer_max_streams; /* the backend's last SETTINGS_MAX_CONCURRENT_STREAMS,
                                   used for new connections until their own SETTINGS
                                   arrive; 0 = none seen yet (nghttp2 assumes 100) */

@@ -21,30 +21,34 @@ static bool str_eq(const char *a, const char *b)
     return a == b || (a && b && strcmp(a, b) == 0);
 }
 
+/* TLS: the name the connections were verified for (tls_client_name) is part of the key. */
 static bool pool_matches(const struct pool *p, const struct cfg_backend_service *svc,
-                         const struct cfg_addr *a)
+                         const struct cfg_addr *a, const char *name)
 {
     if (p->len != a->len || memcmp(&p->ss, &a->ss, a->len) != 0 || p->protocol != svc->protocol)
         return false;
     if (svc->protocol != CFG_BACKEND_HTTP2)
         return true;
     return p->verify == svc->tls.verify && str_eq(p->ca_file, svc->tls.ca_file) &&
-           str_eq(p->sni, svc->tls.sni);
+           str_eq(p->name, name);
 }
 
 static void pool_free(struct pool *p)
 {
     free(p->ca_file);
-    free(p->sni);
+    free(p->name);
     free(p);
 }
 
 static struct pool *pool_get(struct h2_pools *ps, const struct cfg_backend_service *svc,
-                             const struct cfg_addr *a)
+                             const struct cfg_endpoint *ep)
 {
+    const struct cfg_addr *a = &ep->address;
+    char name[256];
+    tls_client_name(svc, ep, name, sizeof name);
     for (struct sy_link *l = ps->pools.next; l != &ps->pools; l = l->next) {
         struct pool *p = SY_CONTAINER_OF(l, struct pool, link);
-        if (pool_matches(p, svc, a))
+        if (pool_matches(p, svc, a, name))
             return p;
     }
     struct pool *p = calloc(1, sizeof *p);
@@ -56,8 +60,8 @@ static struct pool *pool_get(struct h2_pools *ps, const struct cfg_backend_servi
     if (svc->protocol == CFG_BACKEND_HTTP2) {
         p->verify = svc->tls.verify;
         p->ca_file = svc->tls.ca_file ? strdup(svc->tls.ca_file) : NULL;
-        p->sni = svc->tls.sni ? strdup(svc->tls.sni) : NULL;
-        if ((svc->tls.ca_file && !p->ca_file) || (svc->tls.sni && !p->sni)) {
+        p->name = strdup(name);
+        if ((svc->tls.ca_file && !p->ca_file) || !p->name) {
             pool_free(p);
             return NULL;
         }
@@ -163,7 +167,7 @@ int h2_attempt_start(struct h2_pools *ps, const struct upstream_request *r,
 {
     if (ps->closing)
         return SY_EIO;
-    struct pool *p = pool_get(ps, r->svc, &r->ep->address);
+    struct pool *p = pool_get(ps, r->svc, r->ep);
     if (!p)
         return SY_ENOMEM;
     struct h2_conn *c = pool_pick(p);

@@ -147,6 +147,17 @@ static bool endpoint_host(const char *text, char *out, size_t cap)
     return true;
 }
 
+void tls_client_name(const struct cfg_backend_service *svc, const struct cfg_endpoint *ep,
+                     char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (svc->tls.sni)
+        snprintf(out, cap, "%s", svc->tls.sni);
+    else if (ep->origin ? !endpoint_host(ep->origin, out, cap) /* discovered: its DNS name */
+                        : ep->address.text && !endpoint_host(ep->address.text, out, cap))
+        out[0] = '\0';
+}
+
 SSL *tls_client_ssl_new(struct tls_client_cache *tc, const struct cfg_backend_service *svc,
                         const struct cfg_endpoint *ep, const char *version)
 {
@@ -154,13 +165,8 @@ SSL *tls_client_ssl_new(struct tls_client_cache *tc, const struct cfg_backend_se
     SSL_CTX *ctx = NULL;
     if (ctx_get(tc, svc, alpn, version, &ctx) != 0 || !ctx)
         return NULL;
-    char name[TLS_HOST_MAX] = "";
-    if (svc->tls.sni)
-        snprintf(name, sizeof name, "%s", svc->tls.sni);
-    else if (ep->origin ? !endpoint_host(ep->origin, name,
-                                         sizeof name) /* a discovered address: its DNS name */
-                        : ep->address.text && !endpoint_host(ep->address.text, name, sizeof name))
-        name[0] = '\0';
+    char name[TLS_HOST_MAX];
+    tls_client_name(svc, ep, name, sizeof name);
     SSL *ssl = SSL_new(ctx);
     if (!ssl)
         return NULL;

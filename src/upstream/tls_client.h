@@ -40,6 +40,15 @@ void tls_client_cache_free(struct tls_client_cache *tc);
  * Returns NULL when the context cannot be built (unreadable CA file: logged
  * once per cache entry) or on allocation failure.
  */
+/*
+ * The name a TLS connection to `ep` of `svc` sends as SNI and verifies the
+ * certificate against: tls.sni, else the endpoint's host (a discovered
+ * address: its DNS name). "" when none (then an IP literal is verified as
+ * an IP). Connections are only shared between requests with the same name.
+ */
+void tls_client_name(const struct cfg_backend_service *svc, const struct cfg_endpoint *ep,
+                     char *out, size_t cap);
+
 SSL *tls_client_ssl_new(struct tls_client_cache *tc, const struct cfg_backend_service *svc,
                         const struct cfg_endpoint *ep, const char *version);
 
