@@ -3,7 +3,7 @@
  * Envoy's STRICT_DNS).
  *
  * Every endpoint of a DNS service whose address is a host name is resolved
- * on the main thread with libevent's evdns, again every dns_refresh_rate
+ * on the main thread with c-ares, again every dns_refresh_rate
  * (or at the answer's TTL with respect_dns_ttl). Each record becomes an
  * endpoint "IP:port" with the configured port and weight. When an answer
  * changes a name's address set, the discovery calls its `changed` callback:
