@@ -423,6 +423,20 @@ static void hook_metrics(void *ctx, FILE *out)
         }
     }
     discovery_write_metrics(p->disc, out);
+    fprintf(out, "# HELP switchyard_dns_endpoint_info An endpoint found by DNS discovery, and "
+                 "the name it came from.\n# TYPE switchyard_dns_endpoint_info gauge\n");
+    for (size_t i = 0; i < cfg->n_backend_services; i++) {
+        const struct cfg_backend_service *s = &cfg->backend_services[i];
+        struct service_rt *srt = runtime_service(p->rt, s);
+        for (size_t j = 0; j < backend_endpoint_count(srt); j++) {
+            const struct cfg_endpoint *ep = backend_endpoint_cfg(srt, j);
+            if (ep->origin)
+                fprintf(out,
+                        "switchyard_dns_endpoint_info{backend_service=\"%s\",name=\"%s\","
+                        "endpoint=\"%s\"} 1\n",
+                        s->name, ep->origin, ep->address.text);
+        }
+    }
 }
 
 static int start_admin(struct proxy *p)

@@ -423,6 +423,12 @@ def test_set_follows_dns_2_then_3_then_1(proxy, beds, dns_server):
         m = admin_metrics(admin)
         assert metric(m, "switchyard_dns_addresses", backend_service="svc",
                       name=label) == len(ips), m
+        # Each discovered address, and the name it came from.
+        assert metric(m, "switchyard_dns_endpoint_info", backend_service="svc",
+                      name=label) == len(ips), m
+        for ip in ips:
+            assert metric(m, "switchyard_dns_endpoint_info", backend_service="svc", name=label,
+                          endpoint=b[int(ip[-1])].addr) == 1, m
         # Paused: every success the proxy counted is an answer the server sent
         # (waited for: a second answer may have raced the pause).
         assert wait_for(lambda: resolutions(admin, "svc", label, "success")
