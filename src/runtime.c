@@ -1,12 +1,92 @@
 /* runtime.c — see runtime.h. */
 #include "runtime.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/backend.h"
 #include "config/config.h"
 #include "core/stats.h"
 #include "urlmap/urlmap.h"
+
+/* ---- mirrored routes ---------------------------------------------------------------- */
+
+/* Name the route of action `a` (see runtime.h) and add it when it has a mirror policy. */
+static int add_route(struct runtime *rt, struct stats *st, const struct cfg_route_action *a,
+                     const char *um, const char *pm, const char *rule)
+{
+    if (!a->request_mirror_policy)
+        return 0;
+    char name[256];
+    snprintf(name, sizeof name, "%s/%s%s%s", um, pm ? pm : "", pm ? "/" : "", rule);
+    for (char *c = name; *c; c++)
+        if (*c < 0x21 || *c > 0x7e || *c == '"' || *c == '\\')
+            *c = '_';
+    struct stats_route *sr = stats_route(st, name);
+    if (!sr)
+        return -1;
+    rt->routes[rt->n_routes++] = (struct runtime_route){.action = a, .stats = sr};
+    return 0;
+}
+
+static int add_matcher_routes(struct runtime *rt, struct stats *st, const struct cfg_url_map *um,
+                              const struct cfg_path_matcher *pm)
+{
+    char rule[128];
+    int rc = add_route(rt, st, &pm->default_action, um->name, pm->name, "default");
+    for (size_t k = 0; rc == 0 && k < pm->n_route_rules; k++) {
+        snprintf(rule, sizeof rule, "priority:%lld", (long long)pm->route_rules[k].priority);
+        rc = add_route(rt, st, &pm->route_rules[k].action, um->name, pm->name, rule);
+    }
+    for (size_t k = 0; rc == 0 && k < pm->n_path_rules; k++) {
+        const struct cfg_path_rule *pr = &pm->path_rules[k];
+        snprintf(rule, sizeof rule, "path:%s", pr->n_paths ? pr->paths[0] : "");
+        rc = add_route(rt, st, &pr->action, um->name, pm->name, rule);
+    }
+    return rc;
+}
+
+static int cmp_route(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const struct runtime_route *)a)->action;
+    uintptr_t y = (uintptr_t)((const struct runtime_route *)b)->action;
+    return x < y ? -1 : x > y;
+}
+
+/* Every route action of the config with a request_mirror_policy, sorted by address. */
+static int build_routes(struct runtime *rt, struct stats *st)
+{
+    const struct config *cfg = rt->cfg;
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_url_maps; i++) {
+        const struct cfg_url_map *um = &cfg->url_maps[i];
+        n++;
+        for (size_t j = 0; j < um->n_path_matchers; j++)
+            n += 1 + um->path_matchers[j].n_route_rules + um->path_matchers[j].n_path_rules;
+    }
+    rt->routes = calloc(n + 1, sizeof *rt->routes);
+    if (!rt->routes)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < cfg->n_url_maps; i++) {
+        const struct cfg_url_map *um = &cfg->url_maps[i];
+        rc = add_route(rt, st, &um->default_action, um->name, NULL, "default");
+        for (size_t j = 0; rc == 0 && j < um->n_path_matchers; j++)
+            rc = add_matcher_routes(rt, st, um, &um->path_matchers[j]);
+    }
+    qsort(rt->routes, rt->n_routes, sizeof *rt->routes, cmp_route);
+    return rc;
+}
+
+const struct runtime_route *runtime_route(const struct runtime *rt,
+                                          const struct cfg_route_action *a)
+{
+    struct runtime_route key = {.action = a};
+    return bsearch(&key, rt->routes, rt->n_routes, sizeof key, cmp_route);
+}
+
+/* ---- runtime ------------------------------------------------------------------------ */
 
 struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, struct stats *st,
                             const struct discovery *disc)
@@ -30,6 +110,8 @@ struct runtime *runtime_new(struct config *cfg, struct backend_registry *reg, st
         if (!rt->url_maps[i])
             goto fail;
     }
+    if (build_routes(rt, st) != 0)
+        goto fail;
     return rt;
 fail:
     runtime_unref(rt);
@@ -53,6 +135,7 @@ void runtime_unref(struct runtime *rt)
     if (rt->services)
         backend_services_free(rt->services, rt->cfg->n_backend_services);
     free(rt->service_stats);
+    free(rt->routes);
     config_unref(rt->cfg);
     free(rt);
 }

@@ -17,6 +17,19 @@ struct backend_registry;
 struct discovery;
 struct stats;
 struct stats_service;
+struct stats_route;
+
+/*
+ * A route action with a request_mirror_policy (exchange/mirror.h), named
+ * for /metrics and GET /shadow: "URL_MAP/PATH_MATCHER/priority:N" (a route
+ * rule), "URL_MAP/PATH_MATCHER/path:FIRST_PATH" (a path rule),
+ * "URL_MAP/PATH_MATCHER/default" and "URL_MAP/default" (default actions).
+ * Bytes other than printable ASCII, `"` and `\` become `_`.
+ */
+struct runtime_route {
+    const struct cfg_route_action *action;
+    struct stats_route *stats; /* its counters; stats->name is the route's name */
+};
 
 struct runtime {
     int refcount; /* atomic */
@@ -25,6 +38,8 @@ struct runtime {
     struct service_rt *services;          /* parallel to cfg->backend_services (backend.h) */
     struct stats *stats;                  /* process counters (not owned) */
     struct stats_service **service_stats; /* parallel to cfg->backend_services */
+    struct runtime_route *routes;         /* mirrored routes, sorted by action address */
+    size_t n_routes;
 };
 
 /*
@@ -63,5 +78,8 @@ const struct url_map *runtime_url_map(const struct runtime *rt, const struct cfg
 struct service_rt *runtime_service(const struct runtime *rt, const struct cfg_backend_service *s);
 struct stats_service *runtime_service_stats(const struct runtime *rt,
                                             const struct cfg_backend_service *s);
+/* The entry of a route action with a request_mirror_policy; NULL for any other. */
+const struct runtime_route *runtime_route(const struct runtime *rt,
+                                          const struct cfg_route_action *a);
 
 #endif

@@ -23,7 +23,7 @@ struct stats *stats_new(const char *const *names, size_t n, int n_workers)
     st->n_workers = n_workers > 0 ? n_workers : 1;
     st->n_listeners = n;
     st->workers = shards_new(sizeof *st->workers, st->n_workers);
-    if (!st->workers)
+    if (!st->workers || stats_shadow_init(st) != 0)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         st->listeners[i].name = strdup(names[i]);
@@ -52,6 +52,7 @@ void stats_free(struct stats *st)
         free(st->services[i]);
     }
     free(st->services);
+    stats_shadow_free(st);
     free(st->workers);
     free(st);
 }
@@ -243,6 +244,24 @@ static void write_services(const struct stats *st, FILE *out)
                     (unsigned long long)svc_sum(st, st->services[i],
                                                 offsetof(struct stats_service_shard, by_class) +
                                                     sizeof(uint64_t) * (size_t)c));
+    static const char *const mirror_results[STATS_N_MIRROR_RESULTS] = {
+        [STATS_MIRROR_SENT] = "sent",
+        [STATS_MIRROR_ABANDONED] = "abandoned",
+        [STATS_MIRROR_FAILED] = "failed",
+        [STATS_MIRROR_SKIPPED_LIMIT] = "skipped_limit",
+    };
+    fprintf(out, "# HELP switchyard_mirror_requests_total Request copies for a "
+                 "request_mirror_policy naming this backend service, by result.\n"
+                 "# TYPE switchyard_mirror_requests_total counter\n");
+    for (size_t i = 0; i < st->n_services; i++)
+        for (int r = 0; r < STATS_N_MIRROR_RESULTS; r++)
+            fprintf(out,
+                    "switchyard_mirror_requests_total{backend_service=\"%s\",result=\"%s\"} "
+                    "%llu\n",
+                    st->services[i]->name, mirror_results[r],
+                    (unsigned long long)svc_sum(st, st->services[i],
+                                                offsetof(struct stats_service_shard, mirror) +
+                                                    sizeof(uint64_t) * (size_t)r));
 }
 
 void stats_write_prometheus(const struct stats *st, FILE *out)
@@ -251,6 +270,7 @@ void stats_write_prometheus(const struct stats *st, FILE *out)
     write_listener_durations(st, out);
     write_listener_limits(st, out);
     write_services(st, out);
+    stats_write_routes(st, out);
     uint64_t conns = sum(st->workers, sizeof *st->workers, st->n_workers,
                          offsetof(struct stats_worker_shard, active_connections));
     uint64_t exch = sum(st->workers, sizeof *st->workers, st->n_workers,

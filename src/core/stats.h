@@ -44,6 +44,19 @@ struct stats_listener {
     struct stats_listener_shard *shards; /* [n_workers] */
 };
 
+/* What became of a request's mirror (request_mirror_policy, exchange/mirror.h):
+ * label `result` of switchyard_mirror_requests_total, one per mirrored request. */
+enum stats_mirror_result {
+    STATS_MIRROR_SENT,          /* "sent": the whole copy went out and the mirror answered */
+    STATS_MIRROR_ABANDONED,     /* "abandoned": body over max_buffered_bytes, the client's
+                                 * request never completed, or out of memory */
+    STATS_MIRROR_FAILED,        /* "failed": no healthy endpoint, connect failure, reset,
+                                 * protocol error or the mirror service's timeout */
+    STATS_MIRROR_SKIPPED_LIMIT, /* "skipped_limit": the mirror service's circuit breakers
+                                 * (max_requests, max_connections) or endpoint limits were full */
+    STATS_N_MIRROR_RESULTS
+};
+
 struct stats_service_shard {
     uint64_t upstream_requests; /* attempts sent */
     uint64_t upstream_retries;  /* attempts that were retries */
@@ -52,12 +65,37 @@ struct stats_service_shard {
     uint64_t upstream_stale_resends;  /* attempts re-sent after a stale keep-alive connection */
     uint64_t upstream_retry_overflow; /* retries not made: circuit_breakers.max_retries full */
     uint64_t by_class[6];             /* responses forwarded by class: 1xx..5xx */
+    uint64_t mirror[STATS_N_MIRROR_RESULTS]; /* this service as a mirror target */
 } __attribute__((aligned(64)));
 
 struct stats_service {
     char *name;
     struct stats_service_shard *shards; /* [n_workers] */
 };
+
+/* Shadow compare of a mirrored route (label `result` of switchyard_shadow_compare_total). */
+enum stats_compare_result {
+    STATS_COMPARE_MATCH,      /* "match": both answered alike */
+    STATS_COMPARE_MISMATCH,   /* "mismatch": status, a header or the body differed */
+    STATS_COMPARE_INCOMPLETE, /* "incomplete": a side had no complete response to compare */
+    STATS_N_COMPARE_RESULTS
+};
+
+struct stats_route_shard {
+    uint64_t compare[STATS_N_COMPARE_RESULTS];
+} __attribute__((aligned(64)));
+
+/* A route with a request_mirror_policy, keyed by its name (runtime.h). */
+struct stats_route {
+    char *name;
+    struct stats_route_shard *shards; /* [n_workers] */
+};
+
+/* GET /shadow keeps the last STATS_SHADOW_LOG_N mismatches, each a JSON
+ * object of at most STATS_SHADOW_ENTRY_MAX bytes (stats_shadow.c). */
+#define STATS_SHADOW_LOG_N     50
+#define STATS_SHADOW_ENTRY_MAX 2048
+struct stats_shadow_log;
 
 struct stats_worker_shard {
     uint64_t active_connections; /* gauge: open client connections */
@@ -70,7 +108,10 @@ struct stats {
     size_t n_listeners;
     struct stats_service **services; /* grows at reloads (main thread) */
     size_t n_services, cap_services;
-    struct stats_worker_shard *workers; /* [n_workers] */
+    struct stats_route **routes; /* mirrored routes; grow at reloads (main thread) */
+    size_t n_routes, cap_routes;
+    struct stats_shadow_log *shadow_log; /* recent mismatches (mutex inside) */
+    struct stats_worker_shard *workers;  /* [n_workers] */
     uint64_t reload_failures;           /* main thread only */
     uint64_t reloads;
 };
@@ -80,6 +121,25 @@ void stats_free(struct stats *st);
 
 /* The entry for a backend service name, created if new (main thread only). */
 struct stats_service *stats_service(struct stats *st, const char *name);
+
+/* The entry for a route name, created if new (main thread only). */
+struct stats_route *stats_route(struct stats *st, const char *name);
+
+/*
+ * Keep one shadow compare mismatch (`json`: one JSON object, no newline; cut
+ * to STATS_SHADOW_ENTRY_MAX) among the last STATS_SHADOW_LOG_N. Any thread:
+ * a mutex held for one copy.
+ */
+void stats_shadow_note(struct stats *st, const char *json, size_t len);
+
+/* GET /shadow: the compare counts per route and the recent mismatches, as JSON. */
+void stats_write_shadow_json(struct stats *st, FILE *out);
+
+/* stats_shadow.c, for stats.c: make / free the mismatch ring (0 or SY_ENOMEM), and
+ * the per-route families of /metrics. */
+int stats_shadow_init(struct stats *st);
+void stats_shadow_free(struct stats *st);
+void stats_write_routes(const struct stats *st, FILE *out);
 
 /* Bump a counter of the calling worker's own shard (single writer). */
 static inline void stats_inc(uint64_t *c, uint64_t n)
