@@ -18,6 +18,7 @@ declare -A allowed=(
   [healthcheck]="healthcheck backend top config http core"
   [admin]="admin healthcheck backend top config http core"
   [testbed]="testbed http core"
+  [tools]="tools exchange urlmap top config http core"
 )
 rc=0
 for f in src/*/*.c src/*/*.h; do

@@ -16,53 +16,14 @@
 
 int request_prepare_match(struct exchange *ex, struct url_map_request *m)
 {
-    struct http_request_head *r = &ex->req;
-    const char *q = memchr(r->path, '?', r->path_len);
-    size_t plen = q ? (size_t)(q - r->path) : r->path_len;
-    size_t qlen = q ? r->path_len - plen - 1 : 0;
-    char *norm = arena_alloc(&ex->arena, r->path_len + 2);
-    size_t nlen = 0;
-    if (!norm)
-        return SY_ENOMEM;
-    if (url_path_normalize(r->path, plen, norm, plen + 1, &nlen, true) != 0)
-        return SY_EINVAL;
-    /* Rebuild "normalized?query" in place; the query bytes are untouched. */
-    if (q) {
-        char *full = arena_alloc(&ex->arena, nlen + 1 + qlen + 1);
-        if (!full)
-            return SY_ENOMEM;
-        memcpy(full, norm, nlen);
-        full[nlen] = '?';
-        memcpy(full + nlen + 1, q + 1, qlen);
-        full[nlen + 1 + qlen] = '\0';
-        norm = full;
-    } else {
-        norm[nlen] = '\0';
-    }
-    r->path = norm;
-    r->path_len = (uint32_t)(nlen + (q ? 1 + qlen : 0));
-    memset(m, 0, sizeof *m);
-    m->method = r->method;
-    m->method_len = r->method_len;
-    m->scheme = r->scheme;
-    m->scheme_len = r->scheme_len;
-    m->authority = r->authority;
-    m->authority_len = r->authority ? r->authority_len : 0;
-    m->path = norm;
-    m->path_len = nlen;
-    m->query = q ? norm + nlen + 1 : NULL;
-    m->query_len = qlen;
-    m->headers = &r->headers;
-    return 0;
+    return url_map_request_prepare(&ex->req, &ex->arena, m);
 }
 
-static bool peer_trusted(const struct exchange *ex)
+static bool peer_trusted(const struct cfg_listener *l, const struct sockaddr_storage *client)
 {
-    const struct cfg_listener *l = ex->listener;
     for (size_t i = 0; i < l->n_xff_trusted_cidrs; i++) {
         const struct cfg_cidr *c = &l->xff_trusted_cidrs[i];
-        if (sy_cidr_contains(c->family, c->addr, c->prefix,
-                             (const struct sockaddr *)&ex->client_addr))
+        if (sy_cidr_contains(c->family, c->addr, c->prefix, (const struct sockaddr *)client))
             return true;
     }
     return false;
@@ -72,19 +33,20 @@ static bool peer_trusted(const struct exchange *ex)
  * X-Forwarded-For: the incoming value(s) (joined, when the peer is trusted),
  * then the client IP, then the listener's own IP (GCP's two appended values).
  */
-static int set_forwarded_for(struct exchange *ex)
+static int set_forwarded_for(struct http_headers *h, struct arena *a, const struct cfg_listener *l,
+                             const struct sockaddr_storage *client_addr,
+                             const struct sockaddr_storage *local_addr)
 {
-    struct http_headers *h = &ex->req.headers;
     char client[INET6_ADDRSTRLEN], local[INET6_ADDRSTRLEN];
-    sy_sockaddr_ip(&ex->client_addr, client, sizeof client);
-    sy_sockaddr_ip(&ex->local_addr, local, sizeof local);
+    sy_sockaddr_ip(client_addr, client, sizeof client);
+    sy_sockaddr_ip(local_addr, local, sizeof local);
     size_t cap = strlen(client) + strlen(local) + 8;
-    bool keep = peer_trusted(ex);
+    bool keep = peer_trusted(l, client_addr);
     for (uint32_t i = 0; keep && i < h->n; i++)
         if (h->v[i].name_len == SY_STRLEN("x-forwarded-for") &&
             memcmp(h->v[i].name, SY_STRLIT("x-forwarded-for")) == 0)
             cap += h->v[i].value_len + 2;
-    char *v = arena_alloc(&ex->arena, cap);
+    char *v = arena_alloc(a, cap);
     if (!v)
         return SY_ENOMEM;
     size_t n = 0;
@@ -104,7 +66,7 @@ static int set_forwarded_for(struct exchange *ex)
     memcpy(v + n + cl + SY_STRLEN(", "), local, ll);
     n += cl + SY_STRLEN(", ") + ll;
     http_headers_remove(h, SY_STRLIT("x-forwarded-for"));
-    return http_headers_add(h, &ex->arena, SY_STRLIT("x-forwarded-for"), v, n);
+    return http_headers_add(h, a, SY_STRLIT("x-forwarded-for"), v, n);
 }
 
 bool request_id_valid(const char *v, size_t len)
@@ -141,103 +103,37 @@ static int set_request_id(struct exchange *ex)
                             strlen(ex->request_id));
 }
 
-static int set_forwarding_headers(struct exchange *ex)
+int request_set_forwarded(struct http_headers *h, struct arena *a, const struct cfg_listener *l,
+                          const struct sockaddr_storage *client_addr,
+                          const struct sockaddr_storage *local_addr, bool tls)
 {
-    struct http_headers *h = &ex->req.headers;
-    if (set_forwarded_for(ex) != 0)
+    if (set_forwarded_for(h, a, l, client_addr, local_addr) != 0)
         return SY_ENOMEM;
     http_headers_remove(h, SY_STRLIT("x-forwarded-proto"));
-    const char *proto = ex->tls ? "https" : "http";
-    if (http_headers_add(h, &ex->arena, SY_STRLIT("x-forwarded-proto"), proto, strlen(proto)) != 0)
+    const char *proto = tls ? "https" : "http";
+    return http_headers_add(h, a, SY_STRLIT("x-forwarded-proto"), proto, strlen(proto));
+}
+
+static int set_forwarding_headers(struct exchange *ex)
+{
+    if (request_set_forwarded(&ex->req.headers, &ex->arena, ex->listener, &ex->client_addr,
+                              &ex->local_addr, ex->tls) != 0)
         return SY_ENOMEM;
     return set_request_id(ex);
-}
-
-/* One level's add/remove lists applied to a header list. */
-static int apply_header_lists(struct exchange *ex, struct http_headers *h,
-                              const struct cfg_header_add *add, size_t n_add, char *const *rm,
-                              size_t n_rm)
-{
-    for (size_t i = 0; i < n_rm; i++)
-        http_headers_remove(h, rm[i], strlen(rm[i]));
-    for (size_t i = 0; i < n_add; i++) {
-        size_t nl = strlen(add[i].name);
-        if (add[i].replace)
-            http_headers_remove(h, add[i].name, nl);
-        if (http_headers_add(h, &ex->arena, add[i].name, nl, add[i].value, strlen(add[i].value)) !=
-            0)
-            return SY_ENOMEM;
-    }
-    return 0;
-}
-
-/* path_prefix_rewrite: replace the matched prefix, keep the rest and the query. */
-static int rewrite_path(struct exchange *ex, const struct url_map_request *m, const char *prefix,
-                        size_t matched)
-{
-    struct http_request_head *r = &ex->req;
-    if (matched > m->path_len)
-        matched = m->path_len;
-    size_t plen = strlen(prefix);
-    size_t rest = r->path_len - matched;
-    char *p = arena_alloc(&ex->arena, plen + rest + 2);
-    if (!p)
-        return SY_ENOMEM;
-    memcpy(p, prefix, plen);
-    size_t n = plen;
-    const char *tail = r->path + matched;
-    /* "/api/" -> "/" with path "/api/x" gives "/x", never "//x". */
-    if (n > 0 && p[n - 1] == '/' && rest > 0 && tail[0] == '/') {
-        tail++;
-        rest--;
-    }
-    memcpy(p + n, tail, rest);
-    n += rest;
-    if (n == 0 || p[0] != '/') {
-        memmove(p + 1, p, n);
-        p[0] = '/';
-        n++;
-    }
-    p[n] = '\0';
-    r->path = p;
-    r->path_len = (uint32_t)n;
-    return 0;
 }
 
 int request_apply_route(struct exchange *ex, const struct url_map_request *m,
                         const struct url_map_result *res)
 {
-    struct http_request_head *r = &ex->req;
     if (set_forwarding_headers(ex) != 0)
         return SY_ENOMEM;
-    /* GCP's order: weighted backend, route rule, path matcher, url map. */
-    for (size_t i = 0; i < res->n_header_actions; i++) {
-        const struct cfg_header_action *a = res->header_actions[i];
-        if (apply_header_lists(ex, &r->headers, a->request_headers_to_add,
-                               a->n_request_headers_to_add, a->request_headers_to_remove,
-                               a->n_request_headers_to_remove) != 0)
-            return SY_ENOMEM;
-    }
-    const struct cfg_url_rewrite *rw = &res->action->url_rewrite;
-    if (rw->path_prefix_rewrite &&
-        rewrite_path(ex, m, rw->path_prefix_rewrite, res->matched_prefix_len) != 0)
-        return SY_ENOMEM;
-    if (rw->host_rewrite) {
-        r->authority = rw->host_rewrite;
-        r->authority_len = (uint32_t)strlen(rw->host_rewrite);
-    }
-    return 0;
+    return url_map_apply_request(res, m, &ex->req, &ex->arena);
 }
 
 int response_apply_route(struct exchange *ex, struct http_response_head *h,
                          const struct url_map_result *res)
 {
-    for (size_t i = 0; i < res->n_header_actions; i++) {
-        const struct cfg_header_action *a = res->header_actions[i];
-        if (apply_header_lists(ex, &h->headers, a->response_headers_to_add,
-                               a->n_response_headers_to_add, a->response_headers_to_remove,
-                               a->n_response_headers_to_remove) != 0)
-            return SY_ENOMEM;
-    }
+    if (url_map_apply_response(res, &h->headers, &ex->arena) != 0)
+        return SY_ENOMEM;
     return cors_on_response(ex, res, h);
 }

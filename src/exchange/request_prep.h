@@ -28,6 +28,19 @@ int request_apply_route(struct exchange *ex, const struct url_map_request *mreq,
                         const struct url_map_result *res);
 
 /*
+ * X-Forwarded-For and X-Forwarded-Proto on request headers `h`, as the
+ * router sets them (GCP): the incoming X-Forwarded-For values are kept, in
+ * front, only when `client_addr` is in the listener's xff_trusted_cidrs;
+ * then the client's IP and the listener's own IP (`local_addr`) are
+ * appended; X-Forwarded-Proto is "https" when `tls`, else "http", replacing
+ * any value. Allocates from `a`. 0 or SY_ENOMEM. request_apply_route calls
+ * it first, then sets X-Request-Id, then applies the route.
+ */
+int request_set_forwarded(struct http_headers *h, struct arena *a, const struct cfg_listener *l,
+                          const struct sockaddr_storage *client_addr,
+                          const struct sockaddr_storage *local_addr, bool tls);
+
+/*
  * Is a client's X-Request-Id value kept (forwarded and logged as it is)?
  * 1..EXCHANGE_REQUEST_ID_MAX bytes of [A-Za-z0-9._:+/=-] (UUIDs, hex and
  * base64 ids, Heroku's and most tracers' formats). Any other value is

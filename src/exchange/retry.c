@@ -3,7 +3,9 @@
 
 #include <string.h>
 
+#include "core/parse.h"
 #include "core/strlit.h"
+#include "http/headers.h"
 #include "http/grpc.h"
 
 void retry_policy_from_route(const struct cfg_route_action *a, struct retry_policy *out)
@@ -20,6 +22,22 @@ void retry_policy_from_route(const struct cfg_route_action *a, struct retry_poli
     out->num_retries = 1;
     out->per_try_timeout_ms = 0;
     out->allow_body = false;
+}
+
+uint64_t route_timeout_ms(const struct cfg_route_action *a, const struct cfg_backend_service *s,
+                          const struct http_headers *h)
+{
+    uint64_t t = a->timeout_set ? a->timeout_ms : s->timeout_ms;
+    const struct http_header *g = h ? http_headers_get(h, SY_STRLIT("grpc-timeout")) : NULL;
+    uint64_t gt;
+    char buf[32];
+    if (g && g->value_len < sizeof buf) {
+        memcpy(buf, g->value, g->value_len);
+        buf[g->value_len] = '\0';
+        if (sy_parse_grpc_timeout_ms(buf, &gt) == 0 && (t == 0 || gt < t))
+            t = gt ? gt : 1;
+    }
+    return t;
 }
 
 static uint32_t grpc_conditions(int grpc_status)

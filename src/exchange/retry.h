@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "config/config-t.h"
+#include "http/http-t.h"
 
 /* What happened to one attempt. */
 enum attempt_result {
@@ -58,6 +59,14 @@ struct retry_policy {
 };
 
 void retry_policy_from_route(const struct cfg_route_action *a, struct retry_policy *out);
+
+/*
+ * The whole-exchange deadline in ms (0 = none): the route's `timeout` when
+ * set, else the backend service's; a valid `grpc-timeout` request header
+ * (in `h`, may be NULL) shorter than that wins (at least 1 ms).
+ */
+uint64_t route_timeout_ms(const struct cfg_route_action *a, const struct cfg_backend_service *s,
+                          const struct http_headers *h);
 
 /* The condition bits an attempt's outcome satisfies (0 = a success). */
 uint32_t retry_conditions_met(const struct attempt_report *r);

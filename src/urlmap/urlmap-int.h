@@ -232,10 +232,10 @@ static inline bool um_strtab_slot_is(const struct um_strtab *t, const struct um_
     return str_eq(s->key, key, len, t->icase);
 }
 
-/* The value stored under key[0..len), whose hash (as the table's keys were
- * hashed) is `hash`, or NULL. Inline: the matcher's hot path. */
-static inline const void *um_strtab_get(const struct um_strtab *t, const char *key, size_t len,
-                                        uint32_t hash)
+/* The slot of key[0..len), whose hash (as the table's keys were hashed) is
+ * `hash`, or NULL. Inline: the matcher's hot path. */
+static inline const struct um_strtab_slot *
+um_strtab_find(const struct um_strtab *t, const char *key, size_t len, uint32_t hash)
 {
     if (t->n == 0)
         return NULL;
@@ -244,8 +244,16 @@ static inline const void *um_strtab_get(const struct um_strtab *t, const char *k
         if (!s->key)
             return NULL;
         if (um_strtab_slot_is(t, s, key, len, hash))
-            return s->val;
+            return s;
     }
+}
+
+/* The value stored under key[0..len) (see um_strtab_find), or NULL. */
+static inline const void *um_strtab_get(const struct um_strtab *t, const char *key, size_t len,
+                                        uint32_t hash)
+{
+    const struct um_strtab_slot *s = um_strtab_find(t, key, len, hash);
+    return s ? s->val : NULL;
 }
 
 /*

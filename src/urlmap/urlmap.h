@@ -72,6 +72,88 @@ void url_map_free(struct url_map *m);
 int url_map_match(const struct url_map *m, const struct url_map_request *req, uint32_t rand,
                   struct url_map_result *out);
 
+/* ---- tracing: why a request matched (switchyard explain and diff) -------- */
+
+/* How the authority chose a path matcher (rules H1..H4). */
+enum url_map_host_how {
+    URL_MAP_HOST_NONE = 0,   /* H4: no host rule matched: the url map's default action */
+    URL_MAP_HOST_EXACT_PORT, /* H1: a pattern with ":port", equal to the whole authority */
+    URL_MAP_HOST_EXACT,      /* H1: an exact host */
+    URL_MAP_HOST_WILDCARD,   /* H2: the longest matching "*<suffix>" */
+    URL_MAP_HOST_ANY,        /* H3: "*" */
+};
+
+/* The first condition of a match rule that did not hold (rule R). */
+enum url_map_cond {
+    URL_MAP_COND_NONE = 0, /* every condition held */
+    URL_MAP_COND_PATH,     /* R1: prefix_match, full_path_match or regex_match */
+    URL_MAP_COND_HEADER,   /* R2: header_matches[cond_index] */
+    URL_MAP_COND_QUERY,    /* R3: query_parameter_matches[cond_index] */
+};
+
+/* Why a path rule's pattern was or was not chosen (rule P). */
+enum url_map_pattern_state {
+    URL_MAP_PATTERN_CHOSEN = 0, /* the pattern that decided */
+    URL_MAP_PATTERN_NO_MATCH,   /* the path is not this pattern / not under it */
+    URL_MAP_PATTERN_OUTRANKED,  /* matches, but an exact path or a longer prefix won */
+    URL_MAP_PATTERN_SHADOWED,   /* the same pattern is listed earlier: that one is used */
+};
+
+enum url_map_trace_kind {
+    URL_MAP_TRACE_HOST,         /* host_how, host_pattern, path_matcher */
+    URL_MAP_TRACE_MATCH_RULE,   /* route_rule_index, match_rule_index, cond, cond_index, matched */
+    URL_MAP_TRACE_ROUTE_RULE,   /* route_rule_index, matched, skipped_by_index */
+    URL_MAP_TRACE_PATH_PATTERN, /* path_rule_index, path_pattern, pattern_state */
+    URL_MAP_TRACE_DEFAULT,      /* the default action of path_matcher (NULL: the url map's) */
+    URL_MAP_TRACE_SPLIT,        /* split_index: the weighted backend service picked */
+};
+
+/*
+ * One decision of the matcher, reported as it is made. Events come in this
+ * order: HOST; then, for a path matcher with route rules, for each route rule
+ * in priority order up to the one that matched (or all), its MATCH_RULE
+ * events then its ROUTE_RULE event; for one with path rules, a PATH_PATTERN
+ * event for every pattern of every path rule, in config order; DEFAULT when
+ * a default action is taken; SPLIT when the action is a weighted split.
+ * Pointers are into the config and live as long as it.
+ */
+struct url_map_trace_event {
+    enum url_map_trace_kind kind;
+    /* the path matcher concerned (HOST: the chosen one); NULL = none / the url map */
+    const struct cfg_path_matcher *path_matcher;
+    enum url_map_host_how host_how;
+    /* HOST: the configured pattern that matched ("*" for ANY), NULL for NONE */
+    const char *host_pattern;
+    size_t route_rule_index; /* MATCH_RULE, ROUTE_RULE: index in path_matcher->route_rules */
+    size_t match_rule_index; /* MATCH_RULE: index in the route rule's match_rules */
+    enum url_map_cond cond;  /* MATCH_RULE: the first condition that failed */
+    size_t cond_index;       /* MATCH_RULE: which header or query match */
+    bool matched;            /* MATCH_RULE, ROUTE_RULE */
+    /* MATCH_RULE, ROUTE_RULE: the route index passed this rule over because
+     * no path it can match has this path's first segment (or is this path):
+     * it is reported, and its match rules evaluated, for the trace only. */
+    bool skipped_by_index;
+    size_t path_rule_index;                   /* PATH_PATTERN: index in path_matcher->path_rules */
+    const char *path_pattern;                 /* PATH_PATTERN: the pattern as configured */
+    enum url_map_pattern_state pattern_state; /* PATH_PATTERN */
+    size_t split_index; /* SPLIT: index in action->weighted_backend_services */
+};
+
+struct url_map_trace {
+    /* Called once per event, synchronously, from inside url_map_match_traced. */
+    void (*on_event)(void *ctx, const struct url_map_trace_event *ev);
+    void *ctx;
+};
+
+/*
+ * url_map_match(), reporting each decision to `trace` as the matcher makes it
+ * (NULL: none; url_map_match is this with NULL). The result is the same
+ * with or without a trace. Rules skipped by the route index are evaluated
+ * for the trace only, so a trace costs more than a match.
+ */
+int url_map_match_traced(const struct url_map *m, const struct url_map_request *req, uint32_t rand,
+                         struct url_map_result *out, const struct url_map_trace *trace);
+
 /*
  * Normalize a request path for matching and forwarding (RFC 3986 rules as
  * docs/configuration.md lists): decode percent-escapes of unreserved
@@ -96,6 +178,36 @@ int url_path_normalize(const char *in, size_t in_len, char *out, size_t cap, siz
  */
 int url_map_redirect_location2(const struct cfg_url_redirect *r, const struct url_map_request *req,
                                size_t matched_prefix_len, char *out, size_t cap);
+
+/* ---- applying a match to a request head (route_apply.c) ------------------ */
+
+struct arena;
+
+/*
+ * Split r->path (the request target: the path and an optional "?query"),
+ * normalize the path (url_path_normalize, merging slashes), rebuild r->path
+ * as "normalized?query" (the query bytes untouched) in `a`, and fill `m`
+ * for the matcher from `r` (pointers into r's strings). 0, SY_EINVAL (a path
+ * that does not normalize: the proxy answers 400) or SY_ENOMEM (no room
+ * left in `a`).
+ */
+int url_map_request_prepare(struct http_request_head *r, struct arena *a,
+                            struct url_map_request *m);
+
+/*
+ * Apply the request side of a match to `r`, which url_map_request_prepare
+ * filled `m` from: the request header actions in the order res lists them,
+ * then url_rewrite.path_prefix_rewrite (replacing res->matched_prefix_len
+ * leading bytes of the path; a "/" following the prefix's own final "/" is
+ * dropped; the query is kept), then url_rewrite.host_rewrite. Allocates from
+ * `a`. 0 or SY_ENOMEM.
+ */
+int url_map_apply_request(const struct url_map_result *res, const struct url_map_request *m,
+                          struct http_request_head *r, struct arena *a);
+
+/* The response side of the match's header actions, applied to `h`. 0 or SY_ENOMEM. */
+int url_map_apply_response(const struct url_map_result *res, struct http_headers *h,
+                           struct arena *a);
 
 /* url_map_redirect_location2() with matched_prefix_len 0: a prefix_redirect
  * is then put in front of the whole path. Prefer the former. */

@@ -73,6 +73,11 @@
  * urlmap-int.h and built by urlmap_compile.c; regexes are urlmap_regex.c's.
  * Matching allocates nothing: regexes use per-thread match data, and joined
  * header values go to one per-thread buffer (tls_join).
+ *
+ * Tracing (url_map_match_traced, for `switchyard explain` and `diff`): the
+ * same code reports each decision through the trace's callback as it makes
+ * it. On the request path the trace is NULL: each hook is one predictable
+ * test and the hooks themselves are cold, out-of-line functions.
  */
 #include "urlmap/urlmap-int.h"
 
@@ -86,40 +91,79 @@ static _Thread_local char tls_join[URL_MAP_JOIN_CAP];
 
 /* ---- match: hosts and path rules ------------------------------------------- */
 
+/* ---- trace (url_map_match_traced; `t` is NULL on the request path) ----------- */
+
+/* The trace hooks are cold: kept out of line, out of the request path's way. */
+
+static __attribute__((cold)) void trace_emit(const struct url_map_trace *t,
+                                             struct url_map_trace_event *ev)
+{
+    t->on_event(t->ctx, ev);
+}
+
+/* Rules H1..H4 decided: slot `s` of m->hosts or m->suffixes (NULL: none). */
+static __attribute__((cold)) void trace_host(const struct url_map *m, const struct url_map_trace *t,
+                                             const struct um_strtab_slot *s, bool with_port,
+                                             const struct um_path_matcher *pm)
+{
+    const struct um_strtab *sfx = &m->suffixes;
+    bool wild = s && sfx->n && s >= sfx->slots && s <= sfx->slots + sfx->mask;
+    struct url_map_trace_event ev = {.kind = URL_MAP_TRACE_HOST,
+                                     .path_matcher = pm ? pm->cfg : NULL};
+    if (s) {
+        /* Keys point into the configured patterns; a suffix is "*" + key. */
+        ev.host_how = with_port ? URL_MAP_HOST_EXACT_PORT
+                      : wild    ? URL_MAP_HOST_WILDCARD
+                                : URL_MAP_HOST_EXACT;
+        ev.host_pattern = wild ? s->key - 1 : s->key;
+    } else if (pm) {
+        ev.host_how = URL_MAP_HOST_ANY;
+        ev.host_pattern = "*";
+    }
+    trace_emit(t, &ev);
+}
+
+/* ---- match: hosts and path rules ------------------------------------------- */
+
 /*
  * Rules H1 and H2 in one pass over the host from its end: the running hash
  * is the reverse hash of each suffix (the whole host at the end), so each
  * position where a wildcard suffix can start costs one probe. Returns the
- * exact host's path matcher, else the longest suffix's, else NULL.
+ * exact host's slot, else the longest suffix's, else NULL.
  */
-static const void *host_lookup(const struct url_map *m, const char *h, size_t n)
+static const struct um_strtab_slot *host_lookup(const struct url_map *m, const char *h, size_t n)
 {
     uint32_t hash = FNV_OFFSET;
-    const void *best = NULL;
+    const struct um_strtab_slot *best = NULL;
     for (size_t i = n; i-- > 0;) {
         unsigned char c = ascii_lower((unsigned char)h[i]);
         hash = fnv_step(hash, c);
         if (i == 0 || n - i > m->max_suffix_len || !(m->suffix_first[c >> 3] & (1u << (c & 7))))
             continue; /* "*" needs a byte; no suffix this long or starting so */
-        const void *v = um_strtab_get(&m->suffixes, h + i, n - i, hash);
+        const struct um_strtab_slot *v = um_strtab_find(&m->suffixes, h + i, n - i, hash);
         if (v)
             best = v;
     }
-    const void *exact = um_strtab_get(&m->hosts, h, n, hash);
+    const struct um_strtab_slot *exact = um_strtab_find(&m->hosts, h, n, hash);
     return exact ? exact : best;
 }
 
 /* The path matcher for this authority, or NULL for the url map default. */
-static const struct um_path_matcher *host_find(const struct url_map *m, const char *a, size_t n)
+static const struct um_path_matcher *host_find(const struct url_map *m, const char *a, size_t n,
+                                               const struct url_map_trace *t)
 {
-    const void *pm = NULL;
+    const struct um_strtab_slot *s = NULL;
     if (!a)
         n = 0;
     if (n && m->hosts_with_port)
-        pm = um_strtab_get(&m->hosts, a, n, hash_rev_icase(a, n));
-    if (!pm && n)
-        pm = host_lookup(m, a, host_part_len(a, n));
-    return pm ? pm : m->any_host;
+        s = um_strtab_find(&m->hosts, a, n, hash_rev_icase(a, n));
+    bool with_port = s != NULL;
+    if (!s && n)
+        s = host_lookup(m, a, host_part_len(a, n));
+    const struct um_path_matcher *pm = s ? s->val : m->any_host;
+    if (t)
+        trace_host(m, t, s, with_port, pm);
+    return pm;
 }
 
 /* Rule P: exact path, else the longest "/x/\*" prefix, else NULL. */
@@ -314,33 +358,83 @@ static bool path_cond(const struct um_match_rule *mr, const char *p, size_t n, s
     }
 }
 
-static bool match_rule_ok(const struct um_match_rule *mr, const struct url_map_request *req,
-                          size_t *prefix_len)
+/* A failed condition as match_rule_check reports it: kind on top, index below. */
+#define COND_SHIFT 28
+
+static inline uint32_t cond_fail(enum url_map_cond kind, uint32_t i)
+{
+    return (uint32_t)kind << COND_SHIFT | i;
+}
+
+/* 0 when every condition of `mr` holds, else the first that failed (cond_fail). */
+static uint32_t match_rule_check(const struct um_match_rule *mr, const struct url_map_request *req,
+                                 size_t *prefix_len)
 {
     if (!path_cond(mr, str_or_empty(req->path), req->path ? req->path_len : 0, prefix_len))
-        return false;
+        return cond_fail(URL_MAP_COND_PATH, 0);
     for (uint32_t i = 0; i < mr->n_hdrs; i++) {
         if (!header_cond(&mr->hdrs[i], req))
-            return false;
+            return cond_fail(URL_MAP_COND_HEADER, i);
     }
     for (uint32_t i = 0; i < mr->n_queries; i++) {
         if (!query_cond(&mr->queries[i], req))
-            return false;
+            return cond_fail(URL_MAP_COND_QUERY, i);
     }
-    return true;
+    return 0;
 }
 
-static bool route_rule_ok(const struct um_route_rule *rr, const struct url_map_request *req,
-                          size_t *prefix_len)
+static __attribute__((cold)) void trace_match_rule(const struct url_map_trace *t,
+                                                   const struct um_path_matcher *pm, uint32_t i,
+                                                   size_t j, uint32_t fail, bool skipped)
 {
+    struct url_map_trace_event ev = {
+        .kind = URL_MAP_TRACE_MATCH_RULE,
+        .path_matcher = pm->cfg,
+        .route_rule_index = i,
+        .match_rule_index = j,
+        .cond = (enum url_map_cond)(fail >> COND_SHIFT),
+        .cond_index = fail & ((1u << COND_SHIFT) - 1),
+        .matched = fail == 0,
+        .skipped_by_index = skipped,
+    };
+    trace_emit(t, &ev);
+}
+
+static __attribute__((cold)) void trace_route_rule(const struct url_map_trace *t,
+                                                   const struct um_path_matcher *pm, uint32_t i,
+                                                   bool ok, bool skipped)
+{
+    struct url_map_trace_event ev = {
+        .kind = URL_MAP_TRACE_ROUTE_RULE,
+        .path_matcher = pm->cfg,
+        .route_rule_index = i,
+        .matched = ok && !skipped,
+        .skipped_by_index = skipped,
+    };
+    trace_emit(t, &ev);
+}
+
+/*
+ * Does route rule `i` match? Its match rules are tried in order; one that
+ * holds decides. `skipped`: the trace evaluates a rule the route index
+ * passed over (reported, never chosen).
+ */
+static bool route_rule_ok(const struct um_path_matcher *pm, uint32_t i,
+                          const struct url_map_request *req, size_t *prefix_len,
+                          const struct url_map_trace *t, bool skipped)
+{
+    const struct um_route_rule *rr = &pm->rrs[i];
+    bool ok = rr->n_mrs == 0; /* no match rules: every request (as the loader reads it) */
     *prefix_len = 0;
-    if (rr->n_mrs == 0)
-        return true; /* no match rules: every request (as the loader reads it) */
-    for (size_t j = 0; j < rr->n_mrs; j++) {
-        if (match_rule_ok(&rr->mrs[j], req, prefix_len))
-            return true;
+    for (size_t j = 0; !ok && j < rr->n_mrs; j++) {
+        uint32_t fail = match_rule_check(&rr->mrs[j], req, prefix_len);
+        if (t)
+            trace_match_rule(t, pm, i, j, fail, skipped);
+        ok = fail == 0;
     }
-    return false;
+    if (t)
+        trace_route_rule(t, pm, i, ok, skipped);
+    return ok;
 }
 
 /* The bucket of `t` for key p[0..n) with hash `h`, or NULL. */
@@ -378,11 +472,15 @@ static void path_keys_hash(const char *p, size_t n, struct path_keys *k)
 
 /*
  * Rule R: the first route rule in priority order that matches, or NULL.
- * Walks the buckets of the path's keys merged with the generic list.
+ * Walks the buckets of the path's keys merged with the generic list. With
+ * a trace, the rules the index passes over are evaluated too, in their
+ * place in priority order, and reported as skipped (never chosen); one
+ * call site of route_rule_ok keeps the request path's code as it was.
  */
 static const struct cfg_route_rule *route_rules_find(const struct um_path_matcher *pm,
                                                      const struct url_map_request *req,
-                                                     size_t *prefix_len)
+                                                     size_t *prefix_len,
+                                                     const struct url_map_trace *t)
 {
     const char *p = str_or_empty(req->path);
     size_t n = req->path ? req->path_len : 0;
@@ -395,6 +493,8 @@ static const struct cfg_route_rule *route_rules_find(const struct um_path_matche
         [RKEY_FULL] = bucket_find(&pm->index[RKEY_FULL], p, n, keys.full),
     };
     uint32_t pos[RKEY_KINDS] = {0};
+    uint32_t next = 0; /* trace: every rule below it was reported */
+    size_t unused;
     for (;;) {
         int best = -1;
         for (int k = 0; k < RKEY_KINDS; k++) {
@@ -402,11 +502,57 @@ static const struct cfg_route_rule *route_rules_find(const struct um_path_matche
             if (b && pos[k] < b->n && (best < 0 || b->idx[pos[k]] < lists[best]->idx[pos[best]]))
                 best = k;
         }
-        if (best < 0)
+        uint32_t i = best < 0 ? (uint32_t)pm->cfg->n_route_rules : lists[best]->idx[pos[best]];
+        bool skipped = t && next < i;
+        if (skipped)
+            i = next;
+        else if (best < 0)
             return NULL;
-        const struct um_route_rule *rr = &pm->rrs[lists[best]->idx[pos[best]++]];
-        if (route_rule_ok(rr, req, prefix_len))
-            return rr->cfg;
+        else
+            pos[best]++;
+        next = i + 1;
+        if (route_rule_ok(pm, i, req, skipped ? &unused : prefix_len, t, skipped) && !skipped)
+            return pm->rrs[i].cfg;
+    }
+}
+
+/*
+ * Trace, rule P: every pattern of every path rule, in config order, and why
+ * it was or was not the one `chosen` (NULL: none) by path_rules_find.
+ */
+static __attribute__((cold)) void trace_path_patterns(const struct um_path_matcher *pm,
+                                                      const char *p, size_t n,
+                                                      const struct cfg_path_rule *chosen,
+                                                      size_t chosen_len,
+                                                      const struct url_map_trace *t)
+{
+    bool chosen_exact = chosen && um_strtab_get(&pm->exact, p, n, hash_fwd(p, n, false));
+    for (size_t i = 0; i < pm->cfg->n_path_rules; i++) {
+        const struct cfg_path_rule *pr = &pm->cfg->path_rules[i];
+        for (size_t j = 0; j < pr->n_paths; j++) {
+            const char *pat = str_or_empty(pr->paths[j]);
+            size_t pl = strlen(pat);
+            bool prefix = pl >= 2 && pat[pl - 1] == '*' && pat[pl - 2] == '/';
+            size_t kl = prefix ? pl - 1 : pl;
+            bool hit = prefix ? n >= kl && bytes_eq(p, pat, kl) : n == kl && bytes_eq(p, pat, kl);
+            const struct um_strtab *tab = prefix ? &pm->prefix : &pm->exact;
+            bool first = um_strtab_get(tab, pat, kl, hash_fwd(pat, kl, false)) == pr;
+            struct url_map_trace_event ev = {
+                .kind = URL_MAP_TRACE_PATH_PATTERN,
+                .path_matcher = pm->cfg,
+                .path_rule_index = i,
+                .path_pattern = pat,
+                .pattern_state = URL_MAP_PATTERN_NO_MATCH,
+            };
+            if (hit && !first)
+                ev.pattern_state = URL_MAP_PATTERN_SHADOWED;
+            else if (hit && pr == chosen &&
+                     (prefix ? !chosen_exact && kl == chosen_len : chosen_exact))
+                ev.pattern_state = URL_MAP_PATTERN_CHOSEN;
+            else if (hit)
+                ev.pattern_state = URL_MAP_PATTERN_OUTRANKED;
+            trace_emit(t, &ev);
+        }
     }
 }
 
@@ -430,7 +576,7 @@ static const struct cfg_weighted_backend_service *split_pick(const struct cfg_ro
     return NULL;
 }
 
-static void header_action_add(struct url_map_result *out, const struct cfg_header_action *ha)
+static inline void header_action_add(struct url_map_result *out, const struct cfg_header_action *ha)
 {
     if (!ha || (ha->n_request_headers_to_add == 0 && ha->n_request_headers_to_remove == 0 &&
                 ha->n_response_headers_to_add == 0 && ha->n_response_headers_to_remove == 0))
@@ -443,7 +589,7 @@ static void header_action_add(struct url_map_result *out, const struct cfg_heade
  * path matcher `pm` (NULL for the url map's default). */
 static void result_fill(const struct url_map *m, const struct um_path_matcher *pm,
                         const struct cfg_route_rule *rr, const struct cfg_route_action *a,
-                        uint32_t rand, struct url_map_result *out)
+                        uint32_t rand, struct url_map_result *out, const struct url_map_trace *t)
 {
     const struct cfg_weighted_backend_service *w = NULL;
     out->action = a;
@@ -452,6 +598,14 @@ static void result_fill(const struct url_map *m, const struct um_path_matcher *p
     } else if (a->n_weighted_backend_services) {
         w = split_pick(a, rand);
         out->service = w ? w->backend_service : NULL;
+        if (t && w) {
+            struct url_map_trace_event ev = {
+                .kind = URL_MAP_TRACE_SPLIT,
+                .path_matcher = pm ? pm->cfg : NULL,
+                .split_index = (size_t)(w - a->weighted_backend_services),
+            };
+            trace_emit(t, &ev);
+        }
     } else {
         out->service = a->service;
     }
@@ -461,32 +615,46 @@ static void result_fill(const struct url_map *m, const struct um_path_matcher *p
     header_action_add(out, &m->cfg->header_action);
 }
 
+/*
+ * url_map_match is this with t == NULL: on the request path each trace
+ * hook costs one predictable test (and a tail jump to get here).
+ */
+int url_map_match_traced(const struct url_map *m, const struct url_map_request *req, uint32_t rand,
+                         struct url_map_result *out, const struct url_map_trace *t)
+{
+    memset(out, 0, sizeof(*out));
+    const struct um_path_matcher *pm = host_find(m, req->authority, req->authority_len, t);
+    const struct cfg_route_rule *rr = NULL;
+    const struct cfg_route_action *a = NULL;
+    size_t plen = 0;
+    if (pm && pm->cfg->n_route_rules) {
+        rr = route_rules_find(pm, req, &plen, t);
+        a = rr ? &rr->action : NULL;
+    } else if (pm && pm->cfg->n_path_rules) {
+        const char *p = str_or_empty(req->path);
+        size_t n = req->path ? req->path_len : 0;
+        const struct cfg_path_rule *pr = path_rules_find(pm, p, n, &plen);
+        if (t)
+            trace_path_patterns(pm, p, n, pr, plen, t);
+        a = pr ? &pr->action : NULL;
+    }
+    if (!a) {
+        /* No rule matched: the path matcher's default, or the url map's (rule M: 0). */
+        a = pm ? &pm->cfg->default_action : &m->cfg->default_action;
+        plen = 0;
+        if (t) {
+            struct url_map_trace_event ev = {.kind = URL_MAP_TRACE_DEFAULT,
+                                             .path_matcher = pm ? pm->cfg : NULL};
+            trace_emit(t, &ev);
+        }
+    }
+    result_fill(m, pm, rr, a, rand, out, t);
+    out->matched_prefix_len = plen;
+    return 0;
+}
+
 int url_map_match(const struct url_map *m, const struct url_map_request *req, uint32_t rand,
                   struct url_map_result *out)
 {
-    memset(out, 0, sizeof(*out));
-    const struct um_path_matcher *pm = host_find(m, req->authority, req->authority_len);
-    if (!pm) {
-        result_fill(m, NULL, NULL, &m->cfg->default_action, rand, out);
-        return 0;
-    }
-    size_t plen = 0;
-    if (pm->cfg->n_route_rules) {
-        const struct cfg_route_rule *rr = route_rules_find(pm, req, &plen);
-        if (rr) {
-            result_fill(m, pm, rr, &rr->action, rand, out);
-            out->matched_prefix_len = plen;
-            return 0;
-        }
-    } else if (pm->cfg->n_path_rules) {
-        const struct cfg_path_rule *pr =
-            path_rules_find(pm, str_or_empty(req->path), req->path ? req->path_len : 0, &plen);
-        if (pr) {
-            result_fill(m, pm, NULL, &pr->action, rand, out);
-            out->matched_prefix_len = plen;
-            return 0;
-        }
-    }
-    result_fill(m, pm, NULL, &pm->cfg->default_action, rand, out);
-    return 0;
+    return url_map_match_traced(m, req, rand, out, NULL);
 }
