@@ -29,6 +29,7 @@
 #include "core/worker.h"
 #include "healthcheck/healthcheck.h"
 #include "listener/listener.h"
+#include "tools/tools.h"
 
 #define SY_VERSION     "0.1.0"
 #define DEFAULT_CONFIG "config/switchyard.yaml"
@@ -62,6 +63,10 @@ static void usage(FILE *out)
     fprintf(out, "usage: switchyard [-c FILE] [--workers N] [--log-level debug|info|warn|error]\n"
                  "                  [--watch-config]   reload when the config file changes\n"
                  "       switchyard -t -c FILE     validate the config and exit 0/1\n"
+                 "       switchyard explain -c FILE [-H 'name: value']... [--json] URL\n"
+                 "                                 where a request goes, and why (docs/tools.md)\n"
+                 "       switchyard diff OLD.yaml NEW.yaml --requests FILE [--fail-on-change]\n"
+                 "                                 requests whose route two configs change\n"
                  "       switchyard --version | --help\n"
                  "default config: " DEFAULT_CONFIG "\n");
 }
@@ -606,6 +611,10 @@ static int test_config(const char *path)
 int main(int argc, char **argv)
 {
     struct options o = {.config = DEFAULT_CONFIG, .workers = 0};
+    if (argc > 1 && strcmp(argv[1], "explain") == 0)
+        return tools_explain_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "diff") == 0)
+        return tools_diff_main(argc - 1, argv + 1);
     if (parse_args(argc, argv, &o) != 0)
         return 1;
     if (o.test_only)

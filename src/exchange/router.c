@@ -624,18 +624,7 @@ static bool inject_abort(struct exchange *ex, const struct cfg_route_action *a)
 /* The whole-exchange deadline: route timeout, else the service's, or a shorter grpc-timeout. */
 static uint64_t exchange_timeout_ms(const struct exchange *ex)
 {
-    const struct cfg_route_action *a = ex->route->action;
-    uint64_t t = a->timeout_set ? a->timeout_ms : ex->service->timeout_ms;
-    const struct http_header *g = http_headers_get(&ex->req.headers, SY_STRLIT("grpc-timeout"));
-    uint64_t gt;
-    char buf[32];
-    if (g && g->value_len < sizeof buf) {
-        memcpy(buf, g->value, g->value_len);
-        buf[g->value_len] = '\0';
-        if (sy_parse_grpc_timeout_ms(buf, &gt) == 0 && (t == 0 || gt < t))
-            t = gt ? gt : 1;
-    }
-    return t;
+    return route_timeout_ms(ex->route->action, ex->service, &ex->req.headers);
 }
 
 /* The body kept for retries, while it fits retry_buffer_size (none when it cannot be made). */
