@@ -12,6 +12,14 @@ WARNINGS := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-protot
 CSTD     := -std=c11 -D_GNU_SOURCE
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+# sd_notify (systemd Type=notify: READY, RELOADING, STOPPING) through
+# libsystemd when pkg-config finds it (Debian: libsystemd-dev); without it
+# src/core/notify.c is a no-op. `make SY_SYSTEMD=` builds without it.
+SY_SYSTEMD ?= $(shell pkg-config --exists libsystemd 2>/dev/null && echo 1)
+ifeq ($(SY_SYSTEMD),1)
+PKG_CFLAGS += $(shell pkg-config --cflags libsystemd) -DSY_HAVE_SYSTEMD=1
+PKG_LIBS   += $(shell pkg-config --libs libsystemd)
+endif
 INCLUDES := -Isrc
 
 OPT_CFLAGS  := -O2 -g $(CSTD) $(WARNINGS) $(INCLUDES) $(PKG_CFLAGS) -MMD -MP

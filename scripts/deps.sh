@@ -4,9 +4,11 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config clang libclang-rt-14-dev valgrind
       libnghttp2-dev libevent-dev libc-ares-dev libssl-dev libyaml-dev libhttp-parser-dev libpcre2-dev
+      libsystemd-dev   # sd_notify (src/core/notify.c); optional to build, wanted to test
       curl openssl procps strace nghttp2-client nghttp2-proxy
       python3 python3-pytest python3-h2 python3-httpx python3-grpcio python3-grpc-tools
-      python3-websockets python3-dnslib python3-yaml)
+      python3-websockets python3-dnslib python3-yaml
+      systemd)         # systemd-analyze verify of deploy/systemd (test_deploy.py)
 # make bench: load generators (wrk; h2load is in nghttp2-client), the peers
 # (haproxy, nghttpx in nghttp2-proxy, nginx-light), openssl for a throwaway
 # certificate, procps for pgrep.

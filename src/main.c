@@ -23,6 +23,7 @@
 #include "admin/admin.h"
 #include "config/config.h"
 #include "core/log.h"
+#include "core/notify.h"
 #include "core/parse.h"
 #include "core/stats.h"
 #include "core/timer.h"
@@ -50,6 +51,8 @@ struct proxy {
     struct event *overload_ev; /* samples limits.overload every OVERLOAD_CHECK_MS while set */
     int workers_done;          /* atomic */
     bool draining;
+    int stop_signals; /* SIGTERM/SIGINT received: the second one ends the drain at once */
+    int exit_status;  /* 0, or 128 + the signal that ended the drain early */
     int access_log_fd;
     struct stats *stats;
     struct admin *admin;
@@ -256,6 +259,18 @@ static void on_discovery_changed(void *ctx)
     publish(p, rt);
 }
 
+/* READY=1 (notify.h), saying what is served and why a reload was refused. */
+static void notify_ready(struct proxy *p, const char *refused)
+{
+    char status[256];
+    if (refused)
+        snprintf(status, sizeof status, "reload refused: %s; serving config version %s", refused,
+                 p->rt->cfg->version);
+    else
+        snprintf(status, sizeof status, "serving config version %s", p->rt->cfg->version);
+    sy_notify_ready(status);
+}
+
 /*
  * Load the config file again and publish it to the workers. Returns 0, or
  * -1 after writing the reasons to `errs` (and the log): the old config keeps
@@ -264,6 +279,13 @@ static void on_discovery_changed(void *ctx)
  */
 static int reload(struct proxy *p, FILE *errs, bool if_changed)
 {
+    if (p->draining) { /* SIGHUP, POST /reload, --watch-config alike */
+        log_warn("reload refused: draining; still serving config version %s", p->rt->cfg->version);
+        if (errs)
+            fprintf(errs, "reload refused: draining; still serving config version %s\n",
+                    p->rt->cfg->version);
+        return -1;
+    }
     struct config_errors ce = {0};
     struct config *cfg = config_load(p->config_path, &ce);
     const char *why = NULL;
@@ -272,6 +294,7 @@ static int reload(struct proxy *p, FILE *errs, bool if_changed)
         config_errors_free(&ce);
         return 0;
     }
+    sy_notify_reloading();
     if (!cfg) {
         for (size_t i = 0; i < ce.n; i++) {
             log_error("%s", ce.msgs[i]);
@@ -295,21 +318,30 @@ static int reload(struct proxy *p, FILE *errs, bool if_changed)
             fprintf(errs, "reload refused: %s; still serving config version %s\n", why,
                     p->rt->cfg->version);
         p->stats->reload_failures++; /* main thread only */
+        notify_ready(p, why);
         return -1;
     }
     publish(p, rt);
     overload_watch(p);
     p->stats->reloads++;
     log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
+    notify_ready(p, NULL);
     return 0;
+}
+
+/* End the drain now: the workers close what is left (logged DRT) and stop. */
+static void stop_workers(struct proxy *p)
+{
+    event_del(p->drain_timer);
+    for (int i = 0; i < p->n_workers; i++)
+        worker_post(&p->workers[i], WORKER_CMD_STOP);
 }
 
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct proxy *p = arg;
     log_warn("drain timeout: closing the remaining connections");
-    for (int i = 0; i < p->n_workers; i++)
-        worker_post(&p->workers[i], WORKER_CMD_STOP);
+    stop_workers(p);
 }
 
 static void start_drain(struct proxy *p)
@@ -317,6 +349,7 @@ static void start_drain(struct proxy *p)
     if (p->draining)
         return;
     p->draining = true;
+    sy_notify_stopping();
     uint64_t ms = p->rt->cfg->drain_timeout_ms;
     log_info("draining (up to %llums)", (unsigned long long)ms);
     sy_timer_arm_ms(p->drain_timer, ms);
@@ -340,12 +373,34 @@ static int open_access_log(const struct config *cfg)
     return open(cfg->access_log.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 }
 
+/*
+ * SIGTERM/SIGINT: the first drains (or lets a POST /drain go on); the
+ * second ends the drain at once, and the exit status says so: 128 + the
+ * signal's number, as a shell reports a process that signal killed.
+ */
+static void on_stop_signal(struct proxy *p, int sig)
+{
+    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (++p->stop_signals == 1) {
+        if (p->draining)
+            log_info("%s: already draining", name);
+        start_drain(p);
+        return;
+    }
+    if (p->exit_status)
+        return; /* already stopping */
+    p->exit_status = 128 + sig;
+    log_warn("%s during the drain: closing every connection now; exit status %d", name,
+             p->exit_status);
+    stop_workers(p);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct proxy *p = arg;
     switch (sig) {
     case SIGTERM:
-    case SIGINT: start_drain(p); break;
+    case SIGINT: on_stop_signal(p, (int)sig); break;
     case SIGHUP: reload(p, NULL, false); break;
     case SIGUSR1:
         if (p->access_log_fd > STDOUT_FILENO) {
@@ -511,7 +566,10 @@ static int parse_args(int argc, char **argv, struct options *o)
             sy_log_set_level(lvl);
             break;
         }
-        case 'V': printf("switchyard %s\n", SY_VERSION); exit(0);
+        case 'V': /* whether Type=notify can work (docs/deploy.md) */
+            printf("switchyard %s (%s)\n", SY_VERSION,
+                   sy_notify_supported() ? "sd_notify" : "no sd_notify");
+            exit(0);
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return 1;
         }
@@ -570,6 +628,7 @@ static int serve(struct proxy *p, struct listener_set *set)
     for (size_t i = 0; i < p->rt->cfg->n_listeners; i++)
         log_info("listener %s on %s", p->rt->cfg->listeners[i].name,
                  p->rt->cfg->listeners[i].address.text);
+    notify_ready(p, NULL); /* the sockets listen and every worker runs */
     event_base_dispatch(p->base);
     rc = 0;
 out:
@@ -593,19 +652,25 @@ out:
     event_free(p->drain_timer);
     event_free(p->done_ev);
     event_free(p->overload_ev);
-    if (rc == 0)
+    if (rc == 0 && p->exit_status)
+        log_warn("drain ended by a second signal; exiting %d", p->exit_status);
+    else if (rc == 0)
         log_info("drained; exiting");
-    return rc;
+    return rc ? rc : p->exit_status;
 }
 
-/* -t: validate the config file; the exit status. */
+/*
+ * -t: validate the config file, and load the TLS files it names as
+ * startup would (nginx -t does too); the exit status.
+ */
 static int test_config(const char *path)
 {
     struct config *cfg = load_or_report(path);
-    if (cfg)
+    int bad = cfg ? listeners_check_tls(cfg, stderr) + upstream_check_tls(cfg, stderr) : 1;
+    if (!bad)
         printf("%s: ok (version %s)\n", path, cfg->version);
     config_unref(cfg);
-    return cfg ? 0 : 1;
+    return bad ? 1 : 0;
 }
 
 int main(int argc, char **argv)

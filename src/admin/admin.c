@@ -152,6 +152,25 @@ static void do_reload(struct evhttp_request *req, struct admin *a)
     evbuffer_free(b);
 }
 
+/*
+ * The methods each endpoint answers: the Allow header of its 405 (RFC 9110
+ * 15.5.6) when asked with another. A path not here is a 404.
+ */
+static const struct {
+    const char *path, *allow;
+} endpoint_methods[] = {
+    {"/ready", "GET, HEAD"},    {"/metrics", "GET, HEAD"}, {"/config", "GET, HEAD"},
+    {"/backends", "GET, HEAD"}, {"/reload", "POST"},       {"/drain", "POST"},
+};
+
+static const char *endpoint_allow(const char *path)
+{
+    for (size_t i = 0; i < sizeof endpoint_methods / sizeof endpoint_methods[0]; i++)
+        if (strcmp(path, endpoint_methods[i].path) == 0)
+            return endpoint_methods[i].allow;
+    return NULL;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct admin *a = arg;
@@ -161,6 +180,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     size_t n = strcspn(uri, "?");
     snprintf(path, sizeof path, "%.*s", (int)(n < sizeof path ? n : sizeof path - 1), uri);
     bool get = m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD, post = m == EVHTTP_REQ_POST;
+    const char *allow;
     if (strcmp(path, "/ready") == 0 && get) {
         bool d = a->hooks.draining(a->hooks.ctx);
         bool r = !d && a->hooks.resolving && a->hooks.resolving(a->hooks.ctx);
@@ -176,8 +196,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     } else if (strcmp(path, "/drain") == 0 && post) {
         a->hooks.drain(a->hooks.ctx);
         reply_text(req, 200, "draining");
-    } else if (!strcmp(path, "/ready") || !strcmp(path, "/metrics") || !strcmp(path, "/config") ||
-               !strcmp(path, "/backends") || !strcmp(path, "/reload") || !strcmp(path, "/drain")) {
+    } else if ((allow = endpoint_allow(path))) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "allow", allow);
         reply_text(req, 405, "method not allowed");
     } else {
         reply_text(req, 404, "not found: /ready /metrics /backends /config /reload /drain");
@@ -201,14 +221,22 @@ struct admin *admin_start(struct event_base *base, const struct cfg_addr *addr,
     struct evhttp_bound_socket *bound = NULL;
     if (fd < 0 || bind(fd, (const struct sockaddr *)&addr->ss, addr->len) != 0 ||
         listen(fd, 128) != 0 || !(bound = evhttp_accept_socket_with_handle(a->http, fd))) {
-        snprintf(err, errlen, "admin: cannot listen on %s: %s", addr->text, strerror(errno));
+        if (errno == EADDRINUSE) /* no SO_REUSEPORT here: nobody shares this port */
+            snprintf(err, errlen, "admin: address %s already in use by another process",
+                     addr->text);
+        else
+            snprintf(err, errlen, "admin: cannot listen on %s: %s", addr->text, strerror(errno));
         if (fd >= 0)
             close(fd);
         admin_stop(a);
         return NULL;
     }
     evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(bound), on_accept_error);
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+    /* Every method reaches on_request, which answers 405 + Allow (not evhttp's 501). */
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                            EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_timeout(a->http, 30);
     evhttp_set_gencb(a->http, on_request, a);
     return a;

@@ -43,8 +43,8 @@
                     EXCHANGE_REQUEST_ID_MAX + sizeof(((struct exchange *)0)->endpoint) +           \
                     sizeof(((struct exchange *)0)->tries_log)))
 
-static const char *const flag_names[] = {"UT", "UF", "UR", "URX", "FI", "NR", "UH",
-                                         "DC", "UP", "LR", "SI",  "UO", "DT", "URO"};
+static const char *const flag_names[] = {"UT", "UF", "UR", "URX", "FI", "NR",  "UH",  "DC",
+                                         "UP", "LR", "SI", "UO",  "DT", "URO", "DRT", "MCA"};
 
 void access_log_flags(unsigned flags, char *out, size_t cap)
 {

@@ -85,6 +85,11 @@ enum exchange_flag {
     /* upstream retry overflow: a retry was due but circuit_breakers.max_retries
      * was full, so the attempt's failure went to the client (not UO) */
     EXF_URO = 1u << 13,
+    /* the proxy closed the client's connection under the exchange (not DC):
+     * the drain ended (drain_timeout, or a second SIGTERM/SIGINT) ... */
+    EXF_DRT = 1u << 14,
+    /* ... or listener http2.max_connection_age_grace passed */
+    EXF_MCA = 1u << 15,
 };
 
 /*
@@ -188,6 +193,12 @@ void exchange_on_request_end(struct exchange *ex, const struct http_headers *tra
 void exchange_on_downstream_drained(struct exchange *ex);
 /* The client went away or reset the stream: cancel and finish. */
 void exchange_on_downstream_abort(struct exchange *ex);
+/*
+ * The proxy closed the client's connection itself (`flag`: EXF_DRT or
+ * EXF_MCA): cancel and finish, logged with `flag` instead of DC, and with
+ * the status sent, or 503 when none was (not 499: the client did not leave).
+ */
+void exchange_on_downstream_cut(struct exchange *ex, unsigned flag);
 
 /*
  * Answer locally with `status` and a short text body (or, for a gRPC

@@ -1168,6 +1168,14 @@ void exchange_on_downstream_abort(struct exchange *ex)
     exchange_finish(ex);
 }
 
+void exchange_on_downstream_cut(struct exchange *ex, unsigned flag)
+{
+    ex->flags |= flag;
+    if (!ex->status)
+        ex->status = 503; /* a 5xx: the proxy failed it, the client did nothing wrong */
+    exchange_finish(ex);
+}
+
 /* ---- response ------------------------------------------------------------------ */
 
 static int head_grpc_status(const struct http_response_head *h)

@@ -85,6 +85,7 @@ struct h1_down {
     bool abort_after_flush; /* CLOSING ends with a TCP reset, not a lingering close */
     bool handed_over;       /* the connection went to an HTTP/2 session with its count */
     bool chunked_body;      /* the request body is chunked: `chunked` checks it */
+    unsigned cut_flag;      /* EXF_DRT: the proxy is closing it, 0 = the client or an error */
     enum http_version version;
     enum h1_framing framing;
     struct evbuffer *body; /* decoded request body of one parse pass */
@@ -181,7 +182,9 @@ static void conn_close(struct h1_down *c)
         bufferevent_free(c->bev);
     c->bev = NULL;
     c->ex = NULL;
-    if (ex)
+    if (ex && c->cut_flag)
+        exchange_on_downstream_cut(ex, c->cut_flag); /* the proxy closes it */
+    else if (ex)
         exchange_on_downstream_abort(ex); /* detach() finds c->ex already NULL */
     event_active(&c->reap_ev, EV_TIMEOUT, 1);
 }
@@ -1039,6 +1042,7 @@ void h1_downstream_close_all(struct listener_worker *lw)
 {
     for (struct sy_link *l; (l = sy_list_first(&lw->conns));) {
         struct h1_down *c = SY_CONTAINER_OF(l, struct h1_down, link);
+        c->cut_flag = EXF_DRT; /* the drain is over (or never began: no exchanges) */
         conn_close(c);
         event_del(&c->reap_ev);
         on_reap(-1, 0, c);

@@ -112,6 +112,7 @@ struct h2_down_conn {
     struct event age_ev;       /* max_connection_age, then its grace */
     struct event stall_ev;     /* the next full stream to count as stalled (police_stalls) */
     bool age_reached;
+    unsigned cut_flag;   /* EXF_DRT/EXF_MCA: the proxy is closing it, 0 = the client */
     struct sy_link link; /* struct h2_down.conns */
 };
 

@@ -152,8 +152,9 @@ static void stream_consume(struct h2_stream *st, size_t n)
 }
 
 /*
- * The client is gone or reset the stream: the exchange ends. Request bytes
- * held back by back-pressure go back to the connection's window first.
+ * The client is gone or reset the stream (or the proxy is closing the
+ * connection: c->cut_flag): the exchange ends. Request bytes held back by
+ * back-pressure go back to the connection's window first.
  */
 static void stream_abort_exchange(struct h2_stream *st)
 {
@@ -163,7 +164,9 @@ static void stream_abort_exchange(struct h2_stream *st)
     st->req_paused = false;
     stream_consume(st, n);
     st->ex = NULL;
-    if (ex)
+    if (ex && st->c->cut_flag)
+        exchange_on_downstream_cut(ex, st->c->cut_flag);
+    else if (ex)
         exchange_on_downstream_abort(ex);
 }
 
@@ -806,6 +809,7 @@ static void on_age(evutil_socket_t fd, short what, void *arg)
     struct h2_down_conn *c = arg;
     const struct cfg_listener *l = h2d_listener_cfg(c);
     if (c->age_reached) {
+        c->cut_flag = EXF_MCA; /* max_connection_age_grace: streams still open are cut */
         conn_close(c);
         return;
     }
@@ -979,6 +983,7 @@ void h2_downstream_close_all(struct listener_worker *lw)
         return;
     for (struct sy_link *l; (l = sy_list_first(&d->conns));) {
         struct h2_down_conn *c = SY_CONTAINER_OF(l, struct h2_down_conn, link);
+        c->cut_flag = EXF_DRT; /* the drain is over (or never began: no streams) */
         conn_close(c);
         event_del(&c->reap_ev);
         on_reap(-1, 0, c);

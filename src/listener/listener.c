@@ -37,6 +37,37 @@ struct tls_accept {
     struct sy_link link; /* on lw->pending */
 };
 
+/*
+ * Startup, before any socket of ours is bound: is `l`'s address free? Our
+ * sockets set SO_REUSEPORT so that every worker has its own; alone, that
+ * would also let them join the port of another process that set it (a
+ * second switchyard), the kernel splitting new connections between the
+ * two. A bind without SO_REUSEPORT fails wherever anyone else holds the
+ * address; SO_REUSEADDR still lets through a port held only by TIME_WAIT
+ * connections of a previous run. 0, or -1 with the reason in `err`.
+ */
+static int probe_free(const struct cfg_listener *l, char *err, size_t errlen)
+{
+    int fd = socket(l->address.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "listener %s: socket: %s", l->name, strerror(errno));
+        return -1;
+    }
+    int one = 1, rc = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (const struct sockaddr *)&l->address.ss, l->address.len) != 0) {
+        if (errno == EADDRINUSE)
+            snprintf(err, errlen, "listener %s: address %s already in use by another process",
+                     l->name, l->address.text);
+        else
+            snprintf(err, errlen, "listener %s: cannot listen on %s: %s", l->name, l->address.text,
+                     strerror(errno));
+        rc = -1;
+    }
+    close(fd);
+    return rc;
+}
+
 static int open_one(const struct cfg_listener *l, char *err, size_t errlen)
 {
     int fd = socket(l->address.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -90,6 +121,9 @@ struct listener_set *listeners_open(const struct config *cfg, int n_workers, cha
     set->n_workers = n_workers;
     for (size_t i = 0; i < n; i++)
         set->fds[i] = -1;
+    for (size_t i = 0; i < cfg->n_listeners; i++)
+        if (probe_free(&cfg->listeners[i], err, errlen) != 0)
+            goto fail;
     for (size_t i = 0; i < n; i++) {
         set->fds[i] = open_one(&cfg->listeners[i % cfg->n_listeners], err, errlen);
         if (set->fds[i] < 0)
@@ -106,6 +140,24 @@ struct listener_set *listeners_open(const struct config *cfg, int n_workers, cha
 fail:
     listener_set_free(set);
     return NULL;
+}
+
+int listeners_check_tls(const struct config *cfg, FILE *errs)
+{
+    int bad = 0;
+    for (size_t i = 0; i < cfg->n_listeners; i++) {
+        if (cfg->listeners[i].protocol != CFG_LISTENER_HTTPS)
+            continue;
+        char err[512];
+        SSL_CTX *ctx = tls_server_ctx_new(&cfg->listeners[i], err, sizeof err);
+        if (!ctx && strncmp(err, "listener ", 9) == 0) /* it names the listener already */
+            fprintf(errs, "%s\n", err);
+        else if (!ctx)
+            fprintf(errs, "listener %s: %s\n", cfg->listeners[i].name, err);
+        bad += !ctx;
+        tls_server_ctx_free(ctx);
+    }
+    return bad;
 }
 
 /* ---- TLS handshakes ------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "config/config-t.h"
 
@@ -47,12 +48,23 @@ enum listener_overload {
 /*
  * Bind and listen on every listener of `cfg`, `n_workers` sockets each, and
  * load the TLS certificates of HTTPS listeners. Returns NULL with a one-line
- * reason in `err` (naming the address or file).
+ * reason in `err` (naming the address or file); an address another socket
+ * holds already (another process: this one has none open yet) is refused
+ * with "address A already in use by another process" instead of being
+ * shared through SO_REUSEPORT.
  */
 struct listener_set *listeners_open(const struct config *cfg, int n_workers, char *err,
                                     size_t errlen);
 /* Close the sockets not handed to a worker and free the TLS contexts. */
 void listener_set_free(struct listener_set *set);
+
+/*
+ * `switchyard -t`: build the TLS context of every HTTPS listener of `cfg`
+ * as startup would (certificates, keys, that each key matches its
+ * certificate), bind nothing. Writes one line per failure, naming the
+ * file, to `errs`; returns how many.
+ */
+int listeners_check_tls(const struct config *cfg, FILE *errs);
 
 /*
  * Main thread, every ~100 ms while `cfg` sets limits.overload: sample the

@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "core/strlit.h"
+#include "upstream/upstream.h" /* upstream_check_tls */
 
 #define TLS_CACHE_MAX 16  /* contexts kept per cache; the oldest goes first */
 #define TLS_HOST_MAX  256 /* longest SNI / verification name, bytes */
@@ -90,6 +91,30 @@ static SSL_CTX *ctx_new(const struct cfg_backend_service *svc, enum tls_alpn alp
 fail:
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+int upstream_check_tls(const struct config *cfg, FILE *errs)
+{
+    int bad = 0;
+    for (size_t i = 0; i < cfg->n_backend_services; i++) {
+        const struct cfg_backend_service *svc = &cfg->backend_services[i];
+        if ((svc->protocol != CFG_BACKEND_HTTPS && svc->protocol != CFG_BACKEND_HTTP2) ||
+            !svc->tls.verify || !svc->tls.ca_file)
+            continue;
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        if (ctx && SSL_CTX_load_verify_locations(ctx, svc->tls.ca_file, NULL) != 1) {
+            unsigned long e = ERR_get_error();
+            char buf[256] = "";
+            if (e)
+                ERR_error_string_n(e, buf, sizeof buf);
+            fprintf(errs, "backend_service %s: cannot load CA file %s: %s\n", svc->name,
+                    svc->tls.ca_file, buf[0] ? buf : "failed");
+            bad++;
+        }
+        ERR_clear_error();
+        SSL_CTX_free(ctx); /* NULL-safe */
+    }
+    return bad;
 }
 
 /* The context for (version, svc's TLS settings, alpn); *out NULL = failed. */

@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "config/config-t.h"
 #include "http/http-t.h"
@@ -107,6 +108,13 @@ void upstream_pools_free(struct upstream_pools *p);
 
 /* Close idle connections (drain); active ones close when their attempt ends. */
 void upstream_pools_close_idle(struct upstream_pools *p);
+
+/*
+ * `switchyard -t`: load the tls.ca_file of every HTTPS and HTTP2 backend
+ * service of `cfg` that verifies, as its first connection would. Writes one
+ * line naming each file that cannot be loaded to `errs`; returns how many.
+ */
+int upstream_check_tls(const struct config *cfg, FILE *errs);
 
 /*
  * Start attempt `r` on worker `w`'s pools. On success fills *out and returns
