@@ -15,6 +15,7 @@
 #include "runtime.h"
 #include "config/config.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "core/worker.h"
 
 /* After a failed accept (out of descriptors), the admin socket rests this long. */
@@ -125,6 +126,14 @@ static void write_backends(struct admin *a, FILE *out, void *arg)
     runtime_unref(rt);
 }
 
+/* GET /shadow: request_mirror_policy.compare counts per route and the recent mismatches. */
+static void write_shadow(struct admin *a, FILE *out, void *arg)
+{
+    struct runtime *rt = a->hooks.current(a->hooks.ctx);
+    stats_write_shadow_json(rt->stats, out);
+    runtime_unref(rt);
+}
+
 static void do_reload(struct evhttp_request *req, struct admin *a)
 {
     char *buf = NULL;
@@ -161,6 +170,7 @@ static const struct {
 } endpoint_methods[] = {
     {"/ready", "GET, HEAD"},    {"/metrics", "GET, HEAD"}, {"/config", "GET, HEAD"},
     {"/backends", "GET, HEAD"}, {"/reload", "POST"},       {"/drain", "POST"},
+    {"/shadow", "GET, HEAD"},
 };
 
 static const char *endpoint_allow(const char *path)
@@ -191,6 +201,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_stream(req, 200, "application/json", write_config, a, NULL);
     } else if (strcmp(path, "/backends") == 0 && get) {
         reply_stream(req, 200, "application/json", write_backends, a, NULL);
+    } else if (strcmp(path, "/shadow") == 0 && get) {
+        reply_stream(req, 200, "application/json", write_shadow, a, NULL);
     } else if (strcmp(path, "/reload") == 0 && post) {
         do_reload(req, a);
     } else if (strcmp(path, "/drain") == 0 && post) {
@@ -200,7 +212,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(req), "allow", allow);
         reply_text(req, 405, "method not allowed");
     } else {
-        reply_text(req, 404, "not found: /ready /metrics /backends /config /reload /drain");
+        reply_text(req, 404, "not found: /ready /metrics /backends /config /shadow /reload /drain");
     }
 }
 

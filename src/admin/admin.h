@@ -5,6 +5,7 @@
  *   GET  /metrics   Prometheus text format
  *   GET  /backends  JSON: services, endpoints, health, ejection, active requests
  *   GET  /config    JSON: active config version and the effective config
+ *   GET  /shadow    JSON: shadow compare counts per route and the recent mismatches
  *   POST /reload    reload the config file: 200 + version, or 400 + errors
  *   POST /drain     start a graceful drain
  */

@@ -112,7 +112,7 @@ struct stats {
     size_t n_routes, cap_routes;
     struct stats_shadow_log *shadow_log; /* recent mismatches (mutex inside) */
     struct stats_worker_shard *workers;  /* [n_workers] */
-    uint64_t reload_failures;           /* main thread only */
+    uint64_t reload_failures;            /* main thread only */
     uint64_t reloads;
 };
 

@@ -48,6 +48,7 @@ struct cfg_listener;
 struct cfg_backend_service;
 struct url_map_result;
 struct service_rt;
+struct mirror;
 
 /* Client side, implemented by each downstream codec. */
 struct downstream_ops {
@@ -127,8 +128,15 @@ struct exchange {
     const struct cfg_backend_service *service;
     struct service_rt *srt;             /* run-time state of `service` */
     const struct url_map_result *route; /* the match (arena), NULL before routing */
+    /* The request's path (normalized, "?query" kept) and authority before
+     * url_rewrite changed `req`: what the access log shows (so a log can be
+     * replayed, as `switchyard diff` does). NULL before routing. */
+    const char *client_path;
+    const char *client_authority;
+    uint32_t client_path_len, client_authority_len;
     const char *cors_origin;            /* cors_policy: the Access-Control-Allow-Origin to send */
     size_t cors_origin_len;             /* (cors.h); NULL = not a CORS-allowed request */
+    struct mirror *mirror;              /* request_mirror_policy's copy (mirror.h); NULL = none */
     struct upstream_request up_req;     /* the attempt in flight's description */
     struct upstream_attempt up;         /* up.att: current attempt, NULL when none */
     int endpoint_idx;                   /* endpoint of the current attempt, -1 = none */

@@ -43,6 +43,7 @@
 
 #include "exchange/access_log.h"
 #include "exchange/cors.h"
+#include "exchange/mirror.h"
 #include "backend/backend.h"
 #include "exchange/request_prep.h"
 #include "exchange/retry.h"
@@ -83,6 +84,7 @@ struct exchange_worker {
 };
 
 static void start_attempt(struct exchange *ex);
+static void start_first_attempt(struct exchange *ex);
 static void attempt_on(struct exchange *ex, int idx);
 static void keep_for_replay(struct exchange *ex, struct evbuffer *buf);
 static void log_try(struct exchange *ex, const char *what);
@@ -171,6 +173,11 @@ static void wake_waiters(struct worker *w, uint64_t mask)
         else
             worker_post(&w->peers[i], WORKER_CMD_WAKE);
     }
+}
+
+void exchange_capacity_released(struct worker *w, struct service_rt *srt)
+{
+    wake_waiters(w, backend_capacity_waiters(srt));
 }
 
 /* ---- cleanups (registered on the arena when the resource is taken) ----------------- */
@@ -719,7 +726,7 @@ void router_start(struct exchange *ex)
         arm_try(ex, TRY_FAULT_DELAY, f->fixed_delay_ms);
         return;
     }
-    start_attempt(ex);
+    start_first_attempt(ex);
 }
 
 /* ---- attempts ---------------------------------------------------------------------- */
@@ -805,6 +812,15 @@ void exchange_worker_wake(struct worker *w)
         attempt_on(ex, idx);
     }
     sy_list_splice_head(&xw->waiting, &kept);
+}
+
+/* The first attempt; request_mirror_policy's copy (mirror.h) leaves just before it. */
+static void start_first_attempt(struct exchange *ex)
+{
+    const struct cfg_mirror_policy *mp = ex->route->action->request_mirror_policy;
+    if (mp && chance(ex, mp->mirror_percent))
+        mirror_start(ex);
+    start_attempt(ex);
 }
 
 static void start_attempt(struct exchange *ex)
@@ -1034,7 +1050,7 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
     if (ex->finished)
         return;
     switch (st) {
-    case TRY_FAULT_DELAY:
+    case TRY_FAULT_DELAY: start_first_attempt(ex); break;
     case TRY_BACKOFF: start_attempt(ex); break;
     case TRY_PER_TRY:
         stats_inc(&svc_stats(ex)->upstream_timeouts, 1);
@@ -1102,6 +1118,8 @@ void exchange_on_request_body(struct exchange *ex, struct evbuffer *buf)
     size_t n = evbuffer_get_length(buf);
     ex->bytes_in += n;
     touch(ex);
+    if (ex->mirror)
+        mirror_on_request_body(ex->mirror, buf); /* a copy; buf is unchanged */
     if (ex->finished || ex->resp_done) {
         evbuffer_drain(buf, n);
         return;
@@ -1129,6 +1147,8 @@ void exchange_on_request_end(struct exchange *ex, const struct http_headers *tra
 {
     ex->req_done = true;
     touch(ex);
+    if (ex->mirror)
+        mirror_on_request_end(ex->mirror, trailers);
     if (ex->up.att && !ex->finished && ex->req.has_body)
         ex->up.ops->send_end(ex->up.att, trailers);
 }
@@ -1208,6 +1228,8 @@ static void on_up_head(void *ctx, struct http_response_head *h, bool end)
         try_retry(ex, met, retry_condition_name(met));
         return;
     }
+    if (ex->mirror)
+        mirror_on_primary_head(ex->mirror, h); /* as the backend sent it, for a compare */
     if (ex->endpoint_idx >= 0)
         add_affinity_cookie(ex, h, ex->endpoint_idx);
     if (ex->attempts > 1)
@@ -1231,6 +1253,8 @@ static void on_up_body(void *ctx, struct evbuffer *buf)
     struct exchange *ex = ctx;
     touch(ex);
     ex->bytes_out += evbuffer_get_length(buf);
+    if (ex->mirror)
+        mirror_on_primary_body(ex->mirror, buf);
     ex->down->send_body(ex, buf);
     if (ex->up.att && !ex->finished && ex->down->pending(ex) >= SY_FLOW_HIGH)
         ex->up.ops->read_response(ex->up.att, false);
@@ -1243,6 +1267,8 @@ static void on_up_end(void *ctx, const struct http_headers *trailers)
     if (ex->finished)
         return;
     end_attempt(ex, outcome_of_status(ex->status));
+    if (ex->mirror)
+        mirror_on_primary_end(ex->mirror, trailers);
     if (!ex->resp_done)
         ex->down->send_end(ex, trailers);
     ex->resp_done = true;
