@@ -204,6 +204,17 @@ static void entry_fill(const struct exchange *ex, struct entry *e)
     e->svc = ex->service ? ex->service->name : "";
 }
 
+/* The path and authority the client sent (normalized), before any url_rewrite. */
+static void client_target(const struct exchange *ex, const char **p, size_t *pn, const char **a,
+                          size_t *an)
+{
+    const struct http_request_head *r = &ex->req;
+    *p = ex->client_path ? ex->client_path : r->path;
+    *pn = ex->client_path ? ex->client_path_len : r->path_len;
+    *a = ex->client_path ? ex->client_authority : r->authority;
+    *an = ex->client_path ? ex->client_authority_len : r->authority_len;
+}
+
 /* `time client "method path protocol" status in out Nms service endpoint id attempts=N flags=F` */
 static void write_text(struct line *l, const struct exchange *ex, const struct entry *e)
 {
@@ -214,7 +225,10 @@ static void write_text(struct line *l, const struct exchange *ex, const struct e
     put(l, " \"", 2);
     put_field(l, r->method, r->method_len, LOG_METHOD_MAX);
     put(l, " ", 1);
-    put_field(l, r->path, r->path_len, LOG_PATH_MAX);
+    const char *path, *auth;
+    size_t pn, an;
+    client_target(ex, &path, &pn, &auth, &an);
+    put_field(l, path, pn, LOG_PATH_MAX);
     put(l, " ", 1);
     put_str(l, protocol_str(r->version));
     put(l, "\" ", 2);
@@ -245,8 +259,11 @@ static void write_json(struct line *l, const struct exchange *ex, const struct e
     put_json_field(l, "client", e->client, strlen(e->client), sizeof e->client);
     put_json_field(l, "listener", ex->listener->name, strlen(ex->listener->name), LOG_NAME_MAX);
     put_json_field(l, "method", r->method, r->method_len, LOG_METHOD_MAX);
-    put_json_field(l, "authority", r->authority, r->authority_len, LOG_AUTHORITY_MAX);
-    put_json_field(l, "path", r->path, r->path_len, LOG_PATH_MAX);
+    const char *path, *auth;
+    size_t pn, an;
+    client_target(ex, &path, &pn, &auth, &an);
+    put_json_field(l, "authority", auth, an, LOG_AUTHORITY_MAX);
+    put_json_field(l, "path", path, pn, LOG_PATH_MAX);
     put_json_field(l, "protocol", protocol_str(r->version), strlen(protocol_str(r->version)), 16);
     put_json_raw(l, "status", e->status);
     put_json_raw(l, "bytes_in", e->bytes_in);

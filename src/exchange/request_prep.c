@@ -16,7 +16,14 @@
 
 int request_prepare_match(struct exchange *ex, struct url_map_request *m)
 {
-    return url_map_request_prepare(&ex->req, &ex->arena, m);
+    int rc = url_map_request_prepare(&ex->req, &ex->arena, m);
+    if (rc == 0) { /* url_rewrite may change req: the log shows the client's */
+        ex->client_path = ex->req.path;
+        ex->client_path_len = ex->req.path_len;
+        ex->client_authority = ex->req.authority;
+        ex->client_authority_len = ex->req.authority_len;
+    }
+    return rc;
 }
 
 static bool peer_trusted(const struct cfg_listener *l, const struct sockaddr_storage *client)
