@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from capture import CaptureBackend
-from conftest import HOST, admin_metrics, free_port, free_ports, wait_for
+from conftest import HOST, admin_metrics, free_port, free_ports, wait_for, wait_requests_at
 
 CLIENT_TIMEOUT = 10.0   # s: a client that waited for a hanging mirror would hit this
 
@@ -372,6 +372,42 @@ def test_failing_mirror_never_changes_the_clients_status(site, testbed, sink, ki
     assert r.status_code == 418 and r.headers["x-testbed-instance"] == "prim"
     assert statistics.median(times) < 1.0, times
     assert s.wait_mirrors("mirror", "failed", 13) == 13
+    assert s.mirrors("mirror", "sent") == 0
+
+
+def test_mirror_killed_mid_request_never_changes_the_clients_answer(site, testbed):
+    """Requests in flight on both sides when the mirror's process dies
+    (SIGKILL): every client still gets the primary's full answer, in the
+    primary's time; each copy counts as failed."""
+    tb = testbed("prim")
+    mirror_tb = testbed("doomed")
+    s = site({"primary": {"endpoints": [tb.addr]}, "mirror": {"endpoints": [mirror_tb.addr]}},
+             [{"prefix": "/", "service": "primary", "action": mirrored("mirror")}],
+             workers=2)
+    n = 4
+    results = [None] * n
+
+    def one(i):
+        with httpx.Client(base_url=s.url, trust_env=False, timeout=CLIENT_TIMEOUT) as c:
+            try:
+                results[i] = timed(lambda: c.get(f"/k/{i}", headers={
+                    "x-testbed-delay": "1500ms", "x-testbed-body-size": "20000"}))
+            except httpx.HTTPError as e:
+                results[i] = (e, 0.0)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    # Both sides hold all n requests (their delay runs from there): kill the mirror.
+    got = wait_requests_at(mirror_tb.port, n) and wait_requests_at(tb.port, n)
+    mirror_tb.kill()
+    for t in threads:
+        t.join(CLIENT_TIMEOUT + 5)
+    assert got, "the requests never reached both backends"
+    for r, t in results:
+        assert isinstance(r, httpx.Response), r
+        assert r.status_code == 200 and r.headers["x-testbed-instance"] == "prim"
+        assert len(r.content) == 20000 and t < 1.5 + 3.0, t
+    assert s.wait_mirrors("mirror", "failed", n) == n
     assert s.mirrors("mirror", "sent") == 0
 
 
