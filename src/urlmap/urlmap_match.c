@@ -103,7 +103,7 @@ static __attribute__((cold)) void trace_emit(const struct url_map_trace *t,
 
 /* Rules H1..H4 decided: slot `s` of m->hosts or m->suffixes (NULL: none). */
 static __attribute__((cold)) void trace_host(const struct url_map *m, const struct url_map_trace *t,
-                                             const struct um_strtab_slot *s, bool with_port,
+                                             const struct um_strtab_slot *s,
                                              const struct um_path_matcher *pm)
 {
     const struct um_strtab *sfx = &m->suffixes;
@@ -112,6 +112,7 @@ static __attribute__((cold)) void trace_host(const struct url_map *m, const stru
                                      .path_matcher = pm ? pm->cfg : NULL};
     if (s) {
         /* Keys point into the configured patterns; a suffix is "*" + key. */
+        bool with_port = !wild && host_part_len(s->key, s->len) != s->len;
         ev.host_how = with_port ? URL_MAP_HOST_EXACT_PORT
                       : wild    ? URL_MAP_HOST_WILDCARD
                                 : URL_MAP_HOST_EXACT;
@@ -157,12 +158,11 @@ static const struct um_path_matcher *host_find(const struct url_map *m, const ch
         n = 0;
     if (n && m->hosts_with_port)
         s = um_strtab_find(&m->hosts, a, n, hash_rev_icase(a, n));
-    bool with_port = s != NULL;
     if (!s && n)
         s = host_lookup(m, a, host_part_len(a, n));
     const struct um_path_matcher *pm = s ? s->val : m->any_host;
     if (t)
-        trace_host(m, t, s, with_port, pm);
+        trace_host(m, t, s, pm);
     return pm;
 }
 

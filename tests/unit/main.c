@@ -9,6 +9,7 @@ int main(void)
     test_parse_suite();
     test_config_suite();
     test_urlmap_suite();
+    test_urlmap_trace_suite();
     test_http_suite();
     test_backend_suite();
     test_retry_suite();

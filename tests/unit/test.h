@@ -40,6 +40,7 @@ extern const char *test_current;
 void test_parse_suite(void);
 void test_config_suite(void);
 void test_urlmap_suite(void);
+void test_urlmap_trace_suite(void);
 void test_http_suite(void);
 void test_backend_suite(void);
 void test_retry_suite(void);
