@@ -49,5 +49,6 @@ void test_mem_cache_suite(void);
 void test_core_suite(void);
 void test_h2_suite(void);
 void test_limits_suite(void);
+void test_shadow_suite(void);
 
 #endif
