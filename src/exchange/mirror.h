@@ -35,9 +35,12 @@ struct mirror;
  * The request of `ex` is to be mirrored (its route has a mirror policy and
  * mirror_percent chose it): start the copy on ex's worker, before the
  * primary's first attempt takes the body received so far (ex->req_pending).
- * Sets ex->mirror when a copy is on its way; otherwise counts why not
- * (abandoned, skipped_limit, failed). Upgrades and CONNECT are never
- * mirrored (nor counted). Never calls back into the exchange.
+ * Sets ex->mirror once a mirror exists (its attempt may have failed at
+ * once: it is then over and counted, and stays attached until the
+ * exchange ends, for the compare count); a request refused before that
+ * (body known to be over max_buffered_bytes, max_requests full, no memory)
+ * is only counted. Upgrades and CONNECT are never mirrored (nor counted).
+ * Never calls back into the exchange.
  */
 void mirror_start(struct exchange *ex);
 
