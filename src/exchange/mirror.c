@@ -264,7 +264,7 @@ static int copy_head(struct mirror *m, const struct http_request_head *r)
     return copy_headers(m, &h->headers, &r->headers);
 }
 
-static void on_reap_unused(struct mirror *m)
+static void free_unattached(struct mirror *m)
 {
     if (m->scratch)
         evbuffer_free(m->scratch);
@@ -308,7 +308,7 @@ static struct mirror *mirror_new(struct exchange *ex, const struct cfg_mirror_po
     ex->mirror = m;
     return m;
 fail:
-    on_reap_unused(m);
+    free_unattached(m);
     return NULL;
 }
 
