@@ -134,15 +134,15 @@ struct exchange {
     const char *client_path;
     const char *client_authority;
     uint32_t client_path_len, client_authority_len;
-    const char *cors_origin;            /* cors_policy: the Access-Control-Allow-Origin to send */
-    size_t cors_origin_len;             /* (cors.h); NULL = not a CORS-allowed request */
-    struct mirror *mirror;              /* request_mirror_policy's copy (mirror.h); NULL = none */
-    struct upstream_request up_req;     /* the attempt in flight's description */
-    struct upstream_attempt up;         /* up.att: current attempt, NULL when none */
-    int endpoint_idx;                   /* endpoint of the current attempt, -1 = none */
-    struct evbuffer *req_pending;       /* request body not yet handed to an attempt */
-    struct evbuffer *replay;            /* request body kept for a retry; NULL = not replayable */
-    uint64_t tried[1];                  /* endpoints tried (bits), see backend.h pick_ctx */
+    const char *cors_origin;        /* cors_policy: the Access-Control-Allow-Origin to send */
+    size_t cors_origin_len;         /* (cors.h); NULL = not a CORS-allowed request */
+    struct mirror *mirror;          /* request_mirror_policy's copy (mirror.h); NULL = none */
+    struct upstream_request up_req; /* the attempt in flight's description */
+    struct upstream_attempt up;     /* up.att: current attempt, NULL when none */
+    int endpoint_idx;               /* endpoint of the current attempt, -1 = none */
+    struct evbuffer *req_pending;   /* request body not yet handed to an attempt */
+    struct evbuffer *replay;        /* request body kept for a retry; NULL = not replayable */
+    uint64_t tried[1];              /* endpoints tried (bits), see backend.h pick_ctx */
     bool has_hash;
     uint64_t hash;                      /* session-affinity key */
     struct arena_cleanup *_retry_slot;  /* the max_retries slot; NULL = not held */
