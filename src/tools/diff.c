@@ -367,6 +367,10 @@ static void request_done(struct diff *d)
         invalid(d, d->rq_line, "the request is too large to route");
         return;
     }
+    if (d->r_old.outcome == TOOL_NO_LISTENER && d->r_new.outcome == TOOL_NO_LISTENER) {
+        invalid(d, d->rq_line, "its listener is in neither config");
+        return;
+    }
     d->requests++;
     unsigned c = changes_of(&d->r_old, &d->r_new);
     if (!c)

@@ -204,19 +204,20 @@ static void header_seen(const struct tool_route *r, const char *name, char *buf,
                  (int)m->query_len, m->query ? m->query : "");
         shown(buf, cap, tmp, strlen(tmp), true);
     } else {
-        char joined[SHOWN_VALUE_MAX + 2];
-        size_t n = 0;
+        /* Several fields joined with ",", as rule R2 matches them; cut for display
+         * (one byte over SHOWN_VALUE_MAX makes shown() add "..."). */
+        char joined[SHOWN_VALUE_MAX + 2] = "";
         bool found = false;
         for (uint32_t i = 0; i < m->headers->n; i++) {
             const struct http_header *h = &m->headers->v[i];
             if (h->name_len != strlen(name) || strncasecmp(h->name, name, h->name_len) != 0)
                 continue;
-            int k = snprintf(joined + n, sizeof joined - n, "%s%.*s", found ? "," : "",
-                             (int)h->value_len, h->value);
+            size_t n = strlen(joined);
+            snprintf(joined + n, sizeof joined - n, "%s%.*s", found ? "," : "", (int)h->value_len,
+                     h->value);
             found = true;
-            n = k < 0 ? n : n + (size_t)k >= sizeof joined ? sizeof joined - 1 : n + (size_t)k;
         }
-        shown(buf, cap, joined, n, found);
+        shown(buf, cap, joined, strlen(joined), found);
     }
 }
 

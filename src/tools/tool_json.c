@@ -194,7 +194,7 @@ static bool unicode_escape(struct json_in *in, char *out, size_t *n)
 {
     int cp = in->end - in->p >= 4 ? hex4(in->p) : -1;
     if (cp < 0)
-        return fail(in, "bad \\u escape");
+        return fail(in, "bad JSON: bad \\u escape");
     in->p += 4;
     if (cp < 0x100) { /* the access log's \u00XX: one byte, whatever it encodes */
         out[(*n)++] = (char)cp;
@@ -203,11 +203,11 @@ static bool unicode_escape(struct json_in *in, char *out, size_t *n)
     if (cp >= 0xd800 && cp < 0xdc00) {
         int lo = in->end - in->p >= 6 && in->p[0] == '\\' && in->p[1] == 'u' ? hex4(in->p + 2) : -1;
         if (lo < 0xdc00 || lo > 0xdfff)
-            return fail(in, "a lone surrogate in a \\u escape");
+            return fail(in, "bad JSON: a lone surrogate in a \\u escape");
         in->p += 6;
         cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
     } else if (cp >= 0xdc00 && cp < 0xe000) {
-        return fail(in, "a lone surrogate in a \\u escape");
+        return fail(in, "bad JSON: a lone surrogate in a \\u escape");
     }
     *n += put_utf8(out + *n, (unsigned)cp);
     return true;
@@ -220,13 +220,13 @@ static bool unicode_escape(struct json_in *in, char *out, size_t *n)
 static bool read_string(struct json_in *in, bool keep, const char **s, size_t *len)
 {
     if (!eat(in, '"'))
-        return fail(in, "a string was expected");
+        return fail(in, "bad JSON: a string was expected");
     const char *start = in->p;
     const char *close = start;
     while (close < in->end && *close != '"')
         close += *close == '\\' ? 2 : 1;
     if (close >= in->end)
-        return fail(in, "an unterminated string");
+        return fail(in, "bad JSON: an unterminated string");
     char *out = keep ? arena_alloc(in->a, (size_t)(close - start) + 1) : NULL;
     char scratch[4];
     size_t n = 0;
@@ -235,7 +235,7 @@ static bool read_string(struct json_in *in, bool keep, const char **s, size_t *l
     while (in->p < close) {
         char c = *in->p++;
         if ((unsigned char)c < 0x20)
-            return fail(in, "a control character in a string");
+            return fail(in, "bad JSON: a control character in a string");
         if (c != '\\') {
             if (out)
                 out[n] = c;
@@ -255,7 +255,7 @@ static bool read_string(struct json_in *in, bool keep, const char **s, size_t *l
                 return false;
             n += k;
         } else {
-            return fail(in, "a bad escape in a string");
+            return fail(in, "bad JSON: a bad escape in a string");
         }
     }
     in->p = close + 1;
@@ -273,23 +273,23 @@ static bool skip_value(struct json_in *in, int depth);
 static bool skip_container(struct json_in *in, int depth, char close)
 {
     if (depth >= JSON_IN_DEPTH)
-        return fail(in, "nested too deep");
+        return fail(in, "bad JSON: nested too deep");
     if (eat(in, close))
         return true;
     do {
         if (close == '}' && (!read_string(in, false, NULL, NULL) || !eat(in, ':')))
-            return fail(in, "a member name and ':' were expected");
+            return fail(in, "bad JSON: a member name and ':' were expected");
         if (!skip_value(in, depth + 1))
             return false;
     } while (eat(in, ','));
-    return eat(in, close) || fail(in, "',' or the end of a container was expected");
+    return eat(in, close) || fail(in, "bad JSON: ',' or the end of a container was expected");
 }
 
 static bool skip_value(struct json_in *in, int depth)
 {
     skip_ws(in);
     if (in->p >= in->end)
-        return fail(in, "a value was expected");
+        return fail(in, "bad JSON: a value was expected");
     char c = *in->p;
     if (c == '"')
         return read_string(in, false, NULL, NULL);
@@ -308,7 +308,7 @@ static bool skip_value(struct json_in *in, int depth)
     const char *start = in->p;
     while (in->p < in->end && strchr("+-0123456789.eE", *in->p))
         in->p++;
-    return in->p > start || fail(in, "a value was expected");
+    return in->p > start || fail(in, "bad JSON: a value was expected");
 }
 
 /* One header field from the log's "request_headers" object. */
@@ -338,7 +338,7 @@ static bool read_headers(struct json_in *in, struct tool_request *rq)
         const char *name, *v;
         size_t nl, vl;
         if (!read_string(in, true, &name, &nl) || !eat(in, ':'))
-            return fail(in, "a member name and ':' were expected");
+            return fail(in, "bad JSON: a member name and ':' were expected");
         if (eat(in, '[')) {
             if (eat(in, ']'))
                 continue;
@@ -347,12 +347,12 @@ static bool read_headers(struct json_in *in, struct tool_request *rq)
                     return false;
             } while (eat(in, ','));
             if (!eat(in, ']'))
-                return fail(in, "',' or ']' was expected");
+                return fail(in, "bad JSON: ',' or ']' was expected");
         } else if (!read_string(in, true, &v, &vl) || !add_header(in, rq, name, nl, v, vl)) {
             return false;
         }
     } while (eat(in, ','));
-    return eat(in, '}') || fail(in, "',' or '}' was expected");
+    return eat(in, '}') || fail(in, "bad JSON: ',' or '}' was expected");
 }
 
 /* Is in->p at the member value of a string key we keep? Sets *dst. */
@@ -365,14 +365,14 @@ static bool read_members(struct json_in *in, struct tool_request *rq, const char
                          size_t *path_len)
 {
     if (!eat(in, '{'))
-        return fail(in, "not a JSON object");
+        return fail(in, "bad JSON: not a JSON object");
     if (eat(in, '}'))
         return true;
     do {
         const char *key, *v = NULL;
         size_t kl, vl = 0;
         if (!read_string(in, true, &key, &kl) || !eat(in, ':'))
-            return fail(in, "a member name and ':' were expected");
+            return fail(in, "bad JSON: a member name and ':' were expected");
         bool method = kept_string(key, kl, "method"), auth = kept_string(key, kl, "authority");
         bool p = kept_string(key, kl, "path"), lis = kept_string(key, kl, "listener");
         if (kept_string(key, kl, "request_headers")) {
@@ -400,7 +400,7 @@ static bool read_members(struct json_in *in, struct tool_request *rq, const char
             rq->listener = vl ? v : NULL;
         }
     } while (eat(in, ','));
-    return eat(in, '}') || fail(in, "',' or '}' was expected");
+    return eat(in, '}') || fail(in, "bad JSON: ',' or '}' was expected");
 }
 
 int tool_request_from_log(struct tool_request *rq, struct arena *a, const char *line, size_t len,

@@ -143,6 +143,7 @@ def request_lines():
     out += [("{" + '"a": "' + "x" * 70000 + '"}', "invalid")]              # over 64 KiB
     out += [('{"method": "GET", "path": "/same/\x00"}', "invalid")]         # a NUL byte
     out += [('{"method":"GET","path":"nope","listener":"public"}', "invalid")]
+    out += [(log_line("/svc/9", listener="elsewhere"), "invalid")]         # no such listener
     out += [(log_line(f"/same/{i}"), "same") for i in range(6)]
     return out
 
@@ -223,17 +224,17 @@ def test_invalid_lines_counted(configs, requests_file):
     req, lines = requests_file
     out = json.loads(run_diff(old, new, req, "--json").stdout)
     invalid = [i + 1 for i, (_, k) in enumerate(lines) if k == "invalid"]
-    assert out["invalid"] == len(invalid) == 7
+    assert out["invalid"] == len(invalid) == 8
     samples = out["invalid_samples"]
     assert [s["line"] for s in samples] == invalid[:5]       # the first five, with reasons
-    assert samples[0]["reason"] == "a string was expected"
+    assert samples[0]["reason"] == "bad JSON: a string was expected"
     assert samples[1]["reason"] == 'an access log line needs "method" and "path"'
     assert samples[2]["reason"] == "a header line without a request line before it"
     assert samples[3]["reason"] == "not an http:// or https:// URL"
     assert samples[4]["reason"] == "a line longer than 64 KiB"
     text = run_diff(old, new, req).stdout
-    assert "; 7 invalid lines\n" in text
-    assert f"  invalid: line {invalid[0]}: a string was expected\n" in text
+    assert "; 8 invalid lines\n" in text
+    assert f"  invalid: line {invalid[0]}: bad JSON: a string was expected\n" in text
 
 
 def test_text_report(configs, requests_file):
@@ -244,7 +245,7 @@ def test_text_report(configs, requests_file):
     t = r.stdout
     assert re.match(rf"switchyard diff: {re.escape(str(old))} \(version [0-9a-f]{{16}}\) -> "
                     rf"{re.escape(str(new))} \(version [0-9a-f]{{16}}\)\n", t)
-    assert "requests: 29 read from" in t and "; 19 changed, 10 unchanged; 7 invalid lines" in t
+    assert "requests: 29 read from" in t and "; 19 changed, 10 unchanged; 8 invalid lines" in t
     assert re.search(r"^ +5  service a -> service c  \(changes: service\)$", t, re.M)
     assert re.search(r"^ +4  split a:50,b:50 -> split a:20,b:80  \(changes: weights\)$", t, re.M)
     assert re.search(r"^ +1  service a -> local reply 500  \(changes: local_reply\)$", t, re.M)
