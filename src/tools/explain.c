@@ -419,14 +419,18 @@ static void text_header_actions(const struct explain *x, FILE *f)
         fprintf(f, "header actions  none\n");
         return;
     }
-    fprintf(f, "header actions  applied in this order:\n");
+    /* An answer from the proxy (a redirect) gets the response side only. */
+    bool forwarded = x->r.outcome == TOOL_ROUTED;
+    fprintf(f, "header actions  applied in this order%s:\n",
+            forwarded ? "" : " (the response side only: nothing goes upstream)");
     for (size_t i = 0; i < res->n_header_actions; i++) {
         const struct cfg_header_action *ha = res->header_actions[i];
         const char *name;
         const char *level = header_action_level(x, ha, &name);
         fprintf(f, "    %s%s%s\n", level, name ? " " : "", name ? name : "");
-        text_adds(f, "request ", ha->request_headers_to_add, ha->n_request_headers_to_add,
-                  ha->request_headers_to_remove, ha->n_request_headers_to_remove);
+        if (forwarded)
+            text_adds(f, "request ", ha->request_headers_to_add, ha->n_request_headers_to_add,
+                      ha->request_headers_to_remove, ha->n_request_headers_to_remove);
         text_adds(f, "response", ha->response_headers_to_add, ha->n_response_headers_to_add,
                   ha->response_headers_to_remove, ha->n_response_headers_to_remove);
     }

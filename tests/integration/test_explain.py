@@ -232,6 +232,8 @@ def test_redirect_text(urlmap_cfg):
     assert rc == 3
     assert "action       redirect 308\n  Location   https://new.example/b/a/b\n" in text
     assert "response add    x-resp-all: u (replace)" in text
+    assert "(the response side only: nothing goes upstream)" in text
+    assert "request  add" not in text
 
 
 @pytest.mark.parametrize("host,path,backend_path,backend_host", [
