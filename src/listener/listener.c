@@ -46,7 +46,7 @@ struct tls_accept {
  * address; SO_REUSEADDR still lets through a port held only by TIME_WAIT
  * connections of a previous run. 0, or -1 with the reason in `err`.
  */
-static int probe_free(const struct cfg_listener *l, char *err, size_t errlen)
+static int address_free(const struct cfg_listener *l, char *err, size_t errlen)
 {
     int fd = socket(l->address.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -122,7 +122,7 @@ struct listener_set *listeners_open(const struct config *cfg, int n_workers, cha
     for (size_t i = 0; i < n; i++)
         set->fds[i] = -1;
     for (size_t i = 0; i < cfg->n_listeners; i++)
-        if (probe_free(&cfg->listeners[i], err, errlen) != 0)
+        if (address_free(&cfg->listeners[i], err, errlen) != 0)
             goto fail;
     for (size_t i = 0; i < n; i++) {
         set->fds[i] = open_one(&cfg->listeners[i % cfg->n_listeners], err, errlen);
