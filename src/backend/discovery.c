@@ -403,24 +403,6 @@ static struct dns_name *name_new(struct discovery *d, const struct cfg_backend_s
 /* ---- the resolver ------------------------------------------------------------------------------
  */
 
-/* The dns block as text, to tell whether a reload changed it. NULL on ENOMEM. */
-static char *dns_key(const struct config *cfg)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return NULL;
-    fprintf(f, "%llu/%u", (unsigned long long)cfg->dns.timeout_ms, cfg->dns.attempts);
-    for (size_t i = 0; i < cfg->dns.n_resolvers; i++)
-        fprintf(f, " %s", cfg->dns.resolvers[i].text);
-    if (fclose(f) != 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 static void resolver_rearm(struct resolver *r)
 {
     struct timeval tv, *tvp = ares_timeout(r->ch, NULL, &tv);
@@ -495,21 +477,27 @@ static void resolver_free(struct resolver *r)
     free(r);
 }
 
-/* "IP:port,[v6]:port" of the dns block for ares_set_servers_ports_csv; NULL on ENOMEM. */
-static char *servers_csv(const struct config *cfg)
+/*
+ * The dns block as text: "IP:port,[v6]:port" for ares_set_servers_ports_csv
+ * (with_settings false), or that plus timeout and attempts, to tell whether
+ * a reload changed the block. NULL on ENOMEM.
+ */
+static char *dns_text(const struct config *cfg, bool with_settings)
 {
-    char *csv = NULL;
+    char *buf = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&csv, &len);
+    FILE *f = open_memstream(&buf, &len);
     if (!f)
         return NULL;
     for (size_t i = 0; i < cfg->dns.n_resolvers; i++)
         fprintf(f, "%s%s", i ? "," : "", cfg->dns.resolvers[i].text);
+    if (with_settings)
+        fprintf(f, " %llu/%u", (unsigned long long)cfg->dns.timeout_ms, cfg->dns.attempts);
     if (fclose(f) != 0) {
-        free(csv);
+        free(buf);
         return NULL;
     }
-    return csv;
+    return buf;
 }
 
 static struct resolver *resolver_new(struct discovery *d, const struct config *cfg)
@@ -536,7 +524,7 @@ static struct resolver *resolver_new(struct discovery *d, const struct config *c
         return NULL;
     }
     if (cfg->dns.n_resolvers) {
-        char *csv = servers_csv(cfg);
+        char *csv = dns_text(cfg, false);
         rc = csv ? ares_set_servers_ports_csv(r->ch, csv) : ARES_ENOMEM;
         free(csv);
         if (rc != ARES_SUCCESS) {
@@ -551,7 +539,7 @@ static struct resolver *resolver_new(struct discovery *d, const struct config *c
 /* Use a channel for `cfg`'s dns block; names in flight are asked again through it. */
 static int resolver_update(struct discovery *d, const struct config *cfg, bool *restart)
 {
-    char *key = dns_key(cfg);
+    char *key = dns_text(cfg, true);
     if (!key)
         return SY_ENOMEM;
     if (d->dns && d->dns_key && !strcmp(key, d->dns_key)) {

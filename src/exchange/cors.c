@@ -93,6 +93,17 @@ static int set_field(struct exchange *ex, struct http_response_head *h, const ch
     return http_headers_add(&h->headers, &ex->arena, name, name_len, value, value_len);
 }
 
+/* Field `name` set to the list v[0..n) joined by ", " (nothing when n is 0). 0 or SY_ENOMEM. */
+static int set_list(struct exchange *ex, struct http_response_head *h, const char *name,
+                    size_t name_len, char *const *v, size_t n)
+{
+    size_t len;
+    char *joined = join(ex, v, n, &len);
+    if (!n)
+        return 0;
+    return joined ? set_field(ex, h, name, name_len, joined, len) : SY_ENOMEM;
+}
+
 /* Allow-Origin, Allow-Credentials and Vary: what every allowed answer carries. */
 static int origin_fields(struct exchange *ex, const struct cfg_cors_policy *c,
                          struct http_response_head *h)
@@ -113,17 +124,12 @@ int cors_preflight_headers(struct exchange *ex, const struct url_map_result *res
                            struct http_response_head *h)
 {
     const struct cfg_cors_policy *c = policy_of(res);
-    size_t len;
-    char *v;
     if (!c || !ex->cors_origin || origin_fields(ex, c, h) != 0)
         return SY_ENOMEM;
-    if ((v = join(ex, c->allow_methods, c->n_allow_methods, &len)) &&
-        http_headers_add(&h->headers, &ex->arena, SY_STRLIT("access-control-allow-methods"), v,
-                         len) != 0)
-        return SY_ENOMEM;
-    if ((v = join(ex, c->allow_headers, c->n_allow_headers, &len)) &&
-        http_headers_add(&h->headers, &ex->arena, SY_STRLIT("access-control-allow-headers"), v,
-                         len) != 0)
+    if (set_list(ex, h, SY_STRLIT("access-control-allow-methods"), c->allow_methods,
+                 c->n_allow_methods) != 0 ||
+        set_list(ex, h, SY_STRLIT("access-control-allow-headers"), c->allow_headers,
+                 c->n_allow_headers) != 0)
         return SY_ENOMEM;
     if (c->max_age_set) {
         char *age = arena_alloc(&ex->arena, 24);
@@ -141,14 +147,12 @@ int cors_on_response(struct exchange *ex, const struct url_map_result *res,
                      struct http_response_head *h)
 {
     const struct cfg_cors_policy *c = policy_of(res);
-    size_t len;
-    char *v;
     if (!c || !ex->cors_origin)
         return 0;
     if (origin_fields(ex, c, h) != 0)
         return SY_ENOMEM;
-    if ((v = join(ex, c->expose_headers, c->n_expose_headers, &len)) &&
-        set_field(ex, h, SY_STRLIT("access-control-expose-headers"), v, len) != 0)
+    if (set_list(ex, h, SY_STRLIT("access-control-expose-headers"), c->expose_headers,
+                 c->n_expose_headers) != 0)
         return SY_ENOMEM;
     return 0;
 }

@@ -50,7 +50,8 @@ def start_watching(proxy, testbed, layout):
     return px, port, admin, make
 
 
-def test_rename_over_and_in_place_writes_reload(proxy, testbed, tmp_path):
+def start_plain(proxy, testbed, tmp_path):
+    """A watching proxy whose config is a plain file in its own folder."""
     d = tmp_path / "etc"
     d.mkdir()
     path = d / "switchyard.yaml"
@@ -59,7 +60,11 @@ def test_rename_over_and_in_place_writes_reload(proxy, testbed, tmp_path):
         path.write_text(text)
         return str(path)
 
-    px, port, admin, make = start_watching(proxy, testbed, layout)
+    return d, path, start_watching(proxy, testbed, layout)
+
+
+def test_rename_over_and_in_place_writes_reload(proxy, testbed, tmp_path):
+    d, path, (px, port, admin, make) = start_plain(proxy, testbed, tmp_path)
     assert "watching" in px.stderr()
     # An editor's save: write a temporary file, rename it over the config.
     tmp = d / ".switchyard.yaml.swp"
@@ -106,15 +111,7 @@ def test_kubernetes_configmap_swap_reloads(proxy, testbed, tmp_path):
 
 
 def test_bad_file_is_refused_and_same_bytes_do_not_reload(proxy, testbed, tmp_path):
-    d = tmp_path / "etc"
-    d.mkdir()
-    path = d / "switchyard.yaml"
-
-    def layout(text):
-        path.write_text(text)
-        return str(path)
-
-    px, port, admin, make = start_watching(proxy, testbed, layout)
+    d, path, (px, port, admin, make) = start_plain(proxy, testbed, tmp_path)
     path.write_text(make("v1").replace("url_map: m", "url_map: nope"))
     assert wait_for(lambda: "reload refused" in px.stderr(), 5), px.stderr()
     assert "switchyard.yaml:2:" in px.stderr()   # FILE:LINE:COL of the error
