@@ -581,6 +581,31 @@ bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms)
     return __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED) > now_ms;
 }
 
+void backend_endpoint_stats(const struct endpoint_state *e, struct endpoint_stats *out)
+{
+    *out = (struct endpoint_stats){0};
+    out->requests = __atomic_load_n(&e->requests_total, __ATOMIC_RELAXED);
+    out->responses_5xx = __atomic_load_n(&e->responses_5xx, __ATOMIC_RELAXED);
+    out->failures = __atomic_load_n(&e->failures, __ATOMIC_RELAXED);
+    for (size_t b = 0; b <= STATS_N_BUCKETS; b++) {
+        out->latency_bucket[b] = __atomic_load_n(&e->latency_bucket[b], __ATOMIC_RELAXED);
+        out->latency_count += out->latency_bucket[b];
+    }
+    out->latency_us_sum = __atomic_load_n(&e->latency_us_sum, __ATOMIC_RELAXED);
+    out->health_transitions = __atomic_load_n(&e->health_transitions, __ATOMIC_RELAXED);
+    out->ejections = __atomic_load_n(&e->ejections_total, __ATOMIC_RELAXED);
+}
+
+void backend_endpoint_observe(struct endpoint_state *e, int status, uint64_t upstream_us)
+{
+    if (status == 0)
+        __atomic_add_fetch(&e->failures, 1, __ATOMIC_RELAXED);
+    else if (status >= 500)
+        __atomic_add_fetch(&e->responses_5xx, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&e->latency_bucket[stats_bucket_of(upstream_us)], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&e->latency_us_sum, upstream_us, __ATOMIC_RELAXED);
+}
+
 uint64_t backend_endpoint_drain_deadline_ms(const struct service_rt *s, int idx)
 {
     if (idx < 0 || (size_t)idx >= s->n || s->cfg->draining_timeout_ms == 0)

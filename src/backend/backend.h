@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "config/config-t.h"
+#include "core/stats.h"
 
 struct http_request_head;
 struct sockaddr_storage;
@@ -42,7 +43,15 @@ struct endpoint_state {
     unsigned consecutive_errors;          /* atomic: 5xx or failures in a row */
     unsigned consecutive_gateway_failure; /* atomic: 502/503/504 or failures in a row */
     uint64_t requests_total;              /* atomic: attempts sent */
-    unsigned connections;                 /* atomic: open upstream connections (max_connections) */
+    /* Per-attempt results (backend_endpoint_observe; read with backend_endpoint_stats). */
+    uint64_t responses_5xx; /* atomic: attempts answered 5xx by the endpoint */
+    uint64_t failures;      /* atomic: attempts ended without a response (connect failure,
+                             * reset, protocol error, timeout) */
+    uint64_t latency_bucket[STATS_N_BUCKETS + 1]; /* atomic: attempts by upstream time */
+    uint64_t latency_us_sum;                      /* atomic: their upstream time, us */
+    uint64_t health_transitions;                  /* atomic: healthy <-> unhealthy flips */
+    uint64_t ejections_total;                     /* atomic: outlier ejections */
+    unsigned connections;   /* atomic: open upstream connections (max_connections) */
     uint64_t retired_at_ms; /* atomic: when it left the newest config (draining), 0 = in it */
     struct backend_registry *_reg; /* owner, for references taken by connections */
 };
@@ -214,6 +223,35 @@ enum endpoint_health backend_endpoint_health(const struct endpoint_state *e);
 const char *endpoint_health_str(enum endpoint_health h);
 /* Is the endpoint ejected by outlier detection at `now_ms` (sy_now_ms clock)? */
 bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms);
+
+/*
+ * Counters of one endpoint since the process started (they survive reloads
+ * that keep the endpoint), for the status page and /metrics. Monotonic: a
+ * rate is the difference of two snapshots. Upstream time runs from the start
+ * of an attempt (endpoint picked) to the response head, or to the failure;
+ * attempts the client cancelled are not observed.
+ */
+struct endpoint_stats {
+    uint64_t requests;      /* attempts sent */
+    uint64_t responses_5xx; /* attempts answered 5xx by the endpoint (retried ones included) */
+    uint64_t failures;      /* attempts that ended without a response */
+    /* Attempts observed by upstream time, NOT cumulative: bucket b counts
+     * stats_bucket_ms[b-1] < t <= stats_bucket_ms[b] (ms); the last one is > 30 s. */
+    uint64_t latency_bucket[STATS_N_BUCKETS + 1];
+    uint64_t latency_count;      /* sum of latency_bucket */
+    uint64_t latency_us_sum;     /* total upstream time of those, microseconds */
+    uint64_t health_transitions; /* health check verdict flips (healthy <-> unhealthy) */
+    uint64_t ejections;          /* outlier detection ejections */
+};
+/* A consistent-enough snapshot (relaxed loads; any thread, lock-free). */
+void backend_endpoint_stats(const struct endpoint_state *e, struct endpoint_stats *out);
+
+/*
+ * The request path: an attempt on `e` got a response head with `status`
+ * (0: it failed without one) after `upstream_us`. Lock-free (relaxed
+ * atomic adds), any worker.
+ */
+void backend_endpoint_observe(struct endpoint_state *e, int status, uint64_t upstream_us);
 
 /* Circuit-breaker occupancy of one service (this runtime's counters, connections: all). */
 struct backend_service_load {

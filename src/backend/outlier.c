@@ -76,6 +76,7 @@ static void try_eject(struct service_rt *s, size_t idx, uint64_t now, uint64_t r
                                      __ATOMIC_RELAXED))
         return; /* another worker ejected it just now */
     __atomic_store_n(&e->ejections, k, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&e->ejections_total, 1, __ATOMIC_RELAXED);
     log_warn("outlier: backend_service=%s endpoint=%s ejected for %llums (%s: %u in a row, "
              "multiplier %u)",
              c->name, e->address, (unsigned long long)ms, detector, count, k);

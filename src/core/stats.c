@@ -82,16 +82,21 @@ struct stats_service *stats_service(struct stats *st, const char *name)
     return s;
 }
 
+size_t stats_bucket_of(uint64_t duration_us)
+{
+    double ms = (double)duration_us / 1000.0;
+    size_t b = 0;
+    while (b < STATS_N_BUCKETS && ms > stats_bucket_ms[b])
+        b++;
+    return b;
+}
+
 void stats_request(struct stats_listener_shard *l, int status, uint64_t duration_us)
 {
     if (status < 0 || status >= 600)
         status = 0;
     stats_inc(&l->by_status[status], 1);
-    double ms = (double)duration_us / 1000.0;
-    size_t b = 0;
-    while (b < STATS_N_BUCKETS && ms > stats_bucket_ms[b])
-        b++;
-    stats_inc(&l->duration_bucket[b], 1);
+    stats_inc(&l->duration_bucket[stats_bucket_of(duration_us)], 1);
     stats_inc(&l->duration_us_sum, duration_us);
 }
 

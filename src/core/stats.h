@@ -19,6 +19,9 @@
 #define STATS_N_BUCKETS 13
 extern const double stats_bucket_ms[STATS_N_BUCKETS];
 
+/* The histogram bucket (0..STATS_N_BUCKETS) of a duration in microseconds. */
+size_t stats_bucket_of(uint64_t duration_us);
+
 /* Why a listener stopped accepting (label `reason` of switchyard_accept_pauses_total). */
 enum stats_pause_reason {
     STATS_PAUSE_LISTENER_CAP, /* "max_connections": the listener's cap */
@@ -64,7 +67,12 @@ struct stats_service_shard {
     uint64_t upstream_timeouts;
     uint64_t upstream_stale_resends;  /* attempts re-sent after a stale keep-alive connection */
     uint64_t upstream_retry_overflow; /* retries not made: circuit_breakers.max_retries full */
-    uint64_t by_class[6];             /* responses forwarded by class: 1xx..5xx */
+    uint64_t by_class[6];             /* response heads received from the backend by class, per
+                                       * attempt (a retried 503 counts): 1xx..5xx */
+    uint64_t attempt_bucket[STATS_N_BUCKETS + 1]; /* attempts by upstream time */
+    uint64_t attempt_us_sum;
+    uint64_t duration_bucket[STATS_N_BUCKETS + 1]; /* exchanges routed to it, by duration */
+    uint64_t duration_us_sum;
     uint64_t mirror[STATS_N_MIRROR_RESULTS]; /* this service as a mirror target */
 } __attribute__((aligned(64)));
 

@@ -161,16 +161,19 @@ struct exchange {
     unsigned attempts;
     unsigned retries;
     unsigned transparent_retries;
-    unsigned stale_resends; /* attempts re-sent after a stale keep-alive connection (0..1) */
-    bool _fresh_conn;       /* the next attempt must not take an idle pooled connection */
-    int _try_state;         /* router.c: what try_ev is timing */
-    char tries_log[256];    /* "ep:reason;ep:reason" for the access log */
+    unsigned stale_resends;     /* attempts re-sent after a stale keep-alive connection (0..1) */
+    bool _fresh_conn;           /* the next attempt must not take an idle pooled connection */
+    int _try_state;             /* router.c: what try_ev is timing */
+    char tries_log[256];        /* "ep:reason;ep:reason" for the access log */
+    uint64_t _attempt_start_us; /* sy_now_us() when the current attempt's endpoint was picked */
+    bool _attempt_observed;     /* its upstream time was recorded (observe_attempt) */
 
     /* accounting, for the access log */
     uint64_t start_us;
-    uint64_t bytes_in, bytes_out;                 /* body bytes */
-    int status;                                   /* status sent to the client, 0 = none */
-    unsigned flags;                               /* enum exchange_flag */
+    uint64_t upstream_us;         /* upstream time of the last observed attempt (us), 0 = none */
+    uint64_t bytes_in, bytes_out; /* body bytes */
+    int status;                   /* status sent to the client, 0 = none */
+    unsigned flags;               /* enum exchange_flag */
     char request_id[EXCHANGE_REQUEST_ID_MAX + 1]; /* request_prep.c: safe characters only */
     char endpoint[64];
 };

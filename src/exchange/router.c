@@ -379,6 +379,29 @@ static enum attempt_outcome outcome_of_status(int status)
     return status >= 500 ? ATTEMPT_5XX : ATTEMPT_OK;
 }
 
+/*
+ * The attempt in flight got its response head with `status`, or failed
+ * without one (status 0): its upstream time goes to the endpoint's and the
+ * service's counters and histograms, and the class of the answer to
+ * switchyard_upstream_responses_total (per attempt: a retried 503 counts).
+ * Once per attempt; not for attempts the client or the proxy cancelled.
+ */
+static void observe_attempt(struct exchange *ex, int status)
+{
+    if (ex->_attempt_observed || ex->endpoint_idx < 0)
+        return;
+    ex->_attempt_observed = true;
+    uint64_t now = sy_now_us();
+    uint64_t us = now > ex->_attempt_start_us ? now - ex->_attempt_start_us : 0;
+    ex->upstream_us = us;
+    backend_endpoint_observe(backend_endpoint(ex->srt, (size_t)ex->endpoint_idx), status, us);
+    struct stats_service_shard *ss = svc_stats(ex);
+    if (status >= 100 && status < 600)
+        stats_inc(&ss->by_class[status / 100], 1);
+    stats_inc(&ss->attempt_bucket[stats_bucket_of(us)], 1);
+    stats_inc(&ss->attempt_us_sum, us);
+}
+
 /* The attempt in flight is over for the endpoint: release it with `o`. */
 static void end_attempt(struct exchange *ex, enum attempt_outcome o)
 {
@@ -412,10 +435,15 @@ static void exchange_finish(struct exchange *ex)
     /* The attempt, a capacity wait, breaker slots, timers, the in-flight list. */
     arena_run_cleanups(&ex->arena);
     access_log_write(ex);
+    uint64_t dur = sy_now_us() - ex->start_us;
     size_t li = (size_t)(ex->listener - ex->rt->cfg->listeners);
     if (li < ex->rt->stats->n_listeners)
-        stats_request(&ex->rt->stats->listeners[li].shards[ex->w->id], ex->status,
-                      sy_now_us() - ex->start_us);
+        stats_request(&ex->rt->stats->listeners[li].shards[ex->w->id], ex->status, dur);
+    if (ex->service) { /* switchyard_backend_request_duration_seconds */
+        struct stats_service_shard *ss = svc_stats(ex);
+        stats_inc(&ss->duration_bucket[stats_bucket_of(dur)], 1);
+        stats_inc(&ss->duration_us_sum, dur);
+    }
     ex->down->detach(ex);
     event_active(&ex->reap_ev, EV_TIMEOUT, 1);
 }
@@ -909,6 +937,8 @@ static void attempt_on(struct exchange *ex, int idx)
     }
     record_endpoint(ex, idx);
     ex->attempts++;
+    ex->_attempt_start_us = sy_now_us();
+    ex->_attempt_observed = false;
     bool fresh = ex->_fresh_conn; /* a stale resend: counted as such, not as a retry */
     ex->_fresh_conn = false;
     struct stats_service_shard *ss = svc_stats(ex);
@@ -1054,6 +1084,7 @@ static void on_try(evutil_socket_t fd, short what, void *arg)
     case TRY_BACKOFF: start_attempt(ex); break;
     case TRY_PER_TRY:
         stats_inc(&svc_stats(ex)->upstream_timeouts, 1);
+        observe_attempt(ex, 0);
         if (ex->resp_head_sent) {
             ex->flags |= EXF_UT;
             cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
@@ -1220,6 +1251,7 @@ static void on_up_head(void *ctx, struct http_response_head *h, bool end)
 {
     struct exchange *ex = ctx;
     touch(ex);
+    observe_attempt(ex, h->status);
     struct attempt_report r = {RESULT_RESPONSE, h->status, end ? head_grpc_status(h) : -1};
     uint32_t met = retry_conditions_met(&r);
     if (met && can_retry(ex, met)) {
@@ -1235,8 +1267,6 @@ static void on_up_head(void *ctx, struct http_response_head *h, bool end)
     if (ex->attempts > 1)
         log_try(ex, "done");
     response_apply_route(ex, h, ex->route);
-    if (h->status >= 100 && h->status < 600)
-        stats_inc(&svc_stats(ex)->by_class[h->status / 100], 1);
     ex->status = h->status;
     ex->resp_head_sent = true;
     ex->down->send_head(ex, h, end);
@@ -1326,6 +1356,7 @@ static void on_up_error(void *ctx, enum upstream_error err, bool stale)
     if (!ex->resp_head_sent && resend_stale(ex, stale))
         return;
     stats_inc(&svc_stats(ex)->upstream_failures, 1);
+    observe_attempt(ex, 0);
     end_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {
         ex->flags |= EXF_UR;
@@ -1378,8 +1409,10 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     if (ex->finished)
         return;
     ex->flags |= EXF_UT;
-    if (ex->up.att)
+    if (ex->up.att) {
         stats_inc(&svc_stats(ex)->upstream_timeouts, 1);
+        observe_attempt(ex, 0);
+    }
     disarm_try(ex);
     cancel_attempt(ex, ATTEMPT_GATEWAY_FAILURE);
     if (ex->resp_head_sent) {

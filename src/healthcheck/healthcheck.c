@@ -246,6 +246,8 @@ static void endpoint_update(struct hc_endpoint *ep, const struct hc_target *caus
     bool known = ep->n > 0 && any_known;
     __atomic_store_n(&e->healthy, healthy, __ATOMIC_RELAXED);
     __atomic_store_n(&e->health_known, known, __ATOMIC_RELAXED);
+    if (healthy != was_healthy) /* switchyard_endpoint_health_transitions_total */
+        __atomic_add_fetch(&e->health_transitions, 1, __ATOMIC_RELAXED);
     const char *from = state_name(was_known, was_healthy), *to = state_name(known, healthy);
     if (strcmp(from, to) == 0)
         return;

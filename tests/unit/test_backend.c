@@ -716,6 +716,34 @@ static void test_capacity_waiters(void)
     backend_registry_free(reg);
 }
 
+static void test_endpoint_stats(void)
+{
+    struct fixture f;
+    const uint64_t t0 = 1000000;
+    TEST_CASE("endpoint stats: requests, 5xx, failures, latency buckets, ejections");
+    CHECK(fixture_init(&f, NULL, 2, NULL, -1,
+                       "    outlier_detection: {base_ejection_time: 10s, interval: 1s}\n"));
+    struct endpoint_state *e = backend_endpoint(f.s, 0);
+    struct endpoint_stats st;
+    backend_endpoint_stats(e, &st);
+    CHECK(st.requests == 0 && st.latency_count == 0 && st.ejections == 0);
+    backend_endpoint_observe(e, 200, 500);    /* 0.5 ms: bucket 0 (<= 1 ms) */
+    backend_endpoint_observe(e, 503, 7000);   /* 7 ms: bucket 2 (<= 10 ms) */
+    backend_endpoint_observe(e, 0, 40000000); /* 40 s failure: +Inf */
+    backend_endpoint_observe(e, 500, 1000);   /* exactly 1 ms: bucket 0 */
+    backend_endpoint_stats(e, &st);
+    CHECK(st.responses_5xx == 2 && st.failures == 1);
+    CHECK(st.latency_bucket[0] == 2 && st.latency_bucket[2] == 1);
+    CHECK(st.latency_bucket[STATS_N_BUCKETS] == 1 && st.latency_count == 4);
+    CHECK(st.latency_us_sum == 500 + 7000 + 40000000 + 1000);
+    fail_n(f.s, 0, 3, ATTEMPT_GATEWAY_FAILURE, t0);
+    backend_endpoint_stats(e, &st);
+    CHECK(st.ejections == 1);
+    CHECK(stats_bucket_of(0) == 0 && stats_bucket_of(30000000) == STATS_N_BUCKETS - 1 &&
+          stats_bucket_of(30000001) == STATS_N_BUCKETS);
+    fixture_free(&f, true);
+}
+
 void test_backend_suite(void)
 {
     test_hash64();
@@ -729,6 +757,7 @@ void test_backend_suite(void)
     enum sy_log_level lvl = sy_log_get_level();
     sy_log_set_level(SY_LOG_ERROR); /* ejections are logged at warn */
     test_outlier();
+    test_endpoint_stats();
     sy_log_set_level(lvl);
     test_breakers();
     test_registry_and_draining();
