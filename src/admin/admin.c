@@ -1,5 +1,6 @@
 /* admin.c — see admin.h. */
 #include "admin/admin.h"
+#include "admin/status.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -24,6 +25,7 @@
 struct admin {
     struct evhttp *http;
     struct admin_hooks hooks;
+    struct status *status; /* GET / and /status.json (status.h) */
 };
 
 static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -126,6 +128,16 @@ static void write_backends(struct admin *a, FILE *out, void *arg)
     runtime_unref(rt);
 }
 
+static void write_status(struct admin *a, FILE *out, void *arg)
+{
+    status_write_json(a->status, out);
+}
+
+static void write_page(struct admin *a, FILE *out, void *arg)
+{
+    fputs(status_page_html, out);
+}
+
 /* GET /shadow: request_mirror_policy.compare counts per route and the recent mismatches. */
 static void write_shadow(struct admin *a, FILE *out, void *arg)
 {
@@ -170,7 +182,7 @@ static const struct {
 } endpoint_methods[] = {
     {"/ready", "GET, HEAD"},    {"/metrics", "GET, HEAD"}, {"/config", "GET, HEAD"},
     {"/backends", "GET, HEAD"}, {"/reload", "POST"},       {"/drain", "POST"},
-    {"/shadow", "GET, HEAD"},
+    {"/shadow", "GET, HEAD"},   {"/", "GET, HEAD"},        {"/status.json", "GET, HEAD"},
 };
 
 static const char *endpoint_allow(const char *path)
@@ -201,6 +213,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_stream(req, 200, "application/json", write_config, a, NULL);
     } else if (strcmp(path, "/backends") == 0 && get) {
         reply_stream(req, 200, "application/json", write_backends, a, NULL);
+    } else if (strcmp(path, "/") == 0 && get && a->status) {
+        reply_stream(req, 200, "text/html; charset=utf-8", write_page, a, NULL);
+    } else if (strcmp(path, "/status.json") == 0 && get && a->status) {
+        reply_stream(req, 200, "application/json", write_status, a, NULL);
     } else if (strcmp(path, "/shadow") == 0 && get) {
         reply_stream(req, 200, "application/json", write_shadow, a, NULL);
     } else if (strcmp(path, "/reload") == 0 && post) {
@@ -212,7 +228,9 @@ static void on_request(struct evhttp_request *req, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(req), "allow", allow);
         reply_text(req, 405, "method not allowed");
     } else {
-        reply_text(req, 404, "not found: /ready /metrics /backends /config /shadow /reload /drain");
+        reply_text(req, 404,
+                   "not found: / /status.json /ready /metrics /backends /config /shadow "
+                   "/reload /drain");
     }
 }
 
@@ -251,7 +269,15 @@ struct admin *admin_start(struct event_base *base, const struct cfg_addr *addr,
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_timeout(a->http, 30);
     evhttp_set_gencb(a->http, on_request, a);
+    if (!(a->status = status_new(base, &a->hooks)))
+        log_warn("admin: out of memory for the status page; GET / is not served");
     return a;
+}
+
+void admin_note_reload(struct admin *a, const char *version, bool ok, const char *reason)
+{
+    if (a)
+        status_note_reload(a->status, version, ok, reason);
 }
 
 void admin_stop(struct admin *a)
@@ -260,5 +286,6 @@ void admin_stop(struct admin *a)
         return;
     if (a->http)
         evhttp_free(a->http);
+    status_free(a->status);
     free(a);
 }

@@ -6,6 +6,9 @@
  *   GET  /backends  JSON: services, endpoints, health, ejection, active requests
  *   GET  /config    JSON: active config version and the effective config
  *   GET  /shadow    JSON: shadow compare counts per route and the recent mismatches
+ *   GET  /          HTML status page (self-contained; refreshes from /status.json)
+ *   GET  /status.json  JSON: config version and reloads, listeners, services, endpoints,
+ *                   rates and latency over the last minute (docs/operations.md)
  *   POST /reload    reload the config file: 200 + version, or 400 + errors
  *   POST /drain     start a graceful drain
  */
@@ -40,5 +43,12 @@ struct admin_hooks {
 struct admin *admin_start(struct event_base *base, const struct cfg_addr *addr,
                           const struct admin_hooks *hooks, char *err, size_t errlen);
 void admin_stop(struct admin *a);
+
+/*
+ * A reload was tried (main.c): the status page's reload history. `version`:
+ * the config version served after it; `reason`: why it was refused, NULL
+ * when ok. NULL a (no admin listener): nothing.
+ */
+void admin_note_reload(struct admin *a, const char *version, bool ok, const char *reason);
 
 #endif

@@ -119,6 +119,12 @@ void backend_endpoint_unref(struct endpoint_state *e)
     registry_put(e->_reg, e);
 }
 
+struct endpoint_state *backend_endpoint_ref(struct endpoint_state *e)
+{
+    __atomic_add_fetch(&e->refcount, 1, __ATOMIC_RELAXED);
+    return e;
+}
+
 /* The waiter counts of a service name, found or added; takes a reference. NULL on ENOMEM. */
 static struct capacity_waiters *waiters_get(struct backend_registry *reg, const char *service)
 {
@@ -576,11 +582,6 @@ const char *endpoint_health_str(enum endpoint_health h)
     return "unknown";
 }
 
-bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms)
-{
-    return __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED) > now_ms;
-}
-
 void backend_endpoint_stats(const struct endpoint_state *e, struct endpoint_stats *out)
 {
     *out = (struct endpoint_stats){0};
@@ -604,6 +605,11 @@ void backend_endpoint_observe(struct endpoint_state *e, int status, uint64_t ups
         __atomic_add_fetch(&e->responses_5xx, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&e->latency_bucket[stats_bucket_of(upstream_us)], 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&e->latency_us_sum, upstream_us, __ATOMIC_RELAXED);
+}
+
+bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms)
+{
+    return __atomic_load_n(&e->ejected_until_ms, __ATOMIC_RELAXED) > now_ms;
 }
 
 uint64_t backend_endpoint_drain_deadline_ms(const struct service_rt *s, int idx)

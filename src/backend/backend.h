@@ -51,8 +51,10 @@ struct endpoint_state {
     uint64_t latency_us_sum;                      /* atomic: their upstream time, us */
     uint64_t health_transitions;                  /* atomic: healthy <-> unhealthy flips */
     uint64_t ejections_total;                     /* atomic: outlier ejections */
-    unsigned connections;   /* atomic: open upstream connections (max_connections) */
-    uint64_t retired_at_ms; /* atomic: when it left the newest config (draining), 0 = in it */
+    unsigned connections;       /* atomic: open upstream connections (max_connections) */
+    uint64_t retired_at_ms;     /* atomic: when it left the newest config (draining), 0 = in it */
+    uint64_t health_changed_ms; /* atomic: last health transition (unknown/healthy/unhealthy),
+                                 * sy_now_ms clock; 0 = none yet (admin status page) */
     struct backend_registry *_reg; /* owner, for references taken by connections */
 };
 
@@ -223,6 +225,13 @@ enum endpoint_health backend_endpoint_health(const struct endpoint_state *e);
 const char *endpoint_health_str(enum endpoint_health h);
 /* Is the endpoint ejected by outlier detection at `now_ms` (sy_now_ms clock)? */
 bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms);
+/*
+ * Keep / let go of an endpoint's shared state beyond the runtimes that name
+ * it (the admin status page follows an endpoint that left the config while
+ * it drains). ref: the caller already holds a reference (a runtime's).
+ */
+struct endpoint_state *backend_endpoint_ref(struct endpoint_state *e);
+void backend_endpoint_unref(struct endpoint_state *e);
 
 /*
  * Counters of one endpoint since the process started (they survive reloads
@@ -252,6 +261,15 @@ void backend_endpoint_stats(const struct endpoint_state *e, struct endpoint_stat
  * atomic adds), any worker.
  */
 void backend_endpoint_observe(struct endpoint_state *e, int status, uint64_t upstream_us);
+
+/*
+ * The per-endpoint families of /metrics (health state, ejection, in-flight,
+ * attempts, 5xx, failures, upstream time histogram, ejections, health
+ * transitions; docs/operations.md) for the services `arr` of a runtime,
+ * parallel to `svcs` (n of them). Any thread.
+ */
+void backend_write_endpoint_metrics(FILE *out, const struct cfg_backend_service *svcs,
+                                    struct service_rt *arr, size_t n);
 
 /* Circuit-breaker occupancy of one service (this runtime's counters, connections: all). */
 struct backend_service_load {

@@ -251,6 +251,7 @@ static void endpoint_update(struct hc_endpoint *ep, const struct hc_target *caus
     const char *from = state_name(was_known, was_healthy), *to = state_name(known, healthy);
     if (strcmp(from, to) == 0)
         return;
+    __atomic_store_n(&e->health_changed_ms, sy_now_ms(), __ATOMIC_RELAXED);
     char why[HC_REASON_MAX + 96];
     if (!healthy && failing)
         snprintf(why, sizeof why, "%s: %s; %u consecutive failure%s", failing->check_name,
