@@ -8,7 +8,9 @@ pkgs=(build-essential pkg-config clang libclang-rt-14-dev valgrind
       curl openssl procps strace nghttp2-client nghttp2-proxy
       python3 python3-pytest python3-h2 python3-httpx python3-grpcio python3-grpc-tools
       python3-websockets python3-dnslib python3-yaml
-      systemd)         # systemd-analyze verify of deploy/systemd (test_deploy.py)
+      systemd          # systemd-analyze verify of deploy/systemd (test_deploy.py)
+      prometheus       # promtool check metrics on /metrics (test_metrics.py)
+      chromium)        # headless: the admin status page (test_status_page.py)
 # make bench: load generators (wrk; h2load is in nghttp2-client), the peers
 # (haproxy, nghttpx in nghttp2-proxy, nginx-light), openssl for a throwaway
 # certificate, procps for pgrep.
