@@ -115,6 +115,9 @@ def test_status_json_state_rates_latency(setup):
     px, port, admin_port, tb1, tb2 = setup
     for _ in range(20):
         assert get(port, "/x").status == 200
+    # 10 slow ones: p99 lands in the (25 ms, 50 ms] bucket, p50 among the fast.
+    for _ in range(10):
+        assert get(port, "/x", headers=[("x-testbed-delay", "30ms")]).status == 200
     r = get(port, "/x", headers=[("x-testbed-status", "500")])
     assert r.status == 500
 
@@ -133,7 +136,7 @@ def test_status_json_state_rates_latency(setup):
 
     [lst] = d["listeners"]
     assert (lst["name"], lst["address"], lst["protocol"]) == ("main", f"127.0.0.1:{port}", "HTTP")
-    assert lst["requests_total"] >= 21 and lst["requests_per_s"] > 0
+    assert lst["requests_total"] >= 31 and lst["requests_per_s"] > 0
     assert 0 < lst["error_5xx_ratio"] < 0.5
     assert lst["p50_ms"] is not None and 0 <= lst["p50_ms"] <= lst["p99_ms"]
     assert isinstance(lst["connections"], int)
@@ -147,11 +150,12 @@ def test_status_json_state_rates_latency(setup):
 
     good, bad = endpoints(d)[tb1.addr], endpoints(d)[tb2.addr]
     # Every request went to tb1: tb2 fails its health check.
-    assert good["requests_total"] == 21 and bad["requests_total"] == 0
+    assert good["requests_total"] == 31 and bad["requests_total"] == 0
     assert good["state"] == good["health"] == "healthy"
     assert bad["state"] == bad["health"] == "unhealthy"
-    assert abs(good["error_5xx_ratio"] - 1 / 21) < 0.01
-    assert good["p50_ms"] is not None and good["p99_ms"] >= good["p50_ms"]
+    assert abs(good["error_5xx_ratio"] - 1 / 31) < 0.01
+    assert good["p50_ms"] < 25 and 25 <= good["p99_ms"] <= 50, good
+    assert 25 <= lst["p99_ms"] <= 50 and lst["p50_ms"] < 25, lst
     assert bad["requests_per_s"] == 0 and bad["p50_ms"] is None
     for ep in (good, bad):
         assert re.fullmatch(r".*T.*Z", ep["health_changed"]) and ep["health_changed_ago_s"] >= 0
