@@ -17,6 +17,7 @@ struct config_watch {
     int fd;
     int wd;
     char *base_name; /* the config file's name in its folder */
+    char *path;      /* the file, for the log */
     struct event *read_ev;
     struct event *settle_ev;
     void (*changed)(void *ctx);
@@ -34,7 +35,7 @@ static bool concerns(const struct config_watch *w, const char *name)
 static void on_settled(evutil_socket_t fd, short what, void *arg)
 {
     struct config_watch *w = arg;
-    log_info("config file changed: reloading");
+    log_info("%s changed: reloading", w->path);
     w->changed(w->ctx);
 }
 
@@ -75,7 +76,8 @@ struct config_watch *config_watch_new(struct event_base *base, const char *path,
     const char *slash = strrchr(path, '/');
     char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
     w->base_name = strdup(slash ? slash + 1 : path);
-    if (!dir || !w->base_name) {
+    w->path = strdup(path);
+    if (!dir || !w->base_name || !w->path) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -112,5 +114,6 @@ void config_watch_free(struct config_watch *w)
     if (w->fd >= 0)
         close(w->fd);
     free(w->base_name);
+    free(w->path);
     free(w);
 }

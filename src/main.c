@@ -56,9 +56,12 @@ struct proxy {
     int access_log_fd;
     struct stats *stats;
     struct admin *admin;
-    struct health_checker *hc;  /* active health checks, on this thread's base */
-    struct discovery *disc;     /* discovery: DNS names, on this thread's base */
-    struct config_watch *watch; /* --watch-config */
+    struct health_checker *hc;       /* active health checks, on this thread's base */
+    struct discovery *disc;          /* discovery: DNS names, on this thread's base */
+    struct config_watch *watch;      /* --watch-config */
+    struct config_watch **tls_watch; /* --watch-config: the listeners' certificate and key
+                                      * files, NULL-ended; remade after each reload */
+    struct event *tls_watch_ev;      /* remakes tls_watch outside the watchers' callbacks */
 };
 
 static void usage(FILE *out)
@@ -102,9 +105,13 @@ static void on_worker_cmd(struct worker *w, unsigned cmds)
         if (!h) {
             runtime_unref(rt); /* keep serving the old one */
         } else {
-            rt_hold_retire(w->rt_hold);
+            struct rt_hold *old = w->rt_hold;
             w->rt_hold = h;
             w->runtime = rt;
+            /* Listeners added, removed or moved, new TLS contexts; a removed
+             * listener's connections keep `old` until they end. */
+            listener_worker_sync(w->listeners, old);
+            rt_hold_retire(old);
         }
         exchange_worker_on_reload(w); /* connection_draining deadlines */
     }
@@ -173,41 +180,6 @@ static void free_worker(struct worker *w)
 }
 
 /* ---- reload, drain, signals -------------------------------------------------------- */
-
-static bool same_str(const char *a, const char *b)
-{
-    return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
-/* The TLS settings a listener's SSL_CTX was built from (built once, at startup). */
-static bool same_tls(const struct cfg_listener *a, const struct cfg_listener *b)
-{
-    if (a->tls.n_certificates != b->tls.n_certificates ||
-        a->tls.min_version != b->tls.min_version ||
-        !same_str(a->tls.tls12_cipher_list, b->tls.tls12_cipher_list) ||
-        !same_str(a->tls.tls13_ciphersuites, b->tls.tls13_ciphersuites) ||
-        !same_str(a->tls.groups_list, b->tls.groups_list) ||
-        a->tls.session_ticket_rotation_ms != b->tls.session_ticket_rotation_ms)
-        return false;
-    for (size_t i = 0; i < a->tls.n_certificates; i++)
-        if (!same_str(a->tls.certificates[i].cert_file, b->tls.certificates[i].cert_file) ||
-            !same_str(a->tls.certificates[i].key_file, b->tls.certificates[i].key_file))
-            return false;
-    return true;
-}
-
-static bool same_listeners(const struct config *a, const struct config *b)
-{
-    if (a->n_listeners != b->n_listeners)
-        return false;
-    for (size_t i = 0; i < a->n_listeners; i++)
-        if (strcmp(a->listeners[i].name, b->listeners[i].name) != 0 ||
-            strcmp(a->listeners[i].address.text, b->listeners[i].address.text) != 0 ||
-            a->listeners[i].protocol != b->listeners[i].protocol ||
-            !same_tls(&a->listeners[i], &b->listeners[i]))
-            return false;
-    return true;
-}
 
 static void on_overload_check(evutil_socket_t fd, short what, void *arg)
 {
@@ -289,7 +261,8 @@ static int reload(struct proxy *p, FILE *errs, bool if_changed)
     struct config_errors ce = {0};
     struct config *cfg = config_load(p->config_path, &ce);
     const char *why = NULL;
-    if (cfg && if_changed && !strcmp(cfg->version, p->rt->cfg->version)) {
+    if (cfg && if_changed && !strcmp(cfg->version, p->rt->cfg->version) &&
+        !listener_set_tls_changed(p->set, cfg)) {
         config_unref(cfg);
         config_errors_free(&ce);
         return 0;
@@ -302,8 +275,6 @@ static int reload(struct proxy *p, FILE *errs, bool if_changed)
                 fprintf(errs, "%s\n", ce.msgs[i]);
         }
         why = "the config has errors";
-    } else if (!same_listeners(p->rt->cfg, cfg)) {
-        why = "listeners changed (names, addresses, protocols and TLS settings need a restart)";
     }
     config_errors_free(&ce);
     if (!why && discovery_update(p->disc, cfg) != 0)
@@ -312,7 +283,16 @@ static int reload(struct proxy *p, FILE *errs, bool if_changed)
     config_unref(cfg);
     if (!why && !rt)
         why = "out of memory";
+    char lerr[600];
+    struct listener_change *lc = why ? NULL : listener_set_prepare(p->set, rt, lerr, sizeof lerr);
+    if (!why && !lc) {
+        log_error("%s", lerr);
+        if (errs)
+            fprintf(errs, "%s\n", lerr);
+        why = "a listener cannot be served as configured";
+    }
     if (why) {
+        runtime_unref(rt);
         log_error("reload refused: %s; still serving config version %s", why, p->rt->cfg->version);
         if (errs)
             fprintf(errs, "reload refused: %s; still serving config version %s\n", why,
@@ -321,8 +301,11 @@ static int reload(struct proxy *p, FILE *errs, bool if_changed)
         notify_ready(p, why);
         return -1;
     }
+    listener_set_commit(p->set, lc); /* the workers apply it at SWAP */
     publish(p, rt);
     overload_watch(p);
+    if (p->watch)
+        event_active(p->tls_watch_ev, EV_TIMEOUT, 1);
     p->stats->reloads++;
     log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
     notify_ready(p, NULL);
@@ -444,6 +427,31 @@ static bool hook_resolving(void *ctx)
 static void on_config_changed(void *ctx)
 {
     reload(ctx, NULL, true);
+}
+
+/* --watch-config: watch the certificate and key files of the config served now. */
+static void on_tls_watch_remake(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *p = arg;
+    for (size_t i = 0; p->tls_watch && p->tls_watch[i]; i++)
+        config_watch_free(p->tls_watch[i]);
+    free(p->tls_watch);
+    p->tls_watch = NULL;
+    char **files = listener_tls_files(p->rt->cfg);
+    size_t n = 0;
+    while (files && files[n])
+        n++;
+    p->tls_watch = calloc(n + 1, sizeof *p->tls_watch);
+    for (size_t i = 0, k = 0; p->tls_watch && i < n; i++) {
+        char err[256];
+        p->tls_watch[k] =
+            config_watch_new(p->base, files[i], on_config_changed, p, err, sizeof err);
+        if (p->tls_watch[k])
+            k++;
+        else
+            log_warn("%s; not reloading when it changes", err);
+    }
+    free(files);
 }
 
 static void hook_drain(void *ctx)
@@ -700,9 +708,6 @@ int main(int argc, char **argv)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p.n_workers = n > 0 ? (int)n : 1;
     }
-    set = listeners_open(cfg, p.n_workers, err, sizeof err);
-    if (!set)
-        goto fail;
     p.registry = backend_registry_new();
     p.stats = new_stats(cfg, p.n_workers);
     p.base = event_base_new();
@@ -713,10 +718,15 @@ int main(int argc, char **argv)
     }
     /* DNS names have no address until their first answer (/ready says so). */
     p.rt = p.registry && p.stats && p.disc ? runtime_new(cfg, p.registry, p.stats, p.disc) : NULL;
-    if (!p.rt) {
+    if (!p.rt || !(set = listener_set_new(p.n_workers, p.stats))) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
     }
+    /* Binds every listener (an address in use fails startup) and loads the TLS files. */
+    struct listener_change *lc = listener_set_prepare(set, p.rt, err, sizeof err);
+    if (!lc)
+        goto fail;
+    listener_set_commit(set, lc);
     config_unref(cfg); /* the runtime holds its own reference */
     cfg = NULL;
     p.access_log_fd = open_access_log(p.rt->cfg);
@@ -732,12 +742,23 @@ int main(int argc, char **argv)
     if (o.watch_config &&
         !(p.watch = config_watch_new(p.base, o.config, on_config_changed, &p, err, sizeof err)))
         goto fail;
+    if (p.watch && !(p.tls_watch_ev = evtimer_new(p.base, on_tls_watch_remake, &p))) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    if (p.watch)
+        on_tls_watch_remake(-1, 0, &p);
     health_checker_update(p.hc, p.rt);
     rc = serve(&p, set); /* reports its own failures */
 fail:
     if (err[0])
         fprintf(stderr, "switchyard: %s\n", err);
     config_watch_free(p.watch);
+    for (size_t i = 0; p.tls_watch && p.tls_watch[i]; i++)
+        config_watch_free(p.tls_watch[i]);
+    free(p.tls_watch);
+    if (p.tls_watch_ev)
+        event_free(p.tls_watch_ev);
     health_checker_free(p.hc);
     discovery_free(p.disc);
     listener_set_free(set);

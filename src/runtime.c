@@ -10,23 +10,24 @@
 #include "core/stats.h"
 #include "urlmap/urlmap.h"
 
-/* ---- mirrored routes ---------------------------------------------------------------- */
+/* ---- routes ---------------------------------------------------------------------------- */
 
-/* Name the route of action `a` (see runtime.h) and add it when it has a mirror policy. */
+/* Name the route of action `a` (see runtime.h) and add it; counters when it has a mirror policy. */
 static int add_route(struct runtime *rt, struct stats *st, const struct cfg_route_action *a,
                      const char *um, const char *pm, const char *rule)
 {
-    if (!a->request_mirror_policy)
-        return 0;
     char name[256];
     snprintf(name, sizeof name, "%s/%s%s%s", um, pm ? pm : "", pm ? "/" : "", rule);
     for (char *c = name; *c; c++)
         if (*c < 0x21 || *c > 0x7e || *c == '"' || *c == '\\')
             *c = '_';
-    struct stats_route *sr = stats_route(st, name);
-    if (!sr)
+    struct stats_route *sr = NULL;
+    if (a->request_mirror_policy && !(sr = stats_route(st, name)))
         return -1;
-    rt->routes[rt->n_routes++] = (struct runtime_route){.action = a, .stats = sr};
+    char *copy = strdup(name);
+    if (!copy)
+        return -1;
+    rt->routes[rt->n_routes++] = (struct runtime_route){.action = a, .stats = sr, .name = copy};
     return 0;
 }
 
@@ -135,9 +136,19 @@ void runtime_unref(struct runtime *rt)
     if (rt->services)
         backend_services_free(rt->services, rt->cfg->n_backend_services);
     free(rt->service_stats);
+    for (size_t i = 0; rt->routes && i < rt->n_routes; i++)
+        free(rt->routes[i].name);
     free(rt->routes);
+    free(rt->listener_slots);
+    free(rt->slot_listeners);
     config_unref(rt->cfg);
     free(rt);
+}
+
+int runtime_listener_slot(const struct runtime *rt, const struct cfg_listener *l)
+{
+    size_t i = (size_t)(l - rt->cfg->listeners);
+    return rt->listener_slots ? rt->listener_slots[i] : (int)i;
 }
 
 const struct url_map *runtime_url_map(const struct runtime *rt, const struct cfg_url_map *um)

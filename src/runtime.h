@@ -20,15 +20,17 @@ struct stats_service;
 struct stats_route;
 
 /*
- * A route action with a request_mirror_policy (exchange/mirror.h), named
- * for /metrics and GET /shadow: "URL_MAP/PATH_MATCHER/priority:N" (a route
+ * A route action, named for the access log (`route`) and, when it has a
+ * request_mirror_policy (exchange/mirror.h), for /metrics and GET /shadow:
+ * "URL_MAP/PATH_MATCHER/priority:N" (a route
  * rule), "URL_MAP/PATH_MATCHER/path:FIRST_PATH" (a path rule),
  * "URL_MAP/PATH_MATCHER/default" and "URL_MAP/default" (default actions).
  * Bytes other than printable ASCII, `"` and `\` become `_`.
  */
 struct runtime_route {
     const struct cfg_route_action *action;
-    struct stats_route *stats; /* its counters; stats->name is the route's name */
+    struct stats_route *stats; /* mirrored routes: its counters (stats->name == name); else NULL */
+    char *name;                /* owned */
 };
 
 struct runtime {
@@ -38,8 +40,18 @@ struct runtime {
     struct service_rt *services;          /* parallel to cfg->backend_services (backend.h) */
     struct stats *stats;                  /* process counters (not owned) */
     struct stats_service **service_stats; /* parallel to cfg->backend_services */
-    struct runtime_route *routes;         /* mirrored routes, sorted by action address */
+    struct runtime_route *routes;         /* every route action, sorted by action address */
     size_t n_routes;
+    /*
+     * Listener slots (listener.h): cfg->listeners[i] is slot listener_slots[i],
+     * which is also its index in stats->listeners; slot_listeners[s] is the
+     * reverse (-1: not in this config), for s < n_slots. Set by
+     * listener_set_prepare() before the runtime is published; NULL (tools):
+     * the identity.
+     */
+    int *listener_slots;
+    int *slot_listeners;
+    size_t n_slots;
 };
 
 /*
@@ -73,12 +85,15 @@ void rt_hold_put(struct rt_hold *h);
 /* The worker lets go of the hold (reload or shutdown). */
 void rt_hold_retire(struct rt_hold *h);
 
+/* The slot (and stats index) of one of cfg's listeners. */
+int runtime_listener_slot(const struct runtime *rt, const struct cfg_listener *l);
+
 /* The compiled matcher of one of cfg's url maps. */
 const struct url_map *runtime_url_map(const struct runtime *rt, const struct cfg_url_map *um);
 struct service_rt *runtime_service(const struct runtime *rt, const struct cfg_backend_service *s);
 struct stats_service *runtime_service_stats(const struct runtime *rt,
                                             const struct cfg_backend_service *s);
-/* The entry of a route action with a request_mirror_policy; NULL for any other. */
+/* The entry of one of the config's route actions (NULL: not one of them). */
 const struct runtime_route *runtime_route(const struct runtime *rt,
                                           const struct cfg_route_action *a);
 

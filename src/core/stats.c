@@ -18,7 +18,8 @@ static void *shards_new(size_t size, int n)
 struct stats *stats_new(const char *const *names, size_t n, int n_workers)
 {
     struct stats *st = calloc(1, sizeof *st);
-    if (!st || !(st->listeners = calloc(n + 1, sizeof *st->listeners)))
+    if (!st || n > STATS_MAX_LISTENERS ||
+        !(st->listeners = calloc(STATS_MAX_LISTENERS, sizeof *st->listeners)))
         goto fail;
     st->n_workers = n_workers > 0 ? n_workers : 1;
     st->n_listeners = n;
@@ -55,6 +56,27 @@ void stats_free(struct stats *st)
     stats_shadow_free(st);
     free(st->workers);
     free(st);
+}
+
+int stats_listener(struct stats *st, const char *name)
+{
+    size_t n = st->n_listeners;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(st->listeners[i].name, name) == 0)
+            return (int)i;
+    if (n == STATS_MAX_LISTENERS)
+        return -1;
+    struct stats_listener *l = &st->listeners[n];
+    l->name = strdup(name);
+    l->shards = shards_new(sizeof(struct stats_listener_shard), st->n_workers);
+    if (!l->name || !l->shards) {
+        free(l->name);
+        free(l->shards);
+        *l = (struct stats_listener){0};
+        return -1;
+    }
+    __atomic_store_n(&st->n_listeners, n + 1, __ATOMIC_RELEASE);
+    return (int)n;
 }
 
 struct stats_service *stats_service(struct stats *st, const char *name)

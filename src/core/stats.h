@@ -47,6 +47,10 @@ struct stats_listener {
     struct stats_listener_shard *shards; /* [n_workers] */
 };
 
+/* Listener entries a process can ever have: st->listeners is allocated once with
+ * this capacity, so workers index it while a reload appends (never moves). */
+#define STATS_MAX_LISTENERS 256
+
 /* What became of a request's mirror (request_mirror_policy, exchange/mirror.h):
  * label `result` of switchyard_mirror_requests_total, one per mirrored request. */
 enum stats_mirror_result {
@@ -112,9 +116,9 @@ struct stats_worker_shard {
 
 struct stats {
     int n_workers;
-    struct stats_listener *listeners; /* fixed at startup */
-    size_t n_listeners;
-    struct stats_service **services; /* grows at reloads (main thread) */
+    struct stats_listener *listeners; /* [STATS_MAX_LISTENERS]; appended at reloads */
+    size_t n_listeners;               /* written by the main thread only (release) */
+    struct stats_service **services;  /* grows at reloads (main thread) */
     size_t n_services, cap_services;
     struct stats_route **routes; /* mirrored routes; grow at reloads (main thread) */
     size_t n_routes, cap_routes;
@@ -126,6 +130,13 @@ struct stats {
 
 struct stats *stats_new(const char *const *listener_names, size_t n, int n_workers);
 void stats_free(struct stats *st);
+
+/*
+ * The index in st->listeners of a listener name, appended if new (main
+ * thread only; a reload keeps a name's counters). -1 when
+ * STATS_MAX_LISTENERS names exist already, or out of memory.
+ */
+int stats_listener(struct stats *st, const char *name);
 
 /* The entry for a backend service name, created if new (main thread only). */
 struct stats_service *stats_service(struct stats *st, const char *name);

@@ -185,6 +185,13 @@ struct exchange {
  * The runtime reference is taken from the worker. NULL on allocation failure.
  */
 struct exchange *exchange_new(struct worker *w, const struct cfg_listener *listener);
+/*
+ * The same on the runtime of `hold` (a struct rt_hold, runtime.h) instead of
+ * the worker's current one: `listener` belongs to its config (a listener a
+ * reload removed serves its last connections on the config they came from).
+ */
+struct exchange *exchange_new_held(struct worker *w, struct rt_hold *hold,
+                                   const struct cfg_listener *listener);
 
 /*
  * The request head is complete (ex->req filled by the codec). The router

@@ -259,6 +259,12 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 
 struct exchange *exchange_new(struct worker *w, const struct cfg_listener *listener)
 {
+    return exchange_new_held(w, w->rt_hold, listener);
+}
+
+struct exchange *exchange_new_held(struct worker *w, struct rt_hold *hold,
+                                   const struct cfg_listener *listener)
+{
     struct exchange_worker *xw = w->exchanges;
     /* One allocation: the exchange, then the first block of its arena. */
     size_t head = (sizeof(struct exchange) + 15) & ~(size_t)15;
@@ -279,7 +285,7 @@ struct exchange *exchange_new(struct worker *w, const struct cfg_listener *liste
      * their records fit the inline block. */
     if (!arena_on_free(&ex->arena, on_free_runtime, ex))
         goto fail;
-    ex->rt_hold = w->rt_hold;
+    ex->rt_hold = hold;
     ex->rt = rt_hold_get(ex->rt_hold);
     stats_inc(&ex->rt->stats->workers[w->id].active_exchanges, 1);
     if (!arena_on_cleanup(&ex->arena, on_cleanup_exchange, ex))
@@ -436,7 +442,7 @@ static void exchange_finish(struct exchange *ex)
     arena_run_cleanups(&ex->arena);
     access_log_write(ex);
     uint64_t dur = sy_now_us() - ex->start_us;
-    size_t li = (size_t)(ex->listener - ex->rt->cfg->listeners);
+    size_t li = (size_t)runtime_listener_slot(ex->rt, ex->listener); /* stable across reloads */
     if (li < ex->rt->stats->n_listeners)
         stats_request(&ex->rt->stats->listeners[li].shards[ex->w->id], ex->status, dur);
     if (ex->service) { /* switchyard_backend_request_duration_seconds */

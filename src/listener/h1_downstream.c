@@ -79,6 +79,7 @@ struct h1_down {
     bool body_paused;   /* back-pressure from the upstream side */
     bool keep_alive;    /* the client allows another request */
     bool close_after;   /* close once the current response is written */
+    bool drain;         /* its listener was removed or moved: close after this response */
     bool resp_started;  /* a response head was written for this request */
     bool resp_complete; /* ... and its end */
     bool expect_continue;
@@ -107,8 +108,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 
 static const struct cfg_listener *listener_cfg(const struct h1_down *c)
 {
-    const struct runtime *rt = c->lw->w->runtime;
-    return &rt->cfg->listeners[c->listener_idx];
+    return listener_slot_cfg(c->lw, c->listener_idx);
+}
+
+/* A drain, of the process or of this connection's listener (a reload removed or moved it). */
+static bool conn_draining(const struct h1_down *c)
+{
+    return c->lw->w->draining || c->drain;
 }
 
 /*
@@ -572,7 +578,7 @@ static void fill_rejected(struct h1_down *c, struct exchange *ex, const struct h
 /* Parse a complete head of `len` bytes into a new exchange; false if answered. */
 static bool start_request(struct h1_down *c, size_t len)
 {
-    struct exchange *ex = exchange_new(c->lw->w, listener_cfg(c));
+    struct exchange *ex = listener_exchange_new(c->lw, c->listener_idx);
     char *head = ex ? arena_alloc(&ex->arena, len + 1) : NULL;
     if (ex) {
         ex->down = &h1_downstream_ops;
@@ -693,8 +699,7 @@ static void read_body(struct h1_down *c)
 
 static void start_next(struct h1_down *c)
 {
-    struct worker *w = c->lw->w;
-    if (c->close_after || !c->keep_alive || w->draining) {
+    if (c->close_after || !c->keep_alive || conn_draining(c)) {
         conn_close_after_flush(c);
         return;
     }
@@ -861,7 +866,7 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
     struct h1_down *c = conn_of(ex);
     c->version = ex->req.version;
     c->framing = pick_framing(c, ex, h, end);
-    if (c->framing == H1_FRAMING_CLOSE || !c->keep_alive || c->lw->w->draining)
+    if (c->framing == H1_FRAMING_CLOSE || !c->keep_alive || conn_draining(c))
         c->close_after = true;
     /* A refused Upgrade: bytes the client sent after it were meant for the
      * tunnel, never a request; the connection closes after this answer. */
@@ -1035,6 +1040,19 @@ void h1_downstream_close_idle(struct listener_worker *lw)
         if (c->state == H1D_IDLE ||
             (c->state == H1D_HEAD && !evbuffer_get_length(bufferevent_get_input(c->bev))))
             conn_close(c); /* idle, or accepted and silent so far */
+    }
+}
+
+void h1_downstream_drain_listener(struct listener_worker *lw, int slot)
+{
+    for (struct sy_link *l = lw->conns.next; l != &lw->conns; l = l->next) {
+        struct h1_down *c = SY_CONTAINER_OF(l, struct h1_down, link);
+        if (c->listener_idx != slot)
+            continue;
+        c->drain = true;
+        if (c->state == H1D_IDLE ||
+            (c->state == H1D_HEAD && !evbuffer_get_length(bufferevent_get_input(c->bev))))
+            conn_close(c);
     }
 }
 

@@ -69,8 +69,7 @@ static void conn_drain(struct h2_down_conn *c);
 
 const struct cfg_listener *h2d_listener_cfg(const struct h2_down_conn *c)
 {
-    const struct runtime *rt = c->lw->w->runtime;
-    return &rt->cfg->listeners[c->ci.listener_idx];
+    return listener_slot_cfg(c->lw, c->ci.listener_idx);
 }
 
 static struct mem_cache *conn_mem(const struct h2_down_conn *c)
@@ -183,7 +182,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
         return 0;
     }
     struct h2_stream *st = stream_new(c, f->hd.stream_id);
-    struct exchange *ex = st ? exchange_new(c->lw->w, h2d_listener_cfg(c)) : NULL;
+    struct exchange *ex = st ? listener_exchange_new(c->lw, c->ci.listener_idx) : NULL;
     if (!ex || http_headers_init(&ex->req.headers, &ex->arena, 16) != 0) {
         if (ex)
             exchange_reject(ex, 500);
@@ -973,6 +972,16 @@ void h2_downstream_drain(struct listener_worker *lw)
         return;
     for (struct sy_link *l = d->conns.next; l != &d->conns; l = l->next)
         conn_drain(SY_CONTAINER_OF(l, struct h2_down_conn, link));
+}
+
+void h2_downstream_drain_listener(struct listener_worker *lw, int slot)
+{
+    struct h2_down *d = lw->h2;
+    for (struct sy_link *l = d ? d->conns.next : NULL; d && l != &d->conns; l = l->next) {
+        struct h2_down_conn *c = SY_CONTAINER_OF(l, struct h2_down_conn, link);
+        if (c->ci.listener_idx == slot)
+            conn_drain(c);
+    }
 }
 
 /* Close every connection now, and free the worker's HTTP/2 state. */

@@ -99,10 +99,12 @@ static bool caps_matter(const struct listener_worker *lw, const struct config *c
 {
     if (cfg->limits.max_connections)
         return true;
-    for (size_t k = 0; k < lw->n_evls; k++)
-        if (cfg->listeners[lw->listener_idx[k]].limits.max_connections ||
-            (lw->paused[k] & (ACCEPT_PAUSE_LISTENER_CAP | ACCEPT_PAUSE_PROCESS_CAP)))
+    for (size_t k = 0; k < lw->n_evls; k++) {
+        const struct cfg_listener *l = lw->evls[k] ? listener_slot_cfg(lw, (int)k) : NULL;
+        if (l && (l->limits.max_connections ||
+                  (lw->paused[k] & (ACCEPT_PAUSE_LISTENER_CAP | ACCEPT_PAUSE_PROCESS_CAP))))
             return true;
+    }
     return false;
 }
 
@@ -125,7 +127,10 @@ static void caps_check(struct listener_worker *lw)
     bool any = false, newly = false;
     for (size_t k = 0; k < lw->n_evls; k++) {
         int i = lw->listener_idx[k];
-        uint32_t cap = cfg->listeners[i].limits.max_connections;
+        const struct cfg_listener *l = lw->evls[k] ? listener_slot_cfg(lw, i) : NULL;
+        if (!l)
+            continue; /* no socket of this slot here */
+        uint32_t cap = l->limits.max_connections;
         bool full = cap && __atomic_load_n(&set->_listener_conns[i], __ATOMIC_SEQ_CST) >= cap;
         unsigned before = lw->paused[k];
         pause_set(lw, k, ACCEPT_PAUSE_LISTENER_CAP, full);
@@ -162,7 +167,8 @@ static void error_pause_end(struct listener_worker *lw)
 {
     event_del(lw->backoff_ev);
     for (size_t k = 0; k < lw->n_evls; k++)
-        pause_set(lw, k, ACCEPT_PAUSE_ERROR, false);
+        if (lw->evls[k])
+            pause_set(lw, k, ACCEPT_PAUSE_ERROR, false);
 }
 
 static void on_backoff(evutil_socket_t fd, short what, void *arg)
@@ -172,8 +178,8 @@ static void on_backoff(evutil_socket_t fd, short what, void *arg)
 
 void limits_accept_failed(struct listener_worker *lw, size_t k, int err)
 {
-    const struct config *cfg = worker_cfg(lw);
-    const char *name = cfg->listeners[lw->listener_idx[k]].name;
+    const struct cfg_listener *l = listener_slot_cfg(lw, lw->listener_idx[k]);
+    const char *name = l ? l->name : "?";
     struct stats_listener_shard *s = shard(lw, lw->listener_idx[k]);
     if (s)
         stats_inc(&s->accept_errors, 1);
@@ -189,7 +195,8 @@ void limits_accept_failed(struct listener_worker *lw, size_t k, int err)
                  BACKOFF_MAX_MS);
     }
     for (size_t j = 0; j < lw->n_evls; j++)
-        pause_set(lw, j, ACCEPT_PAUSE_ERROR, true);
+        if (lw->evls[j])
+            pause_set(lw, j, ACCEPT_PAUSE_ERROR, true);
     sy_timer_arm_ms(lw->backoff_ev, lw->backoff_ms);
 }
 
@@ -293,7 +300,7 @@ bool listener_refuse_request(struct listener_worker *lw, int listener_idx)
 
 static bool valid_idx(const struct listener_worker *lw, int idx)
 {
-    return idx >= 0 && (size_t)idx < lw->set->n_listeners;
+    return idx >= 0 && idx < STATS_MAX_LISTENERS;
 }
 
 void limits_conn_accepted(struct listener_worker *lw, int listener_idx)
@@ -303,8 +310,10 @@ void limits_conn_accepted(struct listener_worker *lw, int listener_idx)
     struct stats_listener_shard *s = shard(lw, listener_idx);
     lw->n_conns++;
     __atomic_add_fetch(&set->_conns, 1, __ATOMIC_SEQ_CST);
-    if (valid_idx(lw, listener_idx))
+    if (valid_idx(lw, listener_idx)) {
+        lw->slot_conns[listener_idx]++;
         __atomic_add_fetch(&set->_listener_conns[listener_idx], 1, __ATOMIC_SEQ_CST);
+    }
     if (st)
         stats_inc(&st->workers[lw->w->id].active_connections, 1);
     if (s)
@@ -332,6 +341,8 @@ void listener_conn_closed(struct listener_worker *lw, int listener_idx)
             error_pause_end(lw);
         wake_cap_paused(lw);
     }
+    if (valid_idx(lw, listener_idx))
+        listener_slot_conn_closed(lw, listener_idx); /* may let a removed listener's config go */
     listener_worker_release(lw);
 }
 
@@ -365,14 +376,18 @@ void limits_sockets_closing(struct listener_worker *lw)
 {
     if (lw->backoff_ev)
         event_del(lw->backoff_ev);
-    for (size_t k = 0; k < lw->n_evls; k++) {
-        struct stats_listener_shard *s = shard(lw, lw->listener_idx[k]);
-        if (lw->paused[k] && s)
-            stats_dec(&s->accept_paused, 1);
-        lw->paused[k] = 0;
-    }
+    for (size_t k = 0; k < lw->n_evls; k++)
+        limits_socket_closing(lw, k);
     if (lw->set)
         __atomic_store_n(&lw->set->_cap_paused[lw->w->id], false, __ATOMIC_SEQ_CST);
+}
+
+void limits_socket_closing(struct listener_worker *lw, size_t k)
+{
+    struct stats_listener_shard *s = shard(lw, lw->listener_idx[k]);
+    if (lw->paused[k] && s)
+        stats_dec(&s->accept_paused, 1);
+    lw->paused[k] = 0;
 }
 
 void limits_worker_fini(struct listener_worker *lw)

@@ -29,10 +29,17 @@ enum accept_pause {
 struct listener_worker {
     struct worker *w;
     struct listener_set *set; /* process-wide counts and overload state */
+    /* Per slot (listener.h; [STATS_MAX_LISTENERS], k < n_evls): the accepting
+     * socket (NULL: none on this worker, the slot unused or removed), the
+     * slot number itself (listener_idx[k] == k), the enum accept_pause bits
+     * (it accepts when 0). */
     struct evconnlistener **evls;
-    int *listener_idx;        /* per evl: index into cfg->listeners */
-    unsigned *paused;         /* per evl: enum accept_pause bits; it accepts when 0 */
-    size_t n_evls;            /* 0 once the sockets are closed (drain) */
+    int *listener_idx;
+    unsigned *paused;
+    size_t n_evls;            /* slots to look at; 0 once the sockets are closed (drain) */
+    unsigned *slot_conns;     /* per slot: this worker's connections (counted as n_conns) */
+    struct rt_hold **retired; /* per slot a reload removed, while it has connections here:
+                               * the hold of the last runtime that had it */
     struct event *backoff_ev; /* ends an ACCEPT_PAUSE_ERROR pause */
     uint64_t backoff_ms;      /* length of the last such pause; 0 after an accept */
     struct {
@@ -40,7 +47,7 @@ struct listener_worker {
         int first_errno;    /* what the first one said */
         uint64_t since_ms;  /* when it began (sy_now_ms) */
     } accept_trouble;       /* logged when it begins and when it ends, not per error */
-    SSL_CTX **tls;          /* per listener index; NULL for HTTP listeners */
+    SSL_CTX **tls;          /* per slot: this worker's reference to the slot's context */
     struct sy_link conns;   /* every open HTTP/1.1 connection (struct h1_down) */
     struct h2_down *h2;     /* the worker's HTTP/2 downstream (h2_downstream.c) */
     struct sy_link pending; /* TLS handshakes in progress (struct tls_accept) */
@@ -50,7 +57,7 @@ struct listener_worker {
 
 /* What a downstream session knows of its connection. */
 struct conn_info {
-    int listener_idx;
+    int listener_idx; /* its listener's slot (listener.h) */
     bool tls;
     struct sockaddr_storage peer;
     struct sockaddr_storage local;
@@ -74,6 +81,23 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
 /* Drain: GOAWAY to every HTTP/2 client; close idle ones. */
 void h2_downstream_drain(struct listener_worker *lw);
 void h2_downstream_close_all(struct listener_worker *lw);
+
+/*
+ * The config of the listener in slot `slot` for a connection of this
+ * worker: from the worker's runtime, or, for a listener a reload removed,
+ * from the last runtime that had it (kept while the slot has connections
+ * here). NULL only for a slot with no connection here and not in the
+ * current config.
+ */
+const struct cfg_listener *listener_slot_cfg(const struct listener_worker *lw, int slot);
+/* A connection of `slot` ended on this worker (limits.c calls it). */
+void listener_slot_conn_closed(struct listener_worker *lw, int slot);
+/* A new exchange for a request on a connection of `slot` (exchange_new on the right runtime). */
+struct exchange *listener_exchange_new(struct listener_worker *lw, int slot);
+
+/* Drain the connections of one slot only (its listener was removed or re-bound). */
+void h1_downstream_drain_listener(struct listener_worker *lw, int slot);
+void h2_downstream_drain_listener(struct listener_worker *lw, int slot);
 
 /* Send TLS close_notify on a TLS bufferevent whose output is flushed (no-op otherwise). */
 void listener_tls_close_notify(struct bufferevent *bev);
@@ -105,8 +129,9 @@ void listener_worker_release(struct listener_worker *lw);
 bool listener_refuse_request(struct listener_worker *lw, int listener_idx);
 
 /* limits.c, for the accept code in listener.c. */
-int limits_worker_init(struct listener_worker *lw);      /* 0 or SY_ENOMEM */
-void limits_sockets_closing(struct listener_worker *lw); /* before the sockets are freed */
+int limits_worker_init(struct listener_worker *lw);               /* 0 or SY_ENOMEM */
+void limits_sockets_closing(struct listener_worker *lw);          /* before the sockets are freed */
+void limits_socket_closing(struct listener_worker *lw, size_t k); /* before evls[k] is freed */
 void limits_worker_fini(struct listener_worker *lw);
 void limits_accepted(struct listener_worker *lw); /* an accept succeeded */
 /* Count a connection just accepted (see above); it may enter the overload state. */

@@ -1,6 +1,7 @@
 /* tls_server.c — see tls_server.h. */
 #include "listener/tls_server.h"
 
+#include <errno.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -332,6 +333,22 @@ static SSL_CTX *ctx_new(const struct cfg_listener *l, const struct cfg_certifica
 
 SSL_CTX *tls_server_ctx_new(const struct cfg_listener *l, char *err, size_t errlen)
 {
+    return tls_server_ctx_new_from(l, NULL, err, errlen);
+}
+
+/* The ticket keys of `old` to keep for `l`: the same rotation period. NULL: new keys. */
+static struct ticket_keys *keys_to_keep(const struct cfg_listener *l, SSL_CTX *old)
+{
+    struct ticket_keys *tk = old && keys_index >= 0 ? SSL_CTX_get_ex_data(old, keys_index) : NULL;
+    if (!tk || !l->tls.session_ticket_rotation_ms ||
+        tk->rotation_ms != l->tls.session_ticket_rotation_ms)
+        return NULL;
+    return ticket_keys_ref(tk);
+}
+
+SSL_CTX *tls_server_ctx_new_from(const struct cfg_listener *l, SSL_CTX *old, char *err,
+                                 size_t errlen)
+{
     struct ticket_keys *tk = NULL;
     SSL_CTX *def = NULL;
     struct sni_table *t = NULL;
@@ -345,7 +362,7 @@ SSL_CTX *tls_server_ctx_new(const struct cfg_listener *l, char *err, size_t errl
         snprintf(err, errlen, "listener %s: HTTPS needs tls.certificates", l->name);
         return NULL;
     }
-    if (l->tls.session_ticket_rotation_ms &&
+    if (l->tls.session_ticket_rotation_ms && !(tk = keys_to_keep(l, old)) &&
         !(tk = ticket_keys_new(l->tls.session_ticket_rotation_ms))) {
         snprintf(err, errlen, "listener %s: cannot make session ticket keys", l->name);
         return NULL;
@@ -383,4 +400,55 @@ void tls_server_ctx_free(SSL_CTX *ctx)
 {
     if (ctx)
         SSL_CTX_free(ctx);
+}
+
+/* Feed `len` bytes of the string `v` (NULL: none) and a separator into `md`. */
+static void digest_str(EVP_MD_CTX *md, const char *v)
+{
+    if (v)
+        EVP_DigestUpdate(md, v, strlen(v));
+    EVP_DigestUpdate(md, "", 1);
+}
+
+/* Feed the bytes of file `path` into `md` (an unreadable file: its errno). */
+static void digest_file(EVP_MD_CTX *md, const char *path)
+{
+    unsigned char buf[8192];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        EVP_DigestUpdate(md, &e, sizeof e);
+        return;
+    }
+    for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;)
+        EVP_DigestUpdate(md, buf, n);
+    fclose(f);
+    OPENSSL_cleanse(buf, sizeof buf);
+}
+
+void tls_server_digest(const struct cfg_listener *l, unsigned char out[32])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned len = 32;
+    memset(out, 0, 32);
+    if (!md)
+        return; /* all zeroes: never equal to a context's digest, so it is rebuilt */
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1) {
+        char num[64];
+        snprintf(num, sizeof num, "%d %llu", l->tls.min_version,
+                 (unsigned long long)l->tls.session_ticket_rotation_ms);
+        digest_str(md, num);
+        digest_str(md, l->tls.tls12_cipher_list);
+        digest_str(md, l->tls.tls13_ciphersuites);
+        digest_str(md, l->tls.groups_list);
+        for (size_t i = 0; i < l->tls.n_certificates; i++) {
+            digest_str(md, l->tls.certificates[i].cert_file);
+            digest_file(md, l->tls.certificates[i].cert_file);
+            digest_str(md, l->tls.certificates[i].key_file);
+            digest_file(md, l->tls.certificates[i].key_file);
+        }
+        if (EVP_DigestFinal_ex(md, out, &len) != 1)
+            memset(out, 0, 32);
+    }
+    EVP_MD_CTX_free(md);
 }

@@ -1,7 +1,8 @@
 /*
  * tls_server.h — TLS termination for HTTPS listeners (OpenSSL 3).
- * One SSL_CTX per listener, built on the main thread at startup and shared
- * read-only by the workers: certificates (the first is the default, the
+ * One SSL_CTX per listener, built on the main thread at startup (and again
+ * at a reload that changes its settings or files) and shared read-only by
+ * the workers: certificates (the first is the default, the
  * others are chosen by SNI against their SANs), ALPN h2 then http/1.1,
  * min_version, cipher_suites and ecdh_curves, and session resumption (server
  * cache, and tickets).
@@ -30,6 +31,21 @@ typedef struct ssl_ctx_st SSL_CTX;
  * the ticket keys).
  */
 SSL_CTX *tls_server_ctx_new(const struct cfg_listener *l, char *err, size_t errlen);
+/*
+ * The same for a reload: when `old` (the listener's context so far; NULL:
+ * none) has session ticket keys with the same rotation period, the new
+ * context shares them, so tickets issued before the reload still resume.
+ */
+SSL_CTX *tls_server_ctx_new_from(const struct cfg_listener *l, SSL_CTX *old, char *err,
+                                 size_t errlen);
+/* Drops one reference; NULL is a no-op. */
 void tls_server_ctx_free(SSL_CTX *ctx);
+
+/*
+ * SHA-256 of what a context of `l` is built from: its TLS settings, and
+ * the names and bytes of its certificate and key files (read now). Equal
+ * digests: the context would be the same. Main thread.
+ */
+void tls_server_digest(const struct cfg_listener *l, unsigned char out[32]);
 
 #endif

@@ -350,11 +350,14 @@ static int start_worker(struct harness *h, struct config *cfg)
     w->access_log_fd = -1;
     w->stats = h->stats;
     w->pools = upstream_pools_new(w);
-    h->set = listeners_open(cfg, 1, err, sizeof err);
-    if (h->set) {
+    h->set = listener_set_new(1, h->stats);
+    struct listener_change *lc =
+        h->set ? listener_set_prepare(h->set, h->rt, err, sizeof err) : NULL;
+    if (lc) {
+        listener_set_commit(h->set, lc);
         struct sockaddr_in sin;
         socklen_t len = sizeof sin;
-        if (getsockname(h->set->fds[0], (struct sockaddr *)&sin, &len) == 0)
+        if (getsockname(h->set->slots[0].fds[0], (struct sockaddr *)&sin, &len) == 0)
             h->port = ntohs(sin.sin_port);
     }
     h->lw = h->port ? listener_worker_new(w, h->set) : NULL;
