@@ -68,6 +68,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: switchyard [-c FILE] [--workers N] [--log-level debug|info|warn|error]\n"
                  "                  [--watch-config]   reload when the config file changes\n"
+                 "                                     (or a listener's TLS file)\n"
                  "       switchyard -t -c FILE     validate the config and exit 0/1\n"
                  "       switchyard explain -c FILE [-H 'name: value']... [--json] URL\n"
                  "                                 where a request goes, and why (docs/tools.md)\n"
@@ -224,6 +225,10 @@ static void on_discovery_changed(void *ctx)
 {
     struct proxy *p = ctx;
     struct runtime *rt = runtime_new(p->rt->cfg, p->registry, p->stats, p->disc);
+    if (rt && runtime_copy_listener_slots(rt, p->rt) != 0) { /* the listeners stay as they are */
+        runtime_unref(rt);
+        rt = NULL;
+    }
     if (!rt) {
         log_error("dns: out of memory applying new addresses; keeping the previous ones");
         return;

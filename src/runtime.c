@@ -145,6 +145,21 @@ void runtime_unref(struct runtime *rt)
     free(rt);
 }
 
+int runtime_copy_listener_slots(struct runtime *dst, const struct runtime *src)
+{
+    size_t n = dst->cfg->n_listeners;
+    if (!src->listener_slots)
+        return 0;
+    dst->listener_slots = malloc((n + 1) * sizeof *dst->listener_slots);
+    dst->slot_listeners = malloc((src->n_slots + 1) * sizeof *dst->slot_listeners);
+    if (!dst->listener_slots || !dst->slot_listeners)
+        return -1; /* runtime_unref frees them */
+    memcpy(dst->listener_slots, src->listener_slots, n * sizeof *dst->listener_slots);
+    memcpy(dst->slot_listeners, src->slot_listeners, src->n_slots * sizeof *dst->slot_listeners);
+    dst->n_slots = src->n_slots;
+    return 0;
+}
+
 int runtime_listener_slot(const struct runtime *rt, const struct cfg_listener *l)
 {
     size_t i = (size_t)(l - rt->cfg->listeners);

@@ -85,6 +85,11 @@ void rt_hold_put(struct rt_hold *h);
 /* The worker lets go of the hold (reload or shutdown). */
 void rt_hold_retire(struct rt_hold *h);
 
+/*
+ * Give `dst` the listener slot maps of `src` (a runtime of the same config:
+ * a DNS answer's new runtime). 0, or -1 when out of memory.
+ */
+int runtime_copy_listener_slots(struct runtime *dst, const struct runtime *src);
 /* The slot (and stats index) of one of cfg's listeners. */
 int runtime_listener_slot(const struct runtime *rt, const struct cfg_listener *l);
 

@@ -6,7 +6,9 @@ its new address; its counters carry over. Certificates: replaced files and
 POST /reload (or, with --watch-config, nothing else) make new handshakes
 present the new certificate, under TLS load from several threads with no
 failed request; a bad certificate refuses the reload and the old one keeps
-being served."""
+being served; min_version applies to new handshakes; session tickets resume
+across a rotation. A DNS answer after such a reload keeps the listeners as
+the reload left them."""
 
 import hashlib
 import http.client
@@ -20,7 +22,9 @@ import time
 
 import pytest
 
-from conftest import HOST, admin_metrics, free_port, port_accepts, wait_for
+from conftest import (HOST, admin_metrics, binary, child_env, free_port, port_accepts,
+                      sanitizer_report, wait_for)
+from dnsserver import dns_server  # noqa: F401  (a fixture)
 from h2util import H2Conn
 
 LOAD_THREADS = 3
@@ -497,3 +501,58 @@ def test_session_tickets_survive_a_certificate_rotation(https, certs, tls_files,
                        input=req, capture_output=True, timeout=20)
     out = r.stdout.decode(errors="replace")
     assert "HTTP/1.1 200" in out and "Reused, TLSv1.2" in out, out
+
+
+# ---------------------------------------------------------------------------
+# a DNS answer after a reload that moved the listeners' slots
+# ---------------------------------------------------------------------------
+
+def test_dns_answer_after_listener_reload_keeps_listener_slots(proxy, testbed, dns_server,
+                                                               tmp_path):
+    """A DNS answer that changes addresses publishes a runtime of the same
+    config without a reload: it must keep the listener slots the last
+    reload gave (here b, the only listener left, is not the first slot)."""
+    tb = testbed(name="tb1")
+    tb_port = tb.port
+    errp = tmp_path / "tb2.stderr"
+    with open(errp, "wb") as ef:   # a second backend on 127.0.0.2, same port
+        tb2 = subprocess.Popen([str(binary("switchyard-testbed")), "--listen",
+                                f"127.0.0.2:{tb_port}", "--name", "tb2"],
+                               stdin=subprocess.DEVNULL, stdout=ef, stderr=subprocess.STDOUT,
+                               env=child_env())
+    try:
+        assert wait_for(lambda: port_accepts(tb_port, host="127.0.0.2"), 10)
+        dns_server.set("svc.test", ["127.0.0.1"], ttl=1)
+        pa, pb, admin_port = free_port(), free_port(), free_port()
+        backend = f"svc.test:{tb_port}"
+
+        def cfg(*listeners):
+            text = config(list(listeners), admin_port, backend)
+            return text.replace("    endpoints:\n",
+                                "    discovery: DNS\n    dns_refresh_rate: 200ms\n"
+                                "    endpoints:\n").replace(
+                "drain_timeout: 5s\n",
+                f"drain_timeout: 5s\ndns: {{resolvers: [\"{dns_server.addr}\"]}}\n")
+        px = proxy(cfg(listener_yaml("a", pa), listener_yaml("b", pb)), workers=2,
+                   expect_ports=[pa, pb, admin_port])
+        assert wait_for(lambda: get(pb)[0] == 200, 10)
+        px.write_config(cfg(listener_yaml("b", pb)))
+        assert post_reload(admin_port)[0] == 200
+        assert wait_for(lambda: refused(pa), 5)
+        before = requests_on(admin_port, "b")
+        dns_server.set("svc.test", ["127.0.0.1", "127.0.0.2"], ttl=1)
+        addr2 = f'endpoint="127.0.0.2:{tb_port}"'
+        assert wait_for(lambda: any(addr2 in k for k in admin_metrics(admin_port)), 10), \
+            admin_metrics(admin_port)
+        seen = set()
+        for _ in range(8):
+            status, body = get(pb, "/after-dns")
+            assert status == 200
+            seen.add(json.loads(body)["instance"])
+        assert seen == {"tb1", "tb2"}
+        assert wait_for(lambda: requests_on(admin_port, "b") == before + 8, 5)
+        assert requests_on(admin_port, "a") == 0
+    finally:
+        tb2.terminate()
+        tb2.wait(10)
+    assert not sanitizer_report(errp.read_text())
