@@ -504,6 +504,10 @@ struct config {
         char *path;                 /* default "-" (stdout) */
         enum cfg_log_format format; /* default json */
     } access_log;
+    struct {
+        bool generate;          /* add a traceparent to requests without one; default true */
+        double sampled_percent; /* 0..100: generated traces flagged sampled; default 0 */
+    } tracing;
     uint64_t drain_timeout_ms; /* default 30s */
     struct cfg_limits limits;  /* max_connections: all listeners together */
     struct {

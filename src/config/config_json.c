@@ -627,6 +627,10 @@ static void write_globals(struct jw *w, const struct config *cfg)
     jw_str(w, "path", cfg->access_log.path);
     jw_str(w, "format", cfg->access_log.format == CFG_LOG_TEXT ? "text" : "json");
     jw_close(w, '}');
+    jw_open(w, "tracing", '{');
+    jw_bool(w, "generate", cfg->tracing.generate);
+    jw_double(w, "sampled_percent", cfg->tracing.sampled_percent);
+    jw_close(w, '}');
     jw_duration(w, "drain_timeout", cfg->drain_timeout_ms);
     write_limits(w, &cfg->limits);
     jw_open(w, "overload", '{');

@@ -622,6 +622,21 @@ static void parse_access_log(struct cfg_loader *ld, const yaml_node_t *root)
         ld->cfg->access_log.path = cfg_strdup(ld, "-");
 }
 
+/* tracing: W3C trace context (docs/configuration.md#tracing). */
+static void parse_tracing(struct cfg_loader *ld, const yaml_node_t *root)
+{
+    static const char *const keys[] = {"generate", "sampled_percent", NULL};
+    struct ypath sub = {NULL, "tracing", 0};
+    yaml_node_t *t = ychild_map(ld, &sub, root, keys);
+
+    ld->cfg->tracing.generate = true;
+    ld->cfg->tracing.sampled_percent = 0;
+    if (t) {
+        yget_bool(ld, &sub, t, "generate", &ld->cfg->tracing.generate);
+        yget_double(ld, &sub, t, "sampled_percent", 0, 100, &ld->cfg->tracing.sampled_percent);
+    }
+}
+
 /* Parses a top-level named section with `fn` when present. */
 static void parse_section(struct cfg_loader *ld, const yaml_node_t *root, const char *key,
                           void (*fn)(struct cfg_loader *, const struct ypath *,
@@ -637,23 +652,26 @@ static void parse_section(struct cfg_loader *ld, const yaml_node_t *root, const 
 void cfg_parse_root(struct cfg_loader *ld, const yaml_node_t *root)
 {
     static const char *const keys[] = {
-        "listeners",        "admin",         "access_log", "drain_timeout", "url_maps",
-        "backend_services", "health_checks", "limits",     "dns",           NULL};
+        "listeners",     "admin",  "access_log", "drain_timeout", "url_maps", "backend_services",
+        "health_checks", "limits", "dns",        "tracing",       NULL};
 
     ld->cfg->drain_timeout_ms = 30 * 1000;
     cfg_limits_defaults(&ld->cfg->limits);
     if (!root || ynull(root)) {
         cfg_error(ld, ymark(root), NULL, "missing required key 'listeners'");
         parse_access_log(ld, NULL);
+        parse_tracing(ld, NULL);
         cfg_parse_dns(ld, NULL);
         return;
     }
     if (!ymap_check(ld, NULL, root, keys)) {
         parse_access_log(ld, NULL);
+        parse_tracing(ld, NULL);
         cfg_parse_dns(ld, NULL);
         return;
     }
     parse_access_log(ld, root);
+    parse_tracing(ld, root);
     parse_admin(ld, root);
     yget_duration(ld, NULL, root, "drain_timeout", &ld->cfg->drain_timeout_ms);
     cfg_parse_dns(ld, root);

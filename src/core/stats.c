@@ -1,8 +1,11 @@
 /* stats.c — see stats.h. */
 #include "core/stats.h"
 
+#include <event2/event.h>
+#include <openssl/opensslv.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const double stats_bucket_ms[STATS_N_BUCKETS] = {1,   5,    10,   25,   50,    100,  250,
                                                  500, 1000, 2500, 5000, 10000, 30000};
@@ -22,6 +25,9 @@ struct stats *stats_new(const char *const *names, size_t n, int n_workers)
         !(st->listeners = calloc(STATS_MAX_LISTENERS, sizeof *st->listeners)))
         goto fail;
     st->n_workers = n_workers > 0 ? n_workers : 1;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    st->start_time_s = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     st->n_listeners = n;
     st->workers = shards_new(sizeof *st->workers, st->n_workers);
     if (!st->workers || stats_shadow_init(st) != 0)
@@ -226,6 +232,71 @@ static void write_listener_limits(const struct stats *st, FILE *out)
                           L_OFF(overload_refused));
 }
 
+void stats_write_histogram(FILE *out, const char *name, const char *labels, const uint64_t *buckets,
+                           uint64_t us_sum)
+{
+    uint64_t cum = 0;
+    const char *sep = labels[0] ? "," : "";
+    for (size_t b = 0; b <= STATS_N_BUCKETS; b++) {
+        cum += buckets[b];
+        char le[32];
+        if (b < STATS_N_BUCKETS)
+            snprintf(le, sizeof le, "%g", stats_bucket_ms[b] / 1000.0);
+        else
+            snprintf(le, sizeof le, "+Inf");
+        fprintf(out, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, sep, le,
+                (unsigned long long)cum);
+    }
+    fprintf(out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, (double)us_sum / 1e6, name,
+            labels, (unsigned long long)cum);
+}
+
+/* Append `v` to out[*n] as a Prometheus label value (\\, \", \n escaped), NUL-terminated. */
+static void label_value(char *out, size_t cap, size_t *n, const char *v)
+{
+    for (; *v && *n + 3 < cap; v++) {
+        if (*v == '\\' || *v == '"' || *v == '\n') {
+            out[(*n)++] = '\\';
+            out[(*n)++] = *v == '\n' ? 'n' : *v;
+        } else {
+            out[(*n)++] = *v;
+        }
+    }
+    out[*n] = '\0';
+}
+
+void stats_labels(char *out, size_t cap, const char *k1, const char *v1, const char *k2,
+                  const char *v2)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    const char *k[2] = {k1, k2}, *v[2] = {v1, v2};
+    for (int i = 0; i < 2 && k[i]; i++) {
+        int w = snprintf(out + n, cap - n, "%s%s=\"", i ? "," : "", k[i]);
+        if (w < 0 || (size_t)w >= cap - n)
+            return;
+        n += (size_t)w;
+        label_value(out, cap, &n, v[i]);
+        if (n + 2 > cap)
+            return;
+        out[n++] = '"';
+        out[n] = '\0';
+    }
+}
+
+void stats_write_process(const struct stats *st, FILE *out, const char *version)
+{
+    char labels[STATS_LABEL_MAX];
+    stats_labels(labels, sizeof labels, "version", version, "libevent", event_get_version());
+    fprintf(out,
+            "# HELP switchyard_build_info Always 1; the labels say which build is running.\n"
+            "# TYPE switchyard_build_info gauge\nswitchyard_build_info{%s,openssl=\"%s\"} 1\n"
+            "# HELP process_start_time_seconds Start time of the process since the Unix epoch "
+            "in seconds.\n# TYPE process_start_time_seconds gauge\n"
+            "process_start_time_seconds %.3f\n",
+            labels, OPENSSL_VERSION_TEXT, st->start_time_s);
+}
+
 static uint64_t svc_sum(const struct stats *st, const struct stats_service *s, size_t off)
 {
     return sum(s->shards, sizeof(struct stats_service_shard), st->n_workers, off);
@@ -240,8 +311,48 @@ static void write_family(const struct stats *st, FILE *out, const char *name, co
                 (unsigned long long)svc_sum(st, st->services[i], off));
 }
 
+/* Sum the [STATS_N_BUCKETS + 1] counters at `off` of a service's shards into `b`. */
+static void svc_buckets(const struct stats *st, const struct stats_service *s, size_t off,
+                        uint64_t *b)
+{
+    for (size_t k = 0; k <= STATS_N_BUCKETS; k++)
+        b[k] = svc_sum(st, s, off + sizeof(uint64_t) * k);
+}
+
+static void write_service_histograms(const struct stats *st, FILE *out)
+{
+    static const struct {
+        const char *name, *help;
+        size_t buckets, sum;
+    } h[] = {
+        {"switchyard_backend_request_duration_seconds",
+         "Exchanges routed to the backend service, from request head to the end of the "
+         "response (retries and backoff included), as the client saw them.",
+         offsetof(struct stats_service_shard, duration_bucket),
+         offsetof(struct stats_service_shard, duration_us_sum)},
+        {"switchyard_upstream_attempt_duration_seconds",
+         "Upstream time of each attempt: from the endpoint pick to the response head, or to "
+         "the failure (connect failure, reset, timeout). Cancelled attempts are not counted.",
+         offsetof(struct stats_service_shard, attempt_bucket),
+         offsetof(struct stats_service_shard, attempt_us_sum)},
+    };
+    for (size_t k = 0; k < sizeof h / sizeof h[0]; k++) {
+        fprintf(out, "# HELP %s %s\n# TYPE %s histogram\n", h[k].name, h[k].help, h[k].name);
+        for (size_t i = 0; i < st->n_services; i++) {
+            uint64_t b[STATS_N_BUCKETS + 1];
+            char labels[STATS_LABEL_MAX];
+            svc_buckets(st, st->services[i], h[k].buckets, b);
+            stats_labels(labels, sizeof labels, "backend_service", st->services[i]->name, NULL,
+                         NULL);
+            stats_write_histogram(out, h[k].name, labels, b,
+                                  svc_sum(st, st->services[i], h[k].sum));
+        }
+    }
+}
+
 static void write_services(const struct stats *st, FILE *out)
 {
+    write_service_histograms(st, out);
     write_family(st, out, "switchyard_upstream_requests_total",
                  "Attempts sent to backends, retries included.",
                  offsetof(struct stats_service_shard, upstream_requests));
@@ -260,8 +371,9 @@ static void write_services(const struct stats *st, FILE *out)
     write_family(st, out, "switchyard_upstream_retry_overflow_total",
                  "Retries not made because circuit_breakers.max_retries was full (flag URO).",
                  offsetof(struct stats_service_shard, upstream_retry_overflow));
-    fprintf(out, "# HELP switchyard_upstream_responses_total Backend responses forwarded, by "
-                 "status class.\n# TYPE switchyard_upstream_responses_total counter\n");
+    fprintf(out, "# HELP switchyard_upstream_responses_total Response heads received from the "
+                 "backend service, per attempt (a 503 that was retried counts too), by status "
+                 "class.\n# TYPE switchyard_upstream_responses_total counter\n");
     for (size_t i = 0; i < st->n_services; i++)
         for (int c = 1; c <= 5; c++)
             fprintf(out,

@@ -124,6 +124,7 @@ struct stats {
     size_t n_routes, cap_routes;
     struct stats_shadow_log *shadow_log; /* recent mismatches (mutex inside) */
     struct stats_worker_shard *workers;  /* [n_workers] */
+    double start_time_s;                 /* process_start_time_seconds (Unix time) */
     uint64_t reload_failures;            /* main thread only */
     uint64_t reloads;
 };
@@ -173,6 +174,24 @@ static inline void stats_dec(uint64_t *c, uint64_t n)
 
 /* Record one finished request in a listener shard. */
 void stats_request(struct stats_listener_shard *l, int status, uint64_t duration_us);
+
+/*
+ * One histogram series in Prometheus text format: `buckets` are the
+ * STATS_N_BUCKETS + 1 NON-cumulative counts (bounds stats_bucket_ms),
+ * `labels` the label pairs without braces ("" for none), `us_sum` the sum in
+ * microseconds (written in seconds).
+ */
+void stats_write_histogram(FILE *out, const char *name, const char *labels, const uint64_t *buckets,
+                           uint64_t us_sum);
+
+/* Label pairs `k1="v1",k2="v2"` (k2 NULL: one pair) with the values escaped
+ * for the text format, cut to fit `cap` (STATS_LABEL_MAX is enough for names). */
+#define STATS_LABEL_MAX 512
+void stats_labels(char *out, size_t cap, const char *k1, const char *v1, const char *k2,
+                  const char *v2);
+
+/* switchyard_build_info{version,libevent,openssl} and process_start_time_seconds. */
+void stats_write_process(const struct stats *st, FILE *out, const char *version);
 
 /* Write every family in Prometheus text format (any thread; sums the shards). */
 void stats_write_prometheus(const struct stats *st, FILE *out);

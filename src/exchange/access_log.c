@@ -9,39 +9,39 @@
  *         back as Latin-1 gives the original bytes, whatever their encoding.
  *   text  `"`, `\`, space, bytes below 0x20 and from 0x7f up as \xHH (as
  *         nginx escapes its log variables); an empty field is `-`.
- * Each field is cut to a fixed number of original bytes before escaping
- * (LOG_*_MAX, X-Request-Id: EXCHANGE_REQUEST_ID_MAX), the same in both
- * formats, and the line buffer holds the longest escaped entry: a line is
- * never cut.
+ * Each field is cut to EXCHANGE_LOG_FIELD_MAX original bytes before
+ * escaping (one cap for all; some fields are shorter by nature: the
+ * endpoint, the tries list, X-Request-Id), the same in both formats, and the
+ * line buffer holds the longest escaped entry: a line is never cut.
+ * Timestamps come from the worker's time cache (core/time_cache.h).
  */
 #include "exchange/access_log.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "runtime.h"
 #include "config/config-t.h"
 #include "core/parse.h"
+#include "core/time_cache.h"
 #include "core/worker.h"
+#include "urlmap/urlmap.h"
 
 /* Original bytes logged per field; a longer value is cut (docs/operations.md). */
-#define LOG_METHOD_MAX    32
-#define LOG_AUTHORITY_MAX 256
-#define LOG_PATH_MAX      2048
-#define LOG_NAME_MAX      128 /* listener and backend service names */
-#define LOG_ESC_MAX       6   /* the longest escape of one byte: \u00XX */
+#define LOG_FIELD_MAX EXCHANGE_LOG_FIELD_MAX
+#define LOG_ESC_MAX   6 /* the longest escape of one byte: \u00XX */
+/* Fields that may be LOG_FIELD_MAX long: method, authority, path, user_agent,
+ * xff, sni, route, listener, backend_service. */
+#define LOG_LONG_FIELDS 9
 
-/* Everything but the escaped fields: keys, numbers, the time, flags. */
+/* Everything but the escaped fields: keys, numbers, the time, flags, ids. */
 #define LOG_FIXED_MAX 1024
 #define LOG_LINE_MAX                                                                               \
-    (LOG_FIXED_MAX +                                                                               \
-     LOG_ESC_MAX * (LOG_METHOD_MAX + LOG_AUTHORITY_MAX + LOG_PATH_MAX + 2 * LOG_NAME_MAX +         \
-                    EXCHANGE_REQUEST_ID_MAX + sizeof(((struct exchange *)0)->endpoint) +           \
-                    sizeof(((struct exchange *)0)->tries_log)))
+    (LOG_FIXED_MAX + LOG_ESC_MAX * (LOG_LONG_FIELDS * LOG_FIELD_MAX + EXCHANGE_REQUEST_ID_MAX +    \
+                                    sizeof(((struct exchange *)0)->endpoint) +                     \
+                                    sizeof(((struct exchange *)0)->tries_log)))
 
 static const char *const flag_names[] = {"UT", "UF", "UR", "URX", "FI", "NR",  "UH",  "DC",
                                          "UP", "LR", "SI", "UO",  "DT", "URO", "DRT", "MCA"};
@@ -180,28 +180,42 @@ static const char *protocol_str(enum http_version v)
 
 /* The values every format shows, formatted once. */
 struct entry {
-    char when[96], client[64], status[16], bytes_in[24], bytes_out[24], ms[32], attempts[16],
-        flags[64];
-    const char *svc;
+    char when[64], client[64], status[16], bytes_in[24], bytes_out[24], ms[32], upstream_ms[32],
+        attempts[16], flags[64];
+    const char *svc, *route;
 };
 
 static void entry_fill(const struct exchange *ex, struct entry *e)
 {
-    struct timeval tv;
-    struct tm tm;
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    snprintf(e->when, sizeof e->when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (long)(tv.tv_usec / 1000));
+    struct sy_time_cache own, *tc = exchange_worker_time(ex->w);
+    if (!tc) {
+        sy_time_cache_init(&own);
+        tc = &own;
+    }
+    snprintf(e->when, sizeof e->when, "%s", sy_time_iso(tc));
     sy_sockaddr_ip(&ex->client_addr, e->client, sizeof e->client);
     snprintf(e->status, sizeof e->status, "%d", ex->status);
     snprintf(e->bytes_in, sizeof e->bytes_in, "%llu", (unsigned long long)ex->bytes_in);
     snprintf(e->bytes_out, sizeof e->bytes_out, "%llu", (unsigned long long)ex->bytes_out);
     snprintf(e->ms, sizeof e->ms, "%.3f", (double)(sy_now_us() - ex->start_us) / 1000.0);
+    if (ex->upstream_us)
+        snprintf(e->upstream_ms, sizeof e->upstream_ms, "%.3f", (double)ex->upstream_us / 1000.0);
+    else
+        e->upstream_ms[0] = '\0';
     snprintf(e->attempts, sizeof e->attempts, "%u", ex->attempts);
     access_log_flags(ex->flags, e->flags, sizeof e->flags);
     e->svc = ex->service ? ex->service->name : "";
+    const struct runtime_route *rr = ex->route ? runtime_route(ex->rt, ex->route->action) : NULL;
+    e->route = rr ? rr->name : "";
+}
+
+/* Text: ` key=` + the escaped field (`-` when empty). */
+static void put_text_kv(struct line *l, const char *key, const char *s, size_t len, size_t max)
+{
+    put(l, " ", 1);
+    put_str(l, key);
+    put(l, "=", 1);
+    put_field(l, s, len, max);
 }
 
 /* The path and authority the client sent (normalized), before any url_rewrite. */
@@ -215,7 +229,8 @@ static void client_target(const struct exchange *ex, const char **p, size_t *pn,
     *an = ex->client_path ? ex->client_authority_len : r->authority_len;
 }
 
-/* `time client "method path protocol" status in out Nms service endpoint id attempts=N flags=F` */
+/* `time client "method path protocol" status in out Nms service endpoint id attempts=N flags=F`
+ * then ` key=value` for route, upstream_ms, tls, sni, xff, user_agent, trace_id, span_id. */
 static void write_text(struct line *l, const struct exchange *ex, const struct entry *e)
 {
     const struct http_request_head *r = &ex->req;
@@ -223,12 +238,12 @@ static void write_text(struct line *l, const struct exchange *ex, const struct e
     put(l, " ", 1);
     put_cstr(l, e->client, sizeof e->client);
     put(l, " \"", 2);
-    put_field(l, r->method, r->method_len, LOG_METHOD_MAX);
+    put_field(l, r->method, r->method_len, LOG_FIELD_MAX);
     put(l, " ", 1);
     const char *path, *auth;
     size_t pn, an;
     client_target(ex, &path, &pn, &auth, &an);
-    put_field(l, path, pn, LOG_PATH_MAX);
+    put_field(l, path, pn, LOG_FIELD_MAX);
     put(l, " ", 1);
     put_str(l, protocol_str(r->version));
     put(l, "\" ", 2);
@@ -240,7 +255,7 @@ static void write_text(struct line *l, const struct exchange *ex, const struct e
     put(l, " ", 1);
     put_str(l, e->ms);
     put(l, "ms ", 3);
-    put_cstr(l, e->svc, LOG_NAME_MAX);
+    put_cstr(l, e->svc, LOG_FIELD_MAX);
     put(l, " ", 1);
     put_cstr(l, ex->endpoint, sizeof ex->endpoint);
     put(l, " ", 1);
@@ -249,6 +264,15 @@ static void write_text(struct line *l, const struct exchange *ex, const struct e
     put_str(l, e->attempts);
     put_str(l, " flags=");
     put_str(l, e->flags);
+    put_text_kv(l, "route", e->route, strlen(e->route), LOG_FIELD_MAX);
+    put_text_kv(l, "upstream_ms", e->upstream_ms, strlen(e->upstream_ms), sizeof e->upstream_ms);
+    put_text_kv(l, "tls", ex->tls_version, ex->tls_version ? strlen(ex->tls_version) : 0, 16);
+    put_text_kv(l, "sni", ex->sni, ex->sni_len, LOG_FIELD_MAX);
+    put_text_kv(l, "xff", ex->xff, ex->xff_len, LOG_FIELD_MAX);
+    put_text_kv(l, "user_agent", ex->user_agent, ex->user_agent_len, LOG_FIELD_MAX);
+    put_text_kv(l, "trace_id", ex->trace_id, strlen(ex->trace_id), EXCHANGE_TRACE_ID_LEN);
+    put_text_kv(l, "span_id", ex->trace_id[0] ? ex->span_id : "",
+                ex->trace_id[0] ? strlen(ex->span_id) : 0, EXCHANGE_SPAN_ID_LEN);
 }
 
 static void write_json(struct line *l, const struct exchange *ex, const struct entry *e)
@@ -257,25 +281,35 @@ static void write_json(struct line *l, const struct exchange *ex, const struct e
     put(l, "{", 1);
     put_json_field(l, "time", e->when, strlen(e->when), sizeof e->when);
     put_json_field(l, "client", e->client, strlen(e->client), sizeof e->client);
-    put_json_field(l, "listener", ex->listener->name, strlen(ex->listener->name), LOG_NAME_MAX);
-    put_json_field(l, "method", r->method, r->method_len, LOG_METHOD_MAX);
+    put_json_field(l, "listener", ex->listener->name, strlen(ex->listener->name), LOG_FIELD_MAX);
+    put_json_field(l, "method", r->method, r->method_len, LOG_FIELD_MAX);
     const char *path, *auth;
     size_t pn, an;
     client_target(ex, &path, &pn, &auth, &an);
-    put_json_field(l, "authority", auth, an, LOG_AUTHORITY_MAX);
-    put_json_field(l, "path", path, pn, LOG_PATH_MAX);
+    put_json_field(l, "authority", auth, an, LOG_FIELD_MAX);
+    put_json_field(l, "path", path, pn, LOG_FIELD_MAX);
     put_json_field(l, "protocol", protocol_str(r->version), strlen(protocol_str(r->version)), 16);
     put_json_raw(l, "status", e->status);
     put_json_raw(l, "bytes_in", e->bytes_in);
     put_json_raw(l, "bytes_out", e->bytes_out);
     put_json_raw(l, "duration_ms", e->ms);
-    put_json_field(l, "backend_service", e->svc, strlen(e->svc), LOG_NAME_MAX);
+    put_json_raw(l, "upstream_ms", e->upstream_ms[0] ? e->upstream_ms : "null");
+    put_json_field(l, "backend_service", e->svc, strlen(e->svc), LOG_FIELD_MAX);
+    put_json_field(l, "route", e->route, strlen(e->route), LOG_FIELD_MAX);
     put_json_field(l, "endpoint", ex->endpoint, strlen(ex->endpoint), sizeof ex->endpoint);
     put_json_field(l, "request_id", ex->request_id, strlen(ex->request_id),
                    EXCHANGE_REQUEST_ID_MAX);
     put_json_raw(l, "attempts", e->attempts);
     put_json_field(l, "tries", ex->tries_log, strlen(ex->tries_log), sizeof ex->tries_log);
     put_json_field(l, "response_flags", e->flags, strlen(e->flags), sizeof e->flags);
+    put_json_field(l, "trace_id", ex->trace_id, strlen(ex->trace_id), EXCHANGE_TRACE_ID_LEN);
+    put_json_field(l, "span_id", ex->span_id, ex->trace_id[0] ? strlen(ex->span_id) : 0,
+                   EXCHANGE_SPAN_ID_LEN);
+    put_json_field(l, "user_agent", ex->user_agent, ex->user_agent_len, LOG_FIELD_MAX);
+    put_json_field(l, "xff", ex->xff, ex->xff_len, LOG_FIELD_MAX);
+    put_json_field(l, "tls_version", ex->tls_version, ex->tls_version ? strlen(ex->tls_version) : 0,
+                   16);
+    put_json_field(l, "sni", ex->sni, ex->sni_len, LOG_FIELD_MAX);
     put(l, "}", 1);
 }
 

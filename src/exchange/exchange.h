@@ -100,6 +100,19 @@ enum exchange_flag {
  */
 #define EXCHANGE_REQUEST_ID_MAX 200
 
+/*
+ * The one length cap of the access log: no field shows more than this many
+ * bytes of its value (before escaping). Values the proxy itself writes
+ * upstream from what the client sent are held to it too, so the log shows
+ * what the backend got: X-Forwarded-For's received part (oldest entries
+ * dropped), tracestate (dropped when longer). docs/operations.md.
+ */
+#define EXCHANGE_LOG_FIELD_MAX 2048
+
+/* W3C trace context of an exchange (request_prep.c): lower-case hex, NUL-terminated. */
+#define EXCHANGE_TRACE_ID_LEN 32
+#define EXCHANGE_SPAN_ID_LEN  16
+
 struct exchange {
     /* ---- set by exchange_new ---------------------------------------------------- */
     struct worker *w;
@@ -175,6 +188,18 @@ struct exchange {
     int status;                   /* status sent to the client, 0 = none */
     unsigned flags;               /* enum exchange_flag */
     char request_id[EXCHANGE_REQUEST_ID_MAX + 1]; /* request_prep.c: safe characters only */
+    char trace_id[EXCHANGE_TRACE_ID_LEN + 1];     /* W3C trace id; "" = none */
+    char span_id[EXCHANGE_SPAN_ID_LEN + 1]; /* the proxy's span: traceparent's parent-id upstream */
+    unsigned char trace_flags;              /* traceparent flags (bit 0: sampled) */
+    bool trace_kept;                        /* the client's traceparent was valid (kept) */
+    const char *tls_version; /* downstream TLS ("TLSv1.3"; static), NULL = plaintext */
+    const char *sni;         /* the client's TLS server name (arena), NULL = none */
+    uint32_t sni_len;
+    /* As the client sent them (request_identify): the first User-Agent, and
+     * the X-Forwarded-For fields joined with ", " and cut to
+     * EXCHANGE_LOG_FIELD_MAX by dropping the oldest entries. NULL = none. */
+    const char *user_agent, *xff;
+    uint32_t user_agent_len, xff_len;
     char endpoint[64];
 };
 
@@ -224,6 +249,14 @@ void exchange_on_downstream_cut(struct exchange *ex, unsigned flag);
  */
 void exchange_local_reply(struct exchange *ex, int status, const char *body, unsigned flags);
 
+/*
+ * A TLS client connection: note its protocol version and server name for the
+ * access log (`bev`: the connection's OpenSSL bufferevent; anything else is
+ * ignored). Codecs call it when they make the exchange.
+ */
+struct bufferevent;
+void exchange_note_tls(struct exchange *ex, struct bufferevent *bev);
+
 /* ---- for main.c: the exchange module's per-worker state ------------------------------ */
 
 /* Make w->exchanges (in-flight list, capacity queue, wake event). 0 or SY_ENOMEM. */
@@ -245,5 +278,12 @@ void exchange_worker_on_reload(struct worker *w);
  * was freed; the exchanges waiting for it try again, oldest first.
  */
 void exchange_worker_wake(struct worker *w);
+
+/*
+ * The worker's formatted wall-clock time (core/time_cache.h) for access log
+ * lines and Date headers; NULL when w has no exchange state.
+ */
+struct sy_time_cache;
+struct sy_time_cache *exchange_worker_time(struct worker *w);
 
 #endif

@@ -49,6 +49,25 @@ int request_set_forwarded(struct http_headers *h, struct arena *a, const struct 
  */
 bool request_id_valid(const char *v, size_t len);
 
+/*
+ * Before routing: the exchange's request id (request_id_valid, else a UUID),
+ * trace context (a valid client traceparent's trace id and flags, else a new
+ * trace when tracing.generate; a new span id for this hop), and the
+ * User-Agent and X-Forwarded-For as received, for the access log and local
+ * replies. Changes no header (request_apply_route writes them upstream).
+ * 0 or SY_ENOMEM.
+ */
+int request_identify(struct exchange *ex);
+
+/*
+ * A W3C traceparent value: version (not ff; 00 exactly 55 bytes, a later one
+ * may carry more after a '-'), 32-hex trace id and 16-hex parent id in lower
+ * case and not all zero, 2-hex flags. Fills trace_id (NUL-terminated) and
+ * flags when valid.
+ */
+bool traceparent_parse(const char *v, size_t len, char trace_id[EXCHANGE_TRACE_ID_LEN + 1],
+                       unsigned char *flags);
+
 /* Apply the response side of the route's header actions. 0 or SY_ENOMEM. */
 int response_apply_route(struct exchange *ex, struct http_response_head *h,
                          const struct url_map_result *res);

@@ -56,6 +56,7 @@
 #include "core/parse.h"
 #include "core/strlit.h"
 #include "core/timer.h"
+#include "core/time_cache.h"
 #include "core/stats.h"
 #include "core/worker.h"
 #include "http/grpc.h"
@@ -65,7 +66,7 @@
 #define EXCHANGE_ARENA_LIMIT    (1024 * 1024)
 #define EXCHANGE_INLINE_ARENA   3072 /* bytes of arena allocated with the exchange itself */
 #define MAX_TRANSPARENT_RETRIES 3    /* refused streams: the backend never saw them */
-#define REPLY_FIELDS            4    /* header fields of a reply the router makes itself */
+#define REPLY_FIELDS            8    /* header fields of a reply the router makes itself */
 #define WAKE_FULL_MAX           8    /* services found full, remembered during one wake pass */
 #define REPLY_ARENA_GRANT       4096 /* arena bytes a local reply may use past a full arena */
 
@@ -78,9 +79,10 @@ enum try_state {
 
 /* The exchange module's state of one worker (worker->exchanges). */
 struct exchange_worker {
-    struct sy_link inflight; /* every exchange from exchange_new to exchange_finish */
-    struct sy_link waiting;  /* exchanges waiting for endpoint capacity, oldest first */
-    struct event wake_ev;    /* a release on this worker freed capacity: walk `waiting` */
+    struct sy_link inflight;   /* every exchange from exchange_new to exchange_finish */
+    struct sy_link waiting;    /* exchanges waiting for endpoint capacity, oldest first */
+    struct event wake_ev;      /* a release on this worker freed capacity: walk `waiting` */
+    struct sy_time_cache time; /* log timestamps and Date headers, formatted once */
 };
 
 static void start_attempt(struct exchange *ex);
@@ -135,8 +137,15 @@ int exchange_worker_init(struct worker *w)
     sy_list_init(&xw->inflight);
     sy_list_init(&xw->waiting);
     evtimer_assign(&xw->wake_ev, w->base, on_wake, w);
+    sy_time_cache_init(&xw->time);
     w->exchanges = xw;
     return 0;
+}
+
+struct sy_time_cache *exchange_worker_time(struct worker *w)
+{
+    struct exchange_worker *xw = w->exchanges;
+    return xw ? &xw->time : NULL;
 }
 
 void exchange_worker_free(struct worker *w)
@@ -468,6 +477,25 @@ static void reply_headers(struct http_headers *h, struct http_header *v, uint32_
     h->cap = cap;
 }
 
+/*
+ * What every reply the proxy makes itself carries, as other proxies' do:
+ * the exchange's X-Request-Id (the one the access log shows), Date (the
+ * worker's cached time) and Server.
+ */
+static void reply_identity(struct exchange *ex, struct http_response_head *h)
+{
+    if (!ex->request_id[0])
+        sy_uuid4(ex->w, ex->request_id);
+    http_headers_add(&h->headers, &ex->arena, SY_STRLIT("x-request-id"), ex->request_id,
+                     strlen(ex->request_id));
+    struct sy_time_cache *tc = exchange_worker_time(ex->w);
+    if (tc) {
+        const char *d = sy_time_http_date(tc);
+        http_headers_add_copy(&h->headers, &ex->arena, SY_STRLIT("date"), d, strlen(d));
+    }
+    http_headers_add(&h->headers, &ex->arena, SY_STRLIT("server"), SY_STRLIT("switchyard"));
+}
+
 /* HTTP status → gRPC status for replies the proxy makes itself. */
 static int grpc_status_for(int http)
 {
@@ -540,6 +568,7 @@ void exchange_local_reply(struct exchange *ex, int status, const char *body, uns
     struct evbuffer *b = NULL;
     char num[24];
     reply_headers(&h.headers, hv, REPLY_FIELDS);
+    reply_identity(ex, &h);
     if (ex->is_grpc) {
         grpc_head(ex, &h, grpc_status_for(status), body, num);
     } else {
@@ -601,6 +630,7 @@ static void send_redirect(struct exchange *ex, const struct url_map_request *m,
     struct http_header hv[REPLY_FIELDS];
     struct http_response_head h = {.status = r->redirect_response_code, .content_length = 0};
     reply_headers(&h.headers, hv, REPLY_FIELDS);
+    reply_identity(ex, &h);
     http_headers_add(&h.headers, &ex->arena, SY_STRLIT("location"), loc, (size_t)n);
     response_apply_route(ex, &h, res);
     ex->status = h.status;
@@ -617,6 +647,7 @@ static void send_preflight(struct exchange *ex, const struct url_map_result *res
     struct http_header hv[REPLY_FIELDS];
     struct http_response_head h = {.status = 200, .content_length = 0};
     reply_headers(&h.headers, hv, REPLY_FIELDS);
+    reply_identity(ex, &h);
     if (cors_preflight_headers(ex, res, &h) != 0) {
         exchange_local_reply(ex, 500, "out of memory", EXF_LR);
         return;
@@ -651,6 +682,7 @@ static bool inject_abort(struct exchange *ex, const struct cfg_route_action *a)
         struct http_response_head h = {.content_length = -1};
         char num[24];
         reply_headers(&h.headers, hv, REPLY_FIELDS);
+        reply_identity(ex, &h);
         grpc_head(ex, &h, f->grpc_status, "fault injected", num);
         ex->status = 200;
         ex->resp_head_sent = ex->resp_done = true;
@@ -718,7 +750,9 @@ static bool prepare_attempts(struct exchange *ex)
 void router_start(struct exchange *ex)
 {
     struct url_map_request m;
-    int rc = request_prepare_match(ex, &m);
+    int rc = request_identify(ex);
+    if (rc == 0)
+        rc = request_prepare_match(ex, &m);
     if (rc != 0) {
         reply_prep_failure(ex, rc);
         return;

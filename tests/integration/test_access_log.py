@@ -12,6 +12,7 @@ testbed's JSON echo says what the backend received.
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
@@ -23,6 +24,13 @@ from test_retries import config
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 INJECT = 'a","status":200,"x":"'
+
+
+# Every key of a JSON entry, in order (docs/operations.md, "Access log").
+FIELDS = ["time", "client", "listener", "method", "authority", "path", "protocol", "status",
+          "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "backend_service", "route",
+          "endpoint", "request_id", "attempts", "tries", "response_flags", "trace_id", "span_id",
+          "user_agent", "xff", "tls_version", "sni"]
 
 
 def start(proxy, testbed, fmt="json"):
@@ -73,9 +81,7 @@ def test_unsafe_request_id_replaced(proxy, testbed, value):
     assert UUID.match(e["request_id"]), e
     assert echoed_id(r) == e["request_id"]           # the backend got what the log shows
     assert e["status"] == 200 and e["path"] == "/rid" and e["response_flags"] == "-", e
-    assert list(e) == ["time", "client", "listener", "method", "authority", "path", "protocol",
-                       "status", "bytes_in", "bytes_out", "duration_ms", "backend_service",
-                       "endpoint", "request_id", "attempts", "tries", "response_flags"]
+    assert list(e) == FIELDS
 
 
 @pytest.mark.parametrize("value", [
@@ -153,9 +159,7 @@ def test_path_with_quotes_escaped_json(proxy, testbed, proto):
         status = 400
     line, e = one_json(px)
     assert e["status"] == status, e
-    assert list(e) == ["time", "client", "listener", "method", "authority", "path", "protocol",
-                       "status", "bytes_in", "bytes_out", "duration_ms", "backend_service",
-                       "endpoint", "request_id", "attempts", "tries", "response_flags"]
+    assert list(e) == FIELDS
     if e["path"]:
         assert e["path"] == path, e
         assert b'"path":"/q?x=a\\",\\"status\\":200,\\"x\\":\\"\\\\end"' in line, line
@@ -192,17 +196,20 @@ def test_authority_escaped_json(proxy, testbed):
 
 
 def test_field_caps(proxy, testbed):
-    """path: 2048 bytes logged (the backend gets all of it); authority:
-    256 bytes."""
+    """One cap, 2048 bytes, for every field: path, authority and user agent
+    are logged cut (the backend gets all of them)."""
     px, port, tb = start(proxy, testbed)
     path = "/" + "p" * 2999
-    host = "h" * 300
-    r = get(port, path, host=host)
+    host = "h" * 2100
+    ua = "u" * 3000
+    r = get(port, path, host=host, headers=[("User-Agent", ua)])
     assert r.status == 200, r
     assert r.json()["path"] == path
+    assert r.json()["headers"]["user-agent"] == ua
     line, e = one_json(px)
     assert e["path"] == path[:2048]
-    assert e["authority"] == host[:256]
+    assert e["authority"] == host[:2048]
+    assert e["user_agent"] == ua[:2048]
 
 
 # ---------------------------------------------------------------------------
@@ -211,7 +218,12 @@ def test_field_caps(proxy, testbed):
 
 TEXT_LINE = re.compile(
     rb'^(\S+) (\S+) "(\S+) (\S+) (\S+)" (\d+) (\d+) (\d+) (\S+)ms (\S+) (\S+) (\S+) '
-    rb'attempts=(\d+) flags=(\S+)$')
+    rb'attempts=(\d+) flags=(\S+)((?: [a-z_]+=\S+)*)$')
+
+
+def text_kv(m):
+    """The ` key=value` fields after flags= of a TEXT_LINE match, as {str: bytes}."""
+    return dict(kv.split(b"=", 1) for kv in m.group(15).split())
 
 
 def text_lines(px, n):
@@ -252,4 +264,127 @@ def test_text_format_escapes(proxy, testbed):
     assert m.group(4) == b"/r?x=\\x22a\\xff", lines[1]
     assert m.group(6) == b"400"
     assert m.group(10) == m.group(11) == m.group(12) == b"-", lines[1]
-    assert lines[1].endswith(b"attempts=0 flags=LR")
+    assert m.group(13) == b"0" and m.group(14) == b"LR", lines[1]
+    # refused by the codec before routing: no route, upstream time, trace; plain TCP
+    assert text_kv(m) == {k: b"-" for k in (b"route", b"upstream_ms", b"tls", b"sni", b"xff",
+                                              b"user_agent", b"trace_id", b"span_id")}, lines[1]
+
+
+# ---------------------------------------------------------------------------
+# operator fields (issue 13 item 4): user agent, X-Forwarded-For as received,
+# route, upstream time, TLS version and SNI, trace id; cached timestamps
+# ---------------------------------------------------------------------------
+
+def test_operator_fields_json(proxy, testbed):
+    tb = testbed("tb1")
+    port = free_port()
+    text = config(port, [tb.addr], routes=[("/slow/", None)])
+    px = proxy(text, workers=1, expect_ports=[port])
+    r = get(port, "/slow/x", headers=[("User-Agent", 'curl/8 "x"\xe9'),
+                                      ("X-Forwarded-For", "203.0.113.7"),
+                                      ("X-Forwarded-For", "198.51.100.1, 10.0.0.1"),
+                                      ("x-testbed-delay", "200ms")])
+    assert r.status == 200, r
+    line, e = one_json(px)
+    assert list(e) == FIELDS
+    assert e["user_agent"] == 'curl/8 "x"\xe9', e
+    assert b'"user_agent":"curl/8 \\"x\\"\\u00e9"' in line, line
+    # as received (the fields joined), while the backend gets them plus two addresses
+    assert e["xff"] == "203.0.113.7, 198.51.100.1, 10.0.0.1", e
+    assert r.json()["headers"]["x-forwarded-for"].startswith(e["xff"] + ", 127.0.0.1, ")
+    assert e["route"] == "main/pm/priority:1", e
+    assert 150 <= e["upstream_ms"] <= e["duration_ms"], e
+    assert e["tls_version"] == "" and e["sni"] == "", e
+    assert re.fullmatch(r"[0-9a-f]{32}", e["trace_id"]), e
+    r = get(port, "/other")
+    e = px.access_log(min_entries=2)[1]
+    assert e["route"] == "main/pm/priority:1000" and e["xff"] == "" and e["user_agent"] == "", e
+
+
+def test_local_reply_has_no_upstream_time(proxy, testbed):
+    tb = testbed("tb1")
+    port = free_port()
+    text = config(port, [tb.addr], routes=[
+        ("/abort/", {"fault_injection_policy": {"abort": {"http_status": 503}}})])
+    px = proxy(text, workers=1, expect_ports=[port])
+    assert get(port, "/abort/x").status == 503
+    line, e = one_json(px)
+    assert e["upstream_ms"] is None and e["attempts"] == 0, e
+    assert b'"upstream_ms":null' in line
+
+
+def test_xff_received_capped_like_forwarded(proxy, testbed):
+    """An X-Forwarded-For over the 2048-byte cap loses its oldest entries,
+    whole, in the log and upstream alike."""
+    px, port, tb = start(proxy, testbed)
+    entries = [f"10.{i // 256}.{i % 256}.1" for i in range(300)]
+    xff = ", ".join(entries)
+    assert len(xff) > 2048
+    r = get(port, "/xff", headers=[("X-Forwarded-For", xff)])
+    assert r.status == 200, r
+    line, e = one_json(px)
+    assert len(e["xff"]) <= 2048 and xff.endswith(e["xff"]), e["xff"][:80]
+    assert e["xff"].split(", ")[0] in entries               # cut at an entry boundary
+    assert len(e["xff"]) > 2048 - 20                        # and no more than needed
+    fwd = r.json()["headers"]["x-forwarded-for"]
+    assert fwd.startswith(e["xff"] + ", 127.0.0.1, "), fwd[:80]
+
+
+def test_tls_version_and_sni(proxy, testbed, certs):
+    tb = testbed("tb1")
+    port = free_port()
+    text = config(port, [tb.addr]).replace(
+        "    protocol: HTTP\n    url_map: main",
+        "    protocol: HTTPS\n"
+        f"    tls: {{certificates: [{{cert_file: \"{certs.cert}\", key_file: \"{certs.key}\"}}]}}\n"
+        "    url_map: main", 1)
+    px = proxy(text, workers=1, expect_ports=[port])
+    for http2 in (False, True):
+        p = subprocess.run(["curl", "-sS", "--cacert", str(certs.ca), "--tlsv1.3",
+                            "--http2" if http2 else "--http1.1",
+                            "--resolve", f"localhost:{port}:127.0.0.1",
+                            "-o", "/dev/null", "-w", "%{http_code}",
+                            f"https://localhost:{port}/tls"],
+                           capture_output=True, timeout=30)
+        assert p.stdout == b"200", p
+    log = px.access_log(min_entries=2)
+    assert [(e["protocol"], e["tls_version"], e["sni"]) for e in log] == [
+        ("HTTP/1.1", "TLSv1.3", "localhost"), ("HTTP/2", "TLSv1.3", "localhost")], log
+
+
+def test_text_format_operator_fields(proxy, testbed):
+    px, port, tb = start(proxy, testbed, fmt="text")
+    r = get(port, "/t", headers=[("User-Agent", "a b\"c"), ("X-Forwarded-For", "192.0.2.9")])
+    assert r.status == 200, r
+    lines = text_lines(px, 1)
+    m = TEXT_LINE.match(lines[0])
+    assert m, lines[0]
+    kv = text_kv(m)
+    assert list(kv) == [b"route", b"upstream_ms", b"tls", b"sni", b"xff", b"user_agent",
+                        b"trace_id", b"span_id"], lines[0]
+    assert kv[b"user_agent"] == b"a\\x20b\\x22c" and kv[b"xff"] == b"192.0.2.9", lines[0]
+    assert kv[b"route"] == b"main/pm/priority:1000" and kv[b"tls"] == b"-", lines[0]
+    assert re.fullmatch(rb"\d+\.\d{3}", kv[b"upstream_ms"]), lines[0]
+    assert re.fullmatch(rb"[0-9a-f]{32}", kv[b"trace_id"]), lines[0]
+    assert re.fullmatch(rb"[0-9a-f]{16}", kv[b"span_id"]), lines[0]
+
+
+def test_timestamps_cached_but_current(proxy, testbed):
+    """The worker reuses its formatted time; each entry still shows the
+    millisecond it was written (never going back, close to the wall clock)."""
+    import datetime
+    px, port, tb = start(proxy, testbed)
+    before = datetime.datetime.now(datetime.timezone.utc)
+    for i in range(20):
+        assert get(port, f"/ts{i}").status == 200
+        if i == 10:
+            time.sleep(1.1)   # a second boundary in between
+    after = datetime.datetime.now(datetime.timezone.utc)
+    log = px.access_log(min_entries=20)
+    times = [datetime.datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc) for e in log]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["time"]) for e in log)
+    assert times == sorted(times)
+    slack = datetime.timedelta(seconds=1)
+    assert before - slack <= times[0] and times[-1] <= after + slack, (before, times, after)
+    assert (times[11] - times[10]).total_seconds() >= 1.0

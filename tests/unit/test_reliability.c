@@ -5,8 +5,12 @@
  * check passes (src/backend/outlier.c).
  */
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 #include "backend/backend.h"
+#include "core/time_cache.h"
 #include "core/worker.h"
 #include "exchange/access_log.h"
 #include "exchange/request_prep.h"
@@ -87,6 +91,60 @@ static void test_request_id(void)
     CHECK(!request_id_valid(max, EXCHANGE_REQUEST_ID_MAX + 1));
 }
 
+static bool tp(const char *s, char *tid, unsigned char *flags)
+{
+    return traceparent_parse(s, strlen(s), tid, flags);
+}
+
+static void test_traceparent(void)
+{
+    char tid[EXCHANGE_TRACE_ID_LEN + 1];
+    unsigned char fl = 0;
+    TEST_CASE("traceparent: W3C trace context level 1");
+    CHECK(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tid, &fl));
+    CHECK_STR(tid, "4bf92f3577b34da6a3ce929d0e0e4736");
+    CHECK(fl == 1);
+    CHECK(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", tid, &fl) && fl == 0);
+    /* a later version: its known part, more after a '-' allowed */
+    CHECK(tp("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09-xyz", tid, &fl) && fl == 9);
+    CHECK(tp("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tid, &fl));
+    CHECK(!tp("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", tid, &fl));
+    CHECK(!tp("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tid, &fl));
+    CHECK(!tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", tid, &fl));
+    CHECK(!tp("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", tid, &fl));
+    CHECK(!tp("00-00000000000000000000000000000000-00f067aa0ba902b7-01", tid, &fl));
+    CHECK(!tp("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", tid, &fl));
+    CHECK(!tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g", tid, &fl));
+    CHECK(!tp("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tid, &fl));
+    CHECK(!tp("0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tid, &fl));
+    CHECK(!tp("", tid, &fl));
+}
+
+static void test_time_cache(void)
+{
+    struct sy_time_cache c;
+    TEST_CASE("time cache: ISO and HTTP dates of now");
+    sy_time_cache_init(&c);
+    time_t before = time(NULL);
+    char iso[64], date[64];
+    snprintf(iso, sizeof iso, "%s", sy_time_iso(&c));
+    snprintf(date, sizeof date, "%s", sy_time_http_date(&c));
+    time_t after = time(NULL);
+    struct tm tm = {0};
+    CHECK(strlen(iso) == 24 && iso[10] == 'T' && iso[19] == '.' && iso[23] == 'Z');
+    CHECK(strptime(iso, "%Y-%m-%dT%H:%M:%S", &tm) != NULL);
+    time_t t = timegm(&tm);
+    CHECK(t >= before && t <= after);
+    memset(&tm, 0, sizeof tm);
+    CHECK(strlen(date) == 29 && strcmp(date + 26, "GMT") == 0);
+    CHECK(strptime(date, "%a, %d %b %Y %H:%M:%S GMT", &tm) != NULL);
+    t = timegm(&tm);
+    CHECK(t >= before && t <= after);
+    /* the same second: the cached strings move with the clock, never back */
+    const char *p = sy_time_iso(&c);
+    CHECK(p == c.iso && strcmp(p, iso) >= 0);
+}
+
 static void test_uneject(void)
 {
     TEST_CASE("a passing health check ends an ejection");
@@ -112,5 +170,7 @@ void test_reliability_suite(void)
     test_json_escape();
     test_text_escape();
     test_request_id();
+    test_traceparent();
+    test_time_cache();
     test_uneject();
 }
