@@ -303,6 +303,7 @@ static int reload(struct proxy *p, FILE *errs, bool if_changed)
             fprintf(errs, "reload refused: %s; still serving config version %s\n", why,
                     p->rt->cfg->version);
         p->stats->reload_failures++; /* main thread only */
+        admin_note_reload(p->admin, p->rt->cfg->version, false, why);
         notify_ready(p, why);
         return -1;
     }
@@ -312,6 +313,7 @@ static int reload(struct proxy *p, FILE *errs, bool if_changed)
     if (p->watch)
         event_active(p->tls_watch_ev, EV_TIMEOUT, 1);
     p->stats->reloads++;
+    admin_note_reload(p->admin, rt->cfg->version, true, NULL);
     log_info("config version %s loaded from %s", rt->cfg->version, p->config_path);
     notify_ready(p, NULL);
     return 0;
@@ -495,6 +497,9 @@ static void hook_metrics(void *ctx, FILE *out)
                     s->name, backend_endpoint_cfg(srt, j)->address.text, ok ? 1 : 0);
         }
     }
+    backend_write_endpoint_metrics(out, cfg->backend_services, p->rt->services,
+                                   cfg->n_backend_services);
+    stats_write_process(p->stats, out, SY_VERSION);
     discovery_write_metrics(p->disc, out);
     fprintf(out, "# HELP switchyard_dns_endpoint_info An endpoint found by DNS discovery, and "
                  "the name it came from.\n# TYPE switchyard_dns_endpoint_info gauge\n");
