@@ -595,6 +595,7 @@ static bool start_request(struct h1_down *c, size_t len)
     c->ex = ex;
     c->n_requests++;
     ex->tls = c->tls;
+    exchange_note_tls(ex, c->bev); /* access log: TLS version and SNI */
     memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
     memcpy(&ex->local_addr, &c->local, sizeof c->local);
     c->req_complete = c->resp_started = c->resp_complete = c->expect_continue = false;

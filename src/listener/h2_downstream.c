@@ -194,6 +194,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     ex->down = &h2_downstream_ops;
     ex->down_ctx = st;
     ex->tls = c->ci.tls;
+    exchange_note_tls(ex, c->bev); /* access log: TLS version and SNI */
     memcpy(&ex->client_addr, &c->ci.peer, sizeof ex->client_addr);
     memcpy(&ex->local_addr, &c->ci.local, sizeof ex->local_addr);
     ex->req.version = HTTP_2;
