@@ -1014,6 +1014,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     memcpy(&c->peer, &ci->peer, sizeof c->peer);
     memcpy(&c->local, &ci->local, sizeof c->local);
     c->keep_alive = true;
+    c->drain = listener_slot_removed(lw, ci->listener_idx); /* removed during its handshake */
     evtimer_assign(&c->timer_ev, w->base, on_timer, c);
     evtimer_assign(&c->process_ev, w->base, on_process, c);
     evtimer_assign(&c->reap_ev, w->base, on_reap, c);

@@ -961,7 +961,9 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
         conn_close(c);
         return;
     }
-    if (w->draining)
+    /* A drain, or a listener a reload removed while this connection was in
+     * its TLS handshake or an HTTP/1.1 Upgrade. */
+    if (w->draining || listener_slot_removed(lw, ci->listener_idx))
         conn_drain(c);
     on_read(bev, c); /* bytes that came before the hand-over */
 }

@@ -90,6 +90,8 @@ void h2_downstream_close_all(struct listener_worker *lw);
  * current config.
  */
 const struct cfg_listener *listener_slot_cfg(const struct listener_worker *lw, int slot);
+/* Whether the worker's runtime no longer has the listener of `slot` (a reload removed it). */
+bool listener_slot_removed(const struct listener_worker *lw, int slot);
 /* A connection of `slot` ended on this worker (limits.c calls it). */
 void listener_slot_conn_closed(struct listener_worker *lw, int slot);
 /* A new exchange for a request on a connection of `slot` (exchange_new on the right runtime). */

@@ -554,6 +554,11 @@ static int slot_index(const struct runtime *rt, int slot)
     return (size_t)slot < rt->n_slots ? rt->slot_listeners[slot] : -1;
 }
 
+bool listener_slot_removed(const struct listener_worker *lw, int slot)
+{
+    return slot_index(lw->w->runtime, slot) < 0;
+}
+
 const struct cfg_listener *listener_slot_cfg(const struct listener_worker *lw, int slot)
 {
     const struct runtime *rt = lw->w->runtime;
@@ -614,8 +619,9 @@ static void sync_tls(struct listener_worker *lw, size_t k)
     lw->tls[k] = now;
 }
 
-void listener_worker_sync(struct listener_worker *lw, struct rt_hold *old)
+int listener_worker_sync(struct listener_worker *lw, struct rt_hold *old)
 {
+    int failed = 0;
     struct listener_set *set = lw->set;
     const struct runtime *rt = lw->w->runtime;
     pthread_mutex_lock(&set->lock);
@@ -648,12 +654,16 @@ void listener_worker_sync(struct listener_worker *lw, struct rt_hold *old)
         }
         int taken = *fd;
         *fd = -1;
-        if (open_socket(lw, k, taken) != 0)
-            log_error("worker %d: cannot accept on listener %s", lw->w->id, sl->name);
+        if (open_socket(lw, k, taken) != 0) {
+            log_error("worker %d: cannot accept on listener %s: out of memory", lw->w->id,
+                      sl->name);
+            failed++;
+        }
     }
     pthread_mutex_unlock(&set->lock);
     if (!draining)
         lw->n_evls = n;
+    return failed;
 }
 
 /* A connection of slot `slot` ended on this worker (limits.c). */
@@ -686,7 +696,8 @@ struct listener_worker *listener_worker_new(struct worker *w, struct listener_se
         goto fail;
     for (size_t k = 0; k < n; k++)
         lw->listener_idx[k] = (int)k;
-    listener_worker_sync(lw, NULL);
+    if (listener_worker_sync(lw, NULL) != 0)
+        goto fail; /* at startup every listener must accept on every worker */
     return lw;
 fail:
     listener_worker_free(lw);

@@ -148,9 +148,10 @@ struct listener_worker *listener_worker_new(struct worker *w, struct listener_se
  * idle ones close, the response in flight says Connection: close;
  * HTTP/2: GOAWAY), which keep serving on `old`'s config until they end. A
  * listener whose address or protocol changed drains its old connections
- * the same way, on the new config.
+ * the same way, on the new config. Returns how many sockets it could not
+ * take (out of memory: logged; the listener does not accept on this worker).
  */
-void listener_worker_sync(struct listener_worker *lw, struct rt_hold *old);
+int listener_worker_sync(struct listener_worker *lw, struct rt_hold *old);
 
 /* Drain: stop accepting, close idle connections, ask for Connection: close. */
 void listener_worker_drain(struct listener_worker *lw);

@@ -556,3 +556,34 @@ def test_dns_answer_after_listener_reload_keeps_listener_slots(proxy, testbed, d
         tb2.terminate()
         tb2.wait(10)
     assert not sanitizer_report(errp.read_text())
+
+
+def test_handshake_in_progress_on_removed_listener_drains(proxy, testbed, certs, tls_files):
+    """A TLS connection accepted before its listener's removal but whose
+    handshake ends after it is served once, with Connection: close."""
+    tb = testbed(name="tb1")
+    pa, pb, admin_port = free_port(), free_port(), free_port()
+    cert, key = tls_files
+    b = listener_yaml("b", pb, "HTTPS", (cert, key, ""))
+    px = proxy(config([listener_yaml("a", pa), b], admin_port, tb.addr), workers=1,
+               expect_ports=[pa, pb, admin_port])
+    raw = socket.create_connection((HOST, pb), timeout=10)   # accepted, no ClientHello yet
+    assert wait_for(lambda: admin_metrics(admin_port).get(
+        'switchyard_listener_connections{listener="b"}') == 1, 5)
+    px.write_config(config([listener_yaml("a", pa)], admin_port, tb.addr))
+    assert post_reload(admin_port)[0] == 200
+    assert wait_for(lambda: refused(pb), 5)
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    ctx.check_hostname = False
+    ctx.set_alpn_protocols(["http/1.1"])
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET /late HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        data = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:   # bounded: the proxy closes after the answer
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 200") and b"connection: close" in head, data[:300]
