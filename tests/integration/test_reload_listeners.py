@@ -25,6 +25,7 @@ import pytest
 from conftest import (HOST, admin_metrics, binary, child_env, free_port, port_accepts,
                       sanitizer_report, wait_for)
 from dnsserver import dns_server  # noqa: F401  (a fixture)
+from h1util import H1Conn, request_bytes
 from h2util import H2Conn
 
 LOAD_THREADS = 3
@@ -587,3 +588,43 @@ def test_handshake_in_progress_on_removed_listener_drains(proxy, testbed, certs,
             data += chunk
     head = data.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 200") and b"connection: close" in head, data[:300]
+
+
+def test_reorder_keeps_counts_and_caps_per_listener(proxy, testbed):
+    """A reload that removes the first listener and adds one in front moves
+    every listener's place in the config: connection counts, the
+    max_connections cap and counters still follow each name."""
+    tb = testbed(name="tb1")
+    pa, pb, pc, admin_port = free_port(), free_port(), free_port(), free_port()
+    capped = listener_yaml("b", pb) + "    limits: {max_connections: 1}\n"
+    px = proxy(config([listener_yaml("a", pa), capped], admin_port, tb.addr), workers=1,
+               expect_ports=[pa, pb, admin_port])
+    gauge = 'switchyard_listener_connections{listener="%s"}'
+    assert wait_for(lambda: admin_metrics(admin_port).get(gauge % "b") == 0, 5)
+    first = H1Conn(pb)
+    conns = [first]
+    try:
+        first.send(request_bytes("GET", "/first"))
+        assert first.read_response(timeout=10).status == 200
+        px.write_config(config([listener_yaml("c", pc), capped], admin_port, tb.addr))
+        assert post_reload(admin_port)[0] == 200
+        assert wait_for(lambda: refused(pa), 5)
+        m = admin_metrics(admin_port)
+        assert m.get(gauge % "b") == 1 and m.get(gauge % "a") == 0 and m.get(gauge % "c") == 0, m
+        second = H1Conn(pb)   # in the backlog: b is at its cap
+        conns.append(second)
+        second.send(request_bytes("GET", "/second"))
+        try:
+            second.read_head(timeout=1.0)   # the passing of time is the point
+            pytest.fail("b served past its max_connections after the reload")
+        except TimeoutError:
+            pass
+        assert get(pc)[0] == 200   # c is not capped by b's count
+        first.close()
+        r = second.read_response(timeout=5)
+        assert r.status == 200 and r.json()["path"] == "/second"
+    finally:
+        for c in conns:
+            c.close()
+    assert wait_for(lambda: requests_on(admin_port, "b") == 2 and
+                    requests_on(admin_port, "c") == 1 and requests_on(admin_port, "a") == 0, 5)
