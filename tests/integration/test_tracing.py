@@ -252,3 +252,18 @@ def test_preflight_carries_identity(proxy, testbed):
             headers=[("origin", "https://a.example"), ("access-control-request-method", "PUT")])
     assert r.status == 200 and r.header("access-control-allow-origin") == "https://a.example", r
     check_identity(r, last_entry(px, 1))
+
+
+def test_local_reply_identity_over_h2(proxy, testbed):
+    """The same headers on an HTTP/2 stream (a fault abort and a gRPC status)."""
+    from test_access_log import h2_get
+    routes = [("/gone/", {"fault_injection_policy": {"abort": {"http_status": 503}}}),
+              ("/grpc/", {"fault_injection_policy": {"abort": {"grpc_status": 8}}})]
+    px, port, tb = start(proxy, testbed, routes=routes)
+    st = h2_get(port, "/gone/x", headers=[("x-request-id", "h2-id")])
+    assert st.status == 503, st
+    check_identity(st, last_entry(px, 1))
+    assert st.header("x-request-id") == "h2-id"
+    st = h2_get(port, "/grpc/x", headers=[("content-type", "application/grpc")])
+    assert st.status == 200 and st.header("grpc-status") == "8", st
+    check_identity(st, last_entry(px, 2))
