@@ -122,7 +122,8 @@ def test_status_json_state_rates_latency(setup):
     px, port, admin_port, tb1, tb2 = setup
     for _ in range(20):
         assert get(port, "/x").status == 200
-    # 10 slow ones: p99 lands in the (25 ms, 50 ms] bucket, p50 among the fast.
+    # 10 slow ones: p99 lands in the (25 ms, 50 ms] bucket (at ~49 ms: rank 30.7 of
+    # 31, 21 fast ones below), p50 among the fast.
     for _ in range(10):
         assert get(port, "/x", headers=[("x-testbed-delay", "30ms")]).status == 200
     r = get(port, "/x", headers=[("x-testbed-status", "500")])
@@ -161,8 +162,9 @@ def test_status_json_state_rates_latency(setup):
     assert good["state"] == good["health"] == "healthy"
     assert bad["state"] == bad["health"] == "unhealthy"
     assert abs(good["error_5xx_ratio"] - 1 / 31) < 0.01
-    assert good["p50_ms"] < 25 and 25 <= good["p99_ms"] <= 50, good
-    assert 25 <= lst["p99_ms"] <= 50 and lst["p50_ms"] < 25, lst
+    # (A loaded machine may push a slow one past 50 ms: the next bucket ends at 100.)
+    assert good["p50_ms"] < 25 and 25 <= good["p99_ms"] <= 100, good
+    assert 25 <= lst["p99_ms"] <= 100 and lst["p50_ms"] < 25, lst
     assert bad["requests_per_s"] == 0 and bad["p50_ms"] is None
     for ep in (good, bad):
         assert re.fullmatch(r".*T.*Z", ep["health_changed"]) and ep["health_changed_ago_s"] >= 0
