@@ -290,21 +290,16 @@ static void totals_add(struct totals *t, const struct window *w)
         t->seconds = w->seconds;
 }
 
-/*
- * The q-quantile (0..1) of the latency buckets in d, in ms, interpolated
- * linearly inside its bucket as Prometheus' histogram_quantile does; the
- * last (unbounded) bucket answers its lower bound. < 0 when empty.
- */
-static double quantile_ms(const uint64_t *d, double q)
+double status_quantile_ms(const uint64_t *bucket, double q)
 {
     uint64_t total = 0;
     for (size_t b = 0; b <= STATS_N_BUCKETS; b++)
-        total += d[V_BUCKET + b];
+        total += bucket[b];
     if (!total)
         return -1;
     double rank = q * (double)total, cum = 0;
     for (size_t b = 0; b <= STATS_N_BUCKETS; b++) {
-        double c = (double)d[V_BUCKET + b];
+        double c = (double)bucket[b];
         if (c > 0 && cum + c >= rank) {
             if (b == STATS_N_BUCKETS)
                 return stats_bucket_ms[STATS_N_BUCKETS - 1];
@@ -365,9 +360,9 @@ static void json_rates(FILE *out, const uint64_t *d, double seconds)
     fputs(",\"failures_per_s\":", out);
     json_num(out, ok ? (double)d[V_FAIL] / seconds : -1);
     fputs(",\"p50_ms\":", out);
-    json_num(out, ok ? quantile_ms(d, 0.5) : -1);
+    json_num(out, ok ? status_quantile_ms(d + V_BUCKET, 0.5) : -1);
     fputs(",\"p99_ms\":", out);
-    json_num(out, ok ? quantile_ms(d, 0.99) : -1);
+    json_num(out, ok ? status_quantile_ms(d + V_BUCKET, 0.99) : -1);
 }
 
 static const char *listener_protocol_str(enum cfg_listener_protocol p)

@@ -17,6 +17,7 @@
 #define SY_ADMIN_STATUS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct event_base;
@@ -37,6 +38,15 @@ void status_free(struct status *st);
  * cut to 200 bytes). NULL st: nothing.
  */
 void status_note_reload(struct status *st, const char *version, bool ok, const char *reason);
+
+/*
+ * The q-quantile (0..1), in ms, of a duration histogram: bucket[b] counts
+ * the observations in (stats_bucket_ms[b-1], stats_bucket_ms[b]], the last
+ * of the STATS_N_BUCKETS + 1 those above 30 s (not cumulative). Linear
+ * inside the bucket, as Prometheus' histogram_quantile; the last bucket
+ * answers its lower bound. < 0 when every bucket is 0.
+ */
+double status_quantile_ms(const uint64_t *bucket, double q);
 
 /* GET /status.json. */
 void status_write_json(struct status *st, FILE *out);

@@ -19,6 +19,7 @@ int main(void)
     test_h2_suite();
     test_limits_suite();
     test_shadow_suite();
+    test_status_suite();
     printf("%d passed, %d failed\n", test_passed, test_failed);
     return test_failed ? 1 : 0;
 }

@@ -50,5 +50,6 @@ void test_core_suite(void);
 void test_h2_suite(void);
 void test_limits_suite(void);
 void test_shadow_suite(void);
+void test_status_suite(void);
 
 #endif
