@@ -175,6 +175,15 @@ bool listener_change_empty(const struct listener_change *c)
     return !c->any;
 }
 
+/* The stats index of listener name `name`, or -1 (a name never served). */
+static int stats_find(const struct stats *st, const char *name)
+{
+    for (size_t i = 0; i < st->n_listeners; i++)
+        if (!strcmp(st->listeners[i].name, name))
+            return (int)i;
+    return -1;
+}
+
 /* The served slot bound to `addr`, or -1. Main thread. */
 static int slot_bound_to(const struct listener_set *set, const bool *active, const char *addr)
 {
@@ -256,15 +265,18 @@ struct listener_change *listener_set_prepare(struct listener_set *set, struct ru
         active[i] = set->slots[i].addr_text != NULL; /* removed slots have none */
     for (size_t i = 0; i < STATS_MAX_LISTENERS; i++)
         rev[i] = -1;
+    size_t next = set->stats->n_listeners; /* the stats index the next new name gets */
     for (size_t i = 0; i < cfg->n_listeners; i++) {
         struct change_item *it = &c->items[c->n_items++];
         it->l = &cfg->listeners[i];
-        it->slot = stats_listener(set->stats, it->l->name);
-        if (it->slot < 0) {
+        it->slot = stats_find(set->stats, it->l->name);
+        if (it->slot < 0 && next == STATS_MAX_LISTENERS) {
             snprintf(err, errlen, "listener %s: no room for another listener name (%d since start)",
                      it->l->name, STATS_MAX_LISTENERS);
             goto fail;
         }
+        if (it->slot < 0)
+            it->slot = (int)next++;
         it->new_slot = (size_t)it->slot >= set->n_slots || !set->slots[it->slot].name;
         if (prepare_item(set, it, active, err, errlen) != 0)
             goto fail;
@@ -275,6 +287,15 @@ struct listener_change *listener_set_prepare(struct listener_set *set, struct ru
     for (size_t i = 0; i < set->n_slots; i++)
         if (active[i] && rev[i] < 0)
             c->any = c->removed[i] = true;
+    /* Only now, when nothing else can fail, do new names get their counters
+     * (in the order the indexes were given out above): a refused reload
+     * leaves no trace in /metrics. */
+    for (size_t i = 0; i < c->n_items; i++)
+        if ((size_t)c->items[i].slot >= set->stats->n_listeners &&
+            stats_listener(set->stats, c->items[i].l->name) != c->items[i].slot) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
     free(rt->listener_slots);
     free(rt->slot_listeners);
     rt->listener_slots = slots;

@@ -243,6 +243,8 @@ def test_address_in_use_refuses_reload(two):
         assert status == 400 and f"listener c: address {HOST}:{busy} already in use" in body, \
             body
         assert get(pa)[0] == 200 and get(pb)[0] == 200
+        # the refused name left nothing in /metrics
+        assert not [k for k in admin_metrics(admin_port) if 'listener="c"' in k]
     finally:
         blocker.close()
 
