@@ -630,3 +630,25 @@ def test_reorder_keeps_counts_and_caps_per_listener(proxy, testbed):
             c.close()
     assert wait_for(lambda: requests_on(admin_port, "b") == 2 and
                     requests_on(admin_port, "c") == 1 and requests_on(admin_port, "a") == 0, 5)
+
+
+def test_new_stream_on_removed_listener_is_served_by_its_config(two):
+    """During the GOAWAY grace a client may still open streams on a removed
+    listener's HTTP/2 connection: they are served by the config the listener
+    came from (its url map), logged and counted under its name."""
+    px, pa, pb, admin_port, tb, rewrite = two
+    h = H2Conn(pb)
+    try:
+        assert h.get("/before", timeout=10).status == 200
+        rewrite(listener_yaml("a", pa))
+        assert post_reload(admin_port)[0] == 200
+        assert wait_for(lambda: refused(pb), 5)
+        st = h.get("/after-removal", timeout=10)   # within the 1 s grace
+        assert st.status == 200 and st.json()["path"] == "/after-removal", st
+        assert h.goaway
+        assert h.wait_closed(timeout=10)
+    finally:
+        h.close()
+    log = [e for e in px.access_log(2) if e["path"] == "/after-removal"]
+    assert len(log) == 1 and log[0]["listener"] == "b" and log[0]["status"] == 200
+    assert wait_for(lambda: requests_on(admin_port, "b") == 2, 5)
