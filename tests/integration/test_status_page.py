@@ -3,7 +3,8 @@ GET /status.json (schema, live state, rates and latency from the 1 s
 sampler, the reload history, an endpoint draining after a reload removed
 it) and GET / rendered by headless Chromium (Debian's chromium package),
 whose DOM must show a healthy and an unhealthy endpoint once the page's
-script has fetched the data.
+script has fetched the data; at a phone's width (390 px, driven over the
+DevTools protocol) the page must not scroll sideways.
 
 Health checks run every 200 ms with thresholds of 2; the sampler takes one
 sample a second, so a rate appears within about two seconds. Every wait is
@@ -13,6 +14,7 @@ Set SY_STATUS_SCREENSHOT=PATH to also save a screenshot of the page
 (docs/status.png is made that way).
 """
 
+import asyncio
 import datetime
 import html.parser
 import http.client
@@ -24,9 +26,11 @@ import signal
 import subprocess
 import tempfile
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
+import websockets  # Debian's python3-websockets (asyncio client), for the DevTools protocol
 
 from conftest import HOST, free_port, wait_for
 from h1util import get
@@ -268,6 +272,25 @@ class _Rows(html.parser.HTMLParser):
         self.text.append(data)
 
 
+def _kill_group(proc):
+    """SIGKILL chromium's process group (it and the children it made), by its
+    pid, and wait until the group is gone (bounded: exited children that
+    nobody reaps yet still count)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+    def gone():
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    wait_for(gone, timeout=5, interval=0.05)
+
+
 def chromium(url, *args):
     """Run headless chromium on url with args (--dump-dom, --screenshot=...);
     stdout as text. Its process group is killed by pid if it overruns."""
@@ -280,14 +303,10 @@ def chromium(url, *args):
         try:
             out, err = proc.communicate(timeout=CHROMIUM_TIMEOUT)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)
+            _kill_group(proc)
             pytest.fail(f"chromium did not finish in {CHROMIUM_TIMEOUT} s")
         finally:
-            try:  # children it left (zygote, utility processes): its own group
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_group(proc)  # children it left (zygote, utility processes)
     assert proc.returncode == 0, err[-4000:]
     return out
 
@@ -319,3 +338,79 @@ def test_status_page_in_chromium(setup, tmp_path):
         chromium(url, "--virtual-time-budget=5000", f"--screenshot={Path(shot).resolve()}",
                  "--window-size=1100,620")
         assert Path(shot).stat().st_size > 1000
+
+
+async def _cdp_phone_layout(ws_url, url, deadline):
+    """Over the DevTools protocol: a 390 px wide mobile viewport, the page
+    loaded and rendered; returns what the page's layout says."""
+    async with websockets.connect(ws_url, max_size=None) as ws:
+        ids = iter(range(1, 1000))
+
+        async def call(method, **params):
+            i = next(ids)
+            await ws.send(json.dumps({"id": i, "method": method, "params": params}))
+            for _ in range(1000):  # skip events until our answer
+                left = deadline - asyncio.get_running_loop().time()
+                msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=max(left, 0.1)))
+                if msg.get("id") == i:
+                    assert "error" not in msg, msg
+                    return msg["result"]
+            raise AssertionError(f"no answer to {method}")
+
+        async def value(expr):
+            r = await call("Runtime.evaluate", expression=expr, returnByValue=True)
+            return r["result"].get("value")
+
+        await call("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                   deviceScaleFactor=2, mobile=True)
+        await call("Page.navigate", url=url)
+        for _ in range(200):  # until the data is rendered (bounded by count and deadline)
+            if await value("document.body && document.body.dataset.loaded") == "1":
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        return await value("""JSON.stringify({
+            loaded: document.body.dataset.loaded,
+            inner: window.innerWidth,
+            scroll: document.documentElement.scrollWidth,
+            thead: getComputedStyle(document.querySelector('table.endpoints thead')).display,
+            label: getComputedStyle(document.querySelector('tr.ep td'), '::before').content})""")
+
+
+def test_status_page_phone_layout(setup):
+    """At a phone's width the page does not scroll sideways: the tables stack
+    into label/value rows (their heads hidden, each cell labelled)."""
+    px, port, admin_port, tb1, tb2 = setup
+    if not CHROMIUM:
+        pytest.fail("chromium not installed (scripts/deps.sh installs Debian's chromium)")
+    debug_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="sy-chromium-") as profile:
+        proc = subprocess.Popen(
+            [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+             f"--remote-debugging-port={debug_port}", "--remote-allow-origins=*",
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            def page_ws():
+                try:
+                    with urllib.request.urlopen(f"http://{HOST}:{debug_port}/json/list",
+                                                timeout=2) as r:
+                        pages = [t for t in json.load(r) if t.get("type") == "page"]
+                except OSError:
+                    return None
+                return pages[0]["webSocketDebuggerUrl"] if pages else None
+            ws_url = wait_for(page_ws, timeout=CHROMIUM_TIMEOUT, interval=0.2)
+            assert ws_url, "chromium's DevTools endpoint did not come up"
+            loop = asyncio.new_event_loop()
+            try:
+                deadline = loop.time() + 30
+                got = json.loads(loop.run_until_complete(asyncio.wait_for(
+                    _cdp_phone_layout(ws_url, f"http://{HOST}:{admin_port}/", deadline), 40)))
+            finally:
+                loop.close()
+        finally:
+            _kill_group(proc)
+    assert got["loaded"] == "1", got
+    assert got["inner"] == 390 and got["scroll"] <= got["inner"], got
+    assert got["thead"] == "none" and got["label"] == '"state"', got
