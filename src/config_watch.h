@@ -1,5 +1,7 @@
 /*
- * config_watch.h — --watch-config: reload when the config file changes.
+ * config_watch.h — --watch-config: reload when the config file changes
+ * (main.c also watches each certificate and key file of the HTTPS
+ * listeners with one of these).
  *
  * Watches the folder of the config file with inotify, so that every way a
  * file gets replaced is seen: written in place, renamed over (editors,
