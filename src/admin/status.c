@@ -415,9 +415,15 @@ static void write_reloads(const struct status *st, FILE *out)
     fputc(']', out);
 }
 
+/*
+ * The listeners of the config, and those a reload removed while they still
+ * have client connections ("removed": true; their counters live on in
+ * core/stats.h, by name).
+ */
 static void write_listeners(const struct status *st, const struct runtime *rt, FILE *out)
 {
     const struct config *cfg = rt->cfg;
+    bool first = true;
     fputs("\"listeners\":[", out);
     for (size_t i = 0; i < rt->stats->n_listeners; i++) {
         const struct stats_listener *l = &rt->stats->listeners[i];
@@ -425,7 +431,11 @@ static void write_listeners(const struct status *st, const struct runtime *rt, F
         for (size_t j = 0; j < cfg->n_listeners && !cl; j++)
             if (strcmp(cfg->listeners[j].name, l->name) == 0)
                 cl = &cfg->listeners[j];
-        fprintf(out, "%s{\"name\":", i ? "," : "");
+        uint64_t conns = listener_sum(rt->stats, l, L_OFF(connections));
+        if (!cl && !conns)
+            continue;
+        fprintf(out, "%s{\"name\":", first ? "" : ",");
+        first = false;
         json_str(out, l->name);
         fputs(",\"address\":", out);
         json_str(out, cl ? cl->address.text : "");
@@ -433,9 +443,8 @@ static void write_listeners(const struct status *st, const struct runtime *rt, F
         json_str(out, cl ? listener_protocol_str(cl->protocol) : "");
         uint64_t now[NV];
         listener_counters(rt->stats, l, now);
-        fprintf(out, ",\"connections\":%llu,\"requests_total\":%llu,",
-                (unsigned long long)listener_sum(rt->stats, l, L_OFF(connections)),
-                (unsigned long long)now[V_REQ]);
+        fprintf(out, ",\"removed\":%s,\"connections\":%llu,\"requests_total\":%llu,",
+                cl ? "false" : "true", (unsigned long long)conns, (unsigned long long)now[V_REQ]);
         const struct series *s = find_series(st, l->name, NULL);
         struct totals t = {{0}, 0};
         if (s) {

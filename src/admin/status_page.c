@@ -183,7 +183,7 @@ const char status_page_html[] =
     "  document.getElementById('window').textContent = Math.round(d.window_s);\n"
     "  fill(document.querySelector('#listeners tbody'), d.listeners.map(function (l) {\n"
     "    var tr = el('tr', {'class': 'listener', 'data-listener': l.name});\n"
-    "    tr.appendChild(cell('listener', l.name));\n"
+    "    tr.appendChild(cell('listener', l.name + (l.removed ? ' (removed)' : '')));\n"
     "    tr.appendChild(cell('address', l.address));\n"
     "    tr.appendChild(cell('protocol', l.protocol));\n"
     "    tr.appendChild(cell('connections', String(l.connections), 'n'));\n"

@@ -151,7 +151,7 @@ def test_status_json_state_rates_latency(setup):
     assert lst["requests_total"] >= 31 and lst["requests_per_s"] > 0
     assert 0 < lst["error_5xx_ratio"] < 0.5
     assert lst["p50_ms"] is not None and 0 <= lst["p50_ms"] <= lst["p99_ms"]
-    assert isinstance(lst["connections"], int)
+    assert isinstance(lst["connections"], int) and lst["removed"] is False
 
     [svc] = d["backend_services"]
     assert (svc["name"], svc["protocol"]) == ("svc", "HTTP")
