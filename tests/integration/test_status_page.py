@@ -42,7 +42,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 CHROMIUM_TIMEOUT = 90  # s, for one chromium run (under a loaded machine)
 
 
-def config(port, admin_port, endpoints, *, max_requests=1024):
+def config(port, admin_port, endpoints, *, max_requests=1024, gateway_failures=1000):
     eps = "".join(f"      - {{address: \"{e}\"}}\n" for e in endpoints)
     return f"""\
 listeners:
@@ -61,7 +61,8 @@ backend_services:
     endpoints:
 {eps}    health_checks: [hc]
     circuit_breakers: {{max_requests: {max_requests}}}
-    outlier_detection: {{consecutive_gateway_failure: 1000, consecutive_errors: 1000}}
+    outlier_detection: {{consecutive_gateway_failure: {gateway_failures}, consecutive_errors: 1000,
+                        base_ejection_time: 30s}}
 health_checks:
   - {{name: hc, type: HTTP, request_path: /healthz, check_interval: 200ms, timeout: 500ms,
       healthy_threshold: 2, unhealthy_threshold: 2}}
@@ -202,6 +203,27 @@ def test_status_json_reload_history(testbed, proxy):
     assert "errors" in refused["reason"]
     assert refused["time"] >= loaded["time"]
     assert {e["address"] for e in endpoints(d).values()} == {tb1.addr, tb2.addr}
+
+
+def test_status_json_ejected_endpoint(testbed, proxy):
+    """An endpoint outlier detection ejected is 'ejected', with the time left,
+    while its health checks still say healthy."""
+    tb1, tb2 = testbed("tb1"), testbed("tb2")
+    port, admin_port = free_port(), free_port()
+    proxy(config(port, admin_port, [tb1.addr, tb2.addr], gateway_failures=1),
+          expect_ports=[port, admin_port])
+    assert wait_for(lambda: {e["state"] for e in endpoints(status_json(admin_port)).values()}
+                    == {"healthy"}, timeout=10, interval=0.1)
+    # One 503 ejects the endpoint that answered it (max_ejection_percent 50: one of two).
+    get(port, "/x", headers=[("x-testbed-status", "503")])
+    eps = endpoints(status_json(admin_port))
+    ejected = [e for e in eps.values() if e["state"] == "ejected"]
+    assert len(ejected) == 1, eps
+    [e] = ejected
+    assert e["ejected"] is True and 20000 < e["ejected_for_ms"] <= 30000
+    assert e["health"] == "healthy"
+    svc = status_json(admin_port)["backend_services"][0]
+    assert (svc["endpoints_total"], svc["endpoints_serving"]) == (2, 1)
 
 
 def test_status_json_draining_endpoint(testbed, proxy):
