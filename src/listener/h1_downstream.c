@@ -37,6 +37,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/strlit.h"
+#include "core/time_cache.h"
 #include "core/timer.h"
 #include "core/worker.h"
 #include "http/h1.h"
@@ -231,15 +232,21 @@ static void conn_close_after_flush(struct h1_down *c)
     output_progress(c, sy_bev_flush(c->bev, c->tls));
 }
 
-/* A minimal local answer for errors found before an exchange exists. */
+/*
+ * A minimal local answer for errors found before an exchange is routed
+ * (a head that does not parse, too many fields, a timeout): Date and
+ * Server as on every answer of the proxy's own.
+ */
 static void reply_and_close(struct h1_down *c, int status)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const char *reason = http_reason(status);
+    struct sy_time_cache *tc = exchange_worker_time(c->lw->w);
     evbuffer_add_printf(out,
                         "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
-                        "connection: close\r\n\r\n%s\n",
-                        status, reason, strlen(reason) + 1, reason);
+                        "date: %s\r\nserver: switchyard\r\nconnection: close\r\n\r\n%s\n",
+                        status, reason, strlen(reason) + 1, tc ? sy_time_http_date(tc) : "",
+                        reason);
     bufferevent_disable(c->bev, EV_READ);
     conn_close_after_flush(c);
 }

@@ -25,7 +25,7 @@ import subprocess
 import pytest
 
 from conftest import HOST, binary, child_env, free_port, wait_for
-from h1util import get
+from h1util import exchange, get
 from test_retries import config
 
 TP = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -267,3 +267,18 @@ def test_local_reply_identity_over_h2(proxy, testbed):
     st = h2_get(port, "/grpc/x", headers=[("content-type", "application/grpc")])
     assert st.status == 200 and st.header("grpc-status") == "8", st
     check_identity(st, last_entry(px, 2))
+
+
+def test_codec_replies_carry_date_and_server(proxy, testbed):
+    """The HTTP/1.1 codec's own answers, made before an exchange is routed (a
+    head that does not parse, too many header fields), carry Date and Server
+    too."""
+    px, port, tb = start(proxy, testbed)
+    bad = [b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: 1\r\n\r\n",
+           b"GET /x HTTP/1.1\r\nHost: a\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(150))
+           + b"\r\n"]
+    for raw in bad:
+        r = exchange(port, raw)
+        assert r.status in (400, 431), r
+        assert r.header("server") == "switchyard", r
+        assert email.utils.parsedate_to_datetime(r.header("date")).tzinfo is not None, r
