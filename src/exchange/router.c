@@ -617,6 +617,17 @@ static void reply_prep_failure(struct exchange *ex, int rc)
 
 /* ---- routing ------------------------------------------------------------------- */
 
+/* A local answer without a body (a redirect, a CORS preflight): its head ends the exchange. */
+static void send_local_head(struct exchange *ex, struct http_response_head *h)
+{
+    ex->status = h->status;
+    ex->flags |= EXF_LR;
+    ex->resp_head_sent = true;
+    ex->down->send_head(ex, h, true);
+    ex->resp_done = true;
+    exchange_finish(ex);
+}
+
 static void send_redirect(struct exchange *ex, const struct url_map_request *m,
                           const struct url_map_result *res)
 {
@@ -633,12 +644,7 @@ static void send_redirect(struct exchange *ex, const struct url_map_request *m,
     reply_identity(ex, &h);
     http_headers_add(&h.headers, &ex->arena, SY_STRLIT("location"), loc, (size_t)n);
     response_apply_route(ex, &h, res);
-    ex->status = h.status;
-    ex->flags |= EXF_LR;
-    ex->resp_head_sent = true;
-    ex->down->send_head(ex, &h, true);
-    ex->resp_done = true;
-    exchange_finish(ex);
+    send_local_head(ex, &h);
 }
 
 /* An allowed CORS preflight is answered here: 200, the Access-Control-* headers, no body. */
@@ -652,12 +658,7 @@ static void send_preflight(struct exchange *ex, const struct url_map_result *res
         exchange_local_reply(ex, 500, "out of memory", EXF_LR);
         return;
     }
-    ex->status = h.status;
-    ex->flags |= EXF_LR;
-    ex->resp_head_sent = true;
-    ex->down->send_head(ex, &h, true);
-    ex->resp_done = true;
-    exchange_finish(ex);
+    send_local_head(ex, &h);
 }
 
 /* Percentages with decimals: true with probability pct/100. */
