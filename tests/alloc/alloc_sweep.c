@@ -497,6 +497,11 @@ static void request_setup(void)
 
 static void request_teardown(void) {}
 
+static bool same_result(const struct harness_result *a, const struct harness_result *b)
+{
+    return a->out_bytes == b->out_bytes && a->backend_reqs == b->backend_reqs;
+}
+
 static bool request_run(unsigned long n)
 {
     struct harness_result res;
@@ -516,10 +521,20 @@ static bool request_run(unsigned long n)
     }
     if (res.client_forced && verbose)
         fprintf(stderr, "%s: N=%lu: the client connection stayed open after EOF\n", rq.op, n);
-    if (!inj.failed &&
-        (res.out_bytes != rq.ref.out_bytes || res.backend_reqs != rq.ref.backend_reqs))
-        report(rq.op, n, "no failure injected, yet a different response");
     harness_free(h);
+    if (!inj.failed && !same_result(&res, &rq.ref)) {
+        /* Answers carry the time (Date), whose HPACK-coded length changes
+         * when the second does: a reference made now decides. */
+        struct harness_result now;
+        struct harness *h2 = harness_new(NULL);
+        if (!h2 || harness_run(h2, rq.proto, rq.data, rq.size, &now) != 0)
+            abort();
+        harness_free(h2);
+        if (same_result(&res, &now))
+            rq.ref = now;
+        else
+            report(rq.op, n, "no failure injected, yet a different response");
+    }
     check_leaks(rq.op, n);
     return !inj.failed;
 }
