@@ -66,6 +66,14 @@ enum attempt_outcome {
     ATTEMPT_CANCELLED,       /* the client went away: counts for nothing */
 };
 
+/* How an attempt answered with HTTP `status` counts for outlier detection. */
+static inline enum attempt_outcome backend_outcome_of_status(int status)
+{
+    if (status == 502 || status == 503 || status == 504)
+        return ATTEMPT_GATEWAY_FAILURE;
+    return status >= 500 ? ATTEMPT_5XX : ATTEMPT_OK;
+}
+
 /* ---- registry (main thread) -------------------------------------------------------- */
 
 struct backend_registry *backend_registry_new(void);

@@ -146,3 +146,27 @@ void sy_uuid4(struct worker *w, char out[37])
     }
     out[j] = '\0';
 }
+
+void sy_random_hex(struct worker *w, char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t nonzero = 0;
+    do {
+        for (size_t i = 0; i < n; i += 16) {
+            uint64_t r = worker_rand(w);
+            nonzero |= r;
+            for (size_t k = 0; k < 16 && i + k < n; k++, r >>= 4)
+                out[i + k] = hex[r & 15];
+        }
+        out[n] = '\0';
+    } while (!nonzero);
+}
+
+bool worker_chance(struct worker *w, double pct)
+{
+    if (pct >= 100.0)
+        return true;
+    if (pct <= 0.0)
+        return false;
+    return (double)(worker_rand(w) % 1000000u) < pct * 10000.0;
+}

@@ -79,5 +79,9 @@ uint64_t sy_now_us(void);
 
 /* Write a random UUIDv4 (36 chars + NUL) into out. */
 void sy_uuid4(struct worker *w, char out[37]);
+/* n random lower-case hex digits, not all zero (n a multiple of 16), then a NUL. */
+void sy_random_hex(struct worker *w, char *out, size_t n);
+/* true with probability pct/100 (pct a percentage with decimals: 0.0001 steps). */
+bool worker_chance(struct worker *w, double pct);
 
 #endif

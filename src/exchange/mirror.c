@@ -104,13 +104,6 @@ static void count_refused(struct exchange *ex, const struct cfg_mirror_policy *p
         stats_inc(&rr->stats->shards[ex->w->id].compare[STATS_COMPARE_INCOMPLETE], 1);
 }
 
-static enum attempt_outcome outcome_of_status(int status)
-{
-    if (status == 502 || status == 503 || status == 504)
-        return ATTEMPT_GATEWAY_FAILURE;
-    return status >= 500 ? ATTEMPT_5XX : ATTEMPT_OK;
-}
-
 /* ---- lifetime ------------------------------------------------------------------------ */
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)
@@ -466,7 +459,7 @@ static void on_mirror_end(void *ctx, const struct http_headers *trailers)
     m->up.att = NULL; /* released by the codec */
     if (m->cmp)
         shadow_compare_end(m->cmp, SHADOW_MIRROR, trailers);
-    finish(m, STATS_MIRROR_SENT, outcome_of_status(m->status));
+    finish(m, STATS_MIRROR_SENT, backend_outcome_of_status(m->status));
 }
 
 static void on_mirror_drained(void *ctx)

@@ -179,32 +179,6 @@ bool traceparent_parse(const char *v, size_t len, char trace_id[EXCHANGE_TRACE_I
     return true;
 }
 
-/* n random lower-case hex digits (not all zero) + NUL. */
-static void random_hex(struct worker *w, char *out, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    uint64_t nonzero = 0;
-    do {
-        for (size_t i = 0; i < n; i += 16) {
-            uint64_t r = worker_rand(w);
-            nonzero |= r;
-            for (size_t k = 0; k < 16 && i + k < n; k++, r >>= 4)
-                out[i + k] = hex[r & 15];
-        }
-        out[n] = '\0';
-    } while (!nonzero); /* W3C: an all-zero id is invalid (n is a multiple of 16 here) */
-}
-
-/* Percentages with decimals: true with probability pct/100. */
-static bool chance(struct worker *w, double pct)
-{
-    if (pct >= 100.0)
-        return true;
-    if (pct <= 0.0)
-        return false;
-    return (double)(worker_rand(w) % 1000000u) < pct * 10000.0;
-}
-
 /*
  * The client's traceparent when it is exactly one valid field: its trace id
  * and flags are kept. Otherwise, with tracing.generate, a new trace (sampled
@@ -227,10 +201,10 @@ static void trace_identify(struct exchange *ex)
         ex->trace_id[0] = '\0';
         if (!ex->rt->cfg->tracing.generate)
             return;
-        random_hex(ex->w, ex->trace_id, EXCHANGE_TRACE_ID_LEN);
-        ex->trace_flags = chance(ex->w, ex->rt->cfg->tracing.sampled_percent) ? 1 : 0;
+        sy_random_hex(ex->w, ex->trace_id, EXCHANGE_TRACE_ID_LEN);
+        ex->trace_flags = worker_chance(ex->w, ex->rt->cfg->tracing.sampled_percent) ? 1 : 0;
     }
-    random_hex(ex->w, ex->span_id, EXCHANGE_SPAN_ID_LEN);
+    sy_random_hex(ex->w, ex->span_id, EXCHANGE_SPAN_ID_LEN);
 }
 
 /*

@@ -386,14 +386,6 @@ static void touch(struct exchange *ex)
     ex->last_activity_ms = sy_now_ms();
 }
 
-/* How an attempt's response counts for outlier detection. */
-static enum attempt_outcome outcome_of_status(int status)
-{
-    if (status == 502 || status == 503 || status == 504)
-        return ATTEMPT_GATEWAY_FAILURE;
-    return status >= 500 ? ATTEMPT_5XX : ATTEMPT_OK;
-}
-
 /*
  * The attempt in flight got its response head with `status`, or failed
  * without one (status 0): its upstream time goes to the endpoint's and the
@@ -661,21 +653,11 @@ static void send_preflight(struct exchange *ex, const struct url_map_result *res
     send_local_head(ex, &h);
 }
 
-/* Percentages with decimals: true with probability pct/100. */
-static bool chance(struct exchange *ex, double pct)
-{
-    if (pct >= 100.0)
-        return true;
-    if (pct <= 0.0)
-        return false;
-    return (double)(worker_rand(ex->w) % 1000000u) < pct * 10000.0;
-}
-
 /* fault_injection_policy.abort; true when the exchange was answered. */
 static bool inject_abort(struct exchange *ex, const struct cfg_route_action *a)
 {
     const struct cfg_fault_policy *f = &a->fault_injection_policy;
-    if (!a->fault_set || !f->abort_set || !chance(ex, f->abort_percentage))
+    if (!a->fault_set || !f->abort_set || !worker_chance(ex->w, f->abort_percentage))
         return false;
     ex->flags |= EXF_FI;
     if (f->grpc_status >= 0 && f->http_status == 0) {
@@ -790,7 +772,7 @@ void router_start(struct exchange *ex)
     if (!prepare_attempts(ex))
         return;
     const struct cfg_fault_policy *f = &res->action->fault_injection_policy;
-    if (res->action->fault_set && f->delay_set && chance(ex, f->delay_percentage)) {
+    if (res->action->fault_set && f->delay_set && worker_chance(ex->w, f->delay_percentage)) {
         ex->flags |= EXF_FI;
         arm_try(ex, TRY_FAULT_DELAY, f->fixed_delay_ms);
         return;
@@ -887,7 +869,7 @@ void exchange_worker_wake(struct worker *w)
 static void start_first_attempt(struct exchange *ex)
 {
     const struct cfg_mirror_policy *mp = ex->route->action->request_mirror_policy;
-    if (mp && chance(ex, mp->mirror_percent))
+    if (mp && worker_chance(ex->w, mp->mirror_percent))
         mirror_start(ex);
     start_attempt(ex);
 }
@@ -1297,7 +1279,7 @@ static void on_up_head(void *ctx, struct http_response_head *h, bool end)
     uint32_t met = retry_conditions_met(&r);
     if (met && can_retry(ex, met)) {
         /* The answer is dropped: the backend sees the attempt cancelled. */
-        cancel_attempt(ex, outcome_of_status(h->status));
+        cancel_attempt(ex, backend_outcome_of_status(h->status));
         try_retry(ex, met, retry_condition_name(met));
         return;
     }
@@ -1337,7 +1319,7 @@ static void on_up_end(void *ctx, const struct http_headers *trailers)
     ex->up.att = NULL; /* released by the codec */
     if (ex->finished)
         return;
-    end_attempt(ex, outcome_of_status(ex->status));
+    end_attempt(ex, backend_outcome_of_status(ex->status));
     if (ex->mirror)
         mirror_on_primary_end(ex->mirror, trailers);
     if (!ex->resp_done)
