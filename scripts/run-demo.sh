@@ -31,5 +31,8 @@ switchyard is listening on http://127.0.0.1:$port (access log below; Ctrl-C stop
   curl -s -H 'x-testbed-delay: 6s' http://127.0.0.1:$port/api/orders # 504 after the 5s timeout
   curl -s -H 'x-testbed-status: 503' -i http://127.0.0.1:$port/      # a backend's own error
 
+The status page: http://127.0.0.1:${SY_DEMO_ADMIN_PORT:-9901}/ (metrics: /metrics, endpoints: /backends)
+Where a request goes, and why: build/switchyard explain -c config/demo.yaml http://127.0.0.1:$port/api/orders/42
+
 TXT
 wait "${pids[@]}"
