@@ -1,9 +1,12 @@
 /* bev_flush.c — see bev_flush.h. */
 #include "core/bev_flush.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
+#include <sys/socket.h>
 
 #define TLS_COALESCE_MAX (64 * 1024)
 
@@ -38,4 +41,60 @@ void sy_bev_written(struct bufferevent *bev, bool tls)
 {
     if (!tls && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         bufferevent_disable(bev, EV_WRITE);
+}
+
+static _Thread_local char read_buf[SY_BEV_READ_MAX];
+
+static void direct_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct bufferevent *bev = arg;
+    short ev = BEV_EVENT_READING;
+    if (what == EV_TIMEOUT) {
+        ev |= BEV_EVENT_TIMEOUT;
+        goto fail;
+    }
+    struct evbuffer *in = bev->input;
+    size_t want = sizeof read_buf;
+    if (bev->wm_read.high) {
+        size_t len = evbuffer_get_length(in);
+        if (len >= bev->wm_read.high)
+            return; /* the watermark callback suspends reading */
+        if (bev->wm_read.high - len < want)
+            want = bev->wm_read.high - len;
+    }
+    ssize_t n = recv(fd, read_buf, want, 0);
+    if (n > 0) {
+        /* A bufferevent freezes the end of its input; its read path thaws it the same way. */
+        evbuffer_unfreeze(in, 0);
+        int rc = evbuffer_add(in, read_buf, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (rc != 0) {
+            ev |= BEV_EVENT_ERROR;
+            errno = ENOMEM;
+            goto fail;
+        }
+        bufferevent_trigger(bev, EV_READ, 0); /* may free bev */
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    ev |= n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR;
+fail:;
+    int err = errno;
+    bufferevent_disable(bev, EV_READ);
+    errno = err;
+    bufferevent_trigger_event(bev, ev, 0); /* may free bev */
+}
+
+void sy_bev_direct_read(struct bufferevent *bev)
+{
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd < 0)
+        return;
+    bool pending = event_pending(&bev->ev_read, EV_READ | EV_TIMEOUT, NULL) != 0;
+    event_del(&bev->ev_read);
+    event_assign(&bev->ev_read, bev->ev_base, fd, EV_READ | EV_PERSIST | EV_FINALIZE, direct_read,
+                 bev);
+    if (pending)
+        event_add(&bev->ev_read, evutil_timerisset(&bev->timeout_read) ? &bev->timeout_read : NULL);
 }

@@ -30,4 +30,16 @@ size_t sy_bev_flush(struct bufferevent *bev, bool tls);
 /* From the write callback: stop watching writability once the output is empty. */
 void sy_bev_written(struct bufferevent *bev, bool tls);
 
+/*
+ * Reads for a plain-socket bufferevent without libevent's
+ * ioctl(FIONREAD) before each read: one recv of up to SY_BEV_READ_MAX bytes
+ * (or up to the read high-water mark) into a per-thread buffer, appended to
+ * the input. Callbacks, watermarks, EOF and errors behave as libevent's own
+ * read path. Call it after bufferevent_socket_new with a socket, or after
+ * bufferevent_socket_connect (which replaces the read event); not for TLS.
+ */
+void sy_bev_direct_read(struct bufferevent *bev);
+
+#define SY_BEV_READ_MAX 16384
+
 #endif

@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -12,23 +13,39 @@
 #include "core/strlit.h"
 #include "http/headers.h"
 
+/* The end of a head in p[0..len): "\r\n\r\n" or a bare "\n\n", whichever ends first. */
+static ssize_t head_end_in(const char *p, size_t len)
+{
+    const char *lf = p;
+    const char *end = p + len;
+    while ((lf = memchr(lf, '\n', (size_t)(end - lf))) != NULL) {
+        size_t i = (size_t)(lf - p);
+        if (i + 1 < len && p[i + 1] == '\n')
+            return (ssize_t)i + 2;
+        if (i >= 1 && i + 2 < len && p[i - 1] == '\r' && p[i + 1] == '\r' && p[i + 2] == '\n')
+            return (ssize_t)i + 3;
+        lf++;
+    }
+    return -1;
+}
+
 ssize_t h1_head_length(struct evbuffer *buf, size_t max)
 {
-    struct evbuffer_ptr p = evbuffer_search(buf, "\r\n\r\n", 4, NULL);
-    /* A head ended by bare LFs is found too, so that h1_head_check rejects
-     * it at once instead of waiting for a CRLFCRLF that never comes. */
-    struct evbuffer_ptr q = evbuffer_search(buf, "\n\n", 2, NULL);
-    if (q.pos >= 0 && (p.pos < 0 || q.pos + 2 < p.pos + 4)) {
-        if ((size_t)q.pos + 2 > max)
-            return SY_ELIMIT;
-        return (ssize_t)q.pos + 2;
+    /* Usually the whole head is in the first chain: scan it in place. */
+    struct evbuffer_iovec v;
+    size_t total = evbuffer_get_length(buf);
+    if (evbuffer_peek(buf, -1, NULL, &v, 1) >= 1) {
+        ssize_t n = head_end_in(v.iov_base, v.iov_len);
+        if (n < 0 && v.iov_len < total && v.iov_len < max) {
+            /* Spread over chains: gather what could be a head. */
+            size_t want = total < max ? total : max;
+            const char *p = (const char *)evbuffer_pullup(buf, (ev_ssize_t)want);
+            n = p ? head_end_in(p, want) : -1;
+        }
+        if (n >= 0)
+            return (size_t)n > max ? SY_ELIMIT : n;
     }
-    if (p.pos >= 0) {
-        if ((size_t)p.pos + 4 > max)
-            return SY_ELIMIT;
-        return (ssize_t)p.pos + 4;
-    }
-    if (evbuffer_get_length(buf) >= max)
+    if (total >= max)
         return SY_ELIMIT;
     return 0;
 }
@@ -322,81 +339,153 @@ ssize_t h1_chunked_check(struct h1_chunked *ck, const char *p, size_t len)
     return (ssize_t)i;
 }
 
-static void add_content_length(struct evbuffer *out, int64_t len)
+/*
+ * A head is written with one reservation in the output buffer: each
+ * evbuffer_add runs the buffer's callbacks (a bufferevent's output has one),
+ * and a head of a dozen fields was four adds per field.
+ */
+struct head_out {
+    struct evbuffer *out;
+    struct evbuffer_iovec v;
+    char *p;    /* next byte */
+    char *heap; /* when the reservation failed */
+};
+
+static void head_begin(struct head_out *w, struct evbuffer *out, size_t max)
+{
+    w->out = out;
+    w->heap = NULL;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)max, &w->v, 1) == 1 && w->v.iov_len >= max) {
+        w->p = w->v.iov_base;
+        return;
+    }
+    w->heap = malloc(max);
+    w->v.iov_base = w->heap;
+    w->p = w->heap; /* NULL: out of memory, the head is lost as an evbuffer_add would lose it */
+}
+
+static void head_end(struct head_out *w)
+{
+    if (!w->p)
+        return;
+    size_t n = (size_t)(w->p - (char *)w->v.iov_base);
+    if (w->heap) {
+        if (n)
+            evbuffer_add(w->out, w->heap, n);
+        free(w->heap);
+        return;
+    }
+    w->v.iov_len = n;
+    evbuffer_commit_space(w->out, &w->v, 1);
+}
+
+static inline void put(struct head_out *w, const void *s, size_t n)
+{
+    if (!w->p)
+        return;
+    memcpy(w->p, s, n);
+    w->p += n;
+}
+
+#define PUT_LIT(w, s) put((w), s, sizeof s - 1)
+
+/* Bytes at most for "content-length: N\r\n" or "transfer-encoding: chunked\r\n". */
+#define FRAMING_MAX 40
+
+static size_t fields_size(const struct http_headers *hs)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < hs->n; i++)
+        n += (size_t)hs->v[i].name_len + hs->v[i].value_len + 4;
+    return n;
+}
+
+static void put_fields(struct head_out *w, const struct http_headers *hs)
+{
+    for (uint32_t i = 0; i < hs->n; i++) {
+        const struct http_header *f = &hs->v[i];
+        put(w, f->name, f->name_len);
+        PUT_LIT(w, ": ");
+        put(w, f->value, f->value_len);
+        PUT_LIT(w, "\r\n");
+    }
+}
+
+static void put_content_length(struct head_out *w, int64_t len)
 {
     char line[48] = "content-length: ";
     size_t n = 16 + sy_u64_to_dec(line + 16, (uint64_t)len);
     line[n++] = '\r';
     line[n++] = '\n';
-    evbuffer_add(out, line, n);
-}
-
-static void write_fields(struct evbuffer *out, const struct http_headers *hs)
-{
-    for (uint32_t i = 0; i < hs->n; i++) {
-        const struct http_header *f = &hs->v[i];
-        struct evbuffer_iovec iov[4] = {{(void *)f->name, f->name_len},
-                                        {(void *)": ", 2},
-                                        {(void *)f->value, f->value_len},
-                                        {(void *)"\r\n", 2}};
-        for (int k = 0; k < 4; k++)
-            evbuffer_add(out, iov[k].iov_base, iov[k].iov_len);
-    }
+    put(w, line, n);
 }
 
 void h1_write_request_head(struct evbuffer *out, const struct http_request_head *h)
 {
-    evbuffer_add(out, h->method, h->method_len);
-    evbuffer_add(out, " ", 1);
-    evbuffer_add(out, h->path, h->path_len);
-    evbuffer_add(out, " HTTP/1.1\r\n", 11);
+    size_t upgrade_len = h->upgrade ? strlen(h->upgrade) : 0;
+    size_t max = h->method_len + 1 + h->path_len + 11 + (h->authority ? 8 + h->authority_len : 0) +
+                 fields_size(&h->headers) + (h->upgrade ? 32 + upgrade_len : 0) + FRAMING_MAX + 2;
+    struct head_out w;
+    head_begin(&w, out, max);
+    put(&w, h->method, h->method_len);
+    PUT_LIT(&w, " ");
+    put(&w, h->path, h->path_len);
+    PUT_LIT(&w, " HTTP/1.1\r\n");
     if (h->authority) {
-        evbuffer_add(out, "host: ", 6);
-        evbuffer_add(out, h->authority, h->authority_len);
-        evbuffer_add(out, "\r\n", 2);
+        PUT_LIT(&w, "host: ");
+        put(&w, h->authority, h->authority_len);
+        PUT_LIT(&w, "\r\n");
     }
-    write_fields(out, &h->headers);
+    put_fields(&w, &h->headers);
     if (h->upgrade) {
-        evbuffer_add_printf(out, "connection: upgrade\r\nupgrade: %s\r\n", h->upgrade);
-        evbuffer_add(out, "\r\n", 2); /* an upgrade request carries no body of its own */
+        PUT_LIT(&w, "connection: upgrade\r\nupgrade: ");
+        put(&w, h->upgrade, upgrade_len);
+        PUT_LIT(&w, "\r\n\r\n"); /* an upgrade request carries no body of its own */
+        head_end(&w);
         return;
     }
     if (h->content_length >= 0 && (h->has_body || h->content_length > 0))
-        add_content_length(out, h->content_length);
+        put_content_length(&w, h->content_length);
     else if (h->has_body)
-        evbuffer_add(out, "transfer-encoding: chunked\r\n", 28);
-    evbuffer_add(out, "\r\n", 2);
+        PUT_LIT(&w, "transfer-encoding: chunked\r\n");
+    PUT_LIT(&w, "\r\n");
+    head_end(&w);
 }
 
 void h1_write_response_head(struct evbuffer *out, enum http_version v, int status,
                             const struct http_headers *hs, enum h1_framing framing,
                             int64_t content_length, bool close)
 {
-    char line[64] = "HTTP/1.1 ";
+    const char *reason = http_reason(status);
+    size_t reason_len = strlen(reason);
+    size_t max = 16 + reason_len + 2 + fields_size(hs) + FRAMING_MAX + 24 + 2;
+    struct head_out w;
+    head_begin(&w, out, max);
+    char line[16] = "HTTP/1.1 ";
     if (v == HTTP_10)
         line[7] = '0';
     size_t n =
         9 + sy_u64_to_dec(line + 9, (uint64_t)(status >= 100 && status < 1000 ? status : 500));
     line[n++] = ' ';
-    evbuffer_add(out, line, n);
-    const char *reason = http_reason(status);
-    evbuffer_add(out, reason, strlen(reason));
-    evbuffer_add(out, "\r\n", 2);
-    write_fields(out, hs);
+    put(&w, line, n);
+    put(&w, reason, reason_len);
+    PUT_LIT(&w, "\r\n");
+    put_fields(&w, hs);
     switch (framing) {
     case H1_FRAMING_NONE:
         if (content_length >= 0 && status != 204 && !(status >= 100 && status < 200))
-            add_content_length(out, content_length);
+            put_content_length(&w, content_length);
         break;
-    case H1_FRAMING_LENGTH: add_content_length(out, content_length); break;
-    case H1_FRAMING_CHUNKED: evbuffer_add(out, "transfer-encoding: chunked\r\n", 28); break;
+    case H1_FRAMING_LENGTH: put_content_length(&w, content_length); break;
+    case H1_FRAMING_CHUNKED: PUT_LIT(&w, "transfer-encoding: chunked\r\n"); break;
     case H1_FRAMING_CLOSE: break;
     }
     if (close)
-        evbuffer_add(out, "connection: close\r\n", 19);
+        PUT_LIT(&w, "connection: close\r\n");
     else if (v == HTTP_10)
-        evbuffer_add(out, "connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        PUT_LIT(&w, "connection: keep-alive\r\n");
+    PUT_LIT(&w, "\r\n");
+    head_end(&w);
 }
 
 void h1_write_chunk(struct evbuffer *out, struct evbuffer *data)
@@ -420,8 +509,11 @@ void h1_write_chunk(struct evbuffer *out, struct evbuffer *data)
 
 void h1_write_last_chunk(struct evbuffer *out, const struct http_headers *trailers)
 {
-    evbuffer_add(out, "0\r\n", 3);
+    struct head_out w;
+    head_begin(&w, out, 5 + (trailers ? fields_size(trailers) : 0));
+    PUT_LIT(&w, "0\r\n");
     if (trailers)
-        write_fields(out, trailers);
-    evbuffer_add(out, "\r\n", 2);
+        put_fields(&w, trailers);
+    PUT_LIT(&w, "\r\n");
+    head_end(&w);
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "runtime.h"
+#include "core/bev_flush.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "core/stats.h"
@@ -545,6 +546,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         close(fd);
         return;
     }
+    sy_bev_direct_read(bev);
     limits_conn_accepted(lw, ci.listener_idx);
     if (listener_slot_cfg(lw, ci.listener_idx)->protocol == CFG_LISTENER_H2C)
         h2_downstream_start(lw, bev, &ci, NULL, 0, NULL); /* prior knowledge only */

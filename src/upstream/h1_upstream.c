@@ -276,6 +276,8 @@ static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p, const struct 
     bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss, (int)p->len) != 0)
         goto fail;
+    if (!c->tls)
+        sy_bev_direct_read(c->bev);
     int one = 1;
     setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     sy_timer_arm_ms(&c->timer_ev, svc->connect_timeout_ms ? svc->connect_timeout_ms : 5000);

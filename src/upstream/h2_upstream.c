@@ -70,6 +70,7 @@
 
 #include "upstream/h2_upstream-int.h"
 #include "upstream/tls_client.h"
+#include "core/bev_flush.h"
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/timer.h"
@@ -402,6 +403,8 @@ struct h2_conn *h2_conn_new(struct h2_pools *ps, struct pool *p, const struct up
     bufferevent_setwatermark(c->bev, EV_WRITE, H2U_OUT_LOW, 0);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss, (int)p->len) != 0)
         goto fail;
+    if (!c->tls)
+        sy_bev_direct_read(c->bev);
     uint64_t ms = svc->connect_timeout_ms ? svc->connect_timeout_ms : H2U_CONNECT_TIMEOUT_MS;
     sy_timer_arm_ms(&c->timer_ev, ms);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);

@@ -56,6 +56,23 @@ static void test_head_length(void)
     for (int i = 0; i < 100; i++)
         evbuffer_add_printf(b, "X-Long-%d: aaaaaaaaaaaaaaaaaaaa\r\n", i);
     CHECK(h1_head_length(b, 1024) == SY_ELIMIT);
+    evbuffer_drain(b, evbuffer_get_length(b));
+    /* A head split over chains, its end across the boundary. */
+    static const char *const parts[] = {"GET / HTTP/1.1\r\nHost: a\r\n\r", "\nbody"};
+    for (int i = 0; i < 2; i++)
+        evbuffer_add_reference(b, parts[i], strlen(parts[i]), NULL, NULL);
+    CHECK(h1_head_length(b, 1024) == 27);
+    CHECK(h1_head_length(b, 26) == SY_ELIMIT);
+    evbuffer_drain(b, evbuffer_get_length(b));
+    /* Bare LFs end a head too (h1_head_check refuses it), whichever ends first. */
+    evbuffer_add_printf(b, "GET / HTTP/1.1\nHost: a\n\nx\r\n\r\n");
+    CHECK(h1_head_length(b, 1024) == 24);
+    evbuffer_drain(b, evbuffer_get_length(b));
+    evbuffer_add_printf(b, "GET / HTTP/1.1\r\n\r\n\n\n");
+    CHECK(h1_head_length(b, 1024) == 18);
+    evbuffer_drain(b, evbuffer_get_length(b));
+    evbuffer_add_printf(b, "GET / HTTP/1.1\nA: b\n\r\n");
+    CHECK(h1_head_length(b, 1024) == 0);
     evbuffer_free(b);
 }
 
