@@ -177,12 +177,27 @@ static inline void h2_body_resume(nghttp2_session *ng, int32_t id, struct h2_bod
 
 /* ---- heads ---------------------------------------------------------------------------------- */
 
+/*
+ * Fields whose value is new on every request (request and trace ids) are
+ * sent unindexed: on a connection that carries many requests each one
+ * would be copied into the HPACK dynamic table and evict a field that does
+ * repeat, for nothing.
+ */
+static inline uint8_t h2_nv_index_flag(const char *name, size_t name_len)
+{
+    if (name_len == 12 && memcmp(name, "x-request-id", 12) == 0)
+        return NGHTTP2_NV_FLAG_NO_INDEX;
+    if (name_len == 11 && memcmp(name, "traceparent", 11) == 0)
+        return NGHTTP2_NV_FLAG_NO_INDEX;
+    return NGHTTP2_NV_FLAG_NONE;
+}
+
 /* A name/value pair; nghttp2 copies both when the frame is submitted. */
 static inline nghttp2_nv h2_nv(const char *name, size_t name_len, const char *value,
                                size_t value_len)
 {
     return (nghttp2_nv){(uint8_t *)(uintptr_t)name, (uint8_t *)(uintptr_t)value, name_len,
-                        value_len, NGHTTP2_NV_FLAG_NONE};
+                        value_len, h2_nv_index_flag(name, name_len)};
 }
 
 /* Same for a literal name, given with SY_STRLIT: nghttp2 does not copy it. */
