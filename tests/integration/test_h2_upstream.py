@@ -105,6 +105,7 @@ class H2Backend:
         self.resets = []
         self.pings = 0
         self.trailers = []
+        self.heads = []  # each request's header tuples, as hpack decoded them
         self.stop_ev = threading.Event()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -169,6 +170,8 @@ class H2Backend:
                     return
                 for ev in conn.receive_data(data):
                     if isinstance(ev, h2.events.RequestReceived):
+                        with self.lock:
+                            self.heads.append(list(ev.headers))
                         active.add(ev.stream_id)
                         bodies[ev.stream_id] = 0
                         if (b"te", b"trailers") in ev.headers or ("te", "trailers") in ev.headers:
@@ -821,6 +824,29 @@ def test_h2c_timeout_testbed_connection_reused(proxy, testbed):
 # ---------------------------------------------------------------------------
 # SETTINGS_MAX_CONCURRENT_STREAMS, GOAWAY, keepalive
 # ---------------------------------------------------------------------------
+
+def test_h2c_unique_ids_are_never_indexed(proxy, h2backend):
+    """x-request-id and traceparent change on every request: they go to an
+    HTTP/2 backend as never-indexed literals (RFC 7541 6.2.3), so they do not
+    churn the connection's HPACK dynamic table; repeating fields stay indexable."""
+    from hpack import NeverIndexedHeaderTuple
+    b = h2backend()
+    px, port = start(proxy, b.addr)
+    for i in range(3):
+        r = get(port, f"/ids/{i}", headers=[("x-same", "v")])
+        assert r.status == 200, r
+    assert len(b.heads) == 3, b.heads
+    for head in b.heads:
+        kinds = {bytes(k) if isinstance(k, bytes) else k.encode(): isinstance(f, NeverIndexedHeaderTuple)
+                 for f in head for k in [f[0]]}
+        assert kinds[b"x-request-id"] is True, head
+        assert kinds[b"traceparent"] is True, head
+        assert kinds[b"x-forwarded-proto"] is False, head
+        assert kinds[b"x-same"] is False, head
+    ids = {dict((bytes(k) if isinstance(k, bytes) else k.encode(), v) for k, v in h)[b"x-request-id"]
+           for h in b.heads}
+    assert len(ids) == 3, ids
+
 
 def test_h2c_respects_max_concurrent_streams(proxy, h2backend):
     b = h2backend(max_streams=2, delay=0.4)
