@@ -14,7 +14,10 @@
       descendants, in clock ticks) to FILE, exit with its status
   report.py record RESULTS key=value...
       parse one load-generator run (tool=wrk|h2load, out=FILE, log=FILE) and
-      append one JSON line to RESULTS; prints a one-line summary.
+      append one JSON line to RESULTS; prints a one-line summary. With
+      strace=FILE strace_out=FILE: the `strace -f -c` summary of a second run
+      and that run's load-generator output -> syscalls per 2xx answer, top 3.
+      With idle=FILE (bench/idle_conns.py's JSON): an idle-memory record.
   report.py table RESULTS [--markdown]
       print the result table with switchyard/peer ratios.
 """
@@ -27,8 +30,13 @@ SCENARIOS = [
     ("h1", "(a) HTTP/1.1 keep-alive -> HTTP/1.1 backend (wrk -t1 -c50)"),
     ("h2c", "(b) h2c -> h2c backend (h2load -c10 -m32)"),
     ("tls", "(c) TLS h2 (ALPN) -> HTTP/1.1 backend (h2load -c10 -m32)"),
+    ("h2c-h1", "(d) h2c -> HTTP/1.1 backend (h2load -c10 -m32)"),
 ]
-PROXIES = ["switchyard", "haproxy", "nghttpx", "nginx", "direct"]
+IDLE_SCENARIOS = [
+    ("idle-h1", "HTTP/1.1: each connection completed one keep-alive request"),
+    ("idle-h2", "h2c prior knowledge: preface, SETTINGS exchange and one request each"),
+]
+PROXIES = ["switchyard", "switchyard-w2", "haproxy", "nghttpx", "nginx", "direct"]
 
 
 # ---- /proc --------------------------------------------------------------------
@@ -171,9 +179,62 @@ def parse_h2load(out, log):
     return r
 
 
+def parse_strace(path):
+    """`strace -c -S calls` summary -> (total calls, [(syscall, calls), ...] by calls)"""
+    calls, total = [], None
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                p = line.split()
+                if len(p) < 5 or not p[0][0].isdigit():
+                    continue
+                try:
+                    n = int(p[3])
+                except ValueError:
+                    continue
+                if p[-1] == "total":
+                    total = n
+                else:
+                    calls.append((p[-1], n))
+    except OSError:
+        return None, []
+    calls.sort(key=lambda x: -x[1])
+    return total, calls
+
+
+def _add_strace(rec, kv):
+    total, calls = parse_strace(kv["strace"])
+    try:
+        with open(kv.get("strace_out", ""), errors="replace") as f:
+            out = f.read()
+    except OSError:
+        out = ""
+    r = parse_wrk(out) if kv["tool"] == "wrk" else parse_h2load(out, "")
+    ok = r.get("ok_requests") or 0
+    if total is None or ok == 0:
+        rec["syscalls_note"] = "strace run: " + ("no summary" if total is None else "no 2xx answers")
+        return
+    rec["strace_ok"] = ok
+    rec["strace_calls"] = total
+    rec["syscalls_per_req"] = total / ok
+    rec["syscalls_top"] = [[name, n / ok] for name, n in calls[:3]]
+
+
 def record(path, kv):
     rec = {"proxy": kv["proxy"], "scenario": kv["scenario"], "round": int(kv.get("round") or 1),
            "status": kv.get("status", "ok"), "reason": kv.get("reason", "")}
+    if rec["status"] == "ok" and kv.get("idle"):
+        try:
+            with open(kv["idle"]) as f:
+                rec.update(json.load(f))
+        except (OSError, ValueError) as e:
+            rec["status"], rec["reason"] = "na", f"no idle_conns.py result ({e})"
+        if rec["status"] == "ok" and rec.get("open_after", 0) < rec.get("n", 0):
+            rec["reason"] = f"only {rec['open_after']} of {rec['n']} connections still open"
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print("    " + _summary(rec), flush=True)
+        return
     if rec["status"] == "ok":
         try:
             with open(kv["out"], errors="replace") as f:
@@ -216,6 +277,8 @@ def record(path, kv):
                 elif rec.get("errors"):
                     total = rec.get("requests") or ok
                     rec["reason"] = f"{rec['errors']} errors / non-2xx of {total} requests"
+                if rec["status"] == "ok" and kv.get("strace"):
+                    _add_strace(rec, kv)
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
     print("    " + _summary(rec), flush=True)
@@ -231,11 +294,17 @@ def _fmt_lat(us):
 def _summary(r):
     if r["status"] != "ok":
         return f"{r['proxy']:<10} {r['scenario']:<4} n/a: {r['reason']}"
+    if r["scenario"].startswith("idle-"):
+        s = (f"{r['proxy']:<10} {r['scenario']:<4} {r['n']} idle connections: RSS "
+             f"{r['rss_before_kb']} -> {r['rss_after_kb']} KiB, {r['kib_per_conn']:.2f} KiB/conn")
+        return s + (f"  ({r['reason']})" if r.get("reason") else "")
     s = (f"{r['proxy']:<10} {r['scenario']:<4} {r['rps']:>9.0f} req/s  p50 {_fmt_lat(r.get('p50_us'))}"
          f"  p99 {_fmt_lat(r.get('p99_us'))}")
     if r["proxy"] != "direct":
         s += (f"  {r['cpu_us_per_req']:.2f} cpu-us/req  cpu {100 * r.get('cpu_util', 0):.0f}%"
               f"  rss {r['rss_kb'] / 1024:.1f}MiB")
+    if "syscalls_per_req" in r:
+        s += f"  {r['syscalls_per_req']:.2f} syscalls/req"
     if "backend_conns" in r:
         s += f"  be-conns {r['backend_conns']}"
     if "background_cpu" in r:
@@ -270,8 +339,8 @@ def table(path, markdown=False):
             old = recs.get(key)
             if old is None or _better(r, old):
                 recs[key] = r
-    head = ["scenario", "proxy", "req/s", "p50", "p99", "cpu us/req", "proxy cpu", "peak RSS",
-            "new be conns", "bg cpu", "sy/peer rps", "sy/peer cpu/req", "sy/peer p99"]
+    head = ["scenario", "proxy", "req/s", "p50", "p99", "cpu us/req", "syscalls/req", "proxy cpu",
+            "peak RSS", "new be conns", "bg cpu", "sy/peer rps", "sy/peer cpu/req", "sy/peer p99"]
     rows, notes = [], []
     for sc, _title in SCENARIOS:
         sy = recs.get(("switchyard", sc))
@@ -283,7 +352,7 @@ def table(path, markdown=False):
             name = "(backend direct)" if px == "direct" else px
             if r["status"] != "ok":
                 notes.append(f"{sc}/{px}: n/a: {r['reason']}")
-                rows.append([sc, name, "n/a", "", "", "", "", "", "", "", "", "", ""])
+                rows.append([sc, name, "n/a"] + [""] * (len(head) - 3))
                 continue
             flag = ""
             if r.get("reason"):
@@ -293,17 +362,21 @@ def table(path, markdown=False):
             row = [sc, name, f"{r['rps']:.0f}{flag}", _fmt_lat(r.get("p50_us")),
                    _fmt_lat(r.get("p99_us")),
                    "" if direct else f"{r['cpu_us_per_req']:.2f}",
+                   f"{r['syscalls_per_req']:.2f}" if "syscalls_per_req" in r else "-",
                    "" if direct else f"{100 * r.get('cpu_util', 0):.0f}%",
                    "" if direct else f"{r['rss_kb'] / 1024:.1f} MiB",
                    str(r["backend_conns"]) if "backend_conns" in r else "-",
                    f"{100 * r['background_cpu']:.0f}%" if "background_cpu" in r else "-"]
-            if px in ("switchyard", "direct") or not sy_ok:
+            if px in ("switchyard", "switchyard-w2", "direct") or not sy_ok:
                 row += ["", "", ""]
             else:
                 row += [_ratio(sy_ok["rps"], r["rps"]),
                         _ratio(sy_ok["cpu_us_per_req"], r["cpu_us_per_req"]),
                         _ratio(sy_ok.get("p99_us"), r.get("p99_us"))]
             rows.append(row)
+    if not rows:  # only the idle scenarios were run
+        idle_table(recs, markdown)
+        return
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         out += ["| " + " | ".join(c if c else " " for c in row) + " |" for row in rows]
@@ -329,12 +402,84 @@ def table(path, markdown=False):
     print("  proxy cpu = proxy CPU time / wall time of the run (100% = one core saturated)")
     print("  new be conns = connections the HTTP/1.1 backend accepted during the run (- for h2c)")
     print("  bg cpu = CPU used by other processes on the machine during the run (% of one core): noise")
+    print("  syscalls/req = system calls of every process/thread of the proxy (strace -f -c) in a second,"
+          " short run / its 2xx answers (strace slows the proxy; the calls per request are what counts)")
+    tops = []
+    for sc, _title in SCENARIOS:
+        for px in PROXIES:
+            r = recs.get((px, sc))
+            if r and r.get("syscalls_top"):
+                tops.append(f"    {sc:<6} {px:<13} " + ", ".join(f"{n} {c:.2f}" for n, c in r["syscalls_top"]))
+            elif r and r.get("syscalls_note"):
+                tops.append(f"    {sc:<6} {px:<13} {r['syscalls_note']}")
+    if tops:
+        print("  top 3 system calls per request:")
+        print("\n".join(tops))
+    w2 = []
+    for sc, _title in SCENARIOS:
+        a, b = recs.get(("switchyard-w2", sc)), recs.get(("switchyard", sc))
+        if a and b and a["status"] == "ok" and b["status"] == "ok":
+            w2.append(f"{sc} cpu/req {_ratio(a['cpu_us_per_req'], b['cpu_us_per_req'])}, "
+                      f"req/s {_ratio(a['rps'], b['rps'])}")
+    if w2:
+        print("  switchyard-w2 = --workers 2 on CPUs 0,1 (shared with client and backends);"
+              " w2/w1: " + "; ".join(w2))
     ciphers = {r["proxy"]: r["tls"] for r in recs.values() if r.get("tls")}
     if ciphers:
         if len(set(ciphers.values())) == 1:
             print(f"  tls: {next(iter(ciphers.values()))} for every proxy")
         else:
             print("  tls: " + ", ".join(f"{k} {v}" for k, v in ciphers.items()))
+    for n in notes:
+        print(f"  {n}")
+    idle_table(recs, markdown)
+
+
+def idle_table(recs, markdown=False):
+    """memory per idle client connection (bench/idle_conns.py), one row per proxy"""
+    scs = [sc for sc, _ in IDLE_SCENARIOS]
+    if not any(sc == k[1] for sc in scs for k in recs):
+        return
+    head = ["proxy"]
+    for sc in scs:
+        head += [f"{sc} KiB/conn", f"{sc} RSS before->after", f"{sc} sy/peer"]
+    rows, notes = [], []
+    for px in PROXIES:
+        if not any((px, sc) in recs for sc in scs):
+            continue
+        row = [px]
+        for sc in scs:
+            r, sy = recs.get((px, sc)), recs.get(("switchyard", sc))
+            if r is None:
+                row += ["", "", ""]
+                continue
+            if r["status"] != "ok":
+                notes.append(f"{sc}/{px}: n/a: {r['reason']}")
+                row += ["n/a", "", ""]
+                continue
+            if r.get("reason"):
+                notes.append(f"{sc}/{px}: {r['reason']}")
+            row += [f"{r['kib_per_conn']:.2f}",
+                    f"{r['rss_before_kb'] / 1024:.1f} -> {r['rss_after_kb'] / 1024:.1f} MiB",
+                    "" if px == "switchyard" or not sy or sy["status"] != "ok"
+                    else _ratio(sy["kib_per_conn"], r["kib_per_conn"])]
+        rows.append(row)
+    print()
+    n = next((r["n"] for r in recs.values() if r.get("n") and r["scenario"] in scs), 0)
+    print(f"== memory per idle client connection ({n} connections; RSS = VmRSS summed over the proxy's processes)")
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        out += ["| " + " | ".join(c if c else " " for c in row) + " |" for row in rows]
+    else:
+        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+                  for i, h in enumerate(head)]
+        out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+               for cells in [head, ["-" * w for w in widths]] + rows]
+    print("\n".join(out))
+    print()
+    for sc, title in IDLE_SCENARIOS:
+        print(f"  {sc} = {title}; the proxy forwards it to the HTTP/1.1 backend")
+    print("  KiB/conn = (RSS after - RSS before) / connections; sy/peer < 1: switchyard uses less")
     for n in notes:
         print(f"  {n}")
 

@@ -5,19 +5,28 @@
 #   (h1)  HTTP/1.1 keep-alive  wrk -t1 -c50 --latency   -> proxy -> HTTP/1.1 backend
 #   (h2c) h2c prior knowledge  h2load -c10 -m32          -> proxy -> h2c backend
 #   (tls) TLS, h2 via ALPN     h2load -c10 -m32          -> proxy -> HTTP/1.1 backend
+#   (h2c-h1) h2c prior knowledge h2load -c10 -m32        -> proxy -> HTTP/1.1 backend
+#   (idle-h1, idle-h2) 2,000 idle client connections (bench/idle_conns.py): RSS
+#         per idle connection, HTTP/1.1 and h2c, -> HTTP/1.1 backend
 #
 # Backends: nginx-light (one worker, fixed 40-byte body) for HTTP/1.1, and
 # build/switchyard-testbed (fixed 40-byte body via x-testbed-body-size) for
 # h2c: the faster of the two for each protocol (see docs/performance.md).
 # Per proxy x scenario: req/s (2xx only), p50/p99 latency, proxy CPU us per
-# request (utime+stime over the run / requests), peak RSS (VmHWM).
+# request (utime+stime over the run / requests), peak RSS (VmHWM), and, from a
+# second short run with strace -f -c attached to every process of the proxy,
+# system calls per request (total calls / 2xx answers; top 3 kept).
+# switchyard-w2 is switchyard with --workers 2 on both CPUs (h1, h2c only): its
+# CPU per request against the 1-worker switchyard's.
 # A scenario that fails is reported as n/a with the reason. Every process
 # started here is stopped by pid on exit.
 #
 # Environment: SY_BENCH_DURATION (s, default 10), SY_BENCH_WARMUP (s, default 2),
 # SY_BENCH_PROXIES, SY_BENCH_SCENARIOS, SY_BENCH_PIN=0 (no CPU pinning),
 # SY_BENCH_KEEP=1 (keep the temp dir), SY_BENCH_URLMAP_N (urlmap_bench matches),
-# SY_BENCH_ROUNDS (default 1; see below).
+# SY_BENCH_ROUNDS (default 1; see below), SY_BENCH_BUILD (build folder, default
+# build), SY_BENCH_STRACE=0 (no syscall run), SY_BENCH_STRACE_DURATION (s, 3),
+# SY_BENCH_IDLE_N (idle connections, 2000).
 set -uo pipefail # no -e: one failing scenario must not end the run
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -25,8 +34,12 @@ PY=/usr/bin/python3
 REPORT="$PY $ROOT/bench/report.py"
 DUR=${SY_BENCH_DURATION:-10}
 WARM=${SY_BENCH_WARMUP:-2}
-PROXIES=${SY_BENCH_PROXIES:-switchyard haproxy nghttpx nginx}
-SCENARIOS=${SY_BENCH_SCENARIOS:-h1 h2c tls}
+PROXIES=${SY_BENCH_PROXIES:-switchyard switchyard-w2 haproxy nghttpx nginx}
+SCENARIOS=${SY_BENCH_SCENARIOS:-h1 h2c tls h2c-h1 idle-h1 idle-h2}
+BUILD=${SY_BENCH_BUILD:-build}
+STRACE=${SY_BENCH_STRACE:-1}
+SDUR=${SY_BENCH_STRACE_DURATION:-3}
+IDLE_N=${SY_BENCH_IDLE_N:-2000}
 ROUNDS=${SY_BENCH_ROUNDS:-1} # >1: the whole matrix again; the table keeps, per
 ROUNDS_TAG=""                # proxy x scenario, the run least disturbed by other load
 [ "$ROUNDS" -gt 1 ] && ROUNDS_TAG=1
@@ -38,18 +51,23 @@ HDR="x-testbed-body-size: 40"
 for tool in wrk h2load haproxy nghttpx nginx curl openssl taskset; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found (run: SY_DEPS_BENCH=1 scripts/deps.sh)" >&2; exit 1; }
 done
-for b in build/switchyard build/switchyard-testbed; do
+for b in "$BUILD/switchyard" "$BUILD/switchyard-testbed"; do
   [ -x "$b" ] || { echo "bench: $b missing (run: make all)" >&2; exit 1; }
 done
+if [ "$STRACE" = 1 ] && ! command -v strace >/dev/null; then
+  echo "bench: strace not found: no syscalls/req column (apt-get install strace)" >&2; STRACE=0
+fi
+# idle-h1/idle-h2 hold 2,000 client connections open (the proxies inherit this)
+ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
 # ---- CPU placement --------------------------------------------------------------
 # Two cores: the proxy under test gets CPU 1 to itself; the load generator and
 # the backend share CPU 0. (With one core, nothing is pinned.)
 if [ "${SY_BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-  PROXY_CPU=1; LOAD_CPU=0; BACKEND_CPU=0
+  PROXY_CPU=1; LOAD_CPU=0; BACKEND_CPU=0; PROXY2_CPU=0,1 # switchyard-w2
   on() { local cpu=$1; shift; taskset -c "$cpu" "$@"; }
 else
-  PROXY_CPU=-; LOAD_CPU=-; BACKEND_CPU=-
+  PROXY_CPU=-; LOAD_CPU=-; BACKEND_CPU=-; PROXY2_CPU=-
   on() { shift; "$@"; }
 fi
 
@@ -132,7 +150,7 @@ last_err() { # FILE -> its last non-empty line, for n/a reasons
 # A private copy of the binaries: a rebuild of build/ during the run (make in
 # another shell) must not change what is measured.
 mkdir -p "$tmp/bin"
-cp build/switchyard build/switchyard-testbed "$tmp/bin/"
+cp "$BUILD/switchyard" "$BUILD/switchyard-testbed" "$tmp/bin/"
 SY=$tmp/bin/switchyard
 TB=$tmp/bin/switchyard-testbed
 
@@ -188,10 +206,12 @@ na() { $REPORT record "$RESULTS" proxy="$1" scenario="$2" round="$round" status=
 start_proxy() {
   local px=$1 sc=$2 port=$3 be_port scheme
   local cfg out=$tmp/$px-$sc.out
+  # the idle scenarios use the h1 (HTTP/1.1) and h2c-h1 (h2c) configs
+  case $sc in idle-h1) sc=h1 ;; idle-h2) sc=h2c-h1 ;; esac
   if [ "$sc" = h2c ]; then be_port=$BE_H2C; else be_port=$BE_H1; fi
   if [ "$sc" = tls ]; then scheme=https; else scheme=http; fi
   case $px in
-    switchyard)
+    switchyard | switchyard-w2)
       cfg=$tmp/switchyard-$sc.yaml
       local lproto=HTTP ltls="" bproto=HTTP
       if [ "$sc" = tls ]; then
@@ -201,13 +221,18 @@ start_proxy() {
       [ "$sc" = h2c ] && bproto=H2C
       render bench/switchyard.yaml.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" \
         LISTEN_PROTO="$lproto" LISTEN_TLS="$ltls" BACKEND_PROTO="$bproto"
-      on $PROXY_CPU "$SY" -c "$cfg" --workers 1 --log-level warn >"$out" 2>&1 &
+      if [ "$px" = switchyard-w2 ]; then # 2 workers, both CPUs
+        on $PROXY2_CPU "$SY" -c "$cfg" --workers 2 --log-level warn >"$out" 2>&1 &
+      else
+        on $PROXY_CPU "$SY" -c "$cfg" --workers 1 --log-level warn >"$out" 2>&1 &
+      fi
       ;;
     haproxy)
       cfg=$tmp/haproxy-$sc.cfg
       local bind="" server=""
       case $sc in
         h2c) bind="proto h2"; server="proto h2" ;;
+        h2c-h1) bind="proto h2" ;;
         tls) bind="ssl crt $tmp/haproxy.pem alpn h2,http/1.1" ;;
       esac
       render bench/haproxy.cfg.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" \
@@ -231,6 +256,7 @@ start_proxy() {
       cfg=$tmp/nginx-$sc.conf
       local lopts=""
       [ "$sc" = tls ] && lopts="ssl http2"
+      [ "$sc" = h2c-h1 ] && lopts="http2" # cleartext: h2c prior knowledge only
       mkdir -p "$tmp/nginx-proxy-tmp"
       render bench/nginx.conf.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" DIR="$tmp" \
         LISTEN_OPTS="$lopts" KEY="$tmp/key.pem" CERT="$tmp/cert.pem"
@@ -259,8 +285,8 @@ start_proxy() {
 probe() {
   local sc=$1 port=$2 code args=(-s -o "$tmp/probe.body" -w '%{http_code} %{http_version} %{size_download}' -m 5 -H "$HDR")
   case $sc in
-    h1) code=$(curl "${args[@]}" --http1.1 "http://127.0.0.1:$port/") ;;
-    h2c) code=$(curl "${args[@]}" --http2-prior-knowledge "http://127.0.0.1:$port/") ;;
+    h1 | idle-h1) code=$(curl "${args[@]}" --http1.1 "http://127.0.0.1:$port/") ;;
+    h2c | h2c-h1 | idle-h2) code=$(curl "${args[@]}" --http2-prior-knowledge "http://127.0.0.1:$port/") ;;
     tls) code=$(curl "${args[@]}" -k --http2 "https://127.0.0.1:$port/") ;;
   esac
   case $code in
@@ -277,7 +303,7 @@ load() {
   local lim=$((secs + 30))
   case $sc in
     h1) cmd=(wrk -t1 -c50 -d"${secs}s" --latency -H "$HDR" "http://127.0.0.1:$port/") ;;
-    h2c) cmd=(h2load -c10 -m32 -D "$secs" -H "$HDR" ${log:+--log-file="$log"} "http://127.0.0.1:$port/") ;;
+    h2c | h2c-h1) cmd=(h2load -c10 -m32 -D "$secs" -H "$HDR" ${log:+--log-file="$log"} "http://127.0.0.1:$port/") ;;
     tls) cmd=(h2load -c10 -m32 -D "$secs" -H "$HDR" --tls13-ciphers=TLS_AES_128_GCM_SHA256
               ${log:+--log-file="$log"} "https://127.0.0.1:$port/") ;;
   esac
@@ -292,8 +318,34 @@ load() {
   return $rc
 }
 
+# strace_run PROXY SCENARIO PORT: a second, short run of the same client with
+# `strace -f -c` attached to every process (and so every thread) of the proxy
+# for exactly that run; sets STRACE_KV (arguments for report.py record)
+strace_run() {
+  local px=$1 sc=$2 port=$3 st=$tmp/strace-$1-$2-$round p sp n=0 _i
+  local args=(-f -c -S calls -o "$st.txt")
+  STRACE_KV=()
+  for p in $(descendants "$PROXY_PID"); do args+=(-p "$p"); n=$((n + 1)); done
+  strace "${args[@]}" 2>"$st.err" &
+  sp=$!; pids+=("$sp")
+  for _i in $(seq 1 50); do # attached to each process (strace says so on stderr)
+    [ "$(grep -c 'attached' "$st.err" 2>/dev/null)" -ge "$n" ] && break
+    kill -0 "$sp" 2>/dev/null || break
+    sleep 0.1
+  done
+  load "$sc" "$port" "$SDUR" "$st.load"
+  kill -INT "$sp" 2>/dev/null
+  for _i in $(seq 1 100); do kill -0 "$sp" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$sp" 2>/dev/null && kill -KILL "$sp" 2>/dev/null
+  untrack "$sp"
+  wait "$sp" 2>/dev/null
+  STRACE_KV=(strace="$st.txt" strace_out="$st.load")
+}
+
 run_one() { # PROXY SCENARIO
   local px=$1 sc=$2 port t0 t1 cpu0=0 cpu1=0 hwm=0 tool=h2load log=""
+  if [ "$px" = switchyard-w2 ] && [ "$sc" != h1 ] && [ "$sc" != h2c ]; then return 0; fi
+  STRACE_KV=()
   local out=$tmp/load-$px-$sc-$round.txt
   [ "$sc" = h1 ] && tool=wrk
   [ "$tool" = h2load ] && log=$tmp/h2load-$px-$sc-$round.log
@@ -301,6 +353,7 @@ run_one() { # PROXY SCENARIO
   start_backends
   if [ "$px" = direct ]; then
     [ "$sc" = tls ] && return 0 # the backends are cleartext
+    [ "$sc" = h2c-h1 ] && return 0 # the HTTP/1.1 backend does not speak h2c
     if [ "$sc" = h2c ]; then port=$BE_H2C; else port=$BE_H1; fi
     PROXY_PID=""
   else
@@ -332,6 +385,7 @@ run_one() { # PROXY SCENARIO
       na "$px" "$sc" "proxy exited during the run ($EXIT_DESC): $(last_err "$tmp/$px-$sc.out")"
       return 0
     fi
+    [ "$STRACE" = 1 ] && [ "$rc" -eq 0 ] && strace_run "$px" "$sc" "$port"
     stop_pid "$PROXY_PID"
   fi
   if ! backends_alive; then
@@ -348,14 +402,45 @@ run_one() { # PROXY SCENARIO
   $REPORT record "$RESULTS" proxy="$px" scenario="$sc" round="$round" tool="$tool" out="$out" log="$log" \
     be_conns="$beconn" be_reqs="$bereq" \
     cpu0="$cpu0" cpu1="$cpu1" hwm="$hwm" hz="$HZ" bk0="$bk0" bk1="$bk1" sys0="$sys0" sys1="$sys1" \
-    lg="$(cat "$out.cpu" 2>/dev/null)" wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+    lg="$(cat "$out.cpu" 2>/dev/null)" wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" \
+    "${STRACE_KV[@]}"
   [ -n "$log" ] && rm -f "$log" # large; percentiles are in the results
+}
+
+# run_idle PROXY SCENARIO (idle-h1 | idle-h2): a fresh proxy, one probe request,
+# then IDLE_N client connections that each complete one request (h2: preface,
+# SETTINGS exchange, one stream) and stay open; RSS of the proxy's processes
+# before and after (bench/idle_conns.py)
+run_idle() {
+  local px=$1 sc=$2 port rc out=$tmp/idle-$1-$2-$round.json
+  [ "$px" = switchyard-w2 ] && return 0
+  NA_REASON=""
+  start_backends
+  read -r port < <(free_ports 1)
+  if ! start_proxy "$px" "$sc" "$port"; then na "$px" "$sc" "$NA_REASON"; return 0; fi
+  if ! probe "$sc" "$port"; then na "$px" "$sc" "$NA_REASON"; stop_pid "$PROXY_PID"; return 0; fi
+  local proto=h1
+  [ "$sc" = idle-h2 ] && proto=h2
+  timeout -k 5 180 $PY "$ROOT/bench/idle_conns.py" --port "$port" --proto "$proto" --n "$IDLE_N" \
+    --pid "$PROXY_PID" >"$out" 2>"$out.err"
+  rc=$?
+  if ! kill -0 "$PROXY_PID" 2>/dev/null; then
+    exit_desc "$PROXY_PID"
+    na "$px" "$sc" "proxy exited during the run ($EXIT_DESC): $(last_err "$tmp/$px-$sc.out")"
+    return 0
+  fi
+  stop_pid "$PROXY_PID"
+  if [ "$rc" -ne 0 ]; then na "$px" "$sc" "idle_conns.py exit $rc: $(last_err "$out.err")"; return 0; fi
+  $REPORT record "$RESULTS" proxy="$px" scenario="$sc" round="$round" idle="$out"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
   for sc in $SCENARIOS; do
     echo "== scenario $sc${ROUNDS_TAG:+ (round $round of $ROUNDS)}"
-    for px in direct $PROXIES; do run_one "$px" "$sc"; done
+    case $sc in
+      idle-h1 | idle-h2) for px in $PROXIES; do run_idle "$px" "$sc"; done ;;
+      *) for px in direct $PROXIES; do run_one "$px" "$sc"; done ;;
+    esac
   done
 done
 
