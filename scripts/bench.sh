@@ -454,11 +454,12 @@ if [ -f bench/urlmap_bench.c ]; then
   libs=$(mkvar PKG_LIBS)
   # urlmap is pure (no I/O); if it ever needs more of the tree, add config/ and core/.
   # shellcheck disable=SC2086
+  # (route_apply.c, with the url map since the split, needs the arena and the header list)
   if ${CC:-cc} $cflags -o build/urlmap_bench bench/urlmap_bench.c src/urlmap/*.c src/core/parse.c \
-       src/core/errors.c $libs \
+       src/core/errors.c src/core/arena.c src/http/headers.c $libs \
        >"$tmp/urlmap_bench.build" 2>&1 ||
      ${CC:-cc} $cflags -o build/urlmap_bench bench/urlmap_bench.c src/urlmap/*.c src/config/*.c \
-       src/core/*.c $libs >"$tmp/urlmap_bench.build" 2>&1; then
+       src/core/*.c src/http/*.c $libs >"$tmp/urlmap_bench.build" 2>&1; then
     on $PROXY_CPU timeout 120 build/urlmap_bench ${SY_BENCH_URLMAP_N:-} >"$tmp/urlmap_bench.out" 2>&1
     sed 's/^/   /' "$tmp/urlmap_bench.out"
     URLMAP_LINE=$(grep -m1 'ns/match' "$tmp/urlmap_bench.out")
