@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 /*
@@ -53,6 +54,13 @@ int sy_parse_grpc_timeout_ms(const char *s, uint64_t *out_ms);
  * >= INET6_ADDRSTRLEN); "" for other families. IPv4 without printf.
  */
 void sy_sockaddr_ip(const struct sockaddr_storage *ss, char *out, size_t cap);
+
+/* A TCP peer's address, kept per connection: 28 bytes where a sockaddr_storage is 128. */
+union sy_inet_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
 
 /*
  * The whole of s[0..len) as a base-10 unsigned integer no larger than `max`:

@@ -32,6 +32,7 @@
 #include "exchange/exchange.h"
 #include "runtime.h"
 #include "config/config-t.h"
+#include "core/parse.h"
 #include "core/bev_flush.h"
 #include "core/errors.h"
 #include "core/list.h"
@@ -74,12 +75,12 @@ struct h1_down {
     struct bufferevent *bev;
     enum h1d_state state;
     http_parser parser;
-    struct exchange *ex; /* the current exchange, NULL once detached */
-    struct sockaddr_storage peer, local;
-    bool req_complete;  /* the parser saw the end of the current request */
-    bool body_paused;   /* back-pressure from the upstream side */
-    bool keep_alive;    /* the client allows another request */
-    bool close_after;   /* close once the current response is written */
+    struct exchange *ex;            /* the current exchange, NULL once detached */
+    union sy_inet_addr peer, local; /* 28 bytes each, not a 128-byte sockaddr_storage */
+    bool req_complete;              /* the parser saw the end of the current request */
+    bool body_paused;               /* back-pressure from the upstream side */
+    bool keep_alive;                /* the client allows another request */
+    bool close_after;               /* close once the current response is written */
     bool drain;         /* its listener was removed or moved: close after this response */
     bool resp_started;  /* a response head was written for this request */
     bool resp_complete; /* ... and its end */
@@ -90,7 +91,7 @@ struct h1_down {
     unsigned cut_flag;      /* EXF_DRT: the proxy is closing it, 0 = the client or an error */
     enum http_version version;
     enum h1_framing framing;
-    struct evbuffer *body; /* decoded request body of one parse pass */
+    struct evbuffer *body; /* decoded request body of one parse pass; made with the first body */
     /* Head parse results (the head bytes live in the exchange arena). */
     const char *url; /* the request-target as the request line has it */
     size_t url_len;
@@ -169,7 +170,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     int listener_idx = c->listener_idx;
     bool handed_over = c->handed_over;
     sy_list_unlink(&c->link);
-    evbuffer_free(c->body);
+    if (c->body)
+        evbuffer_free(c->body);
     free(c);
     if (handed_over)
         listener_worker_release(lw);
@@ -286,6 +288,8 @@ static int on_headers_complete(http_parser *hp)
 static int on_body(http_parser *hp, const char *at, size_t len)
 {
     struct h1_down *c = hp->data;
+    if (!c->body && !(c->body = evbuffer_new()))
+        return -1;
     return evbuffer_add(c->body, at, len) ? -1 : 0;
 }
 
@@ -476,8 +480,8 @@ static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len, 
 {
     struct bufferevent *bev = c->bev;
     struct conn_info ci = {.listener_idx = c->listener_idx, .tls = c->tls};
-    memcpy(&ci.peer, &c->peer, sizeof ci.peer);
-    memcpy(&ci.local, &c->local, sizeof ci.local);
+    memcpy(&ci.peer, &c->peer, sizeof c->peer);
+    memcpy(&ci.local, &c->local, sizeof c->local);
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     c->bev = NULL;
     c->ex = NULL;
@@ -645,11 +649,12 @@ static bool start_request(struct h1_down *c, size_t len)
 static void deliver_body(struct h1_down *c)
 {
     if (!c->ex) {
-        evbuffer_drain(c->body, evbuffer_get_length(c->body));
+        if (c->body)
+            evbuffer_drain(c->body, evbuffer_get_length(c->body));
         return;
     }
     struct exchange *ex = c->ex;
-    if (evbuffer_get_length(c->body))
+    if (c->body && evbuffer_get_length(c->body))
         exchange_on_request_body(ex, c->body);
     if (c->req_complete && c->ex == ex)
         exchange_on_request_end(ex, NULL);
@@ -1008,8 +1013,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
 {
     struct worker *w = lw->w;
     struct h1_down *c = calloc(1, sizeof *c);
-    if (!c || !(c->body = evbuffer_new())) {
-        free(c);
+    if (!c) {
         bufferevent_free(bev);
         listener_conn_closed(lw, ci->listener_idx);
         return;
@@ -1018,8 +1022,8 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     c->lw = lw;
     c->listener_idx = ci->listener_idx;
     c->tls = ci->tls;
-    memcpy(&c->peer, &ci->peer, sizeof c->peer);
-    memcpy(&c->local, &ci->local, sizeof c->local);
+    memcpy(&c->peer, &ci->peer, sizeof c->peer);    /* TCP: an IPv4 or IPv6 address */
+    memcpy(&c->local, &ci->local, sizeof c->local); /* (conn_info's are zero-filled) */
     c->keep_alive = true;
     c->drain = listener_slot_removed(lw, ci->listener_idx); /* removed during its handshake */
     evtimer_assign(&c->timer_ev, w->base, on_timer, c);
