@@ -441,10 +441,18 @@ void sy_sockaddr_ip(const struct sockaddr_storage *ss, char *out, size_t cap)
     out[0] = '\0';
     if (ss->ss_family == AF_INET && cap >= 16) {
         const uint8_t *b = (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
-        size_t n = 0;
+        char *p = out;
         for (int i = 0; i < 4; i++) {
-            n += sy_u64_to_dec(out + n, b[i]);
-            out[n++] = i < 3 ? '.' : '\0';
+            unsigned v = b[i];
+            if (v >= 100) {
+                *p++ = (char)('0' + v / 100);
+                v %= 100;
+                *p++ = (char)('0' + v / 10);
+            } else if (v >= 10) {
+                *p++ = (char)('0' + v / 10);
+            }
+            *p++ = (char)('0' + v % 10);
+            *p++ = i < 3 ? '.' : '\0';
         }
     } else if (ss->ss_family == AF_INET6) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)cap);

@@ -128,35 +128,56 @@ uint64_t sy_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/*
+ * The 8 nibbles of `x` as 8 lowercase hex digits, all at once: each nibble
+ * spread into a byte of its own, then '0' added, plus 'a' - '0' - 10 where
+ * the nibble is 10 or more. (Digit order follows the bytes' order in
+ * memory: any fixed order will do for random digits.)
+ */
+static void hex8(char *out, uint32_t x)
+{
+    uint64_t v = x;
+    v = ((v & 0xffff0000u) << 16) | (v & 0xffffu);
+    v = ((v & 0x0000ff000000ff00ull) << 8) | (v & 0x000000ff000000ffull);
+    v = ((v & 0x00f000f000f000f0ull) << 4) | (v & 0x000f000f000f000full);
+    uint64_t ten_up = ((v + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+    v += 0x3030303030303030ull + ten_up * (uint64_t)('a' - '0' - 10);
+    memcpy(out, &v, 8);
+}
+
 void sy_uuid4(struct worker *w, char out[37])
 {
-    static const char hex[] = "0123456789abcdef";
-    uint8_t b[16];
     uint64_t r1 = worker_rand(w), r2 = worker_rand(w);
-    memcpy(b, &r1, 8);
-    memcpy(b + 8, &r2, 8);
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    int j = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[j++] = '-';
-        out[j++] = hex[b[i] >> 4];
-        out[j++] = hex[b[i] & 15];
-    }
-    out[j] = '\0';
+    char d[32];
+    hex8(d, (uint32_t)r1);
+    hex8(d + 8, (uint32_t)(r1 >> 32));
+    hex8(d + 16, (uint32_t)r2);
+    hex8(d + 24, (uint32_t)(r2 >> 32));
+    d[12] = '4';                    /* version 4 */
+    d[16] = "89ab"[(r2 >> 62) & 3]; /* variant 10xx */
+    memcpy(out, d, 8);
+    out[8] = '-';
+    memcpy(out + 9, d + 8, 4);
+    out[13] = '-';
+    memcpy(out + 14, d + 12, 4);
+    out[18] = '-';
+    memcpy(out + 19, d + 16, 4);
+    out[23] = '-';
+    memcpy(out + 24, d + 20, 12);
+    out[36] = '\0';
 }
 
 void sy_random_hex(struct worker *w, char *out, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     uint64_t nonzero = 0;
     do {
         for (size_t i = 0; i < n; i += 16) {
             uint64_t r = worker_rand(w);
+            char d[16];
             nonzero |= r;
-            for (size_t k = 0; k < 16 && i + k < n; k++, r >>= 4)
-                out[i + k] = hex[r & 15];
+            hex8(d, (uint32_t)r);
+            hex8(d + 8, (uint32_t)(r >> 32));
+            memcpy(out + i, d, n - i < 16 ? n - i : 16);
         }
         out[n] = '\0';
     } while (!nonzero);

@@ -71,8 +71,11 @@ unsigned http_headers_count(const struct http_headers *h, const char *name, size
 
 unsigned http_headers_remove(struct http_headers *h, const char *name, size_t name_len)
 {
+    /* Usually there is none: find the first before moving anything. */
     uint32_t j = 0;
-    for (uint32_t i = 0; i < h->n; i++)
+    while (j < h->n && !name_is(&h->v[j], name, name_len))
+        j++;
+    for (uint32_t i = j; i < h->n; i++)
         if (!name_is(&h->v[i], name, name_len))
             h->v[j++] = h->v[i];
     unsigned removed = h->n - j;

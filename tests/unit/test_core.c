@@ -16,6 +16,7 @@
 #include "core/arena.h"
 #include "core/list.h"
 #include "core/tls_bev.h"
+#include "core/worker.h"
 #include "test.h"
 
 /* ---- arena cleanups ------------------------------------------------------------------------ */
@@ -259,8 +260,60 @@ out:
         event_base_free(base);
 }
 
+/* ---- random ids ----------------------------------------------------------------------------- */
+
+static bool is_lower_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static void test_random_ids(void)
+{
+    TEST_CASE("sy_uuid4, sy_random_hex");
+    struct worker w;
+    memset(&w, 0, sizeof w);
+    w.rng = 0x9e3779b97f4a7c15ull;
+    /* Every position of a 32-digit id takes each of the 16 digits over
+     * enough draws: the digit conversion misses none and mixes nothing in. */
+    unsigned seen[32] = {0};
+    bool ok = true;
+    for (int k = 0; k < 2000; k++) {
+        char id[33];
+        sy_random_hex(&w, id, 32);
+        ok &= strlen(id) == 32;
+        for (int i = 0; i < 32; i++) {
+            ok &= is_lower_hex(id[i]);
+            seen[i] |= 1u << (id[i] <= '9' ? id[i] - '0' : id[i] - 'a' + 10);
+        }
+    }
+    CHECK(ok);
+    for (int i = 0; i < 32; i++)
+        CHECK(seen[i] == 0xffff);
+    char span[17];
+    sy_random_hex(&w, span, 16);
+    CHECK(strlen(span) == 16 && strspn(span, "0123456789abcdef") == 16);
+    char odd[6];
+    sy_random_hex(&w, odd, 5);
+    CHECK(strlen(odd) == 5 && strspn(odd, "0123456789abcdef") == 5);
+    /* RFC 9562 version 4: 8-4-4-4-12 lowercase hex, version 4, variant 10xx. */
+    unsigned variants = 0;
+    for (int k = 0; k < 200; k++) {
+        char u[37];
+        sy_uuid4(&w, u);
+        ok = strlen(u) == 36 && u[8] == '-' && u[13] == '-' && u[18] == '-' && u[23] == '-';
+        for (int i = 0; i < 36; i++)
+            if (i != 8 && i != 13 && i != 18 && i != 23)
+                ok &= is_lower_hex(u[i]);
+        ok &= u[14] == '4' && strchr("89ab", u[19]) != NULL;
+        CHECK(ok);
+        variants |= 1u << (u[19] <= '9' ? u[19] - '8' : u[19] - 'a' + 2);
+    }
+    CHECK(variants == 0xf);
+}
+
 void test_core_suite(void)
 {
+    test_random_ids();
     test_arena_cleanups();
     test_list_splice();
     test_tls_bev_contract();
