@@ -4,8 +4,10 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/bufferevent_struct.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 
 #define TLS_COALESCE_MAX (64 * 1024)
@@ -20,6 +22,14 @@ size_t sy_bev_flush(struct bufferevent *bev, bool tls)
         if (len > 1)
             evbuffer_pullup(out, len < TLS_COALESCE_MAX ? (ssize_t)len : TLS_COALESCE_MAX);
         bufferevent_enable(bev, EV_WRITE);
+        /* Write in this loop turn rather than after epoll reports the
+         * socket writable: the write event then is added and deleted in
+         * the same turn, which libevent's changelist turns into no
+         * epoll_ctl at all. Once the handshake is done only (before, that
+         * event drives the handshake). */
+        SSL *ssl = len ? bufferevent_openssl_get_ssl(bev) : NULL;
+        if (ssl && SSL_is_init_finished(ssl))
+            event_active(&bev->ev_write, EV_WRITE, 1);
         return len;
     }
     if (evbuffer_get_length(out) > 0) {
@@ -30,20 +40,52 @@ size_t sy_bev_flush(struct bufferevent *bev, bool tls)
         evbuffer_freeze(out, 1);
     }
     size_t left = evbuffer_get_length(out);
-    if (left)
+    bool watching = bev->enabled & EV_WRITE;
+    if (left && !watching)
         bufferevent_enable(bev, EV_WRITE);
-    else
+    else if (!left && watching)
         bufferevent_disable(bev, EV_WRITE);
     return left;
 }
 
 void sy_bev_written(struct bufferevent *bev, bool tls)
 {
-    if (!tls && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (!tls && (bev->enabled & EV_WRITE) && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         bufferevent_disable(bev, EV_WRITE);
 }
 
 static _Thread_local char read_buf[SY_BEV_READ_MAX];
+
+/*
+ * The read cap: libevent's read high-water mark runs a callback on every
+ * change of the input buffer. Here reading stops only when the input is
+ * full, and a callback watches the input only until it drains below the
+ * cap again.
+ */
+static void read_resume(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct bufferevent *bev = arg;
+    if (info->n_deleted == 0 || evbuffer_get_length(in) >= bev->wm_read.high)
+        return;
+    evbuffer_remove_cb(in, read_resume, bev);
+    if ((bev->enabled & EV_READ) && !event_pending(&bev->ev_read, EV_READ, NULL))
+        event_add(&bev->ev_read, evutil_timerisset(&bev->timeout_read) ? &bev->timeout_read : NULL);
+}
+
+static bool read_suspend(struct bufferevent *bev)
+{
+    event_del(&bev->ev_read);
+    evbuffer_remove_cb(bev->input, read_resume, bev); /* at most one */
+    return evbuffer_add_cb(bev->input, read_resume, bev) != NULL;
+}
+
+void sy_bev_set_read_cap(struct bufferevent *bev, bool tls, size_t cap)
+{
+    if (tls)
+        bufferevent_setwatermark(bev, EV_READ, 0, cap);
+    else
+        bev->wm_read.high = cap; /* direct_read applies it */
+}
 
 static void direct_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -57,8 +99,13 @@ static void direct_read(evutil_socket_t fd, short what, void *arg)
     size_t want = sizeof read_buf;
     if (bev->wm_read.high) {
         size_t len = evbuffer_get_length(in);
-        if (len >= bev->wm_read.high)
-            return; /* the watermark callback suspends reading */
+        if (len >= bev->wm_read.high) {
+            if (read_suspend(bev))
+                return;
+            ev |= BEV_EVENT_ERROR; /* no memory for the callback that resumes */
+            errno = ENOMEM;
+            goto fail;
+        }
         if (bev->wm_read.high - len < want)
             want = bev->wm_read.high - len;
     }

@@ -40,6 +40,14 @@ void sy_bev_written(struct bufferevent *bev, bool tls);
  */
 void sy_bev_direct_read(struct bufferevent *bev);
 
+/*
+ * Stop reading while `cap` bytes or more wait in the input (0 = no cap):
+ * libevent's read high-water mark for TLS, direct_read's own cap for a plain
+ * socket read by sy_bev_direct_read (without a callback on every input
+ * change).
+ */
+void sy_bev_set_read_cap(struct bufferevent *bev, bool tls, size_t cap);
+
 #define SY_BEV_READ_MAX 16384
 
 #endif

@@ -5,6 +5,7 @@
 #define SY_TIMER_H
 
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <stdint.h>
 #include <sys/time.h>
 
@@ -20,6 +21,17 @@ static inline int sy_timer_arm_ms(struct event *ev, uint64_t ms)
 {
     struct timeval tv = sy_tv_ms(ms);
     return event_add(ev, &tv);
+}
+
+/*
+ * event_del for an event that is often not pending (a timer that did not
+ * run, a deferred callback already run): the flags say so without the call.
+ */
+static inline void sy_event_del(struct event *ev)
+{
+    if (ev->ev_evcallback.evcb_flags &
+        (EVLIST_TIMEOUT | EVLIST_INSERTED | EVLIST_ACTIVE | EVLIST_ACTIVE_LATER))
+        event_del(ev);
 }
 
 #endif

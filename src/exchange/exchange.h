@@ -164,12 +164,7 @@ struct exchange {
     struct arena_cleanup *_replay_free; /* frees `replay` (early, when it stops fitting) */
     struct sy_link _link;               /* on the worker's in-flight list */
     struct sy_link _wait_link;          /* on the worker's capacity queue while waiting */
-    struct event timeout_ev;            /* route timeout: the whole exchange */
-    struct event try_ev;                /* per-try timeout, backoff, fault delay */
-    struct event idle_ev;               /* stream_idle */
-    struct event drain_ev; /* connection_draining: the drain deadline of the attempt's endpoint */
-    struct event reap_ev;  /* deferred free */
-    uint64_t deadline_ms;  /* sy_now_ms() clock; 0 = none */
+    uint64_t deadline_ms;               /* sy_now_ms() clock; 0 = none */
     uint64_t last_activity_ms;
     unsigned attempts;
     unsigned retries;
@@ -201,6 +196,13 @@ struct exchange {
     const char *user_agent, *xff;
     uint32_t user_agent_len, xff_len;
     char endpoint[64];
+    /* Last, so that a recycled exchange block keeps them assigned (router.c:
+     * exchange_new_held clears only what comes before). */
+    struct event timeout_ev; /* route timeout: the whole exchange */
+    struct event try_ev;     /* per-try timeout, backoff, fault delay */
+    struct event idle_ev;    /* stream_idle */
+    struct event drain_ev;   /* connection_draining: the drain deadline of the attempt's endpoint */
+    struct event reap_ev;    /* deferred free */
 };
 
 /* ---- for the downstream codecs ------------------------------------------------------ */

@@ -37,6 +37,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +64,25 @@
 #include "http/headers.h"
 #include "urlmap/urlmap.h"
 
-#define EXCHANGE_ARENA_LIMIT    (1024 * 1024)
-#define EXCHANGE_INLINE_ARENA   3072 /* bytes of arena allocated with the exchange itself */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
+#define EXCHANGE_ARENA_LIMIT  (1024 * 1024)
+#define EXCHANGE_INLINE_ARENA 3072 /* bytes of arena allocated with the exchange itself */
+/* Freed exchange blocks a worker keeps for its next requests: a 5 KiB block
+ * is past malloc's per-thread cache and costs its slow path both ways. */
+#define EXCHANGE_SPARE_MAX 256 /* a few hundred requests in flight; 1.3 MiB at most */
+#define EXCHANGE_BLOCK     (((sizeof(struct exchange) + 15) & ~(size_t)15) + EXCHANGE_INLINE_ARENA)
+#if defined(__SANITIZE_ADDRESS__)
+/* A kept block is poisoned past its link: a use after free still reports. */
+#define SPARE_POISON(b)                                                                            \
+    ASAN_POISON_MEMORY_REGION((char *)(b) + sizeof(void *), EXCHANGE_BLOCK - sizeof(void *))
+#define SPARE_UNPOISON(b) ASAN_UNPOISON_MEMORY_REGION((b), EXCHANGE_BLOCK)
+#else
+#define SPARE_POISON(b)   ((void)0)
+#define SPARE_UNPOISON(b) ((void)0)
+#endif
 #define MAX_TRANSPARENT_RETRIES 3    /* refused streams: the backend never saw them */
 #define REPLY_FIELDS            8    /* header fields of a reply the router makes itself */
 #define WAKE_FULL_MAX           8    /* services found full, remembered during one wake pass */
@@ -83,6 +101,8 @@ struct exchange_worker {
     struct sy_link waiting;    /* exchanges waiting for endpoint capacity, oldest first */
     struct event wake_ev;      /* a release on this worker freed capacity: walk `waiting` */
     struct sy_time_cache time; /* log timestamps and Date headers, formatted once */
+    void *spare;               /* freed exchange blocks, linked through their first bytes */
+    unsigned n_spare;          /* at most EXCHANGE_SPARE_MAX */
 };
 
 static void start_attempt(struct exchange *ex);
@@ -153,7 +173,13 @@ void exchange_worker_free(struct worker *w)
     struct exchange_worker *xw = w->exchanges;
     if (!xw)
         return;
-    event_del(&xw->wake_ev);
+    sy_event_del(&xw->wake_ev);
+    while (xw->spare) {
+        void *b = xw->spare;
+        xw->spare = *(void **)b;
+        SPARE_UNPOISON(b);
+        free(b);
+    }
     free(xw);
     w->exchanges = NULL;
 }
@@ -203,10 +229,10 @@ static void on_free_runtime(void *arg)
 static void on_cleanup_exchange(void *arg)
 {
     struct exchange *ex = arg;
-    evtimer_del(&ex->timeout_ev);
-    evtimer_del(&ex->idle_ev);
-    evtimer_del(&ex->drain_ev);
-    evtimer_del(&ex->try_ev);
+    sy_event_del(&ex->timeout_ev);
+    sy_event_del(&ex->idle_ev);
+    sy_event_del(&ex->drain_ev);
+    sy_event_del(&ex->try_ev);
     ex->_try_state = TRY_IDLE;
     sy_list_unlink(&ex->_link);
 }
@@ -259,11 +285,25 @@ static void on_cleanup_attempt(void *arg)
 
 /* ---- lifetime -------------------------------------------------------------------- */
 
+/* Give an exchange's block back: kept for the worker's next exchange, or freed. */
+static void exchange_block_free(struct exchange *ex)
+{
+    struct exchange_worker *xw = ex->w->exchanges;
+    if (xw && xw->n_spare < EXCHANGE_SPARE_MAX) {
+        *(void **)ex = xw->spare;
+        xw->spare = ex;
+        xw->n_spare++;
+        SPARE_POISON(ex);
+        return;
+    }
+    free(ex);
+}
+
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     struct exchange *ex = arg;
     arena_free(&ex->arena); /* runs the arena_on_free cleanups: buffers, runtime */
-    free(ex);
+    exchange_block_free(ex);
 }
 
 struct exchange *exchange_new(struct worker *w, const struct cfg_listener *listener)
@@ -277,19 +317,28 @@ struct exchange *exchange_new_held(struct worker *w, struct rt_hold *hold,
     struct exchange_worker *xw = w->exchanges;
     /* One allocation: the exchange, then the first block of its arena. */
     size_t head = (sizeof(struct exchange) + 15) & ~(size_t)15;
-    struct exchange *ex = malloc(head + EXCHANGE_INLINE_ARENA);
-    if (!ex)
-        return NULL;
-    memset(ex, 0, sizeof *ex);
+    struct exchange *ex = xw->spare;
+    if (ex) {
+        /* A block of this worker's: its timers are assigned to it already
+         * (and not pending: reaped exchanges have none). */
+        xw->spare = *(void **)ex;
+        xw->n_spare--;
+        SPARE_UNPOISON(ex);
+        memset(ex, 0, offsetof(struct exchange, timeout_ev));
+    } else {
+        if (!(ex = malloc(EXCHANGE_BLOCK)))
+            return NULL;
+        memset(ex, 0, sizeof *ex);
+        evtimer_assign(&ex->timeout_ev, w->base, on_timeout, ex);
+        evtimer_assign(&ex->try_ev, w->base, on_try, ex);
+        evtimer_assign(&ex->idle_ev, w->base, on_idle, ex);
+        evtimer_assign(&ex->drain_ev, w->base, on_drain_check, ex);
+        evtimer_assign(&ex->reap_ev, w->base, on_reap, ex);
+    }
     ex->w = w;
     ex->listener = listener;
     ex->endpoint_idx = -1;
     arena_init_buf(&ex->arena, EXCHANGE_ARENA_LIMIT, (char *)ex + head, EXCHANGE_INLINE_ARENA);
-    evtimer_assign(&ex->timeout_ev, w->base, on_timeout, ex);
-    evtimer_assign(&ex->try_ev, w->base, on_try, ex);
-    evtimer_assign(&ex->idle_ev, w->base, on_idle, ex);
-    evtimer_assign(&ex->drain_ev, w->base, on_drain_check, ex);
-    evtimer_assign(&ex->reap_ev, w->base, on_reap, ex);
     /* Registered before what they release is taken (taking cannot fail);
      * their records fit the inline block. */
     if (!arena_on_free(&ex->arena, on_free_runtime, ex))
@@ -306,7 +355,7 @@ struct exchange *exchange_new_held(struct worker *w, struct rt_hold *hold,
     return ex;
 fail:
     arena_free(&ex->arena);
-    free(ex);
+    exchange_block_free(ex);
     return NULL;
 }
 
@@ -378,7 +427,7 @@ static void arm_try(struct exchange *ex, enum try_state st, uint64_t ms)
 static void disarm_try(struct exchange *ex)
 {
     ex->_try_state = TRY_IDLE;
-    evtimer_del(&ex->try_ev);
+    sy_event_del(&ex->try_ev);
 }
 
 static void touch(struct exchange *ex)
@@ -414,7 +463,7 @@ static void end_attempt(struct exchange *ex, enum attempt_outcome o)
 {
     if (ex->_try_state == TRY_PER_TRY)
         disarm_try(ex);
-    evtimer_del(&ex->drain_ev);
+    sy_event_del(&ex->drain_ev);
     if (ex->endpoint_idx >= 0) {
         backend_release(ex->srt, ex->endpoint_idx, o);
         ex->endpoint_idx = -1;
@@ -919,7 +968,7 @@ static void arm_drain(struct exchange *ex)
     uint64_t deadline =
         ex->endpoint_idx >= 0 ? backend_endpoint_drain_deadline_ms(ex->srt, ex->endpoint_idx) : 0;
     if (!deadline) {
-        evtimer_del(&ex->drain_ev);
+        sy_event_del(&ex->drain_ev);
         return;
     }
     uint64_t now = sy_now_ms();

@@ -133,7 +133,7 @@ static size_t head_cap(const struct cfg_listener *l)
 static void arm(struct h1_down *c, uint64_t ms)
 {
     if (!ms) {
-        evtimer_del(&c->timer_ev);
+        sy_event_del(&c->timer_ev);
         return;
     }
     sy_timer_arm_ms(&c->timer_ev, ms);
@@ -157,7 +157,7 @@ static void set_state(struct h1_down *c, enum h1d_state s)
         break; /* a client that stops reading */
     case H1D_ACTIVE:
     case H1D_TUNNEL:
-    case H1D_CLOSED: evtimer_del(&c->timer_ev); break;
+    case H1D_CLOSED: sy_event_del(&c->timer_ev); break;
     }
 }
 
@@ -185,8 +185,8 @@ static void conn_close(struct h1_down *c)
         return;
     struct exchange *ex = c->ex;
     set_state(c, H1D_CLOSED);
-    event_del(&c->process_ev);
-    event_del(&c->flush_ev);
+    sy_event_del(&c->process_ev);
+    sy_event_del(&c->flush_ev);
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -1032,8 +1032,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     evtimer_assign(&c->flush_ev, w->base, on_flush, c);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     size_t head_max = head_cap(listener_cfg(c)) + 1;
-    bufferevent_setwatermark(c->bev, EV_READ, 0,
-                             head_max > 2 * SY_FLOW_HIGH ? head_max : 2 * SY_FLOW_HIGH);
+    sy_bev_set_read_cap(c->bev, c->tls, head_max > 2 * SY_FLOW_HIGH ? head_max : 2 * SY_FLOW_HIGH);
     bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     if (!c->tls) /* a new bufferevent has EV_WRITE on; plain sockets flush themselves */
@@ -1075,7 +1074,7 @@ void h1_downstream_close_all(struct listener_worker *lw)
         struct h1_down *c = SY_CONTAINER_OF(l, struct h1_down, link);
         c->cut_flag = EXF_DRT; /* the drain is over (or never began: no exchanges) */
         conn_close(c);
-        event_del(&c->reap_ev);
+        sy_event_del(&c->reap_ev);
         on_reap(-1, 0, c);
     }
 }

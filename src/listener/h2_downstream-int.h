@@ -85,6 +85,10 @@ struct h2_down_conn {
     enum h2d_state state;
     struct sy_link streams; /* struct h2_stream.link */
     unsigned n_streams;
+    /* The stream whose header block is being received (one at a time in
+     * HTTP/2): on_header finds it without a lookup per field. */
+    struct h2_stream *hdr_st;
+    int32_t hdr_id;
     bool want_flush;
     bool ping_outstanding;        /* our keepalive PING awaits its ACK */
     bool goaway_out;              /* FAILING: the GOAWAY left nghttp2 */

@@ -105,16 +105,18 @@ static void update_idle(struct h2_down_conn *c)
     if (c->n_streams == 0 && ms)
         sy_timer_arm_ms(&c->idle_ev, ms);
     else
-        evtimer_del(&c->idle_ev);
+        sy_event_del(&c->idle_ev);
 }
 
 /* ---- streams ------------------------------------------------------------------- */
 
 static struct h2_stream *stream_new(struct h2_down_conn *c, int32_t id)
 {
-    struct h2_stream *st = calloc(1, sizeof *st);
-    if (!st || !(st->out.buf = evbuffer_new())) {
-        free(st);
+    struct h2_stream *st = mem_cache_calloc(1, sizeof *st, conn_mem(c));
+    if (!st)
+        return NULL;
+    if (!(st->out.buf = evbuffer_new())) {
+        mem_cache_free(st, conn_mem(c));
         return NULL;
     }
     st->c = c;
@@ -128,6 +130,8 @@ static struct h2_stream *stream_new(struct h2_down_conn *c, int32_t id)
 static void stream_free(struct h2_stream *st)
 {
     struct h2_down_conn *c = st->c;
+    if (c->hdr_st == st)
+        c->hdr_st = NULL;
     sy_list_unlink(&st->link);
     c->n_streams--;
     c->buffered -= evbuffer_get_length(st->out.buf);
@@ -135,7 +139,7 @@ static void stream_free(struct h2_stream *st)
         c->n_full--;
     evbuffer_free(st->out.buf);
     h2_nv_free(st->out.trailers, conn_mem(c));
-    free(st);
+    mem_cache_free(st, conn_mem(c));
     if (c->state != H2D_CLOSED)
         update_idle(c);
 }
@@ -199,16 +203,21 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     memcpy(&ex->local_addr, &c->ci.local, sizeof ex->local_addr);
     ex->req.version = HTTP_2;
     nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, st);
+    c->hdr_st = st;
+    c->hdr_id = f->hd.stream_id;
     return 0;
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
                      const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
 {
-    struct h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    struct h2_down_conn *c = arg;
+    struct h2_stream *st = c->hdr_st && c->hdr_id == f->hd.stream_id
+                               ? c->hdr_st
+                               : nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (!st || f->hd.type != NGHTTP2_HEADERS)
         return 0;
-    return h2d_request_field(arg, st, f, name, nlen, value, vlen);
+    return h2d_request_field(c, st, f, name, nlen, value, vlen);
 }
 
 /*
@@ -552,7 +561,7 @@ static bool stream_stalled(const struct h2_down_conn *c, const struct h2_stream 
 static void police_stalls(struct h2_down_conn *c)
 {
     if (c->n_full == 0) {
-        evtimer_del(&c->stall_ev);
+        sy_event_del(&c->stall_ev);
         return;
     }
     const struct cfg_limits *lim = &h2d_listener_cfg(c)->limits;
@@ -576,7 +585,7 @@ static void police_stalls(struct h2_down_conn *c)
     if (wait != UINT64_MAX)
         sy_timer_arm_ms(&c->stall_ev, wait);
     else
-        evtimer_del(&c->stall_ev);
+        sy_event_del(&c->stall_ev);
 }
 
 static void on_stall(evutil_socket_t fd, short what, void *arg)
@@ -638,10 +647,10 @@ static void conn_fail(struct h2_down_conn *c, int rc)
         if (ex)
             exchange_on_downstream_abort(ex);
     }
-    event_del(&c->idle_ev);
-    event_del(&c->keepalive_ev);
-    event_del(&c->age_ev);
-    event_del(&c->stall_ev);
+    sy_event_del(&c->idle_ev);
+    sy_event_del(&c->keepalive_ev);
+    sy_event_del(&c->age_ev);
+    sy_event_del(&c->stall_ev);
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
     if (h2_goaway_write(bufferevent_get_output(c->bev),
@@ -738,12 +747,12 @@ static void conn_close(struct h2_down_conn *c)
     }
     nghttp2_session_del(c->ng);
     c->ng = NULL;
-    event_del(&c->flush_ev);
-    event_del(&c->idle_ev);
-    event_del(&c->goaway_ev);
-    event_del(&c->keepalive_ev);
-    event_del(&c->age_ev);
-    event_del(&c->stall_ev);
+    sy_event_del(&c->flush_ev);
+    sy_event_del(&c->idle_ev);
+    sy_event_del(&c->goaway_ev);
+    sy_event_del(&c->keepalive_ev);
+    sy_event_del(&c->age_ev);
+    sy_event_del(&c->stall_ev);
     if (c->ci.tls)
         listener_tls_close_notify(c->bev);
     bufferevent_free(c->bev);
@@ -944,7 +953,7 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     c->last_read_ms = sy_now_ms();
     sy_list_insert_head(&d->conns, &c->link);
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
-    bufferevent_setwatermark(bev, EV_READ, 0, H2_INPUT_CAP);
+    sy_bev_set_read_cap(bev, c->ci.tls, H2_INPUT_CAP);
     bufferevent_setwatermark(bev, EV_WRITE, H2_OUTPUT_CAP / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (!c->ci.tls) /* plain sockets flush themselves (bev_flush.h) */
@@ -997,7 +1006,7 @@ void h2_downstream_close_all(struct listener_worker *lw)
         struct h2_down_conn *c = SY_CONTAINER_OF(l, struct h2_down_conn, link);
         c->cut_flag = EXF_DRT; /* the drain is over (or never began: no streams) */
         conn_close(c);
-        event_del(&c->reap_ev);
+        sy_event_del(&c->reap_ev);
         on_reap(-1, 0, c);
     }
     h2_setup_fini(&d->setup);

@@ -188,8 +188,8 @@ static void conn_close(struct h1_up *c)
         idle_unlink(c);
     set_state(c, H1U_CLOSED);
     c->r = NULL;
-    event_del(&c->timer_ev);
-    event_del(&c->flush_ev);
+    sy_event_del(&c->timer_ev);
+    sy_event_del(&c->flush_ev);
     bufferevent_free(c->bev);
     c->bev = NULL;
     event_active(&c->reap_ev, EV_TIMEOUT, 1);
@@ -210,7 +210,7 @@ void h1_pools_free(struct h1_pools *ps)
         struct h1_up *c = SY_CONTAINER_OF(l, struct h1_up, all_link);
         const struct upstream_request *r = c->r;
         conn_close(c);
-        event_del(&c->reap_ev);
+        sy_event_del(&c->reap_ev);
         on_reap(-1, 0, c);
         if (r)
             r->cbs->on_error(r->ctx, UPSTREAM_RESET, false);
@@ -272,7 +272,7 @@ static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p, const struct 
     evtimer_assign(&c->flush_ev, base, on_flush, c);
     c->tls = svc->protocol == CFG_BACKEND_HTTPS;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 2 * SY_FLOW_HIGH);
+    sy_bev_set_read_cap(c->bev, c->tls, 2 * SY_FLOW_HIGH);
     bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss, (int)p->len) != 0)
         goto fail;
@@ -574,7 +574,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct h1_up *c = arg;
     if (what & BEV_EVENT_CONNECTED) {
         c->connected = true;
-        event_del(&c->timer_ev);
+        sy_event_del(&c->timer_ev);
         if (c->state == H1U_CONNECTING)
             set_state(c, c->r ? H1U_ACTIVE : H1U_IDLE);
         int one = 1;
@@ -682,7 +682,7 @@ static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
     if (l) {
         struct h1_up *c = SY_CONTAINER_OF(l, struct h1_up, idle_link);
         idle_unlink(c);
-        event_del(&c->timer_ev);
+        sy_event_del(&c->timer_ev);
         set_state(c, H1U_ACTIVE);
         return c;
     }

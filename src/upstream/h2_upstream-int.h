@@ -69,6 +69,10 @@ struct h2_conn {
     struct pool *pool; /* NULL once CLOSED */
     struct bufferevent *bev;
     nghttp2_session *session;
+    /* The stream whose header block is being received: on_header finds it
+     * without a lookup per field. */
+    struct h2_stream *hdr_s;
+    int32_t hdr_id;
     enum h2u_state state;
     bool tls;
     bool retiring;      /* take no new streams (becomes DRAINING once connected) */

@@ -219,7 +219,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 
 void h2_conn_reap_now(struct h2_conn *c)
 {
-    event_del(&c->reap_ev);
+    sy_event_del(&c->reap_ev);
     on_reap(-1, 0, c);
 }
 
@@ -236,9 +236,9 @@ void h2_conn_fail(struct h2_conn *c, enum upstream_error err)
     }
     set_state(c, H2U_CLOSED);
     h2_pool_unlink(c);
-    event_del(&c->timer_ev);
-    event_del(&c->ka_ev);
-    event_del(&c->flush_ev);
+    sy_event_del(&c->timer_ev);
+    sy_event_del(&c->ka_ev);
+    sy_event_del(&c->flush_ev);
     bufferevent_free(c->bev);
     c->bev = NULL;
     event_active(&c->reap_ev, EV_TIMEOUT, 1);
@@ -308,7 +308,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 
 static void on_connected(struct h2_conn *c)
 {
-    event_del(&c->timer_ev);
+    sy_event_del(&c->timer_ev);
     int one = 1;
     setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (c->tls && !tls_client_alpn_is_h2(bufferevent_openssl_get_ssl(c->bev))) {
@@ -399,7 +399,7 @@ struct h2_conn *h2_conn_new(struct h2_pools *ps, struct pool *p, const struct up
     event_assign(&c->flush_ev, base, -1, 0, on_flush, c);
     evtimer_assign(&c->reap_ev, base, on_reap, c);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, H2U_IN_CAP);
+    sy_bev_set_read_cap(c->bev, c->tls, H2U_IN_CAP);
     bufferevent_setwatermark(c->bev, EV_WRITE, H2U_OUT_LOW, 0);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&p->ss, (int)p->len) != 0)
         goto fail;

@@ -16,8 +16,11 @@
 #include "core/arena.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/mem_cache.h"
 #include "core/parse.h"
 #include "core/strlit.h"
+#include "core/timer.h"
+#include "core/worker.h"
 #include "http/headers.h"
 
 static struct h2_stream *stream_of(nghttp2_session *session, int32_t id)
@@ -25,11 +28,19 @@ static struct h2_stream *stream_of(nghttp2_session *session, int32_t id)
     return nghttp2_session_get_stream_user_data(session, id);
 }
 
+/* Streams come from the worker's small-object cache, as nghttp2's own state does. */
+static struct mem_cache *stream_mem(const struct h2_conn *c)
+{
+    return &c->pools->w->h2_mem;
+}
+
 void h2_stream_free(struct h2_stream *s)
 {
+    if (s->conn->hdr_s == s)
+        s->conn->hdr_s = NULL;
     if (s->body.buf)
         evbuffer_free(s->body.buf);
-    free(s);
+    mem_cache_free(s, stream_mem(s->conn));
 }
 
 static void stream_unlink(struct h2_stream *s)
@@ -69,9 +80,12 @@ static const struct upstream_request *stream_release(struct h2_stream *s)
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *arg)
 {
+    struct h2_conn *c = arg;
     struct h2_stream *s = stream_of(session, frame->hd.stream_id);
     if (frame->hd.type != NGHTTP2_HEADERS || !s || !s->r)
         return 0;
+    c->hdr_s = s;
+    c->hdr_id = frame->hd.stream_id;
     s->got_bytes = true;
     struct arena *a = s->r->arena;
     if (s->head_done) {
@@ -101,7 +115,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *arg)
 {
-    struct h2_stream *s = stream_of(session, frame->hd.stream_id);
+    struct h2_conn *c = arg;
+    struct h2_stream *s = c->hdr_s && c->hdr_id == frame->hd.stream_id
+                              ? c->hdr_s
+                              : stream_of(session, frame->hd.stream_id);
     if (frame->hd.type != NGHTTP2_HEADERS || !s || !s->r)
         return 0;
     struct arena *a = s->r->arena;
@@ -294,6 +311,10 @@ static void op_send_body(void *att, struct evbuffer *buf)
         evbuffer_drain(buf, evbuffer_get_length(buf));
         return;
     }
+    if (!s->body.buf && !(s->body.buf = evbuffer_new())) {
+        evbuffer_drain(buf, evbuffer_get_length(buf)); /* no memory: the body is cut */
+        return;
+    }
     evbuffer_add_buffer(s->body.buf, buf);
     if (evbuffer_get_length(s->body.buf) >= SY_FLOW_HIGH)
         s->above_high = true;
@@ -324,7 +345,7 @@ static void op_send_end(void *att, const struct http_headers *trailers)
 static size_t op_pending(void *att)
 {
     struct h2_stream *s = att;
-    return evbuffer_get_length(s->body.buf);
+    return s->body.buf ? evbuffer_get_length(s->body.buf) : 0;
 }
 
 static void op_read_response(void *att, bool enable)
@@ -411,10 +432,13 @@ static int32_t submit_request(struct h2_conn *c, struct h2_stream *s, const stru
 int h2_stream_start(struct h2_conn *c, const struct upstream_request *r,
                     struct upstream_attempt *out)
 {
-    struct h2_stream *s = calloc(1, sizeof *s);
-    if (!s || !(s->body.buf = evbuffer_new()))
-        goto fail;
+    struct h2_stream *s = mem_cache_calloc(1, sizeof *s, stream_mem(c));
+    if (!s)
+        return SY_ENOMEM;
     s->conn = c;
+    /* The body buffer only for a request with a body (a GET needs none). */
+    if (r->head->has_body && !(s->body.buf = evbuffer_new()))
+        goto fail;
     s->r = r;
     s->req_done = !r->head->has_body;
     s->head.content_length = -1;
@@ -425,13 +449,12 @@ int h2_stream_start(struct h2_conn *c, const struct upstream_request *r,
     sy_list_insert_head(&c->streams, &s->link);
     c->n_streams++;
     if (c->state != H2U_CONNECTING)
-        event_del(&c->timer_ev); /* no longer idle */
+        sy_event_del(&c->timer_ev); /* no longer idle */
     out->ops = &h2_upstream_ops;
     out->att = s;
     h2_conn_schedule(c);
     return 0;
 fail:
-    if (s)
-        h2_stream_free(s);
+    h2_stream_free(s);
     return SY_ENOMEM;
 }
