@@ -719,6 +719,8 @@ int main(int argc, char **argv)
         p.n_workers = n > 0 ? (int)n : 1;
     }
     p.registry = backend_registry_new();
+    if (p.registry)
+        backend_registry_set_workers(p.registry, (unsigned)p.n_workers);
     p.stats = new_stats(cfg, p.n_workers);
     p.base = event_base_new();
     p.disc = p.base ? discovery_new(p.base, on_discovery_changed, &p) : NULL;

@@ -120,7 +120,7 @@ static void write_backends(struct admin *a, FILE *out, void *arg)
                     (unsigned long long)(until > now ? until - now : 0),
                     __atomic_load_n(&e->ejections, __ATOMIC_RELAXED),
                     __atomic_load_n(&e->active, __ATOMIC_RELAXED),
-                    (unsigned long long)__atomic_load_n(&e->requests_total, __ATOMIC_RELAXED));
+                    (unsigned long long)backend_endpoint_requests(e));
         }
         fprintf(out, "]}");
     }

@@ -502,7 +502,7 @@ static void write_endpoint(const struct status *st, FILE *out, const struct endp
             (unsigned long long)(draining && retired && now > retired ? now - retired : 0),
             __atomic_load_n(&e->active, __ATOMIC_RELAXED),
             __atomic_load_n(&e->connections, __ATOMIC_RELAXED),
-            (unsigned long long)__atomic_load_n(&e->requests_total, __ATOMIC_RELAXED));
+            (unsigned long long)backend_endpoint_requests(e));
     const struct series *s = find_series(st, NULL, e);
     struct totals t = {{0}, 0};
     if (s) {

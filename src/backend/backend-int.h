@@ -24,6 +24,13 @@ struct service_rt;
  * candidate; the filter combines health, ejection, weight, the per-endpoint
  * concurrency limit and (first pass) the "not tried yet" preference.
  */
+struct rr_cursor {
+    unsigned next;
+} __attribute__((aligned(64)));
+
+/* How many workers count and pick (backend_registry_set_workers). */
+unsigned backend_registry_n_workers(const struct backend_registry *reg);
+
 struct lb_filter {
     const struct service_rt *s;
     const struct pick_ctx *ctx;
@@ -94,7 +101,12 @@ struct service_rt {
     struct lb_alias alias; /* by weight: RANDOM, LEAST_REQUEST, and every fallback */
     uint32_t *rr_sched;    /* ROUND_ROBIN: smooth weighted schedule of indexes */
     size_t rr_len;
-    unsigned rr_next;              /* atomic: cursor into rr_sched */
+    unsigned rr_next; /* atomic: cursor into rr_sched without rr_cursors */
+    /* One cursor per worker ([1 + id]; [0]: callers without one, atomic), each on
+     * its own cache line: workers take turns through the schedule apart, as
+     * Envoy's per-worker load balancers do, and share no counter. */
+    struct rr_cursor *rr_cursors;
+    unsigned n_rr_cursors;
     struct lb_ring ring;           /* RING_HASH, or affinity keys under a non-hash policy */
     struct lb_maglev_table maglev; /* MAGLEV */
 

@@ -20,6 +20,7 @@
 
 struct backend_registry {
     pthread_mutex_t lock; /* registry membership only; never on the request path */
+    unsigned n_workers;   /* endpoint_counters copies: 1 + this */
     struct endpoint_state **v;
     size_t n, cap;
     struct capacity_waiters **waits; /* one per backend service name in use */
@@ -36,8 +37,19 @@ struct backend_registry *backend_registry_new(void)
     return reg;
 }
 
+void backend_registry_set_workers(struct backend_registry *reg, unsigned n_workers)
+{
+    reg->n_workers = n_workers;
+}
+
+unsigned backend_registry_n_workers(const struct backend_registry *reg)
+{
+    return reg ? reg->n_workers : 0;
+}
+
 static void endpoint_free(struct endpoint_state *e)
 {
+    free(e->counters);
     free(e->service);
     free(e->address);
     free(e);
@@ -82,7 +94,13 @@ static struct endpoint_state *registry_get(struct backend_registry *reg, const c
     }
     if (!e) {
         e = calloc(1, sizeof *e);
-        if (!e || !(e->service = strdup(service)) || !(e->address = strdup(address))) {
+        size_t n_counters = 1 + (size_t)reg->n_workers;
+        if (e && (e->counters = aligned_alloc(64, n_counters * sizeof *e->counters)) != NULL) {
+            memset(e->counters, 0, n_counters * sizeof *e->counters);
+            e->n_counters = (unsigned)n_counters;
+        }
+        if (!e || !e->counters || !(e->service = strdup(service)) ||
+            !(e->address = strdup(address))) {
             if (e)
                 endpoint_free(e);
             e = NULL;
@@ -458,6 +476,23 @@ static bool acquire(struct service_rt *s, size_t idx)
     return false;
 }
 
+/*
+ * Add n to one of e's counters (its offset in struct endpoint_counters):
+ * worker w's own copy with a plain load and store, or, without a worker,
+ * the shared copy with an atomic add.
+ */
+static void counter_add(struct endpoint_state *e, const struct worker *w, size_t off, uint64_t n)
+{
+    unsigned i = w ? (unsigned)w->id + 1 : 0;
+    if (i >= e->n_counters)
+        i = 0;
+    uint64_t *c = (uint64_t *)((char *)&e->counters[i] + off);
+    if (i)
+        stats_inc(c, n);
+    else
+        __atomic_add_fetch(c, n, __ATOMIC_RELAXED);
+}
+
 static uint64_t mix64(uint64_t x)
 {
     x ^= x >> 33;
@@ -483,7 +518,7 @@ int backend_pick_at(struct service_rt *s, const struct pick_ctx *ctx, uint64_t n
         if (idx < 0)
             break;
         if (acquire(s, (size_t)idx)) {
-            __atomic_add_fetch(&s->eps[idx]->requests_total, 1, __ATOMIC_RELAXED);
+            counter_add(s->eps[idx], ctx->w, offsetof(struct endpoint_counters, requests_total), 1);
             return idx;
         }
         rnd = mix64(rnd + 1);
@@ -516,9 +551,12 @@ void backend_release(struct service_rt *s, int idx, enum attempt_outcome outcome
     /* No worker here: enforcement draws come from a hash of the clock and counters. */
     uint64_t rnd = mix64(now_us ^ ((uint64_t)(unsigned)idx << 48) ^
                          (idx >= 0 && (size_t)idx < s->n
-                              ? __atomic_load_n(&s->eps[idx]->requests_total, __ATOMIC_RELAXED)
+                              ? __atomic_load_n(&s->eps[idx]->active, __ATOMIC_RELAXED)
                               : 0));
-    backend_release_at(s, idx, outcome, now_us / 1000, rnd);
+    /* The coarse clock, as everything that reads the ejection end compares
+     * with it (the fine one runs up to a tick ahead: an ejection would
+     * look up to 4 ms longer than configured). */
+    backend_release_at(s, idx, outcome, sy_now_ms(), rnd);
 }
 
 /* ---- waiting for capacity (any worker) ------------------------------------------------------- */
@@ -585,26 +623,41 @@ const char *endpoint_health_str(enum endpoint_health h)
 void backend_endpoint_stats(const struct endpoint_state *e, struct endpoint_stats *out)
 {
     *out = (struct endpoint_stats){0};
-    out->requests = __atomic_load_n(&e->requests_total, __ATOMIC_RELAXED);
-    out->responses_5xx = __atomic_load_n(&e->responses_5xx, __ATOMIC_RELAXED);
-    out->failures = __atomic_load_n(&e->failures, __ATOMIC_RELAXED);
-    for (size_t b = 0; b <= STATS_N_BUCKETS; b++) {
-        out->latency_bucket[b] = __atomic_load_n(&e->latency_bucket[b], __ATOMIC_RELAXED);
-        out->latency_count += out->latency_bucket[b];
+    for (unsigned i = 0; i < e->n_counters; i++) {
+        const struct endpoint_counters *c = &e->counters[i];
+        out->requests += __atomic_load_n(&c->requests_total, __ATOMIC_RELAXED);
+        out->responses_5xx += __atomic_load_n(&c->responses_5xx, __ATOMIC_RELAXED);
+        out->failures += __atomic_load_n(&c->failures, __ATOMIC_RELAXED);
+        for (size_t b = 0; b <= STATS_N_BUCKETS; b++)
+            out->latency_bucket[b] += __atomic_load_n(&c->latency_bucket[b], __ATOMIC_RELAXED);
+        out->latency_us_sum += __atomic_load_n(&c->latency_us_sum, __ATOMIC_RELAXED);
     }
-    out->latency_us_sum = __atomic_load_n(&e->latency_us_sum, __ATOMIC_RELAXED);
+    for (size_t b = 0; b <= STATS_N_BUCKETS; b++)
+        out->latency_count += out->latency_bucket[b];
     out->health_transitions = __atomic_load_n(&e->health_transitions, __ATOMIC_RELAXED);
     out->ejections = __atomic_load_n(&e->ejections_total, __ATOMIC_RELAXED);
 }
 
-void backend_endpoint_observe(struct endpoint_state *e, int status, uint64_t upstream_us)
+uint64_t backend_endpoint_requests(const struct endpoint_state *e)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < e->n_counters; i++)
+        n += __atomic_load_n(&e->counters[i].requests_total, __ATOMIC_RELAXED);
+    return n;
+}
+
+void backend_endpoint_observe(struct endpoint_state *e, const struct worker *w, int status,
+                              uint64_t upstream_us)
 {
     if (status == 0)
-        __atomic_add_fetch(&e->failures, 1, __ATOMIC_RELAXED);
+        counter_add(e, w, offsetof(struct endpoint_counters, failures), 1);
     else if (status >= 500)
-        __atomic_add_fetch(&e->responses_5xx, 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&e->latency_bucket[stats_bucket_of(upstream_us)], 1, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&e->latency_us_sum, upstream_us, __ATOMIC_RELAXED);
+        counter_add(e, w, offsetof(struct endpoint_counters, responses_5xx), 1);
+    counter_add(e, w,
+                offsetof(struct endpoint_counters, latency_bucket) +
+                    stats_bucket_of(upstream_us) * sizeof(uint64_t),
+                1);
+    counter_add(e, w, offsetof(struct endpoint_counters, latency_us_sum), upstream_us);
 }
 
 bool backend_endpoint_ejected(const struct endpoint_state *e, uint64_t now_ms)

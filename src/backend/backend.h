@@ -29,6 +29,20 @@ struct service_rt;
 struct http_response_head;
 
 /* Shared state of one endpoint of one backend service. */
+/*
+ * Per-attempt counters of one endpoint, one copy per worker: a worker adds
+ * to its own without a locked instruction and without sharing a cache line
+ * with another worker; readers sum the copies (backend_endpoint_stats).
+ */
+struct endpoint_counters {
+    uint64_t requests_total; /* attempts sent */
+    uint64_t responses_5xx;  /* attempts answered 5xx by the endpoint */
+    uint64_t failures;       /* attempts ended without a response (connect failure,
+                              * reset, protocol error, timeout) */
+    uint64_t latency_us_sum; /* their upstream time, us */
+    uint64_t latency_bucket[STATS_N_BUCKETS + 1]; /* attempts by upstream time */
+} __attribute__((aligned(64)));
+
 struct endpoint_state {
     char *service;             /* backend service name */
     char *address;             /* "host:port" as configured */
@@ -42,19 +56,17 @@ struct endpoint_state {
     unsigned active; /* atomic: exchanges in flight (max_concurrent_requests_per_endpoint) */
     unsigned consecutive_errors;          /* atomic: 5xx or failures in a row */
     unsigned consecutive_gateway_failure; /* atomic: 502/503/504 or failures in a row */
-    uint64_t requests_total;              /* atomic: attempts sent */
-    /* Per-attempt results (backend_endpoint_observe; read with backend_endpoint_stats). */
-    uint64_t responses_5xx; /* atomic: attempts answered 5xx by the endpoint */
-    uint64_t failures;      /* atomic: attempts ended without a response (connect failure,
-                             * reset, protocol error, timeout) */
-    uint64_t latency_bucket[STATS_N_BUCKETS + 1]; /* atomic: attempts by upstream time */
-    uint64_t latency_us_sum;                      /* atomic: their upstream time, us */
-    uint64_t health_transitions;                  /* atomic: healthy <-> unhealthy flips */
-    uint64_t ejections_total;                     /* atomic: outlier ejections */
-    unsigned connections;       /* atomic: open upstream connections (max_connections) */
-    uint64_t retired_at_ms;     /* atomic: when it left the newest config (draining), 0 = in it */
-    uint64_t health_changed_ms; /* atomic: last health transition (unknown/healthy/unhealthy),
-                                 * sy_now_ms clock; 0 = none yet (admin status page) */
+    /* Attempts and their results (backend_pick, backend_endpoint_observe; read
+     * with backend_endpoint_stats): [0] for callers without a worker (atomic
+     * adds), [1 + id] for worker id (backend_registry_set_workers). */
+    struct endpoint_counters *counters;
+    unsigned n_counters;
+    uint64_t health_transitions; /* atomic: healthy <-> unhealthy flips */
+    uint64_t ejections_total;    /* atomic: outlier ejections */
+    unsigned connections;        /* atomic: open upstream connections (max_connections) */
+    uint64_t retired_at_ms;      /* atomic: when it left the newest config (draining), 0 = in it */
+    uint64_t health_changed_ms;  /* atomic: last health transition (unknown/healthy/unhealthy),
+                                  * sy_now_ms clock; 0 = none yet (admin status page) */
     struct backend_registry *_reg; /* owner, for references taken by connections */
 };
 
@@ -77,6 +89,8 @@ static inline enum attempt_outcome backend_outcome_of_status(int status)
 /* ---- registry (main thread) -------------------------------------------------------- */
 
 struct backend_registry *backend_registry_new(void);
+/* How many workers count attempts (one counter copy each); before any endpoint is made. */
+void backend_registry_set_workers(struct backend_registry *reg, unsigned n_workers);
 /* Frees entries no runtime references any more; then the registry itself. */
 void backend_registry_free(struct backend_registry *reg);
 
@@ -265,10 +279,14 @@ void backend_endpoint_stats(const struct endpoint_state *e, struct endpoint_stat
 
 /*
  * The request path: an attempt on `e` got a response head with `status`
- * (0: it failed without one) after `upstream_us`. Lock-free (relaxed
- * atomic adds), any worker.
+ * (0: it failed without one) after `upstream_us`, counted in worker w's copy
+ * (no locked instruction); w NULL: the shared copy, with atomic adds.
  */
-void backend_endpoint_observe(struct endpoint_state *e, int status, uint64_t upstream_us);
+void backend_endpoint_observe(struct endpoint_state *e, const struct worker *w, int status,
+                              uint64_t upstream_us);
+
+/* Attempts sent to `e`, every worker's copy summed. */
+uint64_t backend_endpoint_requests(const struct endpoint_state *e);
 
 /*
  * The per-endpoint families of /metrics (health state, ejection, in-flight,

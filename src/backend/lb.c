@@ -13,6 +13,7 @@
 
 #include "backend/backend-int.h"
 #include "core/errors.h"
+#include "core/worker.h"
 
 /* ---- XXH64 -------------------------------------------------------------------------------- */
 
@@ -295,15 +296,24 @@ static int rr_build(struct service_rt *s)
     }
     s->rr_len = len;
     free(h);
+    size_t nc = 1 + (size_t)backend_registry_n_workers(s->reg);
+    s->rr_cursors = aligned_alloc(64, nc * sizeof *s->rr_cursors);
+    if (s->rr_cursors) { /* without them: the shared cursor */
+        for (size_t i = 0; i < nc; i++)
+            s->rr_cursors[i].next = (unsigned)i; /* workers start one turn apart */
+        s->n_rr_cursors = (unsigned)nc;
+    }
     return 0;
 }
 
 static int rr_pick(const struct lb_filter *f)
 {
-    struct service_rt *s = (struct service_rt *)f->s; /* only the atomic cursor changes */
+    struct service_rt *s = (struct service_rt *)f->s; /* only the cursors change */
+    unsigned wi = f->ctx && f->ctx->w ? (unsigned)f->ctx->w->id + 1 : 0;
+    unsigned *mine = wi && wi < s->n_rr_cursors ? &s->rr_cursors[wi].next : NULL;
     /* A skipped slot is consumed: the others keep their shares of the cycle. */
     for (int k = 0; s->rr_len && k < RR_MAX_SKIPS; k++) {
-        unsigned c = __atomic_fetch_add(&s->rr_next, 1, __ATOMIC_RELAXED);
+        unsigned c = mine ? (*mine)++ : __atomic_fetch_add(&s->rr_next, 1, __ATOMIC_RELAXED);
         uint32_t i = s->rr_sched[c % s->rr_len];
         if (lb_ok(f, i))
             return (int)i;
@@ -316,6 +326,9 @@ static void rr_destroy(struct service_rt *s)
     free(s->rr_sched);
     s->rr_sched = NULL;
     s->rr_len = 0;
+    free(s->rr_cursors);
+    s->rr_cursors = NULL;
+    s->n_rr_cursors = 0;
 }
 
 const struct lb_ops lb_round_robin = {"ROUND_ROBIN", rr_build, rr_pick, rr_destroy};

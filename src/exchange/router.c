@@ -450,7 +450,8 @@ static void observe_attempt(struct exchange *ex, int status)
     uint64_t now = sy_now_us();
     uint64_t us = now > ex->_attempt_start_us ? now - ex->_attempt_start_us : 0;
     ex->upstream_us = us;
-    backend_endpoint_observe(backend_endpoint(ex->srt, (size_t)ex->endpoint_idx), status, us);
+    backend_endpoint_observe(backend_endpoint(ex->srt, (size_t)ex->endpoint_idx), ex->w, status,
+                             us);
     struct stats_service_shard *ss = svc_stats(ex);
     if (status >= 100 && status < 600)
         stats_inc(&ss->by_class[status / 100], 1);

@@ -17,6 +17,7 @@
 #include "config/config.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/worker.h"
 #include "exchange/exchange.h"
 #include "http/headers.h"
 #include "test.h"
@@ -721,16 +722,28 @@ static void test_endpoint_stats(void)
     struct fixture f;
     const uint64_t t0 = 1000000;
     TEST_CASE("endpoint stats: requests, 5xx, failures, latency buckets, ejections");
-    CHECK(fixture_init(&f, NULL, 2, NULL, -1,
+    struct backend_registry *reg = backend_registry_new();
+    backend_registry_set_workers(reg, 2); /* counter copies: shared, worker 0, worker 1 */
+    CHECK(fixture_init(&f, reg, 2, NULL, -1,
                        "    outlier_detection: {base_ejection_time: 10s, interval: 1s}\n"));
     struct endpoint_state *e = backend_endpoint(f.s, 0);
     struct endpoint_stats st;
     backend_endpoint_stats(e, &st);
     CHECK(st.requests == 0 && st.latency_count == 0 && st.ejections == 0);
-    backend_endpoint_observe(e, 200, 500);    /* 0.5 ms: bucket 0 (<= 1 ms) */
-    backend_endpoint_observe(e, 503, 7000);   /* 7 ms: bucket 2 (<= 10 ms) */
-    backend_endpoint_observe(e, 0, 40000000); /* 40 s failure: +Inf */
-    backend_endpoint_observe(e, 500, 1000);   /* exactly 1 ms: bucket 0 */
+    struct worker w0 = {.id = 0}, w1 = {.id = 1}, w7 = {.id = 7};
+    backend_endpoint_observe(e, &w0, 200, 500);     /* 0.5 ms: bucket 0 (<= 1 ms) */
+    backend_endpoint_observe(e, &w1, 503, 7000);    /* 7 ms: bucket 2 (<= 10 ms) */
+    backend_endpoint_observe(e, NULL, 0, 40000000); /* 40 s failure: +Inf */
+    backend_endpoint_observe(e, &w7, 500, 1000);    /* exactly 1 ms: bucket 0 (no copy: shared) */
+    /* Each worker counted in its own copy, the others in the shared one. */
+    CHECK(e->n_counters == 3);
+    CHECK(e->counters[1].latency_bucket[0] == 1 && e->counters[1].responses_5xx == 0);
+    CHECK(e->counters[2].responses_5xx == 1 && e->counters[2].latency_us_sum == 7000);
+    CHECK(e->counters[0].failures == 1 && e->counters[0].responses_5xx == 1);
+    struct pick_ctx pc = {.w = &w1};
+    CHECK(backend_pick(f.s, &pc) >= 0 && backend_pick(f.s, &pc) >= 0);
+    CHECK(backend_endpoint_requests(e) + backend_endpoint_requests(backend_endpoint(f.s, 1)) == 2);
+    CHECK(e->counters[0].requests_total == 0);
     backend_endpoint_stats(e, &st);
     CHECK(st.responses_5xx == 2 && st.failures == 1);
     CHECK(st.latency_bucket[0] == 2 && st.latency_bucket[2] == 1);
