@@ -18,6 +18,8 @@ static void set_callbacks(nghttp2_session_callbacks *cb, const struct h2_session
         nghttp2_session_callbacks_set_on_begin_headers_callback(cb, d->on_begin_headers);
     if (d->on_header)
         nghttp2_session_callbacks_set_on_header_callback(cb, d->on_header);
+    if (d->on_header2)
+        nghttp2_session_callbacks_set_on_header_callback2(cb, d->on_header2);
     if (d->on_frame_recv)
         nghttp2_session_callbacks_set_on_frame_recv_callback(cb, d->on_frame_recv);
     if (d->on_frame_send)
@@ -42,6 +44,9 @@ static void set_options(nghttp2_option *opt, const struct h2_session_def *d)
         nghttp2_option_set_max_continuations(opt, d->max_continuations);
     if (d->max_outbound_ack)
         nghttp2_option_set_max_outbound_ack(opt, d->max_outbound_ack);
+    /* Closed streams are kept only for the priority tree, which RFC 9113
+     * deprecates and the proxy does not use. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
 }
 
 int h2_setup_init(struct h2_setup *s, const struct h2_session_def *def)

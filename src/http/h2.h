@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "http/http-t.h"
 
 struct evbuffer;
@@ -50,6 +51,10 @@ struct h2_session_def {
     nghttp2_on_begin_frame_callback on_begin_frame; /* every frame header, CONTINUATION too */
     nghttp2_on_begin_headers_callback on_begin_headers;
     nghttp2_on_header_callback on_header;
+    /* Instead of on_header: the name and value as nghttp2's buffers, which
+     * tell a static-table string (nghttp2_rcbuf_is_static: lives forever,
+     * no copy needed) from a decoded one. */
+    nghttp2_on_header_callback2 on_header2;
     nghttp2_on_frame_recv_callback on_frame_recv;
     nghttp2_on_frame_send_callback on_frame_send;
     nghttp2_on_data_chunk_recv_callback on_data_chunk_recv;
@@ -206,6 +211,19 @@ static inline nghttp2_nv h2_nv_lit(const char *name, size_t name_len, const char
 {
     return (nghttp2_nv){(uint8_t *)(uintptr_t)name, (uint8_t *)(uintptr_t)value, name_len,
                         value_len, NGHTTP2_NV_FLAG_NO_COPY_NAME};
+}
+
+/*
+ * A header string from nghttp2 that outlives the callback: its static-table
+ * string as is (NUL-terminated, forever), else a copy in the arena. NULL: no
+ * memory.
+ */
+static inline const char *h2_rcbuf_keep(nghttp2_rcbuf *rb, struct arena *a)
+{
+    nghttp2_vec v = nghttp2_rcbuf_get_buf(rb);
+    if (nghttp2_rcbuf_is_static(rb))
+        return (const char *)v.base;
+    return arena_strndup(a, (const char *)v.base, v.len);
 }
 
 /* Is `name` exactly the literal? h2_name_is(name, len, SY_STRLIT(":status")) */

@@ -154,7 +154,7 @@ int h2d_on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *ar
  * reset) or h2d_fail's code.
  */
 int h2d_request_field(struct h2_down_conn *c, struct h2_stream *st, const nghttp2_frame *f,
-                      const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen);
+                      nghttp2_rcbuf *name, nghttp2_rcbuf *value);
 
 /*
  * The request head of `st` is complete: check it, fill the neutral fields

@@ -208,8 +208,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     return 0;
 }
 
-static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
-                     const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, nghttp2_rcbuf *name,
+                     nghttp2_rcbuf *value, uint8_t flags, void *arg)
 {
     struct h2_down_conn *c = arg;
     struct h2_stream *st = c->hdr_st && c->hdr_id == f->hd.stream_id
@@ -217,7 +217,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
                                : nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (!st || f->hd.type != NGHTTP2_HEADERS)
         return 0;
-    return h2d_request_field(c, st, f, name, nlen, value, vlen);
+    return h2d_request_field(c, st, f, name, value);
 }
 
 /*
@@ -845,7 +845,7 @@ static const struct h2_session_def h2_down_session = {
     .server = true,
     .on_begin_frame = h2d_on_begin_frame,
     .on_begin_headers = on_begin_headers,
-    .on_header = on_header,
+    .on_header2 = on_header,
     .on_frame_recv = on_frame_recv,
     .on_frame_send = on_frame_send,
     .on_data_chunk_recv = on_data_chunk_recv,

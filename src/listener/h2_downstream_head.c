@@ -35,12 +35,14 @@ static bool path_is_valid(const char *p, size_t len)
 }
 
 /* Pseudo-header or field of a request head; copied into the exchange arena. */
-static int take_request_field(struct h2_stream *st, const uint8_t *name, size_t nlen,
-                              const uint8_t *value, size_t vlen)
+static int take_request_field(struct h2_stream *st, nghttp2_rcbuf *name_rb, nghttp2_rcbuf *value_rb)
 {
     struct exchange *ex = st->ex;
     struct http_request_head *r = &ex->req;
-    char *v = arena_strndup(&ex->arena, (const char *)value, vlen);
+    nghttp2_vec nv = nghttp2_rcbuf_get_buf(name_rb);
+    const uint8_t *name = nv.base;
+    size_t nlen = nv.len, vlen = nghttp2_rcbuf_get_buf(value_rb).len;
+    const char *v = h2_rcbuf_keep(value_rb, &ex->arena);
     if (!v)
         return -1;
     if (nlen > 0 && name[0] == ':') {
@@ -71,16 +73,20 @@ static int take_request_field(struct h2_stream *st, const uint8_t *name, size_t 
         }
         return 0;
     }
-    char *n = arena_strndup(&ex->arena, (const char *)name, nlen);
+    const char *n = h2_rcbuf_keep(name_rb, &ex->arena);
     if (!n)
         return -1;
     return http_headers_add(&r->headers, &ex->arena, n, nlen, v, vlen) ? -1 : 0;
 }
 
 int h2d_request_field(struct h2_down_conn *c, struct h2_stream *st, const nghttp2_frame *f,
-                      const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen)
+                      nghttp2_rcbuf *name_rb, nghttp2_rcbuf *value_rb)
 {
-    const struct cfg_listener *l = h2d_listener_cfg(c);
+    nghttp2_vec nv = nghttp2_rcbuf_get_buf(name_rb), vv = nghttp2_rcbuf_get_buf(value_rb);
+    const uint8_t *name = nv.base;
+    size_t nlen = nv.len, vlen = vv.len;
+    /* The exchange's listener config is the connection's, looked up once. */
+    const struct cfg_listener *l = st->ex ? st->ex->listener : h2d_listener_cfg(c);
     uint64_t max_bytes = l->http2.max_header_list_size;
     uint64_t max_fields = l->limits.max_request_headers;
     st->header_bytes += nlen + vlen + 32;
@@ -101,13 +107,13 @@ int h2d_request_field(struct h2_down_conn *c, struct h2_stream *st, const nghttp
     if (f->headers.cat == NGHTTP2_HCAT_HEADERS) { /* request trailers */
         if (!st->req_trailers.v && http_headers_init(&st->req_trailers, &ex->arena, 4) != 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        if (http_headers_add_copy(&st->req_trailers, &ex->arena, (const char *)name, nlen,
-                                  (const char *)value, vlen) != 0)
+        const char *n = h2_rcbuf_keep(name_rb, &ex->arena);
+        const char *v = h2_rcbuf_keep(value_rb, &ex->arena);
+        if (!n || !v || http_headers_add(&st->req_trailers, &ex->arena, n, nlen, v, vlen) != 0)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         return 0;
     }
-    return take_request_field(st, name, nlen, value, vlen) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
-                                                           : 0;
+    return take_request_field(st, name_rb, value_rb) ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
 }
 
 /* RFC 9113 8.2.3: cookie crumbs become one field for HTTP/1.1 backends. */

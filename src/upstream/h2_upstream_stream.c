@@ -111,11 +111,13 @@ static int64_t header_dec(const uint8_t *v, size_t len)
     return sy_parse_dec(v, len, INT64_MAX, &n) == 0 ? (int64_t)n : -1;
 }
 
-static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
-                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-                     void *arg)
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, nghttp2_rcbuf *name_rb,
+                     nghttp2_rcbuf *value_rb, uint8_t flags, void *arg)
 {
     struct h2_conn *c = arg;
+    nghttp2_vec nv = nghttp2_rcbuf_get_buf(name_rb), vv = nghttp2_rcbuf_get_buf(value_rb);
+    const uint8_t *name = nv.base, *value = vv.base;
+    size_t namelen = nv.len, valuelen = vv.len;
     struct h2_stream *s = c->hdr_s && c->hdr_id == frame->hd.stream_id
                               ? c->hdr_s
                               : stream_of(session, frame->hd.stream_id);
@@ -134,8 +136,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
             return 0; /* the downstream codec frames the body itself */
         }
     }
-    if (http_headers_add_copy(list, a, (const char *)name, namelen, (const char *)value,
-                              valuelen) != 0) {
+    const char *n = h2_rcbuf_keep(name_rb, a), *v = h2_rcbuf_keep(value_rb, a);
+    if (!n || !v || http_headers_add(list, a, n, namelen, v, valuelen) != 0) {
         s->bad_response = true;
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
@@ -271,7 +273,7 @@ static int on_send_data(nghttp2_session *session, nghttp2_frame *frame, const ui
 const struct h2_session_def h2_upstream_session = {
     .server = false,
     .on_begin_headers = on_begin_headers,
-    .on_header = on_header,
+    .on_header2 = on_header,
     .on_data_chunk_recv = on_data_chunk,
     .on_frame_recv = on_frame_recv,
     .on_stream_close = on_stream_close,
