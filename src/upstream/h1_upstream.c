@@ -577,8 +577,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         sy_event_del(&c->timer_ev);
         if (c->state == H1U_CONNECTING)
             set_state(c, c->r ? H1U_ACTIVE : H1U_IDLE);
-        int one = 1;
-        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        /* (TCP_NODELAY was set with the socket, in conn_new.) */
         sy_bev_flush(bev, c->tls); /* what was queued while connecting */
         return;
     }

@@ -7,8 +7,10 @@ away, then failed every check ("SETTINGS expected") and the endpoint never
 became healthy. The proxy runs under strace with every connect(2) held back
 100 ms, which makes that ordering certain.
 """
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -70,6 +72,35 @@ class SpeaksFirst:
         self.sock.close()
 
 
+def children(pid):
+    """Direct children of `pid` (the proxy strace started)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def stop_traced(proc):
+    """Stop the proxy, then strace: strace ends when its tracee has. A SIGTERM
+    to strace alone would detach and leave the proxy running."""
+    for kid in children(proc.pid):
+        try:
+            os.kill(kid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        for kid in children(proc.pid):
+            try:
+                os.kill(kid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 def test_h2c_check_reads_what_the_server_sent_before_connect(tmp_path):
     be = SpeaksFirst()
@@ -93,10 +124,7 @@ def test_h2c_check_reads_what_the_server_sent_before_connect(tmp_path):
         assert "->unhealthy" not in err.read_text(errors="replace")
         assert be.answered >= 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        kids = children(proc.pid)
+        stop_traced(proc)
+        assert wait_for(lambda: not [k for k in kids if os.path.exists(f"/proc/{k}")], 5), kids
         be.close()
