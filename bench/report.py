@@ -326,6 +326,19 @@ def _better(new, old):
     return new.get("background_cpu", 9e9) < old.get("background_cpu", 9e9)
 
 
+def _render(head, rows, markdown, left_cols):
+    """Rows as a Markdown table, or as aligned text (the first `left_cols`
+    columns left-aligned, the others right-aligned)."""
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        return out + ["| " + " | ".join(c if c else " " for c in row) + " |" for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(head)]
+    return ["  ".join(c.ljust(w) if i < left_cols else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(cells, widths)))
+            for cells in [head, ["-" * w for w in widths]] + rows]
+
+
 def table(path, markdown=False):
     # With several rounds, keep per proxy x scenario the successful run with
     # the least background CPU (the least disturbed by other processes).
@@ -377,21 +390,15 @@ def table(path, markdown=False):
     if not rows:  # only the idle scenarios were run
         idle_table(recs, markdown)
         return
-    if markdown:
-        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        out += ["| " + " | ".join(c if c else " " for c in row) + " |" for row in rows]
-    else:
-        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-                  for i, h in enumerate(head)]
-        line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                                       for i, (c, w) in enumerate(zip(cells, widths)))
-        out = [line(head), line(["-" * w for w in widths])]
-        prev = None
-        for row in rows:
+    out = _render(head, rows, markdown, 2)
+    if not markdown:  # a blank line between scenarios
+        lines, prev = out[:2], None
+        for row, text in zip(rows, out[2:]):
             if prev is not None and row[0] != prev:
-                out.append("")
+                lines.append("")
             prev = row[0]
-            out.append(line(row))
+            lines.append(text)
+        out = lines
     print("\n".join(out))
     print()
     for sc, title in SCENARIOS:
@@ -467,15 +474,7 @@ def idle_table(recs, markdown=False):
     print()
     n = next((r["n"] for r in recs.values() if r.get("n") and r["scenario"] in scs), 0)
     print(f"== memory per idle client connection ({n} connections; RSS = VmRSS summed over the proxy's processes)")
-    if markdown:
-        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        out += ["| " + " | ".join(c if c else " " for c in row) + " |" for row in rows]
-    else:
-        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-                  for i, h in enumerate(head)]
-        out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-               for cells in [head, ["-" * w for w in widths]] + rows]
-    print("\n".join(out))
+    print("\n".join(_render(head, rows, markdown, 1)))
     print()
     for sc, title in IDLE_SCENARIOS:
         print(f"  {sc} = {title}; the proxy forwards it to the HTTP/1.1 backend")

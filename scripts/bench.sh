@@ -74,16 +74,7 @@ fi
 # ---- process bookkeeping ----------------------------------------------------------
 tmp=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
 pids=() # processes started here and not yet reaped
-untrack() {
-  local p keep=()
-  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  pids=("${keep[@]}")
-}
-descendants() { # PID -> PID and all its descendants
-  local p
-  echo "$1"
-  for p in $(pgrep -P "$1" 2>/dev/null); do descendants "$p"; done
-}
+. "$ROOT/scripts/proc.sh" # untrack, descendants, stop_pid
 exit_desc() { # PID of a child that exited -> EXIT_DESC="exit N" or "killed by SIGNAME"
   local rc
   untrack "$1"
@@ -91,20 +82,6 @@ exit_desc() { # PID of a child that exited -> EXIT_DESC="exit N" or "killed by S
   rc=$?
   if [ "$rc" -gt 128 ]; then EXIT_DESC="killed by SIG$(kill -l $((rc - 128)) 2>/dev/null || echo $((rc - 128)))"
   else EXIT_DESC="exit $rc"; fi
-}
-stop_pid() { # TERM the process (and its children), KILL after 3s
-  local pid=$1 all p _i
-  untrack "$pid"
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-  all=$(descendants "$pid")
-  kill -TERM "$pid" 2>/dev/null
-  for _i in $(seq 1 30); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  for p in $all; do kill -KILL "$p" 2>/dev/null; done
-  wait "$pid" 2>/dev/null
-  return 0
 }
 cleanup() {
   trap - EXIT INT TERM

@@ -56,23 +56,11 @@ done
 tmp=$(mktemp -d /tmp/switchyard-instr.XXXXXX)
 chmod 755 "$tmp"
 pids=()
-descendants() { local p; echo "$1"; for p in $(pgrep -P "$1" 2>/dev/null); do descendants "$p"; done; }
-stop_pid() { # TERM the process and its children, KILL after 5 s
-  local pid=$1 all p _i keep=()
-  for p in "${pids[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  pids=("${keep[@]}")
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-  all=$(descendants "$pid")
-  kill -TERM "$pid" 2>/dev/null
-  for _i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  for p in $all; do kill -KILL "$p" 2>/dev/null; done
-  wait "$pid" 2>/dev/null
-  return 0
-}
+. "$ROOT/scripts/proc.sh" # untrack, descendants, stop_pid
 cleanup() {
   trap - EXIT INT TERM
   local p
-  for p in "${pids[@]}"; do stop_pid "$p"; done
+  for p in "${pids[@]}"; do stop_pid "$p" 50; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -229,7 +217,7 @@ cell() {
   else
     printf '%s\t%s\t%s\t%s\n' "$sc" "$label" "" "$mark" >>"$RES"; echo "  $sc $label: $mark"
   fi
-  stop_pid "$vp"; stop_pid "$tb"
+  stop_pid "$vp" 50; stop_pid "$tb" 50
 }
 
 echo "== instructions per request (callgrind; $N requests after $WARM warm-up; valgrind $(valgrind --version | sed 's/valgrind-//'))"

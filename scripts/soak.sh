@@ -76,30 +76,7 @@ done
 # ---- process bookkeeping (as scripts/bench.sh) ---------------------------------------------
 tmp=$(mktemp -d /tmp/switchyard-soak.XXXXXX)
 pids=() # processes started here and not yet reaped
-untrack() {
-  local p keep=()
-  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  pids=("${keep[@]}")
-}
-descendants() { # PID -> PID and all its descendants
-  local p
-  echo "$1"
-  for p in $(pgrep -P "$1" 2>/dev/null); do descendants "$p"; done
-}
-stop_pid() { # TERM the process and its descendants, KILL what is left after 3 s
-  local pid=$1 all p _i
-  untrack "$pid"
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-  all=$(descendants "$pid")
-  for p in $all; do kill -TERM "$p" 2>/dev/null; done
-  for _i in $(seq 1 30); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  for p in $all; do kill -KILL "$p" 2>/dev/null; done
-  wait "$pid" 2>/dev/null
-  return 0
-}
+. "$ROOT/scripts/proc.sh" # untrack, descendants, stop_pid
 cleanup() {
   trap - EXIT INT TERM
   local p
