@@ -101,25 +101,6 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-wait_port() { # PORT PID -> 0 once it accepts, 1 if the process died or 5s passed
-  local _i
-  for _i in $(seq 1 50); do
-    kill -0 "$2" 2>/dev/null || return 1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-render() { # TEMPLATE OUT KEY=VALUE... : replace @KEY@ with VALUE
-  local in=$1 out=$2 kv k v script=()
-  shift 2
-  for kv in "$@"; do
-    k=${kv%%=*}; v=${kv#*=}
-    v=${v//\\/\\\\}; v=${v//|/\\|}; v=${v//&/\\&}
-    script+=(-e "s|@$k@|$v|g")
-  done
-  sed "${script[@]}" "$in" >"$out"
-}
 last_err() { # FILE -> its last non-empty line, for n/a reasons
   grep -v '^\s*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-160
 }
@@ -206,14 +187,9 @@ start_proxy() {
       ;;
     haproxy)
       cfg=$tmp/haproxy-$sc.cfg
-      local bind="" server=""
-      case $sc in
-        h2c) bind="proto h2"; server="proto h2" ;;
-        h2c-h1) bind="proto h2" ;;
-        tls) bind="ssl crt $tmp/haproxy.pem alpn h2,http/1.1" ;;
-      esac
+      haproxy_opts "$sc" "$tmp"
       render bench/haproxy.cfg.in "$cfg" PORT="$port" BACKEND_PORT="$be_port" \
-        BIND_OPTS="$bind" SERVER_OPTS="$server" SCHEME="$scheme"
+        BIND_OPTS="$HAPROXY_BIND" SERVER_OPTS="$HAPROXY_SERVER" SCHEME="$scheme"
       on $PROXY_CPU haproxy -db -f "$cfg" >"$out" 2>&1 &
       ;;
     nghttpx)

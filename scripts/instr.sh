@@ -66,25 +66,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "instr: interrupted" >&2; exit 130' INT TERM
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # PORT PID -> 0 once it accepts; 1 if PID died or 60 s passed (valgrind starts slowly)
-  local _i
-  for _i in $(seq 1 600); do
-    kill -0 "$2" 2>/dev/null || return 1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-render() { # TEMPLATE OUT KEY=VALUE... : replace @KEY@ with VALUE (as scripts/bench.sh)
-  local in=$1 out=$2 kv k v script=()
-  shift 2
-  for kv in "$@"; do
-    k=${kv%%=*}; v=${kv#*=}
-    v=${v//\\/\\\\}; v=${v//|/\\|}; v=${v//&/\\&}
-    script+=(-e "s|@$k@|$v|g")
-  done
-  sed "${script[@]}" "$in" >"$out"
-}
 last_err() { grep -v '^\s*$' "$1" 2>/dev/null | grep -v '^==[0-9]*==' | tail -n 1 | cut -c1-140; }
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -116,15 +97,10 @@ proxy_cmd() {
       [ "${b:0:1}" = / ] && CMD[0]=$b/switchyard
       ;;
     haproxy)
-      local bind="" server=""
-      case $sc in
-        h2c) bind="proto h2"; server="proto h2" ;;
-        h2c-h1) bind="proto h2" ;;
-        tls) bind="ssl crt $tmp/haproxy.pem alpn h2,http/1.1" ;;
-      esac
+      haproxy_opts "$sc" "$tmp"
       cfg=$tmp/haproxy-$sc.cfg
       render bench/haproxy.cfg.in "$cfg" PORT="$port" BACKEND_PORT="$be" \
-        BIND_OPTS="$bind" SERVER_OPTS="$server" SCHEME="$scheme"
+        BIND_OPTS="$HAPROXY_BIND" SERVER_OPTS="$HAPROXY_SERVER" SCHEME="$scheme"
       CMD=(haproxy -db -f "$cfg")
       ;;
     nghttpx)
@@ -183,11 +159,11 @@ cell() {
     printf '%s\t%s\t%s\t%s\n' "$sc" "$label" "" "$NA" >>"$RES"; echo "  $sc $label: $NA"; return 0
   fi
   "$b/switchyard-testbed" --listen "127.0.0.1:$be" >"$tmp/tb.log" 2>&1 & tb=$!; pids+=("$tb")
-  wait_port "$be" "$tb" || { echo "instr: testbed did not start: $(last_err "$tmp/tb.log")" >&2; exit 1; }
+  wait_port "$be" "$tb" 600 || { echo "instr: testbed did not start: $(last_err "$tmp/tb.log")" >&2; exit 1; }
   rm -rf "$tmp/cg"; mkdir -m 1777 "$tmp/cg"
   valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$tmp/cg/cg.%p" "$VGP" \
     "${CMD[@]}" >"$PLOG" 2>&1 & vp=$!; pids+=("$vp")
-  if ! wait_port "$pport" "$vp"; then
+  if ! wait_port "$pport" "$vp" 600; then
     mark="n/a (did not start: $(last_err "$PLOG"))"
   elif ! probe "$sc" "$pport"; then
     mark="n/a (probe answered '$PROBE')"

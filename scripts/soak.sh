@@ -86,15 +86,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "soak: interrupted" >&2; exit 130' INT TERM
 
-wait_port() { # PORT PID -> 0 once it accepts, 1 if the process died or 10 s passed
-  local _i
-  for _i in $(seq 1 100); do
-    kill -0 "$2" 2>/dev/null || return 1
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
 now_ms() { date +%s%3N; }
 
 # ---- results -------------------------------------------------------------------------------
@@ -156,7 +147,7 @@ start_backend() { # INDEX -> 0 when it accepts on its port
   fi
   BPID[i]=$!
   pids+=("${BPID[$i]}")
-  wait_port "$port" "${BPID[$i]}" && return 0
+  wait_port "$port" "${BPID[$i]}" 100 && return 0
   stop_pid "${BPID[$i]}"
   return 1
 }
@@ -265,7 +256,7 @@ CUR=a
 SYPID=$!
 pids+=("$SYPID")
 for port in "$P_HTTP" "$P_HTTPS" "$P_ADMIN"; do
-  wait_port "$port" "$SYPID" || die "switchyard did not start: $(tail -n 3 "$RESULTS/proxy.stderr")"
+  wait_port "$port" "$SYPID" 100 || die "switchyard did not start: $(tail -n 3 "$RESULTS/proxy.stderr")"
 done
 echo "   proxy pid $SYPID: http :$P_HTTP, https :$P_HTTPS, admin :$P_ADMIN (config version ${VERSION[a]})"
 
