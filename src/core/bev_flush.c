@@ -19,15 +19,18 @@ size_t sy_bev_flush(struct bufferevent *bev, bool tls)
         /* OpenSSL writes one record (and one syscall) per chunk it is handed:
          * make what this loop turn queued one chunk, up to a few records. */
         size_t len = evbuffer_get_length(out);
+        if (len == 0)
+            return 0; /* enabling EV_WRITE would watch writability for nothing */
         if (len > 1)
             evbuffer_pullup(out, len < TLS_COALESCE_MAX ? (ssize_t)len : TLS_COALESCE_MAX);
-        bufferevent_enable(bev, EV_WRITE);
+        if (!(bev->enabled & EV_WRITE))
+            bufferevent_enable(bev, EV_WRITE);
         /* Write in this loop turn rather than after epoll reports the
          * socket writable: the write event then is added and deleted in
          * the same turn, which libevent's changelist turns into no
          * epoll_ctl at all. Once the handshake is done only (before, that
          * event drives the handshake). */
-        SSL *ssl = len ? bufferevent_openssl_get_ssl(bev) : NULL;
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
         if (ssl && SSL_is_init_finished(ssl))
             event_active(&bev->ev_write, EV_WRITE, 1);
         return len;
