@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "runtime.h"
 #include "config/config.h"
+#include "core/grow.h"
 #include "core/stats.h"
 #include "core/timer.h"
 #include "core/worker.h"
@@ -87,14 +88,10 @@ static struct series *series_get(struct status *st, const char *name, struct end
     for (size_t i = 0; i < st->n_series; i++)
         if (series_is(st->series[i], name, e))
             return st->series[i];
-    if (st->n_series == st->cap_series) {
-        size_t cap = st->cap_series ? st->cap_series * 2 : 16;
-        struct series **v = realloc(st->series, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        st->series = v;
-        st->cap_series = cap;
-    }
+    struct series **v = sy_grow(st->series, &st->cap_series, st->n_series, sizeof *v, 16);
+    if (!v)
+        return NULL;
+    st->series = v;
     struct series *s = calloc(1, sizeof *s);
     if (!s || (name && !(s->name = strdup(name)))) {
         free(s);

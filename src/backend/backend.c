@@ -16,6 +16,7 @@
 #include "backend/backend-int.h"
 #include "backend/discovery.h"
 #include "core/errors.h"
+#include "core/grow.h"
 #include "core/worker.h"
 
 struct backend_registry {
@@ -84,13 +85,11 @@ static struct endpoint_state *registry_get(struct backend_registry *reg, const c
     for (size_t i = 0; i < reg->n && !e; i++)
         if (strcmp(reg->v[i]->service, service) == 0 && strcmp(reg->v[i]->address, address) == 0)
             e = reg->v[i];
-    if (!e && reg->n == reg->cap) {
-        size_t cap = reg->cap ? reg->cap * 2 : 16;
-        struct endpoint_state **v = realloc(reg->v, cap * sizeof *v);
+    if (!e) {
+        struct endpoint_state **v = sy_grow(reg->v, &reg->cap, reg->n, sizeof *v, 16);
         if (!v)
             goto out;
         reg->v = v;
-        reg->cap = cap;
     }
     if (!e) {
         e = calloc(1, sizeof *e);
@@ -151,13 +150,12 @@ static struct capacity_waiters *waiters_get(struct backend_registry *reg, const 
     for (size_t i = 0; i < reg->n_waits && !cw; i++)
         if (strcmp(reg->waits[i]->service, service) == 0)
             cw = reg->waits[i];
-    if (!cw && reg->n_waits == reg->cap_waits) {
-        size_t cap = reg->cap_waits ? reg->cap_waits * 2 : 8;
-        struct capacity_waiters **v = realloc(reg->waits, cap * sizeof *v);
+    if (!cw) {
+        struct capacity_waiters **v =
+            sy_grow(reg->waits, &reg->cap_waits, reg->n_waits, sizeof *v, 8);
         if (!v)
             goto out;
         reg->waits = v;
-        reg->cap_waits = cap;
     }
     if (!cw) {
         cw = calloc(1, sizeof *cw);

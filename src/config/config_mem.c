@@ -11,6 +11,7 @@
 #include <pcre2.h>
 
 #include "config/config_loader.h"
+#include "core/grow.h"
 
 /* Allocates a zeroed block of `size` bytes linked on *head; NULL on OOM. */
 static void *block_alloc(struct cfg_loader *ld, struct cfg_mem_block **head, size_t size)
@@ -149,16 +150,12 @@ static void push_error(struct cfg_loader *ld, int line, int col, const char *msg
         ld->too_many = true;
         return;
     }
-    if (ld->n_errs == ld->cap_errs) {
-        size_t cap = ld->cap_errs ? ld->cap_errs * 2 : 8;
-        e = realloc(ld->errs, cap * sizeof(*e));
-        if (!e) {
-            ld->oom = true;
-            return;
-        }
-        ld->errs = e;
-        ld->cap_errs = cap;
+    e = sy_grow(ld->errs, &ld->cap_errs, ld->n_errs, sizeof *e, 8);
+    if (!e) {
+        ld->oom = true;
+        return;
     }
+    ld->errs = e;
     e = &ld->errs[ld->n_errs];
     e->msg = strdup(msg);
     if (!e->msg) {
@@ -233,16 +230,12 @@ static int err_cmp(const void *a, const void *b)
 /* Appends one message to `out`, taking ownership of `msg` (freed on OOM). */
 static void errors_push(struct config_errors *out, char *msg)
 {
-    if (out->n == out->cap) {
-        size_t cap = out->cap ? out->cap * 2 : 8;
-        char **m = realloc(out->msgs, cap * sizeof(*m));
-        if (!m) {
-            free(msg);
-            return;
-        }
-        out->msgs = m;
-        out->cap = cap;
+    char **m = sy_grow(out->msgs, &out->cap, out->n, sizeof *m, 8);
+    if (!m) {
+        free(msg);
+        return;
     }
+    out->msgs = m;
     out->msgs[out->n++] = msg;
 }
 
@@ -292,16 +285,12 @@ void cfg_add_ref(struct cfg_loader *ld, const struct ypath *at, const yaml_node_
 
     if (!name)
         return;
-    if (ld->n_refs == ld->cap_refs) {
-        size_t cap = ld->cap_refs ? ld->cap_refs * 2 : 16;
-        r = realloc(ld->refs, cap * sizeof(*r));
-        if (!r) {
-            ld->oom = true;
-            return;
-        }
-        ld->refs = r;
-        ld->cap_refs = cap;
+    r = sy_grow(ld->refs, &ld->cap_refs, ld->n_refs, sizeof *r, 16);
+    if (!r) {
+        ld->oom = true;
+        return;
     }
+    ld->refs = r;
     r = &ld->refs[ld->n_refs];
     memset(r, 0, sizeof(*r));
     r->kind = kind;

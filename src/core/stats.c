@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/grow.h"
+
 const double stats_bucket_ms[STATS_N_BUCKETS] = {1,   5,    10,   25,   50,    100,  250,
                                                  500, 1000, 2500, 5000, 10000, 30000};
 
@@ -90,14 +92,11 @@ struct stats_service *stats_service(struct stats *st, const char *name)
     for (size_t i = 0; i < st->n_services; i++)
         if (strcmp(st->services[i]->name, name) == 0)
             return st->services[i];
-    if (st->n_services == st->cap_services) {
-        size_t cap = st->cap_services ? st->cap_services * 2 : 16;
-        struct stats_service **v = realloc(st->services, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        st->services = v;
-        st->cap_services = cap;
-    }
+    struct stats_service **v =
+        sy_grow(st->services, &st->cap_services, st->n_services, sizeof *v, 16);
+    if (!v)
+        return NULL;
+    st->services = v;
     struct stats_service *s = calloc(1, sizeof *s);
     if (!s || !(s->name = strdup(name)) ||
         !(s->shards = shards_new(sizeof(struct stats_service_shard), st->n_workers))) {

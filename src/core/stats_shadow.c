@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/grow.h"
 
 struct shadow_entry {
     uint32_t len; /* bytes of json */
@@ -65,14 +66,10 @@ struct stats_route *stats_route(struct stats *st, const char *name)
     for (size_t i = 0; i < st->n_routes; i++)
         if (strcmp(st->routes[i]->name, name) == 0)
             return st->routes[i];
-    if (st->n_routes == st->cap_routes) {
-        size_t cap = st->cap_routes ? st->cap_routes * 2 : 8;
-        struct stats_route **v = realloc(st->routes, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        st->routes = v;
-        st->cap_routes = cap;
-    }
+    struct stats_route **v = sy_grow(st->routes, &st->cap_routes, st->n_routes, sizeof *v, 8);
+    if (!v)
+        return NULL;
+    st->routes = v;
     struct stats_route *r = calloc(1, sizeof *r);
     size_t size = sizeof(struct stats_route_shard) * (size_t)st->n_workers;
     if (!r || !(r->name = strdup(name)) || !(r->shards = aligned_alloc(64, size))) {
