@@ -95,21 +95,25 @@ static int received_forwarded_for(const struct http_headers *h, struct arena *a,
 }
 
 /*
- * X-Forwarded-For: the incoming value(s) (joined and capped as
- * received_forwarded_for does, when the peer is trusted), then the client
- * IP, then the listener's own IP (GCP's two appended values).
+ * X-Forwarded-For: the incoming value(s) (`received`: joined and capped by
+ * received_forwarded_for; kept only when the peer is trusted), then the
+ * client IP, then the listener's own IP (GCP's two appended values). Then
+ * X-Forwarded-Proto.
  */
-static int set_forwarded_for(struct http_headers *h, struct arena *a, const struct cfg_listener *l,
-                             const struct sockaddr_storage *client_addr,
-                             const struct sockaddr_storage *local_addr)
+static int set_forwarded(struct http_headers *h, struct arena *a, const struct cfg_listener *l,
+                         const struct sockaddr_storage *client_addr,
+                         const struct sockaddr_storage *local_addr, bool tls, const char *received,
+                         size_t received_len)
 {
     char client[INET6_ADDRSTRLEN], local[INET6_ADDRSTRLEN];
     sy_sockaddr_ip(client_addr, client, sizeof client);
     sy_sockaddr_ip(local_addr, local, sizeof local);
     const char *recv = NULL;
     size_t rn = 0;
-    if (peer_trusted(l, client_addr) && received_forwarded_for(h, a, &recv, &rn) != 0)
-        return SY_ENOMEM;
+    if (received && peer_trusted(l, client_addr)) {
+        recv = received;
+        rn = received_len;
+    }
     char *v = arena_alloc(a, rn + strlen(client) + strlen(local) + 8);
     if (!v)
         return SY_ENOMEM;
@@ -125,7 +129,11 @@ static int set_forwarded_for(struct http_headers *h, struct arena *a, const stru
     memcpy(v + n + cl + SY_STRLEN(", "), local, ll);
     n += cl + SY_STRLEN(", ") + ll;
     http_headers_remove(h, SY_STRLIT("x-forwarded-for"));
-    return http_headers_add(h, a, SY_STRLIT("x-forwarded-for"), v, n);
+    if (http_headers_add(h, a, SY_STRLIT("x-forwarded-for"), v, n) != 0)
+        return SY_ENOMEM;
+    http_headers_remove(h, SY_STRLIT("x-forwarded-proto"));
+    const char *proto = tls ? "https" : "http";
+    return http_headers_add(h, a, SY_STRLIT("x-forwarded-proto"), proto, strlen(proto));
 }
 
 bool request_id_valid(const char *v, size_t len)
@@ -300,17 +308,19 @@ int request_set_forwarded(struct http_headers *h, struct arena *a, const struct 
                           const struct sockaddr_storage *client_addr,
                           const struct sockaddr_storage *local_addr, bool tls)
 {
-    if (set_forwarded_for(h, a, l, client_addr, local_addr) != 0)
+    const char *recv;
+    size_t rn;
+    if (received_forwarded_for(h, a, &recv, &rn) != 0)
         return SY_ENOMEM;
-    http_headers_remove(h, SY_STRLIT("x-forwarded-proto"));
-    const char *proto = tls ? "https" : "http";
-    return http_headers_add(h, a, SY_STRLIT("x-forwarded-proto"), proto, strlen(proto));
+    return set_forwarded(h, a, l, client_addr, local_addr, tls, recv, rn);
 }
 
 static int set_forwarding_headers(struct exchange *ex)
 {
-    if (request_set_forwarded(&ex->req.headers, &ex->arena, ex->listener, &ex->client_addr,
-                              &ex->local_addr, ex->tls) != 0)
+    /* request_identify joined the received X-Forwarded-For already (for the
+     * access log), from the same fields: matching changed no header. */
+    if (set_forwarded(&ex->req.headers, &ex->arena, ex->listener, &ex->client_addr, &ex->local_addr,
+                      ex->tls, ex->xff, ex->xff_len) != 0)
         return SY_ENOMEM;
     if (set_request_id(ex) != 0)
         return SY_ENOMEM;
