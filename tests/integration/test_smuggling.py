@@ -874,3 +874,55 @@ def test_h2_extended_connect_101_data_is_tunnel(rig):
     assert [(q.method, q.target_str) for q in reqs] == [("GET", "/ws")], ctx()
     conn = next(cn for cn in r.cap.conns if cn.upgraded)
     assert bytes(conn.tunnel) == SMUGGLED, ctx()
+
+
+# ---------------------------------------------------------------------------
+# heads as they leave the proxy, byte for byte (h1_write_request_head and
+# h1_write_response_head serialize into one reserved extent)
+# ---------------------------------------------------------------------------
+
+def _ids(q):
+    return (q.header("x-request-id"), q.header("traceparent"))
+
+
+def test_forwarded_heads_exact_bytes(rig):
+    """The request heads the backend receives and the response head the client
+    receives, compared as bytes: names lower-cased, values without OWS, the
+    proxy's fields after the client's, framing last, nothing else."""
+    r = rig()
+    r.cap.respond(lambda q: q.target_str.startswith("/r"),
+                  Reply(201, [("X-One", "1"), ("x-two", "b c")], body=b"hello"))
+    with H1Conn(r.port, timeout=5) as c:
+        c.send(b"POST /p?q=1 HTTP/1.1\r\nHost: h.test\r\nX-A: 1\r\nX-B:  two words \r\n"
+               b"Content-Length: 3\r\n\r\nabc")
+        a = c.read_response(timeout=5)
+        c.send(b"POST /c HTTP/1.1\r\nHost: h.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n0\r\n\r\n")
+        b = c.read_response(timeout=5)
+        c.send(b"GET /r HTTP/1.1\r\nHost: h.test\r\n\r\n")
+        deadline = time.monotonic() + 5
+        want_end = b"\r\n\r\nhello"
+        while not c.buf.endswith(want_end) and time.monotonic() < deadline:
+            if not c._fill(deadline):
+                break
+        raw = bytes(c.buf)
+    assert (a.status, b.status) == (200, 200), (a, b)
+    r.cap.settle(2.0)
+    reqs = r.cap.requests()
+    assert len(reqs) == 3, r.cap.describe()
+    fwd = "x-forwarded-for: 127.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n"
+    rid, tp = _ids(reqs[0])
+    assert reqs[0].raw == (
+        "POST /p?q=1 HTTP/1.1\r\nhost: h.test\r\nx-a: 1\r\nx-b: two words\r\n" + fwd +
+        f"x-request-id: {rid}\r\ntraceparent: {tp}\r\ncontent-length: 3\r\n\r\nabc"
+    ).encode(), reqs[0].raw
+    rid, tp = _ids(reqs[1])
+    assert reqs[1].raw == (
+        "POST /c HTTP/1.1\r\nhost: h.test\r\n" + fwd +
+        f"x-request-id: {rid}\r\ntraceparent: {tp}\r\ntransfer-encoding: chunked\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\r\n"
+    ).encode(), reqs[1].raw
+    seq = reqs[2].seq
+    assert raw == (b"HTTP/1.1 201 Created\r\nx-one: 1\r\nx-two: b c\r\n"
+                   b"x-capture-seq: %d\r\nx-capture-conn: 1\r\ncontent-length: 5\r\n\r\nhello"
+                   % seq), raw
