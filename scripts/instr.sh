@@ -27,7 +27,9 @@
 #
 # Environment: SY_INSTR_N (2000), SY_INSTR_WARMUP (500), SY_INSTR_SCENARIOS
 # ("h1 h2c tls h2c-h1"), SY_INSTR_PROXIES ("switchyard haproxy nghttpx nginx";
-# "switchyard" when two or more build folders are given), SY_INSTR_BUILD.
+# "switchyard" when two or more build folders are given), SY_INSTR_BUILD,
+# SY_INSTR_KEEP (a folder: each cell's callgrind dumps are copied there as
+# SCENARIO-LABEL-cg.PID[.N], for callgrind_annotate).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -184,6 +186,9 @@ cell() {
       sleep 0.1
     done
     sleep 0.5
+    if [ -n "${SY_INSTR_KEEP:-}" ]; then # the dumps, for callgrind_annotate
+      mkdir -p "$SY_INSTR_KEEP" && for p in "$tmp"/cg/*; do cp "$p" "$SY_INSTR_KEEP/$sc-$label-${p##*/}"; done
+    fi
     ir=$(cat "$tmp"/cg/* 2>/dev/null | sed -n 's/^summary: *\([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
     [ "$(find "$tmp/cg" -type f | wc -l)" -lt "$np" ] && mark="(dumps of only $(find "$tmp/cg" -type f | wc -l)/$np processes)"
     [ "${ok:-0}" != "$N" ] && mark="(only ${ok:-0}/$N 2xx)${mark:+ $mark}"
