@@ -40,12 +40,19 @@ int worker_init(struct worker *w, int id, worker_cmd_fn cmd_fn)
     /* Only this worker's thread touches its base: no locks on the request
      * path. The main thread reaches it through an eventfd (worker_post).
      * The changelist folds an add and a delete of the same event within
-     * one loop turn into nothing instead of two epoll_ctl calls. */
-    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+     * one loop turn into nothing instead of two epoll_ctl calls. Timers
+     * run on the precise monotonic clock: on the coarse one (libevent's
+     * default) a timer armed in one loop turn and waited for across others
+     * could fire up to a clock tick (4 ms) early, and a 500 ms fault delay
+     * or timeout must never come out shorter than configured. */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST |
+                                  EVENT_BASE_FLAG_PRECISE_TIMER);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
     w->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!w->base || w->cmd_fd < 0)
+        goto fail;
+    if (sy_defer_queue_init(&w->defer, w->base) != 0)
         goto fail;
     w->cmd_ev = event_new(w->base, w->cmd_fd, EV_READ | EV_PERSIST, on_cmd, w);
     if (!w->cmd_ev || event_add(w->cmd_ev, NULL) != 0)
@@ -102,8 +109,10 @@ void worker_destroy(struct worker *w)
     if (w->cmd_fd >= 0)
         close(w->cmd_fd);
     w->cmd_fd = -1;
-    if (w->base)
+    if (w->base) {
+        sy_defer_queue_free(&w->defer);
         event_base_free(w->base);
+    }
     w->cmd_ev = NULL;
     w->base = NULL;
 }

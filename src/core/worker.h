@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/defer.h"
 #include "core/mem_cache.h"
 
 struct event_base;
@@ -48,10 +49,11 @@ struct worker {
     void *exchanges;      /* exchange module's per-worker state (router.c) */
     struct worker *peers; /* every worker of the process (peers[id] is this one) */
     int n_peers;
-    void *stats;             /* per-worker stats shard */
-    void *owner;             /* the process-level state that started this worker (main.c) */
-    int access_log_fd;       /* -1 = access log off; shared fd, one write(2) per line */
-    struct mem_cache h2_mem; /* small-object cache for this worker's nghttp2 sessions */
+    void *stats;                 /* per-worker stats shard */
+    void *owner;                 /* the process-level state that started this worker (main.c) */
+    int access_log_fd;           /* -1 = access log off; shared fd, one write(2) per line */
+    struct mem_cache h2_mem;     /* small-object cache for this worker's nghttp2 sessions */
+    struct sy_defer_queue defer; /* work put off to later in the loop turn (defer.h) */
 };
 
 /*

@@ -35,7 +35,9 @@
 #include <sys/socket.h>
 
 #include "core/arena.h"
+#include "core/defer.h"
 #include "core/list.h"
+#include "core/timer.h"
 #include "http/http-t.h"
 #include "upstream/upstream.h"
 
@@ -198,11 +200,14 @@ struct exchange {
     char endpoint[64];
     /* Last, so that a recycled exchange block keeps them assigned (router.c:
      * exchange_new_held clears only what comes before). */
-    struct event timeout_ev; /* route timeout: the whole exchange */
-    struct event try_ev;     /* per-try timeout, backoff, fault delay */
-    struct event idle_ev;    /* stream_idle */
-    struct event drain_ev;   /* connection_draining: the drain deadline of the attempt's endpoint */
-    struct event reap_ev;    /* deferred free */
+    struct event try_ev;    /* per-try timeout, backoff, fault delay */
+    struct event drain_ev;  /* connection_draining: the drain deadline of the attempt's endpoint */
+    struct sy_defer reap_d; /* the free, on the worker's defer queue */
+    /* The two timers every request arms. Deadlines: they stay pending on a
+     * recycled block (cancelled), so the next exchange on it arms them
+     * without an event_add. Kept unpoisoned on the spare list. */
+    struct sy_deadline route_timer; /* route timeout: the whole exchange */
+    struct sy_deadline idle_timer;  /* stream_idle */
 };
 
 /* ---- for the downstream codecs ------------------------------------------------------ */

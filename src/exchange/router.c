@@ -25,13 +25,14 @@
  * it ends registers a cleanup on its arena at once (arena.h); exchange_finish
  * runs them (newest first), the deferred free runs the arena_on_free ones.
  *
- * Timers: timeout_ev bounds the whole exchange (route timeout, or the
- * backend service timeout, or a shorter grpc-timeout); try_ev times one
+ * Timers: route_timer bounds the whole exchange (route timeout, or the
+ * backend service timeout, or a shorter grpc-timeout); idle_timer is
+ * stream_idle (both deadlines, timer.h: cheap to re-arm); try_ev times one
  * thing at a time, named by ex->_try_state; drain_ev is the
  * connection_draining deadline of the attempt's endpoint, armed only once
  * that endpoint left the config. Waiting for endpoint capacity takes no
  * timer of its own (STYLE 22): the exchange sits on its worker's FIFO queue
- * until a release wakes it, bounded by timeout_ev.
+ * until a release wakes it, bounded by route_timer.
  */
 #include "exchange/exchange.h"
 
@@ -76,8 +77,15 @@
 #define EXCHANGE_BLOCK     (((sizeof(struct exchange) + 15) & ~(size_t)15) + EXCHANGE_INLINE_ARENA)
 #if defined(__SANITIZE_ADDRESS__)
 /* A kept block is poisoned past its link: a use after free still reports. */
+/* A kept block is poisoned past its link, but for its deadlines, which
+ * libevent may still expire (cancelled: they only find that out). */
+#define SPARE_KEEP_FROM offsetof(struct exchange, route_timer)
+#define SPARE_KEEP_TO   (offsetof(struct exchange, idle_timer) + sizeof(struct sy_deadline))
 #define SPARE_POISON(b)                                                                            \
-    ASAN_POISON_MEMORY_REGION((char *)(b) + sizeof(void *), EXCHANGE_BLOCK - sizeof(void *))
+    do {                                                                                           \
+        ASAN_POISON_MEMORY_REGION((char *)(b) + sizeof(void *), SPARE_KEEP_FROM - sizeof(void *)); \
+        ASAN_POISON_MEMORY_REGION((char *)(b) + SPARE_KEEP_TO, EXCHANGE_BLOCK - SPARE_KEEP_TO);    \
+    } while (0)
 #define SPARE_UNPOISON(b) ASAN_UNPOISON_MEMORY_REGION((b), EXCHANGE_BLOCK)
 #else
 #define SPARE_POISON(b)   ((void)0)
@@ -114,7 +122,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg);
 static void on_try(evutil_socket_t fd, short what, void *arg);
 static void on_idle(evutil_socket_t fd, short what, void *arg);
 static void on_drain_check(evutil_socket_t fd, short what, void *arg);
-static void on_reap(evutil_socket_t fd, short what, void *arg);
+static void on_reap(struct sy_defer *d);
 static void on_up_head(void *ctx, struct http_response_head *h, bool end);
 static void on_up_body(void *ctx, struct evbuffer *buf);
 static void on_up_end(void *ctx, const struct http_headers *trailers);
@@ -168,6 +176,15 @@ struct sy_time_cache *exchange_worker_time(struct worker *w)
     return xw ? &xw->time : NULL;
 }
 
+/* Free an exchange block for good: its deadlines may be pending. */
+static void block_release(void *b)
+{
+    struct exchange *ex = b;
+    sy_deadline_del(&ex->route_timer);
+    sy_deadline_del(&ex->idle_timer);
+    free(ex);
+}
+
 void exchange_worker_free(struct worker *w)
 {
     struct exchange_worker *xw = w->exchanges;
@@ -178,7 +195,7 @@ void exchange_worker_free(struct worker *w)
         void *b = xw->spare;
         xw->spare = *(void **)b;
         SPARE_UNPOISON(b);
-        free(b);
+        block_release(b);
     }
     free(xw);
     w->exchanges = NULL;
@@ -229,8 +246,8 @@ static void on_free_runtime(void *arg)
 static void on_cleanup_exchange(void *arg)
 {
     struct exchange *ex = arg;
-    sy_event_del(&ex->timeout_ev);
-    sy_event_del(&ex->idle_ev);
+    sy_deadline_cancel(&ex->route_timer);
+    sy_deadline_cancel(&ex->idle_timer);
     sy_event_del(&ex->drain_ev);
     sy_event_del(&ex->try_ev);
     ex->_try_state = TRY_IDLE;
@@ -296,12 +313,12 @@ static void exchange_block_free(struct exchange *ex)
         SPARE_POISON(ex);
         return;
     }
-    free(ex);
+    block_release(ex);
 }
 
-static void on_reap(evutil_socket_t fd, short what, void *arg)
+static void on_reap(struct sy_defer *d)
 {
-    struct exchange *ex = arg;
+    struct exchange *ex = SY_CONTAINER_OF(d, struct exchange, reap_d);
     arena_free(&ex->arena); /* runs the arena_on_free cleanups: buffers, runtime */
     exchange_block_free(ex);
 }
@@ -320,20 +337,20 @@ struct exchange *exchange_new_held(struct worker *w, struct rt_hold *hold,
     struct exchange *ex = xw->spare;
     if (ex) {
         /* A block of this worker's: its timers are assigned to it already
-         * (and not pending: reaped exchanges have none). */
+         * (the deadlines may be pending, cancelled; the others are not). */
         xw->spare = *(void **)ex;
         xw->n_spare--;
         SPARE_UNPOISON(ex);
-        memset(ex, 0, offsetof(struct exchange, timeout_ev));
+        memset(ex, 0, offsetof(struct exchange, try_ev));
     } else {
         if (!(ex = malloc(EXCHANGE_BLOCK)))
             return NULL;
         memset(ex, 0, sizeof *ex);
-        evtimer_assign(&ex->timeout_ev, w->base, on_timeout, ex);
+        sy_deadline_assign(&ex->route_timer, w->base, on_timeout, ex);
         evtimer_assign(&ex->try_ev, w->base, on_try, ex);
-        evtimer_assign(&ex->idle_ev, w->base, on_idle, ex);
+        sy_deadline_assign(&ex->idle_timer, w->base, on_idle, ex);
         evtimer_assign(&ex->drain_ev, w->base, on_drain_check, ex);
-        evtimer_assign(&ex->reap_ev, w->base, on_reap, ex);
+        sy_defer_init(&ex->reap_d, on_reap);
     }
     ex->w = w;
     ex->listener = listener;
@@ -502,7 +519,7 @@ static void exchange_finish(struct exchange *ex)
         stats_inc(&ss->duration_us_sum, dur);
     }
     ex->down->detach(ex);
-    event_active(&ex->reap_ev, EV_TIMEOUT, 1);
+    sy_defer(&ex->w->defer, &ex->reap_d);
 }
 
 /* ---- local replies ------------------------------------------------------------------ */
@@ -770,11 +787,11 @@ static bool prepare_attempts(struct exchange *ex)
     uint64_t t = exchange_timeout_ms(ex);
     if (t) {
         ex->deadline_ms = sy_now_ms() + t;
-        sy_timer_arm_ms(&ex->timeout_ev, t);
+        sy_deadline_arm(&ex->route_timer, t);
     }
     uint64_t idle = ex->listener->timeouts.stream_idle_ms;
     if (idle)
-        sy_timer_arm_ms(&ex->idle_ev, idle);
+        sy_deadline_arm(&ex->idle_timer, idle);
     ex->has_hash = backend_request_hash(ex->srt, &ex->req, &ex->client_addr, &ex->hash);
     start_replay(ex);
     return true;
@@ -824,6 +841,10 @@ void router_start(struct exchange *ex)
     const struct cfg_fault_policy *f = &res->action->fault_injection_policy;
     if (res->action->fault_set && f->delay_set && worker_chance(ex->w, f->delay_percentage)) {
         ex->flags |= EXF_FI;
+        /* libevent times from the start of this loop turn, which may be a
+         * few ms before this request arrived: the injected delay must not
+         * come out shorter than configured. */
+        event_base_update_cache_time(ex->w->base);
         arm_try(ex, TRY_FAULT_DELAY, f->fixed_delay_ms);
         return;
     }
@@ -1505,7 +1526,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
         return;
     uint64_t quiet = now > ex->last_activity_ms ? now - ex->last_activity_ms : 0;
     if (quiet < idle) {
-        sy_timer_arm_ms(&ex->idle_ev, idle - quiet);
+        sy_deadline_arm(&ex->idle_timer, idle - quiet);
         return;
     }
     ex->flags |= EXF_SI;

@@ -34,6 +34,7 @@
 #include "config/config-t.h"
 #include "core/parse.h"
 #include "core/bev_flush.h"
+#include "core/defer.h"
 #include "core/errors.h"
 #include "core/list.h"
 #include "core/log.h"
@@ -97,9 +98,12 @@ struct h1_down {
     size_t url_len;
     unsigned head_fields;      /* field lines of the head */
     struct h1_chunked chunked; /* strict framing of a chunked body, ahead of the parser */
-    struct event timer_ev, process_ev, reap_ev;
-    struct event flush_ev; /* one optimistic write per loop turn (bev_flush.h) */
-    struct sy_link link;   /* on lw->conns */
+    struct sy_deadline timer;  /* the state's timeout (set_state) */
+    /* On the worker's defer queue (defer.h): */
+    struct sy_defer process_d; /* process() what is buffered */
+    struct sy_defer flush_d;   /* one optimistic write per loop turn (bev_flush.h) */
+    struct sy_defer reap_d;    /* the free, once no callback of ours is on the stack */
+    struct sy_link link;       /* on lw->conns */
 };
 
 static const struct downstream_ops h1_downstream_ops;
@@ -133,10 +137,10 @@ static size_t head_cap(const struct cfg_listener *l)
 static void arm(struct h1_down *c, uint64_t ms)
 {
     if (!ms) {
-        sy_event_del(&c->timer_ev);
+        sy_deadline_cancel(&c->timer);
         return;
     }
-    sy_timer_arm_ms(&c->timer_ev, ms);
+    sy_deadline_arm(&c->timer, ms);
 }
 
 static void set_state(struct h1_down *c, enum h1d_state s)
@@ -156,16 +160,20 @@ static void set_state(struct h1_down *c, enum h1d_state s)
         arm(c, l->timeouts.http_keepalive_ms);
         break; /* a client that stops reading */
     case H1D_ACTIVE:
-    case H1D_TUNNEL:
-    case H1D_CLOSED: sy_event_del(&c->timer_ev); break;
+    case H1D_TUNNEL: sy_deadline_cancel(&c->timer); break;
+    case H1D_CLOSED: sy_deadline_del(&c->timer); break; /* freed by on_reap */
     }
 }
 
 /* ---- lifetime ------------------------------------------------------------------ */
 
-static void on_reap(evutil_socket_t fd, short what, void *arg)
+static struct sy_defer_queue *defer_q(const struct h1_down *c)
 {
-    struct h1_down *c = arg;
+    return &c->lw->w->defer;
+}
+
+static void reap(struct h1_down *c)
+{
     struct listener_worker *lw = c->lw;
     int listener_idx = c->listener_idx;
     bool handed_over = c->handed_over;
@@ -179,14 +187,19 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
         listener_conn_closed(lw, listener_idx);
 }
 
+static void on_reap(struct sy_defer *d)
+{
+    reap(SY_CONTAINER_OF(d, struct h1_down, reap_d));
+}
+
 static void conn_close(struct h1_down *c)
 {
     if (c->state == H1D_CLOSED)
         return;
     struct exchange *ex = c->ex;
     set_state(c, H1D_CLOSED);
-    sy_event_del(&c->process_ev);
-    sy_event_del(&c->flush_ev);
+    sy_defer_cancel(&c->process_d);
+    sy_defer_cancel(&c->flush_d);
     if (c->bev)
         bufferevent_free(c->bev);
     c->bev = NULL;
@@ -195,7 +208,7 @@ static void conn_close(struct h1_down *c)
         exchange_on_downstream_cut(ex, c->cut_flag); /* the proxy closes it */
     else if (ex)
         exchange_on_downstream_abort(ex); /* detach() finds c->ex already NULL */
-    event_active(&c->reap_ev, EV_TIMEOUT, 1);
+    sy_defer(defer_q(c), &c->reap_d);
 }
 
 /* Abortive close for a reset after response headers: RST, not FIN. */
@@ -215,12 +228,12 @@ static void output_progress(struct h1_down *c, size_t left);
 static void schedule_flush(struct h1_down *c)
 {
     if (c->state != H1D_CLOSED)
-        event_active(&c->flush_ev, EV_TIMEOUT, 1);
+        sy_defer(defer_q(c), &c->flush_d);
 }
 
-static void on_flush(evutil_socket_t fd, short what, void *arg)
+static void on_flush(struct sy_defer *d)
 {
-    struct h1_down *c = arg;
+    struct h1_down *c = SY_CONTAINER_OF(d, struct h1_down, flush_d);
     if (c->state != H1D_CLOSED)
         output_progress(c, sy_bev_flush(c->bev, c->tls));
 }
@@ -718,7 +731,7 @@ static void start_next(struct h1_down *c)
     }
     set_state(c, H1D_IDLE);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)))
-        event_active(&c->process_ev, EV_TIMEOUT, 1);
+        sy_defer(defer_q(c), &c->process_d);
 }
 
 static void process(struct h1_down *c)
@@ -772,9 +785,9 @@ static void process(struct h1_down *c)
         start_next(c);
 }
 
-static void on_process(evutil_socket_t fd, short what, void *arg)
+static void on_process(struct sy_defer *d)
 {
-    process(arg);
+    process(SY_CONTAINER_OF(d, struct h1_down, process_d));
 }
 
 /* ---- events ---------------------------------------------------------------------- */
@@ -904,7 +917,7 @@ static void op_send_head(struct exchange *ex, const struct http_response_head *h
         c->close_after = true;
         set_state(c, H1D_TUNNEL);
         if (evbuffer_get_length(bufferevent_get_input(c->bev)))
-            event_active(&c->process_ev, EV_TIMEOUT, 1);
+            sy_defer(defer_q(c), &c->process_d);
     }
 }
 
@@ -962,7 +975,7 @@ static void op_read_body(struct exchange *ex, bool enable)
     c->body_paused = !enable;
     if (enable) {
         bufferevent_enable(c->bev, EV_READ);
-        event_active(&c->process_ev, EV_TIMEOUT, 1);
+        sy_defer(defer_q(c), &c->process_d);
     } else {
         bufferevent_disable(c->bev, EV_READ);
     }
@@ -993,7 +1006,7 @@ static void op_detach(struct exchange *ex)
         c->body_paused = false;
         bufferevent_enable(c->bev, EV_READ);
     }
-    event_active(&c->process_ev, EV_TIMEOUT, 1);
+    sy_defer(defer_q(c), &c->process_d);
 }
 
 static const struct downstream_ops h1_downstream_ops = {
@@ -1026,10 +1039,10 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     memcpy(&c->local, &ci->local, sizeof c->local); /* (conn_info's are zero-filled) */
     c->keep_alive = true;
     c->drain = listener_slot_removed(lw, ci->listener_idx); /* removed during its handshake */
-    evtimer_assign(&c->timer_ev, w->base, on_timer, c);
-    evtimer_assign(&c->process_ev, w->base, on_process, c);
-    evtimer_assign(&c->reap_ev, w->base, on_reap, c);
-    evtimer_assign(&c->flush_ev, w->base, on_flush, c);
+    sy_deadline_assign(&c->timer, w->base, on_timer, c);
+    sy_defer_init(&c->process_d, on_process);
+    sy_defer_init(&c->reap_d, on_reap);
+    sy_defer_init(&c->flush_d, on_flush);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     size_t head_max = head_cap(listener_cfg(c)) + 1;
     sy_bev_set_read_cap(c->bev, c->tls, head_max > 2 * SY_FLOW_HIGH ? head_max : 2 * SY_FLOW_HIGH);
@@ -1041,7 +1054,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     set_state(c, H1D_HEAD); /* request_headers runs from the accept */
     /* A TLS handshake may have brought the first bytes along. */
     if (evbuffer_get_length(bufferevent_get_input(bev)))
-        event_active(&c->process_ev, EV_TIMEOUT, 1);
+        sy_defer(defer_q(c), &c->process_d);
 }
 
 void h1_downstream_close_idle(struct listener_worker *lw)
@@ -1074,7 +1087,7 @@ void h1_downstream_close_all(struct listener_worker *lw)
         struct h1_down *c = SY_CONTAINER_OF(l, struct h1_down, link);
         c->cut_flag = EXF_DRT; /* the drain is over (or never began: no exchanges) */
         conn_close(c);
-        sy_event_del(&c->reap_ev);
-        on_reap(-1, 0, c);
+        sy_defer_cancel(&c->reap_d);
+        reap(c);
     }
 }

@@ -103,9 +103,9 @@ static void update_idle(struct h2_down_conn *c)
     if (mci && (!ms || mci < ms))
         ms = mci;
     if (c->n_streams == 0 && ms)
-        sy_timer_arm_ms(&c->idle_ev, ms);
+        sy_deadline_arm(&c->idle_timer, ms);
     else
-        sy_event_del(&c->idle_ev);
+        sy_deadline_cancel(&c->idle_timer); /* (a deadline: per stream, this is cheap) */
 }
 
 /* ---- streams ------------------------------------------------------------------- */
@@ -115,7 +115,9 @@ static struct h2_stream *stream_new(struct h2_down_conn *c, int32_t id)
     struct h2_stream *st = mem_cache_calloc(1, sizeof *st, conn_mem(c));
     if (!st)
         return NULL;
-    if (!(st->out.buf = evbuffer_new())) {
+    struct h2_down *d = c->lw->h2;
+    st->out.buf = d->n_spare_bufs ? d->spare_bufs[--d->n_spare_bufs] : evbuffer_new();
+    if (!st->out.buf) {
         mem_cache_free(st, conn_mem(c));
         return NULL;
     }
@@ -137,7 +139,11 @@ static void stream_free(struct h2_stream *st)
     c->buffered -= evbuffer_get_length(st->out.buf);
     if (st->full)
         c->n_full--;
-    evbuffer_free(st->out.buf);
+    struct h2_down *d = c->lw->h2;
+    if (d->n_spare_bufs < H2D_SPARE_BUFS && evbuffer_get_length(st->out.buf) == 0)
+        d->spare_bufs[d->n_spare_bufs++] = st->out.buf; /* empty: as new */
+    else
+        evbuffer_free(st->out.buf);
     h2_nv_free(st->out.trailers, conn_mem(c));
     mem_cache_free(st, conn_mem(c));
     if (c->state != H2D_CLOSED)
@@ -647,7 +653,7 @@ static void conn_fail(struct h2_down_conn *c, int rc)
         if (ex)
             exchange_on_downstream_abort(ex);
     }
-    sy_event_del(&c->idle_ev);
+    sy_deadline_cancel(&c->idle_timer);
     sy_event_del(&c->keepalive_ev);
     sy_event_del(&c->age_ev);
     sy_event_del(&c->stall_ev);
@@ -748,7 +754,7 @@ static void conn_close(struct h2_down_conn *c)
     nghttp2_session_del(c->ng);
     c->ng = NULL;
     sy_event_del(&c->flush_ev);
-    sy_event_del(&c->idle_ev);
+    sy_deadline_del(&c->idle_timer);
     sy_event_del(&c->goaway_ev);
     sy_event_del(&c->keepalive_ev);
     sy_event_del(&c->age_ev);
@@ -944,7 +950,7 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     c->bev = bev;
     sy_list_init(&c->streams);
     evtimer_assign(&c->flush_ev, w->base, on_flush, c);
-    evtimer_assign(&c->idle_ev, w->base, on_idle, c);
+    sy_deadline_assign(&c->idle_timer, w->base, on_idle, c);
     evtimer_assign(&c->goaway_ev, w->base, on_goaway, c);
     evtimer_assign(&c->reap_ev, w->base, on_reap, c);
     evtimer_assign(&c->keepalive_ev, w->base, on_keepalive, c);
@@ -1010,6 +1016,8 @@ void h2_downstream_close_all(struct listener_worker *lw)
         on_reap(-1, 0, c);
     }
     h2_setup_fini(&d->setup);
+    while (d->n_spare_bufs)
+        evbuffer_free(d->spare_bufs[--d->n_spare_bufs]);
     free(d);
     lw->h2 = NULL;
 }

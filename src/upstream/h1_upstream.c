@@ -26,6 +26,7 @@
 #include "upstream/tls_client.h"
 #include "upstream/upstream-int.h"
 #include "core/bev_flush.h"
+#include "core/defer.h"
 #include "core/errors.h"
 #include "core/list.h"
 #include "core/log.h"
@@ -71,11 +72,11 @@ struct h1_up {
     bool paused; /* response reading paused by back-pressure */
     bool tunnel; /* 101 Switching Protocols: bytes pass through as they are */
     struct http_response_head head;
-    struct evbuffer *body; /* decoded body bytes collected during one parse pass */
-    struct event timer_ev; /* connect timeout, then idle timeout */
-    struct event flush_ev; /* one optimistic write per loop turn (bev_flush.h) */
+    struct evbuffer *body;    /* decoded body bytes collected during one parse pass */
+    struct sy_deadline timer; /* connect timeout, then idle timeout */
+    struct sy_defer flush_d;  /* one optimistic write per loop turn (bev_flush.h; defer.h) */
     bool tls;
-    struct event reap_ev;
+    struct sy_defer reap_d;   /* the free, on the worker's defer queue */
     struct sy_link all_link;  /* on h1_pools.all: every connection of this worker */
     struct sy_link idle_link; /* on pool.idle while IDLE */
 };
@@ -100,7 +101,7 @@ static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void process_input(struct h1_up *c);
-static void on_flush(evutil_socket_t fd, short what, void *arg);
+static void on_flush(struct sy_defer *d);
 
 static void set_state(struct h1_up *c, enum h1u_state s)
 {
@@ -169,14 +170,18 @@ static void idle_unlink(struct h1_up *c)
     c->pool->n_idle--;
 }
 
-static void on_reap(evutil_socket_t fd, short what, void *arg)
+static void reap(struct h1_up *c)
 {
-    struct h1_up *c = arg;
     sy_list_unlink(&c->all_link);
     evbuffer_free(c->body);
     if (c->conn_token)
         c->conn_leave(c->conn_token);
     free(c);
+}
+
+static void on_reap(struct sy_defer *d)
+{
+    reap(SY_CONTAINER_OF(d, struct h1_up, reap_d));
 }
 
 /* Close now; free later (a callback of ours may be on the stack). */
@@ -188,11 +193,11 @@ static void conn_close(struct h1_up *c)
         idle_unlink(c);
     set_state(c, H1U_CLOSED);
     c->r = NULL;
-    sy_event_del(&c->timer_ev);
-    sy_event_del(&c->flush_ev);
+    sy_deadline_del(&c->timer);
+    sy_defer_cancel(&c->flush_d);
     bufferevent_free(c->bev);
     c->bev = NULL;
-    event_active(&c->reap_ev, EV_TIMEOUT, 1);
+    sy_defer(&c->pools->w->defer, &c->reap_d);
 }
 
 void h1_pools_close_idle(struct h1_pools *ps)
@@ -210,8 +215,8 @@ void h1_pools_free(struct h1_pools *ps)
         struct h1_up *c = SY_CONTAINER_OF(l, struct h1_up, all_link);
         const struct upstream_request *r = c->r;
         conn_close(c);
-        sy_event_del(&c->reap_ev);
-        on_reap(-1, 0, c);
+        sy_defer_cancel(&c->reap_d);
+        reap(c);
         if (r)
             r->cbs->on_error(r->ctx, UPSTREAM_RESET, false);
     }
@@ -267,9 +272,9 @@ static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p, const struct 
     c->pools = ps;
     c->pool = p;
     c->state = H1U_CONNECTING;
-    evtimer_assign(&c->timer_ev, base, on_timer, c);
-    evtimer_assign(&c->reap_ev, base, on_reap, c);
-    evtimer_assign(&c->flush_ev, base, on_flush, c);
+    sy_deadline_assign(&c->timer, base, on_timer, c);
+    sy_defer_init(&c->reap_d, on_reap);
+    sy_defer_init(&c->flush_d, on_flush);
     c->tls = svc->protocol == CFG_BACKEND_HTTPS;
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     sy_bev_set_read_cap(c->bev, c->tls, 2 * SY_FLOW_HIGH);
@@ -280,7 +285,7 @@ static struct h1_up *conn_new(struct h1_pools *ps, struct pool *p, const struct 
         sy_bev_direct_read(c->bev);
     int one = 1;
     setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    sy_timer_arm_ms(&c->timer_ev, svc->connect_timeout_ms ? svc->connect_timeout_ms : 5000);
+    sy_deadline_arm(&c->timer, svc->connect_timeout_ms ? svc->connect_timeout_ms : 5000);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     sy_list_insert_head(&ps->all, &c->all_link);
     return c;
@@ -386,7 +391,7 @@ static void pool_put_idle(struct h1_up *c)
     set_state(c, H1U_IDLE);
     sy_list_insert_head(&p->idle, &c->idle_link);
     p->n_idle++;
-    sy_timer_arm_ms(&c->timer_ev, UPSTREAM_IDLE_MS);
+    sy_deadline_arm(&c->timer, UPSTREAM_IDLE_MS);
     bufferevent_enable(c->bev, EV_READ);
 }
 
@@ -531,9 +536,9 @@ static void on_write(struct bufferevent *bev, void *arg)
 }
 
 /* Write the request bytes queued during this loop turn (once connected). */
-static void on_flush(evutil_socket_t fd, short what, void *arg)
+static void on_flush(struct sy_defer *d)
 {
-    struct h1_up *c = arg;
+    struct h1_up *c = SY_CONTAINER_OF(d, struct h1_up, flush_d);
     if (c->state == H1U_ACTIVE && c->connected)
         output_progress(c, sy_bev_flush(c->bev, c->tls));
 }
@@ -541,7 +546,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 static void schedule_flush(struct h1_up *c)
 {
     if (c->state != H1U_CLOSED)
-        event_active(&c->flush_ev, EV_TIMEOUT, 1);
+        sy_defer(&c->pools->w->defer, &c->flush_d);
 }
 
 /* EOF: completes a close-delimited body, otherwise the attempt failed. */
@@ -574,7 +579,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct h1_up *c = arg;
     if (what & BEV_EVENT_CONNECTED) {
         c->connected = true;
-        sy_event_del(&c->timer_ev);
+        sy_deadline_cancel(&c->timer);
         if (c->state == H1U_CONNECTING)
             set_state(c, c->r ? H1U_ACTIVE : H1U_IDLE);
         /* (TCP_NODELAY was set with the socket, in conn_new.) */
@@ -681,7 +686,7 @@ static struct h1_up *pool_take(struct h1_pools *ps, struct pool *p,
     if (l) {
         struct h1_up *c = SY_CONTAINER_OF(l, struct h1_up, idle_link);
         idle_unlink(c);
-        sy_event_del(&c->timer_ev);
+        sy_deadline_cancel(&c->timer);
         set_state(c, H1U_ACTIVE);
         return c;
     }

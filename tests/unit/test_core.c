@@ -3,7 +3,9 @@
  * early release, cancel, the two moments, the reserve past the limit), the
  * intrusive list's splicing, and the ownership contract of
  * sy_bev_openssl_new against the libevent actually linked (its allocator is
- * swapped for one that fails on demand).
+ * swapped for one that fails on demand), and deadlines (timer.h) on a real
+ * event base: re-armed, cancelled, deleted; the worker's defer queue
+ * (defer.h): order, once per batch, cancel, work queued while a batch runs.
  */
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -14,7 +16,9 @@
 #include <unistd.h>
 
 #include "core/arena.h"
+#include "core/defer.h"
 #include "core/list.h"
+#include "core/timer.h"
 #include "core/tls_bev.h"
 #include "core/worker.h"
 #include "test.h"
@@ -311,10 +315,196 @@ static void test_random_ids(void)
     CHECK(variants == 0xf);
 }
 
+/* ---- deadlines ----------------------------------------------------------------------------- */
+
+struct fired {
+    int n;
+    uint64_t at_ms; /* sy_now_us() / 1000 of the last run (the deadlines' clock) */
+};
+
+static void on_due(evutil_socket_t fd, short what, void *arg)
+{
+    struct fired *f = arg;
+    f->n++;
+    f->at_ms = sy_now_us() / 1000;
+}
+
+/* Run `base` for `ms` milliseconds (less if nothing is pending). */
+static void run_for(struct event_base *base, uint64_t ms)
+{
+    struct timeval tv = sy_tv_ms(ms);
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+}
+
+static bool ev_pending(struct sy_deadline *d)
+{
+    return event_pending(&d->ev, EV_TIMEOUT, NULL) != 0;
+}
+
+static void test_deadline(void)
+{
+    TEST_CASE("sy_deadline");
+    struct event_base *base = event_base_new();
+    CHECK(base != NULL);
+    if (!base)
+        return;
+    struct fired f = {0};
+    struct sy_deadline d;
+    sy_deadline_assign(&d, base, on_due, &f);
+    CHECK(!sy_deadline_armed(&d) && !ev_pending(&d));
+
+    /* Armed: runs once, never before it is due (even on a base with the coarse clock). */
+    uint64_t t0 = sy_now_us() / 1000;
+    CHECK(sy_deadline_arm(&d, 40) == 0);
+    CHECK(sy_deadline_armed(&d) && ev_pending(&d));
+    run_for(base, 400);
+    CHECK(f.n == 1 && f.at_ms >= t0 + 40);
+    CHECK(!sy_deadline_armed(&d) && !ev_pending(&d));
+
+    /* Re-armed for later while pending: no new expiry is set, and it runs
+     * once, at the later time. */
+    f = (struct fired){0};
+    t0 = sy_now_us() / 1000;
+    sy_deadline_arm(&d, 20);
+    uint64_t first = d.fires_ms;
+    sy_deadline_arm(&d, 120);
+    CHECK(d.fires_ms == first);
+    run_for(base, 60);
+    CHECK(f.n == 0 && ev_pending(&d)); /* expired once, waits for the rest */
+    run_for(base, 600);
+    CHECK(f.n == 1 && f.at_ms >= t0 + 120);
+
+    /* Re-armed for sooner while pending: the earlier time wins. */
+    f = (struct fired){0};
+    sy_deadline_arm(&d, 5000);
+    t0 = sy_now_us() / 1000;
+    sy_deadline_arm(&d, 20);
+    run_for(base, 2000);
+    CHECK(f.n == 1 && f.at_ms < t0 + 1000);
+
+    /* Cancelled: the event may stay pending, but the callback never runs;
+     * arming again afterwards works as before. */
+    f = (struct fired){0};
+    sy_deadline_arm(&d, 20);
+    sy_deadline_cancel(&d);
+    CHECK(!sy_deadline_armed(&d) && ev_pending(&d));
+    run_for(base, 100);
+    CHECK(f.n == 0 && !ev_pending(&d));
+    sy_deadline_arm(&d, 10);
+    sy_deadline_cancel(&d);
+    sy_deadline_arm(&d, 30); /* the cancelled expiry comes first: it re-adds */
+    run_for(base, 400);
+    CHECK(f.n == 1);
+
+    /* 0 ms: the next loop turn. */
+    f = (struct fired){0};
+    sy_deadline_arm(&d, 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(f.n == 1);
+
+    /* Deleted: out of the loop at once (its memory may then be freed). */
+    f = (struct fired){0};
+    sy_deadline_arm(&d, 20);
+    sy_deadline_del(&d);
+    CHECK(!sy_deadline_armed(&d) && !ev_pending(&d));
+    run_for(base, 60);
+    CHECK(f.n == 0);
+    event_base_free(base);
+}
+
+/* ---- defer queue --------------------------------------------------------------------------- */
+
+struct step {
+    struct sy_defer d;
+    struct sy_defer_queue *q;
+    char name;
+    char *log;               /* appended to, one letter per run */
+    struct step *queue_next; /* queued by this step when it runs */
+    struct step *cancel;     /* cancelled by this step when it runs */
+};
+
+static void on_step(struct sy_defer *d)
+{
+    struct step *s = SY_CONTAINER_OF(d, struct step, d);
+    size_t n = strlen(s->log);
+    if (n < 15) {
+        s->log[n] = s->name;
+        s->log[n + 1] = '\0';
+    }
+    if (s->queue_next)
+        sy_defer(s->q, &s->queue_next->d);
+    if (s->cancel)
+        sy_defer_cancel(&s->cancel->d);
+}
+
+static void test_defer_queue(void)
+{
+    TEST_CASE("sy_defer_queue");
+    struct event_base *base = event_base_new();
+    CHECK(base != NULL);
+    if (!base)
+        return;
+    struct sy_defer_queue q;
+    CHECK(sy_defer_queue_init(&q, base) == 0);
+    char log[16] = "";
+    struct step st[4];
+    for (int i = 0; i < 4; i++) {
+        st[i] = (struct step){.q = &q, .name = (char)('a' + i), .log = log};
+        sy_defer_init(&st[i].d, on_step);
+    }
+
+    /* First queued, first run; queued twice, run once; nothing runs
+     * before the loop does. */
+    sy_defer(&q, &st[1].d);
+    sy_defer(&q, &st[0].d);
+    sy_defer(&q, &st[1].d);
+    CHECK(sy_defer_scheduled(&st[0].d) && sy_defer_scheduled(&st[1].d));
+    CHECK(strcmp(log, "") == 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(strcmp(log, "ba") == 0);
+    CHECK(!sy_defer_scheduled(&st[0].d) && !sy_defer_scheduled(&st[1].d));
+
+    /* Cancelled before the loop: not run. Cancelled by an earlier step of
+     * the same batch: not run either. */
+    log[0] = '\0';
+    sy_defer(&q, &st[0].d);
+    sy_defer(&q, &st[1].d);
+    sy_defer(&q, &st[2].d);
+    sy_defer_cancel(&st[0].d);
+    st[1].cancel = &st[2];
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(strcmp(log, "b") == 0);
+    st[1].cancel = NULL;
+
+    /* Queued while a batch runs: after that batch, in the same loop turn
+     * (as libevent runs an event made active by a callback). */
+    log[0] = '\0';
+    st[0].queue_next = &st[3];
+    st[3].queue_next = &st[1];
+    sy_defer(&q, &st[0].d);
+    sy_defer(&q, &st[1].d);
+    sy_defer(&q, &st[2].d);
+    event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK(strcmp(log, "abcdb") == 0);
+    st[0].queue_next = st[3].queue_next = NULL;
+
+    /* Freed with work queued: dropped, the event gone with it. */
+    log[0] = '\0';
+    sy_defer(&q, &st[0].d);
+    sy_defer_queue_free(&q);
+    CHECK(!sy_defer_scheduled(&st[0].d));
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    CHECK(strcmp(log, "") == 0);
+    event_base_free(base);
+}
+
 void test_core_suite(void)
 {
     test_random_ids();
     test_arena_cleanups();
     test_list_splice();
     test_tls_bev_contract();
+    test_deadline();
+    test_defer_queue();
 }
