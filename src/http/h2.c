@@ -2,6 +2,7 @@
 #include "http/h2.h"
 
 #include <event2/buffer.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "core/errors.h"
@@ -86,6 +87,91 @@ int h2_session_new(const struct h2_setup *s, void *user, struct mem_cache *mc,
         return SY_ENOMEM;
     }
     return 0;
+}
+
+/* ---- paged sessions ---------------------------------------------------------------- */
+
+/* nghttp2 1.52's frame buffer: one frame header, the padding length byte and
+ * the largest payload (NGHTTP2_FRAMEBUF_CHUNKLEN in its nghttp2_session.h).
+ * A block of another size is never taken for it: with another nghttp2 the
+ * frame buffer is then only given back where it is all zeros. */
+#define H2_FRAMEBUF_LEN (9 + 1 + 16384)
+
+static void mem_note(struct h2_mem *m, void *old, void *p, size_t len)
+{
+    for (size_t i = 0; old && i < H2_MEM_BLOCKS; i++)
+        if (m->blk[i] == old) {
+            m->blk[i] = NULL;
+            break;
+        }
+    if (!p || !mem_cache_page_block(m->mc, p))
+        return;
+    for (size_t i = 0; i < H2_MEM_BLOCKS; i++)
+        if (!m->blk[i]) {
+            m->blk[i] = p;
+            m->len[i] = len;
+            return;
+        }
+}
+
+static void *paged_malloc(size_t size, void *user)
+{
+    struct h2_mem *m = user;
+    void *p = mem_cache_malloc(size, m->mc);
+    if (size >= MEM_PAGE)
+        mem_note(m, NULL, p, size);
+    return p;
+}
+
+static void paged_free(void *ptr, void *user)
+{
+    struct h2_mem *m = user;
+    if (ptr && ((uintptr_t)ptr & (MEM_PAGE - 1)) == 0)
+        mem_note(m, ptr, NULL, 0);
+    mem_cache_free(ptr, m->mc);
+}
+
+static void *paged_calloc(size_t nmemb, size_t size, void *user)
+{
+    struct h2_mem *m = user;
+    void *p = mem_cache_calloc(nmemb, size, m->mc);
+    if (p && nmemb * size >= MEM_PAGE)
+        mem_note(m, NULL, p, nmemb * size);
+    return p;
+}
+
+static void *paged_realloc(void *ptr, size_t size, void *user)
+{
+    struct h2_mem *m = user;
+    void *p = mem_cache_realloc(ptr, size, m->mc);
+    if (p && p != ptr)
+        mem_note(m, ptr, p, size);
+    return p;
+}
+
+int h2_session_new_paged(const struct h2_setup *s, void *user, struct h2_mem *m,
+                         nghttp2_session **out)
+{
+    memset(m->blk, 0, sizeof m->blk);
+    nghttp2_mem mem = {m, paged_malloc, paged_free, paged_calloc, paged_realloc};
+    int rc = s->def->server ? nghttp2_session_server_new3(out, s->cbs, user, s->opt, &mem)
+                            : nghttp2_session_client_new3(out, s->cbs, user, s->opt, &mem);
+    if (rc != 0) {
+        *out = NULL;
+        return SY_ENOMEM;
+    }
+    return 0;
+}
+
+size_t h2_session_compact(struct h2_mem *m, nghttp2_session *ng)
+{
+    bool nothing_to_send = !nghttp2_session_want_write(ng);
+    size_t n = 0;
+    for (size_t i = 0; i < H2_MEM_BLOCKS; i++)
+        if (m->blk[i])
+            n += mem_cache_release(m->mc, m->blk[i],
+                                   nothing_to_send && m->len[i] == H2_FRAMEBUF_LEN);
+    return n;
 }
 
 int h2_submit_settings(nghttp2_session *ng, const nghttp2_settings_entry *iv, size_t n,

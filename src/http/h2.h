@@ -100,6 +100,34 @@ int h2_session_new(const struct h2_setup *s, void *user, struct mem_cache *mc,
                    nghttp2_session **out);
 
 /*
+ * The page blocks (core/mem_cache.h) of one session: nghttp2's stream map
+ * (4 KiB, calloc'd) and its frame buffer (16 KiB), which an idle HTTP/2
+ * connection need not keep resident. A session made by h2_session_new_paged
+ * allocates through it; `mc` is the worker's cache.
+ */
+#define H2_MEM_BLOCKS 4
+struct h2_mem {
+    struct mem_cache *mc;
+    void *blk[H2_MEM_BLOCKS];  /* NULL = free slot; blocks past these are not tracked */
+    size_t len[H2_MEM_BLOCKS]; /* the size nghttp2 asked for */
+};
+
+/* h2_session_new, allocating from m->mc through `m` (which must outlive the session). */
+int h2_session_new_paged(const struct h2_setup *s, void *user, struct h2_mem *m,
+                         nghttp2_session **out);
+
+/*
+ * For an idle connection (no stream open, its output written): give back
+ * the pages of its session's page blocks that hold nothing: the all-zero
+ * pages of any (the stream map with no stream in it), and the whole frame
+ * buffer once nghttp2 has nothing left to send (the frame it last built
+ * went out with the last nghttp2_session_mem_send, and the next one is
+ * built from the buffer's start). Pages come back, zeroed, when written.
+ * Returns the bytes given back.
+ */
+size_t h2_session_compact(struct h2_mem *m, nghttp2_session *ng);
+
+/*
  * Submit our SETTINGS (iv[0..n)) and, when `conn_window` is above the
  * protocol's 65,535, open the connection's receive window to it (there is
  * no SETTINGS entry for that). 0, SY_EINVAL (a value out of range) or

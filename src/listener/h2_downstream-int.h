@@ -41,6 +41,9 @@ enum h2d_state { H2D_OPEN, H2D_DRAINING, H2D_FAILING, H2D_CLOSED };
  * evbuffer_new and evbuffer_free per stream cost ~600 instructions. */
 #define H2D_SPARE_BUFS 64
 
+/* No stream open for this long: the session's idle pages go back (update_idle). */
+#define H2D_COMPACT_MS 250
+
 struct h2_down {
     struct sy_link conns;  /* struct h2_down_conn.link */
     struct h2_setup setup; /* nghttp2 callbacks and options of every session */
@@ -120,6 +123,8 @@ struct h2_down_conn {
     struct evbuffer *scratch;    /* request DATA of one callback */
     struct event flush_ev, goaway_ev, reap_ev;
     struct sy_deadline idle_timer; /* no stream open: update_idle */
+    struct h2_mem mem;             /* the session's page blocks (h2_session_compact) */
+    bool compacted;                /* given back since the last stream ended */
     struct event keepalive_ev;     /* keepalive.time, then keepalive.timeout */
     struct event age_ev;           /* max_connection_age, then its grace */
     struct event stall_ev;         /* the next full stream to count as stalled (police_stalls) */

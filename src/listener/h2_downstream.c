@@ -91,18 +91,31 @@ static void schedule_flush(struct h2_down_conn *c)
     }
 }
 
-/*
- * With no stream open, the idle timer runs (the shorter of
- * timeouts.http_keepalive and http2.max_connection_idle); any stream stops it.
- */
-static void update_idle(struct h2_down_conn *c)
+/* The idle timeout: the shorter of timeouts.http_keepalive and
+ * http2.max_connection_idle (0: none). */
+static uint64_t idle_timeout_ms(const struct h2_down_conn *c)
 {
     const struct cfg_listener *l = h2d_listener_cfg(c);
     uint64_t ms = l->timeouts.http_keepalive_ms;
     uint64_t mci = l->http2.max_connection_idle_ms;
     if (mci && (!ms || mci < ms))
         ms = mci;
-    if (c->n_streams == 0 && ms)
+    return ms;
+}
+
+/*
+ * With no stream open, the idle timer runs; any stream stops it. It first
+ * runs out after H2D_COMPACT_MS (when the idle timeout is longer), to give
+ * back the pages nghttp2 holds for nothing while the connection is idle
+ * (h2_session_compact), then at the idle timeout.
+ */
+static void update_idle(struct h2_down_conn *c)
+{
+    uint64_t ms = idle_timeout_ms(c);
+    c->compacted = false;
+    if (c->n_streams == 0 && (!ms || ms > H2D_COMPACT_MS))
+        sy_deadline_arm(&c->idle_timer, H2D_COMPACT_MS);
+    else if (c->n_streams == 0)
         sy_deadline_arm(&c->idle_timer, ms);
     else
         sy_deadline_cancel(&c->idle_timer); /* (a deadline: per stream, this is cheap) */
@@ -771,6 +784,15 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     struct h2_down_conn *c = arg;
     if (c->n_streams)
         return;
+    uint64_t ms = idle_timeout_ms(c);
+    if (!c->compacted && (!ms || ms > H2D_COMPACT_MS)) {
+        c->compacted = true;
+        if (c->state == H2D_OPEN && c->ng)
+            h2_session_compact(&c->mem, c->ng);
+        if (ms)
+            sy_deadline_arm(&c->idle_timer, ms - H2D_COMPACT_MS);
+        return;
+    }
     nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
     set_state(c, H2D_DRAINING);
     flush(c);
@@ -964,7 +986,8 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (!c->ci.tls) /* plain sockets flush themselves (bev_flush.h) */
         bufferevent_disable(bev, EV_WRITE);
-    if (h2_session_new(&d->setup, c, &w->h2_mem, &c->ng) != 0 || send_settings(c) != 0) {
+    c->mem.mc = &w->h2_mem;
+    if (h2_session_new_paged(&d->setup, c, &c->mem, &c->ng) != 0 || send_settings(c) != 0) {
         if (upgrade_ex)
             exchange_reject(upgrade_ex, 500);
         conn_close(c);

@@ -469,3 +469,62 @@ def test_h2load(h2px):
     assert m and int(m.group(1)) == 2000, out
     assert "h2c" in out, out
     assert px.running()
+
+
+# ---------------------------------------------------------------------------
+# idle connections give nghttp2's idle pages back (h2_session_compact)
+# ---------------------------------------------------------------------------
+
+PATTERN = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+
+
+def pattern_body(n):
+    return (PATTERN * (n // len(PATTERN) + 1))[:n]
+
+
+def test_idle_compaction_then_same_connection(h2px):
+    """250 ms without a stream, the proxy gives back the pages of nghttp2's
+    frame buffer and empty stream map; the connection then serves as before:
+    bodies of several 16 KiB frames byte for byte, and a header sent in
+    every request through the HPACK tables of both sides."""
+    px, port, tb = h2px
+    want = pattern_body(100_000)
+    with H2Conn(port, timeout=10) as c:
+        for i in range(4):
+            st = c.get(f"/compact/{i}", headers=[("x-testbed-body-size", "100000"),
+                                                 ("x-kept", "in the dynamic table")], timeout=10)
+            assert st.status == 200 and st.ended, st
+            assert bytes(st.body) == want, i
+            time.sleep(0.4)  # past H2D_COMPACT_MS: compacted while idle
+        st = c.get("/compact/echo", headers=[("x-kept", "in the dynamic table")], timeout=10)
+        assert st.status == 200 and st.ended, st
+        echo = st.json()
+        assert echo["path"] == "/compact/echo"
+        assert echo["headers"].get("x-kept") in ("in the dynamic table", ["in the dynamic table"]), \
+            echo["headers"]
+
+
+def test_idle_connections_give_pages_back(h2px):
+    """The resident memory of 300 HTTP/2 connections falls once their
+    streams have ended and they have been idle past H2D_COMPACT_MS: each
+    gives back two pages (its stream map, its frame buffer's first). Under
+    ASan the ended exchanges keep their memory (quarantine): without the
+    compaction RSS grows by ~1.6 MB here, with it it falls by ~0.7 MB."""
+    px, port, tb = h2px
+    conns, sids = [], []
+    try:
+        for i in range(300):  # each with a stream open (answered in 3 s)
+            c = H2Conn(port, timeout=10)
+            conns.append(c)
+            sids.append(c.request("GET", f"/idle/{i}", headers=[("x-testbed-delay", "3s")]))
+        time.sleep(1.0)  # all 300 at the backend, waiting
+        busy = rss_kib(px.pid)
+        for c, sid in zip(conns, sids):
+            st = c.wait_stream(sid, 15)
+            assert st.status == 200 and st.ended, st
+        time.sleep(1.0)
+        idle = rss_kib(px.pid)
+        assert busy - idle >= 300, (busy, idle)  # KiB
+    finally:
+        for c in conns:
+            c.close()

@@ -15,6 +15,7 @@ int main(void)
     test_retry_suite();
     test_reliability_suite();
     test_mem_cache_suite();
+    test_mem_cache_pages_suite();
     test_core_suite();
     test_h2_suite();
     test_limits_suite();

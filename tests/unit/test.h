@@ -46,6 +46,7 @@ void test_backend_suite(void);
 void test_retry_suite(void);
 void test_reliability_suite(void);
 void test_mem_cache_suite(void);
+void test_mem_cache_pages_suite(void);
 void test_core_suite(void);
 void test_h2_suite(void);
 void test_limits_suite(void);

@@ -2,11 +2,13 @@
  * Unit tests for src/http/h2.c, the HTTP/2 glue of both codecs and the
  * health checks: field helpers, name/value lists, and a client and a server
  * session talking through two evbuffers — a request body sent with NO_COPY
- * DATA (h2_body_*), trailers, deferral and resumption, the output cap.
+ * DATA (h2_body_*), trailers, deferral and resumption, the output cap;
+ * a paged session's idle pages given back (h2_session_compact).
  */
 #include <event2/buffer.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/mem_cache.h"
 #include "core/strlit.h"
@@ -246,6 +248,82 @@ done:
     mem_cache_drain(&mc);
 }
 
+/* Resident pages of [p, p + pages * MEM_PAGE), one bit each (mincore). */
+static unsigned resident_bits(const void *p, size_t pages)
+{
+    unsigned char v[8] = {0};
+    if (pages > sizeof v || mincore((void *)p, pages * MEM_PAGE, v) != 0)
+        return ~0u;
+    unsigned bits = 0;
+    for (size_t i = 0; i < pages; i++)
+        bits |= (unsigned)(v[i] & 1) << i;
+    return bits;
+}
+
+/* A paged session gives back its frame buffer and its empty stream map
+ * while idle, and works as before afterwards (HPACK state included). */
+static void test_paged_session(void)
+{
+    TEST_CASE("h2 paged session compaction");
+    struct mem_cache mc = {0};
+    struct h2_setup cs = {0}, ss = {0};
+    struct peer cl = {0}, sv = {0};
+    struct h2_mem cm = {.mc = &mc};
+    CHECK(h2_setup_init(&cs, &client_def) == 0 && h2_setup_init(&ss, &server_def) == 0);
+    cl.out = evbuffer_new();
+    sv.out = evbuffer_new();
+    sv.got = evbuffer_new();
+    CHECK(h2_session_new_paged(&cs, &cl, &cm, &cl.ng) == 0);
+    CHECK(h2_session_new(&ss, &sv, NULL, &sv.ng) == 0);
+    if (!cl.ng || !sv.ng || !cl.out || !sv.out || !sv.got)
+        goto done;
+    CHECK(h2_submit_settings(sv.ng, NULL, 0, 0) == 0 && h2_submit_settings(cl.ng, NULL, 0, 0) == 0);
+    char *fb = NULL, *map = NULL;
+    for (size_t i = 0; i < H2_MEM_BLOCKS; i++) {
+        if (cm.blk[i] && cm.len[i] == 9 + 1 + 16384)
+            fb = cm.blk[i];
+        if (cm.blk[i] && cm.len[i] == 4096)
+            map = cm.blk[i];
+    }
+    CHECK(fb != NULL && map != NULL); /* nghttp2 1.52: both are page blocks */
+    if (!fb || !map)
+        goto done;
+    static char big[12000];
+    memset(big, 'v', sizeof big);
+    for (int round = 0; round < 2; round++) {
+        nghttp2_nv nva[] = {
+            h2_nv_lit(SY_STRLIT(":method"), SY_STRLIT("GET")),
+            h2_nv_lit(SY_STRLIT(":scheme"), SY_STRLIT("http")),
+            h2_nv_lit(SY_STRLIT(":authority"), SY_STRLIT("a")),
+            h2_nv_lit(SY_STRLIT(":path"), SY_STRLIT("/")),
+            h2_nv_lit(SY_STRLIT("x-indexed"), SY_STRLIT("in the dynamic table")),
+            {(uint8_t *)"x-big", (uint8_t *)big, 5, sizeof big, NGHTTP2_NV_FLAG_NONE},
+        };
+        int32_t id = nghttp2_submit_request(cl.ng, NULL, nva, 6, NULL, NULL);
+        CHECK(id > 0 && pump(&cl, &sv) == 0);
+        CHECK(sv.headers == 6u * (unsigned)(round + 1));
+        CHECK((resident_bits(fb, 5) & 0x7) == 0x7); /* the 12 KB HEADERS went through it */
+        CHECK(nghttp2_submit_rst_stream(cl.ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL) == 0);
+        CHECK(pump(&cl, &sv) == 0);
+        /* Idle: nothing to send, no stream. */
+        CHECK(h2_session_compact(&cm, cl.ng) == 6 * MEM_PAGE);
+        CHECK(resident_bits(fb, 5) == 0 && resident_bits(map, 1) == 0);
+    }
+    /* Something to send: the frame buffer is kept. */
+    CHECK(nghttp2_submit_ping(cl.ng, NGHTTP2_FLAG_NONE, NULL) == 0);
+    CHECK(h2_session_compact(&cm, cl.ng) == 6 * MEM_PAGE); /* all zero pages still */
+    CHECK(pump(&cl, &sv) == 0);
+done:
+    nghttp2_session_del(cl.ng);
+    nghttp2_session_del(sv.ng);
+    h2_setup_fini(&cs);
+    h2_setup_fini(&ss);
+    evbuffer_free(cl.out);
+    evbuffer_free(sv.out);
+    evbuffer_free(sv.got);
+    mem_cache_drain(&mc);
+}
+
 /* A bad setting value is refused as such. */
 static void test_settings_error(void)
 {
@@ -286,5 +364,6 @@ void test_h2_suite(void)
     test_fields();
     test_nv_lists();
     test_sessions();
+    test_paged_session();
     test_settings_error();
 }

@@ -6,6 +6,7 @@
 #include <event2/buffer.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/arena.h"
 #include "core/errors.h"
@@ -584,4 +585,83 @@ void test_mem_cache_suite(void)
     mem_cache_free(NULL, &mc);
     mem_cache_drain(&mc);
     CHECK(mc.n[0] == 0 && mc.free[0] == NULL);
+}
+
+/* Is each page of [p, p + pages * MEM_PAGE) resident? One bit per page in *bits. */
+static bool resident(const void *p, size_t pages, unsigned *bits)
+{
+    unsigned char v[16];
+    if (pages > sizeof v || mincore((void *)p, pages * MEM_PAGE, v) != 0)
+        return false;
+    *bits = 0;
+    for (size_t i = 0; i < pages; i++)
+        *bits |= (unsigned)(v[i] & 1) << i;
+    return true;
+}
+
+/* mem_cache's page blocks: page-aligned, reused, zeroed by calloc, their
+ * pages given back (mincore shows it). */
+void test_mem_cache_pages_suite(void)
+{
+    TEST_CASE("mem_cache page blocks");
+    struct mem_cache mc = {0};
+    char *map = mem_cache_calloc(256, 16, &mc); /* nghttp2's stream map */
+    char *fb = mem_cache_malloc(16394, &mc);    /* and its frame buffer */
+    CHECK(map && fb && ((uintptr_t)map & (MEM_PAGE - 1)) == 0 &&
+          ((uintptr_t)fb & (MEM_PAGE - 1)) == 0);
+    CHECK(mem_cache_page_block(&mc, map) == MEM_PAGE);
+    CHECK(mem_cache_page_block(&mc, fb) == 5 * MEM_PAGE);
+    char *small = mem_cache_malloc(100, &mc);
+    CHECK(mem_cache_page_block(&mc, small) == 0 && mem_cache_page_block(&mc, NULL) == 0);
+    unsigned bits = 0;
+
+    /* Reused after a free, and zeroed again by calloc. */
+    memset(map, 7, MEM_PAGE);
+    mem_cache_free(map, &mc);
+    char *map2 = mem_cache_calloc(1, MEM_PAGE, &mc);
+    CHECK(map2 == map && map2[0] == 0 && map2[MEM_PAGE - 1] == 0);
+
+    /* Grown out of a small block: copied. */
+    memcpy(small, "hello", 6);
+    char *grown = mem_cache_realloc(small, 5000, &mc);
+    CHECK(grown && strcmp(grown, "hello") == 0 && mem_cache_page_block(&mc, grown) == 2 * MEM_PAGE);
+    CHECK(mem_cache_realloc(grown, 8000, &mc) == grown); /* still fits its pages */
+
+    /* Given back: only the all-zero pages of a live block; all of a dead one. */
+    memset(fb, 0, 5 * MEM_PAGE);
+    fb[0] = 1;
+    fb[3 * MEM_PAGE + 5] = 2;
+    CHECK(resident(fb, 5, &bits) && bits == 0x1f);
+    CHECK(mem_cache_release(&mc, fb, false) == 3 * MEM_PAGE);
+    CHECK(resident(fb, 5, &bits) && bits == 0x09);
+    CHECK(fb[0] == 1 && fb[3 * MEM_PAGE + 5] == 2 && fb[MEM_PAGE] == 0);
+    CHECK(mem_cache_release(&mc, fb, true) == 5 * MEM_PAGE);
+    CHECK(resident(fb, 5, &bits) && bits == 0 && fb[0] == 0);
+    CHECK(mem_cache_release(&mc, small + 16, true) == 0); /* not a page block */
+
+    /* Freed blocks past the first few of a size go back at once. */
+    static char *many[40];
+    for (int i = 0; i < 40; i++) {
+        many[i] = mem_cache_malloc(MEM_PAGE, &mc);
+        if (many[i])
+            many[i][0] = 1;
+    }
+    for (int i = 0; i < 40; i++)
+        mem_cache_free(many[i], &mc);
+    CHECK(resident(many[0], 1, &bits) && bits == 1);
+    CHECK(resident(many[39], 1, &bits) && bits == 0);
+    /* Enough of them for a second arena. */
+    static char *lots[130];
+    int ok = 0;
+    for (int i = 0; i < 130; i++)
+        ok += (lots[i] = mem_cache_malloc(4 * MEM_PAGE, &mc)) != NULL;
+    CHECK(ok == 130 && mc.n_arenas == 2);
+    CHECK(mem_cache_page_block(&mc, lots[129]) == 4 * MEM_PAGE);
+    for (int i = 0; i < 130; i++)
+        mem_cache_free(lots[i], &mc);
+    mem_cache_free(map2, &mc);
+    mem_cache_free(fb, &mc);
+    mem_cache_free(grown, &mc);
+    mem_cache_drain(&mc);
+    CHECK(mc.n_arenas == 0 && mc.arenas == NULL);
 }
