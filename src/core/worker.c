@@ -41,12 +41,13 @@ int worker_init(struct worker *w, int id, worker_cmd_fn cmd_fn)
      * path. The main thread reaches it through an eventfd (worker_post).
      * The changelist folds an add and a delete of the same event within
      * one loop turn into nothing instead of two epoll_ctl calls. Timers
-     * run on the precise monotonic clock: on the coarse one (libevent's
-     * default) a timer armed in one loop turn and waited for across others
-     * could fire up to a clock tick (4 ms) early, and a 500 ms fault delay
-     * or timeout must never come out shorter than configured. */
-    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST |
-                                  EVENT_BASE_FLAG_PRECISE_TIMER);
+     * stay on libevent's coarse clock (EVENT_BASE_FLAG_PRECISE_TIMER would
+     * make it reprogram a timerfd, a system call, whenever the next expiry
+     * changes); on it a timer can fire up to a clock tick (4 ms) early, so
+     * the request timers are deadlines (timer.h), which check the precise
+     * clock and wait for the rest: a 500 ms fault delay or timeout never
+     * comes out shorter than configured. */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
     w->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -173,7 +173,7 @@ struct exchange {
     unsigned transparent_retries;
     unsigned stale_resends;     /* attempts re-sent after a stale keep-alive connection (0..1) */
     bool _fresh_conn;           /* the next attempt must not take an idle pooled connection */
-    int _try_state;             /* router.c: what try_ev is timing */
+    int _try_state;             /* router.c: what try_timer is timing */
     char tries_log[256];        /* "ep:reason;ep:reason" for the access log */
     uint64_t _attempt_start_us; /* sy_now_us() when the current attempt's endpoint was picked */
     bool _attempt_observed;     /* its upstream time was recorded (observe_attempt) */
@@ -200,14 +200,15 @@ struct exchange {
     char endpoint[64];
     /* Last, so that a recycled exchange block keeps them assigned (router.c:
      * exchange_new_held clears only what comes before). */
-    struct event try_ev;    /* per-try timeout, backoff, fault delay */
     struct event drain_ev;  /* connection_draining: the drain deadline of the attempt's endpoint */
     struct sy_defer reap_d; /* the free, on the worker's defer queue */
-    /* The two timers every request arms. Deadlines: they stay pending on a
-     * recycled block (cancelled), so the next exchange on it arms them
-     * without an event_add. Kept unpoisoned on the spare list. */
+    /* The timers. Deadlines (timer.h): they stay pending on a recycled
+     * block (cancelled), so the next exchange on it arms them without an
+     * event_add, and never run before they are due. Last, and kept
+     * unpoisoned on the spare list (router.c). */
     struct sy_deadline route_timer; /* route timeout: the whole exchange */
     struct sy_deadline idle_timer;  /* stream_idle */
+    struct sy_deadline try_timer;   /* per-try timeout, backoff, fault delay */
 };
 
 /* ---- for the downstream codecs ------------------------------------------------------ */

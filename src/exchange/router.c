@@ -27,7 +27,7 @@
  *
  * Timers: route_timer bounds the whole exchange (route timeout, or the
  * backend service timeout, or a shorter grpc-timeout); idle_timer is
- * stream_idle (both deadlines, timer.h: cheap to re-arm); try_ev times one
+ * stream_idle; try_timer times one
  * thing at a time, named by ex->_try_state; drain_ev is the
  * connection_draining deadline of the attempt's endpoint, armed only once
  * that endpoint left the config. Waiting for endpoint capacity takes no
@@ -76,11 +76,10 @@
 #define EXCHANGE_SPARE_MAX 256 /* a few hundred requests in flight; 1.3 MiB at most */
 #define EXCHANGE_BLOCK     (((sizeof(struct exchange) + 15) & ~(size_t)15) + EXCHANGE_INLINE_ARENA)
 #if defined(__SANITIZE_ADDRESS__)
-/* A kept block is poisoned past its link: a use after free still reports. */
 /* A kept block is poisoned past its link, but for its deadlines, which
  * libevent may still expire (cancelled: they only find that out). */
 #define SPARE_KEEP_FROM offsetof(struct exchange, route_timer)
-#define SPARE_KEEP_TO   (offsetof(struct exchange, idle_timer) + sizeof(struct sy_deadline))
+#define SPARE_KEEP_TO   (offsetof(struct exchange, try_timer) + sizeof(struct sy_deadline))
 #define SPARE_POISON(b)                                                                            \
     do {                                                                                           \
         ASAN_POISON_MEMORY_REGION((char *)(b) + sizeof(void *), SPARE_KEEP_FROM - sizeof(void *)); \
@@ -182,6 +181,7 @@ static void block_release(void *b)
     struct exchange *ex = b;
     sy_deadline_del(&ex->route_timer);
     sy_deadline_del(&ex->idle_timer);
+    sy_deadline_del(&ex->try_timer);
     free(ex);
 }
 
@@ -249,7 +249,7 @@ static void on_cleanup_exchange(void *arg)
     sy_deadline_cancel(&ex->route_timer);
     sy_deadline_cancel(&ex->idle_timer);
     sy_event_del(&ex->drain_ev);
-    sy_event_del(&ex->try_ev);
+    sy_deadline_cancel(&ex->try_timer);
     ex->_try_state = TRY_IDLE;
     sy_list_unlink(&ex->_link);
 }
@@ -341,13 +341,13 @@ struct exchange *exchange_new_held(struct worker *w, struct rt_hold *hold,
         xw->spare = *(void **)ex;
         xw->n_spare--;
         SPARE_UNPOISON(ex);
-        memset(ex, 0, offsetof(struct exchange, try_ev));
+        memset(ex, 0, offsetof(struct exchange, drain_ev));
     } else {
         if (!(ex = malloc(EXCHANGE_BLOCK)))
             return NULL;
         memset(ex, 0, sizeof *ex);
         sy_deadline_assign(&ex->route_timer, w->base, on_timeout, ex);
-        evtimer_assign(&ex->try_ev, w->base, on_try, ex);
+        sy_deadline_assign(&ex->try_timer, w->base, on_try, ex);
         sy_deadline_assign(&ex->idle_timer, w->base, on_idle, ex);
         evtimer_assign(&ex->drain_ev, w->base, on_drain_check, ex);
         sy_defer_init(&ex->reap_d, on_reap);
@@ -438,13 +438,13 @@ static struct stats_service_shard *svc_stats(const struct exchange *ex)
 static void arm_try(struct exchange *ex, enum try_state st, uint64_t ms)
 {
     ex->_try_state = st;
-    sy_timer_arm_ms(&ex->try_ev, ms);
+    sy_deadline_arm(&ex->try_timer, ms);
 }
 
 static void disarm_try(struct exchange *ex)
 {
     ex->_try_state = TRY_IDLE;
-    sy_event_del(&ex->try_ev);
+    sy_deadline_cancel(&ex->try_timer);
 }
 
 static void touch(struct exchange *ex)
@@ -841,10 +841,6 @@ void router_start(struct exchange *ex)
     const struct cfg_fault_policy *f = &res->action->fault_injection_policy;
     if (res->action->fault_set && f->delay_set && worker_chance(ex->w, f->delay_percentage)) {
         ex->flags |= EXF_FI;
-        /* libevent times from the start of this loop turn, which may be a
-         * few ms before this request arrived: the injected delay must not
-         * come out shorter than configured. */
-        event_base_update_cache_time(ex->w->base);
         arm_try(ex, TRY_FAULT_DELAY, f->fixed_delay_ms);
         return;
     }
