@@ -6,8 +6,10 @@
 #ifndef SY_TEST_H
 #define SY_TEST_H
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 extern int test_passed, test_failed;
 extern const char *test_current;
@@ -52,5 +54,18 @@ void test_h2_suite(void);
 void test_limits_suite(void);
 void test_shadow_suite(void);
 void test_status_suite(void);
+
+/* Which of the `pages` 4 KiB pages from `p` are resident (mincore), one bit
+ * each from the lowest; ~0u when that cannot be told. */
+static inline unsigned test_resident_pages(const void *p, size_t pages)
+{
+    unsigned char v[16] = {0};
+    if (pages > sizeof v || mincore((void *)p, pages * 4096, v) != 0)
+        return ~0u;
+    unsigned bits = 0;
+    for (size_t i = 0; i < pages; i++)
+        bits |= (unsigned)(v[i] & 1) << i;
+    return bits;
+}
 
 #endif

@@ -8,7 +8,6 @@
 #include <event2/buffer.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "core/mem_cache.h"
 #include "core/strlit.h"
@@ -248,18 +247,6 @@ done:
     mem_cache_drain(&mc);
 }
 
-/* Resident pages of [p, p + pages * MEM_PAGE), one bit each (mincore). */
-static unsigned resident_bits(const void *p, size_t pages)
-{
-    unsigned char v[8] = {0};
-    if (pages > sizeof v || mincore((void *)p, pages * MEM_PAGE, v) != 0)
-        return ~0u;
-    unsigned bits = 0;
-    for (size_t i = 0; i < pages; i++)
-        bits |= (unsigned)(v[i] & 1) << i;
-    return bits;
-}
-
 /* A paged session gives back its frame buffer and its empty stream map
  * while idle, and works as before afterwards (HPACK state included). */
 static void test_paged_session(void)
@@ -302,12 +289,12 @@ static void test_paged_session(void)
         int32_t id = nghttp2_submit_request(cl.ng, NULL, nva, 6, NULL, NULL);
         CHECK(id > 0 && pump(&cl, &sv) == 0);
         CHECK(sv.headers == 6u * (unsigned)(round + 1));
-        CHECK((resident_bits(fb, 5) & 0x7) == 0x7); /* the 12 KB HEADERS went through it */
+        CHECK((test_resident_pages(fb, 5) & 0x7) == 0x7); /* the 12 KB HEADERS went through it */
         CHECK(nghttp2_submit_rst_stream(cl.ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL) == 0);
         CHECK(pump(&cl, &sv) == 0);
         /* Idle: nothing to send, no stream. */
         CHECK(h2_session_compact(&cm, cl.ng) == 6 * MEM_PAGE);
-        CHECK(resident_bits(fb, 5) == 0 && resident_bits(map, 1) == 0);
+        CHECK(test_resident_pages(fb, 5) == 0 && test_resident_pages(map, 1) == 0);
     }
     /* Something to send: the frame buffer is kept. */
     CHECK(nghttp2_submit_ping(cl.ng, NGHTTP2_FLAG_NONE, NULL) == 0);

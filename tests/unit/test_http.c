@@ -6,7 +6,6 @@
 #include <event2/buffer.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "core/arena.h"
 #include "core/errors.h"
@@ -587,18 +586,6 @@ void test_mem_cache_suite(void)
     CHECK(mc.n[0] == 0 && mc.free[0] == NULL);
 }
 
-/* Is each page of [p, p + pages * MEM_PAGE) resident? One bit per page in *bits. */
-static bool resident(const void *p, size_t pages, unsigned *bits)
-{
-    unsigned char v[16];
-    if (pages > sizeof v || mincore((void *)p, pages * MEM_PAGE, v) != 0)
-        return false;
-    *bits = 0;
-    for (size_t i = 0; i < pages; i++)
-        *bits |= (unsigned)(v[i] & 1) << i;
-    return true;
-}
-
 /* mem_cache's page blocks: page-aligned, reused, zeroed by calloc, their
  * pages given back (mincore shows it). */
 void test_mem_cache_pages_suite(void)
@@ -613,7 +600,6 @@ void test_mem_cache_pages_suite(void)
     CHECK(mem_cache_page_block(&mc, fb) == 5 * MEM_PAGE);
     char *small = mem_cache_malloc(100, &mc);
     CHECK(mem_cache_page_block(&mc, small) == 0 && mem_cache_page_block(&mc, NULL) == 0);
-    unsigned bits = 0;
 
     /* Reused after a free, and zeroed again by calloc. */
     memset(map, 7, MEM_PAGE);
@@ -631,12 +617,12 @@ void test_mem_cache_pages_suite(void)
     memset(fb, 0, 5 * MEM_PAGE);
     fb[0] = 1;
     fb[3 * MEM_PAGE + 5] = 2;
-    CHECK(resident(fb, 5, &bits) && bits == 0x1f);
+    CHECK(test_resident_pages(fb, 5) == 0x1f);
     CHECK(mem_cache_release(&mc, fb, false) == 3 * MEM_PAGE);
-    CHECK(resident(fb, 5, &bits) && bits == 0x09);
+    CHECK(test_resident_pages(fb, 5) == 0x09);
     CHECK(fb[0] == 1 && fb[3 * MEM_PAGE + 5] == 2 && fb[MEM_PAGE] == 0);
     CHECK(mem_cache_release(&mc, fb, true) == 5 * MEM_PAGE);
-    CHECK(resident(fb, 5, &bits) && bits == 0 && fb[0] == 0);
+    CHECK(test_resident_pages(fb, 5) == 0 && fb[0] == 0);
     CHECK(mem_cache_release(&mc, small + 16, true) == 0); /* not a page block */
 
     /* Freed blocks past the first few of a size go back at once. */
@@ -648,8 +634,8 @@ void test_mem_cache_pages_suite(void)
     }
     for (int i = 0; i < 40; i++)
         mem_cache_free(many[i], &mc);
-    CHECK(resident(many[0], 1, &bits) && bits == 1);
-    CHECK(resident(many[39], 1, &bits) && bits == 0);
+    CHECK(test_resident_pages(many[0], 1) == 1);
+    CHECK(test_resident_pages(many[39], 1) == 0);
     /* Enough of them for a second arena. */
     static char *lots[130];
     int ok = 0;
