@@ -498,7 +498,11 @@ def test_grpc_timeout_forwarded(h2c, stubs):
         _, call = stub.Unary.with_call(st.req(b"x"), timeout=5.0)
         left = md_dict(call.initial_metadata()).get("x-time-remaining")
         assert left not in (None, "none"), "backend saw no grpc-timeout"
-        assert 0.0 < float(left) <= 5.0, left
+        # The proxy forwards the client's grpc-timeout as it came; the
+        # backend reads its remaining time off grpc core's cached clock,
+        # which can put it a few ms past the client's 5 s (5.009 seen).
+        # A forwarded route timeout (20 s) would be far above this bound.
+        assert 0.0 < float(left) <= 5.1, left
 
         key = uniq("dl")
         t0 = time.monotonic()
