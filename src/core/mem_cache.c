@@ -13,15 +13,12 @@
 /* A cached block is poisoned past its link: a use after free still reports. */
 #define KEPT_POISON(h)                                                                             \
     ASAN_POISON_MEMORY_REGION((char *)((h) + 1) + sizeof(void *), (h)->size - sizeof(void *))
-#define KEPT_UNPOISON(h) ASAN_UNPOISON_MEMORY_REGION((h) + 1, (h)->size)
-#else
-#define KEPT_POISON(h)   ((void)0)
-#define KEPT_UNPOISON(h) ((void)0)
-#endif
-#if defined(__SANITIZE_ADDRESS__)
+#define KEPT_UNPOISON(h)     ASAN_UNPOISON_MEMORY_REGION((h) + 1, (h)->size)
 #define PAGES_POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
 #define PAGES_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
 #else
+#define KEPT_POISON(h)       ((void)0)
+#define KEPT_UNPOISON(h)     ((void)0)
 #define PAGES_POISON(p, n)   ((void)0)
 #define PAGES_UNPOISON(p, n) ((void)0)
 #endif

@@ -3,8 +3,8 @@
 
 #include "core/worker.h" /* sy_now_us */
 
-/* The precise clock, as the workers' event bases use (worker.c): a deadline
- * never runs before it is due. */
+/* The precise clock, not libevent's coarse one (worker.c), which may expire
+ * a timer up to a tick early: a deadline never runs before it is due. */
 static uint64_t now_ms(void)
 {
     return sy_now_us() / 1000u;

@@ -74,7 +74,8 @@
 /* Freed exchange blocks a worker keeps for its next requests: a 5 KiB block
  * is past malloc's per-thread cache and costs its slow path both ways. */
 #define EXCHANGE_SPARE_MAX 256 /* a few hundred requests in flight; 1.3 MiB at most */
-#define EXCHANGE_BLOCK     (((sizeof(struct exchange) + 15) & ~(size_t)15) + EXCHANGE_INLINE_ARENA)
+#define EXCHANGE_HEAD      ((sizeof(struct exchange) + 15) & ~(size_t)15) /* then the arena */
+#define EXCHANGE_BLOCK     (EXCHANGE_HEAD + EXCHANGE_INLINE_ARENA)
 #if defined(__SANITIZE_ADDRESS__)
 /* A kept block is poisoned past its link, but for its deadlines, which
  * libevent may still expire (cancelled: they only find that out). */
@@ -333,7 +334,6 @@ struct exchange *exchange_new_held(struct worker *w, struct rt_hold *hold,
 {
     struct exchange_worker *xw = w->exchanges;
     /* One allocation: the exchange, then the first block of its arena. */
-    size_t head = (sizeof(struct exchange) + 15) & ~(size_t)15;
     struct exchange *ex = xw->spare;
     if (ex) {
         /* A block of this worker's: its timers are assigned to it already
@@ -355,7 +355,8 @@ struct exchange *exchange_new_held(struct worker *w, struct rt_hold *hold,
     ex->w = w;
     ex->listener = listener;
     ex->endpoint_idx = -1;
-    arena_init_buf(&ex->arena, EXCHANGE_ARENA_LIMIT, (char *)ex + head, EXCHANGE_INLINE_ARENA);
+    arena_init_buf(&ex->arena, EXCHANGE_ARENA_LIMIT, (char *)ex + EXCHANGE_HEAD,
+                   EXCHANGE_INLINE_ARENA);
     /* Registered before what they release is taken (taking cannot fail);
      * their records fit the inline block. */
     if (!arena_on_free(&ex->arena, on_free_runtime, ex))

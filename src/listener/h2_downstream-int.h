@@ -36,7 +36,6 @@ struct http_response_head;
  */
 enum h2d_state { H2D_OPEN, H2D_DRAINING, H2D_FAILING, H2D_CLOSED };
 
-/* The worker's HTTP/2 downstream (listener_worker.h2). */
 /* Empty response-body buffers kept for the worker's next streams: an
  * evbuffer_new and evbuffer_free per stream cost ~600 instructions. */
 #define H2D_SPARE_BUFS 64
@@ -44,6 +43,7 @@ enum h2d_state { H2D_OPEN, H2D_DRAINING, H2D_FAILING, H2D_CLOSED };
 /* No stream open for this long: the session's idle pages go back (update_idle). */
 #define H2D_COMPACT_MS 250
 
+/* The worker's HTTP/2 downstream (listener_worker.h2). */
 struct h2_down {
     struct sy_link conns;  /* struct h2_down_conn.link */
     struct h2_setup setup; /* nghttp2 callbacks and options of every session */

@@ -103,6 +103,13 @@ static uint64_t idle_timeout_ms(const struct h2_down_conn *c)
     return ms;
 }
 
+/* The idle timer compacts first (on_idle): the idle timeout is longer than
+ * H2D_COMPACT_MS, or there is none. */
+static bool compacts_first(uint64_t idle_ms)
+{
+    return !idle_ms || idle_ms > H2D_COMPACT_MS;
+}
+
 /*
  * With no stream open, the idle timer runs; any stream stops it. It first
  * runs out after H2D_COMPACT_MS (when the idle timeout is longer), to give
@@ -111,14 +118,13 @@ static uint64_t idle_timeout_ms(const struct h2_down_conn *c)
  */
 static void update_idle(struct h2_down_conn *c)
 {
-    uint64_t ms = idle_timeout_ms(c);
     c->compacted = false;
-    if (c->n_streams == 0 && (!ms || ms > H2D_COMPACT_MS))
-        sy_deadline_arm(&c->idle_timer, H2D_COMPACT_MS);
-    else if (c->n_streams == 0)
-        sy_deadline_arm(&c->idle_timer, ms);
-    else
+    if (c->n_streams) {
         sy_deadline_cancel(&c->idle_timer); /* (a deadline: per stream, this is cheap) */
+        return;
+    }
+    uint64_t ms = idle_timeout_ms(c);
+    sy_deadline_arm(&c->idle_timer, compacts_first(ms) ? H2D_COMPACT_MS : ms);
 }
 
 /* ---- streams ------------------------------------------------------------------- */
@@ -785,7 +791,7 @@ static void on_idle(evutil_socket_t fd, short what, void *arg)
     if (c->n_streams)
         return;
     uint64_t ms = idle_timeout_ms(c);
-    if (!c->compacted && (!ms || ms > H2D_COMPACT_MS)) {
+    if (!c->compacted && compacts_first(ms)) {
         c->compacted = true;
         if (c->state == H2D_OPEN && c->ng)
             h2_session_compact(&c->mem, c->ng);
