@@ -490,13 +490,20 @@ static void end_attempt(struct exchange *ex, enum attempt_outcome o)
     }
 }
 
-/* Cancel the attempt in flight (no callback follows) and release it. */
+/*
+ * Cancel the attempt in flight (no callback follows) and release it. Once
+ * the client has gone (DC) the codec may abandon it instead: a response
+ * already on its way is read to its end, unseen, and the connection kept.
+ */
 static void cancel_attempt(struct exchange *ex, enum attempt_outcome o)
 {
     if (ex->up.att) {
         void *att = ex->up.att;
         ex->up.att = NULL;
-        ex->up.ops->cancel(att);
+        if ((ex->flags & EXF_DC) && ex->up.ops->abandon)
+            ex->up.ops->abandon(att);
+        else
+            ex->up.ops->cancel(att);
     }
     end_attempt(ex, o);
 }

@@ -6,6 +6,9 @@
  * Connection states:
  *   CONNECTING  socket connect in progress; the request is already queued
  *   ACTIVE      carrying an attempt (c->r set)
+ *   DRAINING    its attempt abandoned by a client that went away, the
+ *               response read to its end unseen, then IDLE (bounded:
+ *               UPSTREAM_DRAIN_MAX bytes, UPSTREAM_DRAIN_MS; else CLOSED)
  *   IDLE        in its pool's idle list, waiting for reuse
  *   CLOSED      closed; the struct is freed on a later loop turn
  */
@@ -41,12 +44,15 @@
     1024 /* per endpoint per worker; an HTTP/2 client may have hundreds in flight */
 #define UPSTREAM_IDLE_MS  60000
 #define UPSTREAM_MAX_HEAD (64 * 1024)
+/* An abandoned response is read to its end within these, or the connection closes. */
+#define UPSTREAM_DRAIN_MAX (64 * 1024)
+#define UPSTREAM_DRAIN_MS  1000
 
-enum h1u_state { H1U_CONNECTING, H1U_ACTIVE, H1U_IDLE, H1U_CLOSED };
+enum h1u_state { H1U_CONNECTING, H1U_ACTIVE, H1U_DRAINING, H1U_IDLE, H1U_CLOSED };
 
 static const char *h1u_state_str(enum h1u_state s)
 {
-    static const char *const names[] = {"connecting", "active", "idle", "closed"};
+    static const char *const names[] = {"connecting", "active", "draining", "idle", "closed"};
     return names[s];
 }
 
@@ -69,8 +75,10 @@ struct h1_up {
     bool msg_done;  /* parser saw the end of the response */
     bool req_sent;  /* the whole request went into the output buffer */
     bool req_chunked;
-    bool paused; /* response reading paused by back-pressure */
-    bool tunnel; /* 101 Switching Protocols: bytes pass through as they are */
+    bool paused;       /* response reading paused by back-pressure */
+    bool tunnel;       /* 101 Switching Protocols: bytes pass through as they are */
+    bool is_head;      /* the attempt's request is a HEAD: the response has no body */
+    size_t drain_left; /* DRAINING: response bytes it may still read */
     struct http_response_head head;
     struct evbuffer *body;    /* decoded body bytes collected during one parse pass */
     struct sy_deadline timer; /* connect timeout, then idle timeout */
@@ -233,7 +241,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_up *c = arg;
     const struct upstream_request *r = c->r;
-    if (c->state == H1U_IDLE) {
+    if (c->state == H1U_IDLE || c->state == H1U_DRAINING) {
         conn_close(c);
         return;
     }
@@ -335,7 +343,7 @@ static int on_headers_complete(http_parser *hp)
         return 0;
     c->head_done = true;
     /* A response to HEAD has no body whatever it announces. */
-    return c->r && c->r->is_head ? 1 : 0;
+    return c->is_head ? 1 : 0;
 }
 
 static int on_body(http_parser *hp, const char *at, size_t len)
@@ -359,6 +367,12 @@ static const http_parser_settings parser_settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* DRAINING: the head's fields and the body are dropped (c->r is NULL). */
+static const http_parser_settings drain_settings = {
+    .on_headers_complete = on_headers_complete,
     .on_message_complete = on_message_complete,
 };
 
@@ -509,9 +523,44 @@ static void process_input(struct h1_up *c)
     read_body(c, in);
 }
 
+/*
+ * DRAINING: feed what came to the parser, fields and body dropped; at the
+ * end of the response the connection goes back to its pool if it may be
+ * reused (keep-alive, nothing more buffered, the request all written).
+ */
+static void drain_input(struct h1_up *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (!c->msg_done && evbuffer_get_length(in)) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t done = http_parser_execute(&c->parser, &drain_settings, v.iov_base, v.iov_len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        evbuffer_drain(in, done);
+        if ((e != HPE_OK && e != HPE_PAUSED) || (done == 0 && !c->msg_done) ||
+            done > c->drain_left) {
+            conn_close(c);
+            return;
+        }
+        c->drain_left -= done;
+    }
+    if (!c->msg_done)
+        return;
+    if (http_should_keep_alive(&c->parser) && evbuffer_get_length(in) == 0 &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        pool_put_idle(c);
+    else
+        conn_close(c);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct h1_up *c = arg;
+    if (c->state == H1U_DRAINING) {
+        drain_input(c);
+        return;
+    }
     if (c->state == H1U_IDLE) {
         /* Bytes on an idle connection: the backend is confused; drop it. */
         conn_close(c);
@@ -539,7 +588,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_flush(struct sy_defer *d)
 {
     struct h1_up *c = SY_CONTAINER_OF(d, struct h1_up, flush_d);
-    if (c->state == H1U_ACTIVE && c->connected)
+    if ((c->state == H1U_ACTIVE || c->state == H1U_DRAINING) && c->connected)
         output_progress(c, sy_bev_flush(c->bev, c->tls));
 }
 
@@ -666,12 +715,46 @@ static void op_cancel(void *att)
     conn_close(att);
 }
 
+/*
+ * The client went away (upstream.h, abandon). A response whose request was
+ * all queued, that is not a tunnel and not delimited by the close, is read
+ * to its end without an owner, and the connection reused: reconnecting
+ * costs the backend and the proxy more than reading a short answer. A
+ * longer one (UPSTREAM_DRAIN_MAX), a slow one (UPSTREAM_DRAIN_MS) or any
+ * other state closes the connection, as cancel does.
+ */
+static void op_abandon(void *att)
+{
+    struct h1_up *c = att;
+    const struct upstream_request *r = c->r;
+    bool sized = !c->head_done || (c->parser.flags & F_CHUNKED) || c->msg_done ||
+                 c->parser.content_length <= UPSTREAM_DRAIN_MAX; /* ULLONG_MAX: to the close */
+    if (c->state != H1U_ACTIVE || !c->connected || !r || !c->req_sent || c->tunnel ||
+        r->head->upgrade || !sized || c->pools->w->draining) {
+        conn_close(c);
+        return;
+    }
+    c->r = NULL;
+    set_state(c, H1U_DRAINING);
+    c->drain_left = UPSTREAM_DRAIN_MAX;
+    evbuffer_drain(c->body, evbuffer_get_length(c->body));
+    if (!c->msg_done)
+        http_parser_pause(&c->parser, 0);
+    if (c->paused) {
+        c->paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    sy_deadline_arm(&c->timer, UPSTREAM_DRAIN_MS);
+    drain_input(c);
+}
+
 static const struct upstream_ops h1_upstream_ops = {
     .send_body = op_send_body,
     .send_end = op_send_end,
     .pending = op_pending,
     .read_response = op_read_response,
     .cancel = op_cancel,
+    .abandon = op_abandon,
 };
 
 /*
@@ -723,6 +806,7 @@ int h1_attempt_start(struct h1_pools *ps, const struct upstream_request *r,
     c->parser.data = c;
     c->req_chunked = r->head->has_body && r->head->content_length < 0 && !r->head->upgrade;
     c->req_sent = !r->head->has_body && !r->head->upgrade;
+    c->is_head = r->is_head;
     evbuffer_drain(c->body, evbuffer_get_length(c->body));
     out->ops = &h1_upstream_ops;
     out->att = c;

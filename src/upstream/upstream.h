@@ -95,6 +95,12 @@ struct upstream_ops {
     void (*read_response)(void *att, bool enable);
     /* The owner gives up on this attempt; no callback follows. */
     void (*cancel)(void *att);
+    /*
+     * The client went away: as cancel (no callback follows), but the codec
+     * may let a response already on its way finish, unseen, to keep the
+     * connection (HTTP/1.1: drained, bounded in bytes and time). NULL: cancel.
+     */
+    void (*abandon)(void *att);
 };
 
 struct upstream_attempt {

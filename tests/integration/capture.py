@@ -27,7 +27,8 @@ Each complete request is answered at once with a small fixed response:
 and the connection stays open (keep-alive). cap.respond(match, action)
 makes the backend answer a request differently: match(req) -> bool, and
 action is a Reply (status, headers, body, close) or CLOSE (close without
-answering). A request with `Upgrade:` is answered 101 by default (a Reply
+answering); a Reply's delay (s, at most 10) holds the answer back. A
+request with `Upgrade:` is answered 101 by default (a Reply
 with status 101 by a rule too): after it the connection is a tunnel, and
 the bytes that follow are kept in conn.tunnel, never parsed as requests.
 
@@ -69,12 +70,13 @@ class ParseError(Exception):
 class Reply:
     """A response the backend sends instead of its default one."""
 
-    def __init__(self, status=200, headers=(), body=b"", close=False, raw=None):
+    def __init__(self, status=200, headers=(), body=b"", close=False, raw=None, delay=0.0):
         self.status = status
         self.headers = list(headers)
         self.body = body
         self.close = close
         self.raw = raw      # exact bytes to send instead (then close decides)
+        self.delay = min(float(delay), 10.0)  # s to wait before answering (bounded)
 
 
 CLOSE = "close"             # action: close the connection without an answer
@@ -670,6 +672,8 @@ class CaptureBackend:
                         if action == CLOSE:
                             close = True
                             break
+                        if isinstance(action, Reply) and action.delay > 0:
+                            time.sleep(action.delay)
                         try:
                             s.sendall(self._response_bytes(req, action))
                         except OSError:
