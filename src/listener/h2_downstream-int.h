@@ -13,7 +13,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/defer.h"
 #include "core/list.h"
+#include "core/parse.h"
 #include "core/timer.h"
 #include "http/h2.h"
 #include "http/http-t.h"
@@ -89,7 +91,9 @@ enum h2d_flood {
 
 struct h2_down_conn {
     struct listener_worker *lw;
-    struct conn_info ci;
+    int listener_idx; /* its listener's slot (listener.h) */
+    bool tls;
+    union sy_inet_addr peer, local; /* 28 bytes each, not a 128-byte sockaddr_storage */
     struct bufferevent *bev;
     nghttp2_session *ng;
     enum h2d_state state;
@@ -99,7 +103,6 @@ struct h2_down_conn {
      * HTTP/2): on_header finds it without a lookup per field. */
     struct h2_stream *hdr_st;
     int32_t hdr_id;
-    bool want_flush;
     bool ping_outstanding;        /* our keepalive PING awaits its ACK */
     bool goaway_out;              /* FAILING: the GOAWAY left nghttp2 */
     uint64_t last_read_ms;        /* last bytes from the client (keepalive) */
@@ -121,7 +124,9 @@ struct h2_down_conn {
     uint64_t buffered;           /* response bytes queued in every stream's `out` */
     unsigned n_full;             /* streams with SY_FLOW_HIGH or more queued */
     struct evbuffer *scratch;    /* request DATA of one callback */
-    struct event flush_ev, goaway_ev, reap_ev;
+    struct sy_defer flush_d;     /* frames out once per loop turn (worker's defer queue) */
+    struct sy_defer reap_d;      /* the free, once no callback of ours is on the stack */
+    struct event goaway_ev;
     struct sy_deadline idle_timer; /* no stream open: update_idle */
     struct h2_mem mem;             /* the session's page blocks (h2_session_compact) */
     bool compacted;                /* given back since the last stream ended */

@@ -9,7 +9,8 @@
  * client instead of filling memory. Response bodies queue per stream (at
  * most SY_FLOW_HIGH before the router pauses the backend) and go out as
  * DATA frames without a copy (NO_COPY + send_data_callback). Frames are
- * serialized once per loop turn (flush_ev), not once per submit.
+ * serialized once per loop turn (flush_d, on the worker's defer queue),
+ * not once per submit.
  *
  * Abuse bounds (RFC 9113 10.5, and the floods Envoy's edge guide names):
  * each connection error ends in exactly one GOAWAY, then the connection
@@ -40,6 +41,7 @@
 #include "runtime.h"
 #include "config/config-t.h"
 #include "core/bev_flush.h"
+#include "core/defer.h"
 #include "core/errors.h"
 #include "core/list.h"
 #include "core/log.h"
@@ -69,7 +71,7 @@ static void conn_drain(struct h2_down_conn *c);
 
 const struct cfg_listener *h2d_listener_cfg(const struct h2_down_conn *c)
 {
-    return listener_slot_cfg(c->lw, c->ci.listener_idx);
+    return listener_slot_cfg(c->lw, c->listener_idx);
 }
 
 static struct mem_cache *conn_mem(const struct h2_down_conn *c)
@@ -85,10 +87,8 @@ static void set_state(struct h2_down_conn *c, enum h2d_state s)
 
 static void schedule_flush(struct h2_down_conn *c)
 {
-    if (c->state != H2D_CLOSED && !c->want_flush) {
-        c->want_flush = true;
-        event_active(&c->flush_ev, EV_TIMEOUT, 1);
-    }
+    if (c->state != H2D_CLOSED)
+        sy_defer(&c->lw->w->defer, &c->flush_d);
 }
 
 /* The idle timeout: the shorter of timeouts.http_keepalive and
@@ -205,13 +205,13 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     struct h2_down_conn *c = arg;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    if (listener_refuse_request(c->lw, c->ci.listener_idx)) {
+    if (listener_refuse_request(c->lw, c->listener_idx)) {
         /* Overloaded (limits.overload): no stream data, so its frames are ignored. */
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
     struct h2_stream *st = stream_new(c, f->hd.stream_id);
-    struct exchange *ex = st ? listener_exchange_new(c->lw, c->ci.listener_idx) : NULL;
+    struct exchange *ex = st ? listener_exchange_new(c->lw, c->listener_idx) : NULL;
     if (!ex || http_headers_init(&ex->req.headers, &ex->arena, 16) != 0) {
         if (ex)
             exchange_reject(ex, 500);
@@ -222,10 +222,10 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     st->ex = ex;
     ex->down = &h2_downstream_ops;
     ex->down_ctx = st;
-    ex->tls = c->ci.tls;
+    ex->tls = c->tls;
     exchange_note_tls(ex, c->bev); /* access log: TLS version and SNI */
-    memcpy(&ex->client_addr, &c->ci.peer, sizeof ex->client_addr);
-    memcpy(&ex->local_addr, &c->ci.local, sizeof ex->local_addr);
+    memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
+    memcpy(&ex->local_addr, &c->local, sizeof c->local);
     ex->req.version = HTTP_2;
     nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, st);
     c->hdr_st = st;
@@ -630,11 +630,11 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
  */
 static void fail_progress(struct h2_down_conn *c)
 {
-    if (sy_bev_flush(c->bev, c->ci.tls) != 0) {
+    if (sy_bev_flush(c->bev, c->tls) != 0) {
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
         return;
     }
-    if (c->ci.tls)
+    if (c->tls)
         listener_tls_close_notify(c->bev);
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
 }
@@ -690,7 +690,7 @@ static void conn_fail(struct h2_down_conn *c, int rc)
 /* Serialize pending frames into the socket's output buffer, up to its cap. */
 static void flush(struct h2_down_conn *c)
 {
-    c->want_flush = false;
+    sy_defer_cancel(&c->flush_d);
     if (c->state == H2D_CLOSED)
         return;
     if (c->state == H2D_FAILING) {
@@ -703,16 +703,16 @@ static void flush(struct h2_down_conn *c)
         conn_close(c);
         return;
     }
-    sy_bev_flush(c->bev, c->ci.tls);
+    sy_bev_flush(c->bev, c->tls);
     police_stalls(c);
     notify_drained(c);
     if (c->state != H2D_CLOSED)
         maybe_close(c);
 }
 
-static void on_flush(evutil_socket_t fd, short what, void *arg)
+static void on_flush(struct sy_defer *d)
 {
-    flush(arg);
+    flush(SY_CONTAINER_OF(d, struct h2_down_conn, flush_d));
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
@@ -738,7 +738,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct h2_down_conn *c = arg;
-    sy_bev_written(bev, c->ci.tls);
+    sy_bev_written(bev, c->tls);
     flush(c);
 }
 
@@ -747,15 +747,19 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     conn_close(arg);
 }
 
-static void on_reap(evutil_socket_t fd, short what, void *arg)
+static void reap(struct h2_down_conn *c)
 {
-    struct h2_down_conn *c = arg;
     struct listener_worker *lw = c->lw;
-    int listener_idx = c->ci.listener_idx;
+    int listener_idx = c->listener_idx;
     sy_list_unlink(&c->link);
     evbuffer_free(c->scratch);
     free(c);
     listener_conn_closed(lw, listener_idx);
+}
+
+static void on_reap(struct sy_defer *d)
+{
+    reap(SY_CONTAINER_OF(d, struct h2_down_conn, reap_d));
 }
 
 static void conn_close(struct h2_down_conn *c)
@@ -772,17 +776,17 @@ static void conn_close(struct h2_down_conn *c)
     }
     nghttp2_session_del(c->ng);
     c->ng = NULL;
-    sy_event_del(&c->flush_ev);
+    sy_defer_cancel(&c->flush_d);
     sy_deadline_del(&c->idle_timer);
     sy_event_del(&c->goaway_ev);
     sy_event_del(&c->keepalive_ev);
     sy_event_del(&c->age_ev);
     sy_event_del(&c->stall_ev);
-    if (c->ci.tls)
+    if (c->tls)
         listener_tls_close_notify(c->bev);
     bufferevent_free(c->bev);
     c->bev = NULL;
-    event_active(&c->reap_ev, EV_TIMEOUT, 1);
+    sy_defer(&c->lw->w->defer, &c->reap_d);
 }
 
 static void on_idle(evutil_socket_t fd, short what, void *arg)
@@ -974,23 +978,26 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
         return;
     }
     c->lw = lw;
-    c->ci = *ci;
+    c->listener_idx = ci->listener_idx;
+    c->tls = ci->tls;
+    memcpy(&c->peer, &ci->peer, sizeof c->peer);    /* TCP: an IPv4 or IPv6 address */
+    memcpy(&c->local, &ci->local, sizeof c->local); /* (conn_info's are zero-filled) */
     c->bev = bev;
     sy_list_init(&c->streams);
-    evtimer_assign(&c->flush_ev, w->base, on_flush, c);
+    sy_defer_init(&c->flush_d, on_flush);
     sy_deadline_assign(&c->idle_timer, w->base, on_idle, c);
     evtimer_assign(&c->goaway_ev, w->base, on_goaway, c);
-    evtimer_assign(&c->reap_ev, w->base, on_reap, c);
+    sy_defer_init(&c->reap_d, on_reap);
     evtimer_assign(&c->keepalive_ev, w->base, on_keepalive, c);
     evtimer_assign(&c->age_ev, w->base, on_age, c);
     evtimer_assign(&c->stall_ev, w->base, on_stall, c);
     c->last_read_ms = sy_now_ms();
     sy_list_insert_head(&d->conns, &c->link);
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
-    sy_bev_set_read_cap(bev, c->ci.tls, H2_INPUT_CAP);
+    sy_bev_set_read_cap(bev, c->tls, H2_INPUT_CAP);
     bufferevent_setwatermark(bev, EV_WRITE, H2_OUTPUT_CAP / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    if (!c->ci.tls) /* plain sockets flush themselves (bev_flush.h) */
+    if (!c->tls) /* plain sockets flush themselves (bev_flush.h) */
         bufferevent_disable(bev, EV_WRITE);
     c->mem.mc = &w->h2_mem;
     if (h2_session_new_paged(&d->setup, c, &c->mem, &c->ng) != 0 || send_settings(c) != 0) {
@@ -1026,7 +1033,7 @@ void h2_downstream_drain_listener(struct listener_worker *lw, int slot)
     struct h2_down *d = lw->h2;
     for (struct sy_link *l = d ? d->conns.next : NULL; d && l != &d->conns; l = l->next) {
         struct h2_down_conn *c = SY_CONTAINER_OF(l, struct h2_down_conn, link);
-        if (c->ci.listener_idx == slot)
+        if (c->listener_idx == slot)
             conn_drain(c);
     }
 }
@@ -1041,8 +1048,8 @@ void h2_downstream_close_all(struct listener_worker *lw)
         struct h2_down_conn *c = SY_CONTAINER_OF(l, struct h2_down_conn, link);
         c->cut_flag = EXF_DRT; /* the drain is over (or never began: no streams) */
         conn_close(c);
-        sy_event_del(&c->reap_ev);
-        on_reap(-1, 0, c);
+        sy_defer_cancel(&c->reap_d);
+        reap(c);
     }
     h2_setup_fini(&d->setup);
     while (d->n_spare_bufs)
