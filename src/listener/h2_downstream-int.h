@@ -47,8 +47,9 @@ enum h2d_state { H2D_OPEN, H2D_DRAINING, H2D_FAILING, H2D_CLOSED };
 
 /* The worker's HTTP/2 downstream (listener_worker.h2). */
 struct h2_down {
-    struct sy_link conns;  /* struct h2_down_conn.link */
-    struct h2_setup setup; /* nghttp2 callbacks and options of every session */
+    struct sy_link conns;     /* struct h2_down_conn.link */
+    struct h2_setup setup;    /* nghttp2 callbacks and options of every session */
+    struct evbuffer *scratch; /* request DATA of one callback, for the exchange */
     struct evbuffer *spare_bufs[H2D_SPARE_BUFS];
     unsigned n_spare_bufs;
 };
@@ -123,7 +124,6 @@ struct h2_down_conn {
     uint64_t reset_refill_ms;    /* when reset_budget was last refilled */
     uint64_t buffered;           /* response bytes queued in every stream's `out` */
     unsigned n_full;             /* streams with SY_FLOW_HIGH or more queued */
-    struct evbuffer *scratch;    /* request DATA of one callback */
     struct sy_defer flush_d;     /* frames out once per loop turn (worker's defer queue) */
     struct sy_defer reap_d;      /* the free, once no callback of ours is on the stack */
     struct event goaway_ev;

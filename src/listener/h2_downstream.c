@@ -321,9 +321,10 @@ static int on_data_chunk_recv(nghttp2_session *ng, uint8_t flags, int32_t id, co
         nghttp2_session_consume(ng, id, len); /* nobody wants it */
         return 0;
     }
-    evbuffer_add(c->scratch, data, len);
-    exchange_on_request_body(st->ex, c->scratch);
-    evbuffer_drain(c->scratch, evbuffer_get_length(c->scratch));
+    struct evbuffer *scratch = c->lw->h2->scratch;
+    evbuffer_add(scratch, data, len);
+    exchange_on_request_body(st->ex, scratch);
+    evbuffer_drain(scratch, evbuffer_get_length(scratch));
     if (st->req_paused)
         st->unconsumed += len;
     else
@@ -752,7 +753,6 @@ static void reap(struct h2_down_conn *c)
     struct listener_worker *lw = c->lw;
     int listener_idx = c->listener_idx;
     sy_list_unlink(&c->link);
-    evbuffer_free(c->scratch);
     free(c);
     listener_conn_closed(lw, listener_idx);
 }
@@ -907,7 +907,12 @@ static struct h2_down *worker_down(struct listener_worker *lw)
     if (!d)
         return NULL;
     sy_list_init(&d->conns);
+    if (!(d->scratch = evbuffer_new())) {
+        free(d);
+        return NULL;
+    }
     if (h2_setup_init(&d->setup, &h2_down_session) != 0) {
+        evbuffer_free(d->scratch);
         free(d);
         return NULL;
     }
@@ -969,8 +974,7 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     struct worker *w = lw->w;
     struct h2_down *d = worker_down(lw);
     struct h2_down_conn *c = d ? calloc(1, sizeof *c) : NULL;
-    if (!c || !(c->scratch = evbuffer_new())) {
-        free(c);
+    if (!c) {
         bufferevent_free(bev);
         if (upgrade_ex)
             exchange_reject(upgrade_ex, 500);
@@ -1052,6 +1056,7 @@ void h2_downstream_close_all(struct listener_worker *lw)
         reap(c);
     }
     h2_setup_fini(&d->setup);
+    evbuffer_free(d->scratch);
     while (d->n_spare_bufs)
         evbuffer_free(d->spare_bufs[--d->n_spare_bufs]);
     free(d);
