@@ -44,9 +44,14 @@
     1024 /* per endpoint per worker; an HTTP/2 client may have hundreds in flight */
 #define UPSTREAM_IDLE_MS  60000
 #define UPSTREAM_MAX_HEAD (64 * 1024)
-/* An abandoned response is read to its end within these, or the connection closes. */
+/*
+ * An abandoned response is read to its end within these, or the connection
+ * closes; and at most POOL_MAX_DRAINING connections per endpoint per worker
+ * do so at a time (each still counts against the service's max_connections).
+ */
 #define UPSTREAM_DRAIN_MAX (64 * 1024)
 #define UPSTREAM_DRAIN_MS  1000
+#define POOL_MAX_DRAINING  128
 
 enum h1u_state { H1U_CONNECTING, H1U_ACTIVE, H1U_DRAINING, H1U_IDLE, H1U_CLOSED };
 
@@ -95,6 +100,7 @@ struct pool {
     uint64_t tls_key;    /* 0 for plain HTTP; else a hash of the TLS settings */
     struct sy_link idle; /* idle connections, most recently used first */
     unsigned n_idle;
+    unsigned n_draining; /* connections in DRAINING */
     struct pool *next;
 };
 
@@ -114,6 +120,10 @@ static void on_flush(struct sy_defer *d);
 static void set_state(struct h1_up *c, enum h1u_state s)
 {
     log_debug("h1 upstream %p: %s -> %s", (void *)c, h1u_state_str(c->state), h1u_state_str(s));
+    if (c->state == H1U_DRAINING)
+        c->pool->n_draining--;
+    else if (s == H1U_DRAINING)
+        c->pool->n_draining++;
     c->state = s;
 }
 
@@ -730,7 +740,8 @@ static void op_abandon(void *att)
     bool sized = !c->head_done || (c->parser.flags & F_CHUNKED) || c->msg_done ||
                  c->parser.content_length <= UPSTREAM_DRAIN_MAX; /* ULLONG_MAX: to the close */
     if (c->state != H1U_ACTIVE || !c->connected || !r || !c->req_sent || c->tunnel ||
-        r->head->upgrade || !sized || c->pools->w->draining) {
+        r->head->upgrade || !sized || c->pools->w->draining ||
+        c->pool->n_draining >= POOL_MAX_DRAINING) {
         conn_close(c);
         return;
     }

@@ -74,8 +74,11 @@ def test_curl_h2c(h2px, mode):
     assert echo["method"] == "GET"
     assert echo["instance"] == "tb1"
     assert "upgrade" not in echo["headers"] and "http2-settings" not in echo["headers"]
+    # the client's and the listener's addresses, as the HTTP/2 connection keeps them
+    assert echo["headers"]["x-forwarded-for"] == "127.0.0.1, 127.0.0.1", echo["headers"]
     log = px.access_log(min_entries=1)
     assert log and log[-1]["protocol"] == "HTTP/2", log
+    assert log[-1]["client"].startswith("127.0.0.1"), log[-1]
 
 
 def test_nghttp_server_settings(proxy, testbed):

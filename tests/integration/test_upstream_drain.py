@@ -172,3 +172,29 @@ def test_timeout_still_closes_the_connection_at_once(proxy):
         assert next_request(port)[:3] == (200, "2", "2"), cap.describe()
     finally:
         assert cap.stop()
+
+
+def test_abandoned_connections_read_at_once_are_bounded(rig):
+    """At most 128 connections per endpoint (and worker) read abandoned
+    answers at a time: they still count against max_connections. 160
+    clients leave at once: 128 connections stay to read, 32 close."""
+    px, port, cap = rig
+    cap.respond(lambda q: q.target.startswith(b"/slow"), Reply(delay=1.5))
+    conns = [H2Conn(port, timeout=10) for _ in range(2)]
+    try:
+        sids = []
+        for c in conns:
+            c.__enter__()
+            sids.append([c.request("GET", f"/slow/{i}") for i in range(80)])
+        assert len(cap.wait_requests(160, timeout=10)) == 160, cap.describe()
+        assert wait_for(lambda: established_to(cap.port) == 160, 2.0), established_to(cap.port)
+        for c, ids in zip(conns, sids):
+            for sid in ids:
+                c.conn.reset_stream(sid, error_code=ErrorCodes.CANCEL)
+            c.flush()
+        assert wait_for(lambda: established_to(cap.port) == 128, 1.0), established_to(cap.port)
+        time.sleep(0.2)
+        assert established_to(cap.port) == 128
+    finally:
+        for c in conns:
+            done(c)
