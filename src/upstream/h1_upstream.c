@@ -484,17 +484,29 @@ static void deliver_head(struct h1_up *c)
     c->r->cbs->on_head(c->r->ctx, h, end);
 }
 
+/*
+ * Feed the first chunk of `in` to the parser and drain what it took
+ * (*done); its error, or HPE_OK when it stopped at a pause.
+ */
+static enum http_errno parse_chunk(struct h1_up *c, struct evbuffer *in,
+                                   const http_parser_settings *ps, size_t *done)
+{
+    struct evbuffer_iovec v;
+    *done = 0;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+        return HPE_OK;
+    *done = http_parser_execute(&c->parser, ps, v.iov_base, v.iov_len);
+    evbuffer_drain(in, *done);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    return e == HPE_PAUSED ? HPE_OK : e;
+}
+
 /* Feed buffered body bytes to the parser until empty, paused or done. */
 static void read_body(struct h1_up *c, struct evbuffer *in)
 {
     while (!c->msg_done && !c->paused && c->r && evbuffer_get_length(in)) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        size_t done = http_parser_execute(&c->parser, &parser_settings, v.iov_base, v.iov_len);
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        evbuffer_drain(in, done);
-        if (e != HPE_OK && e != HPE_PAUSED) {
+        size_t done;
+        if (parse_chunk(c, in, &parser_settings, &done) != HPE_OK) {
             fail(c, UPSTREAM_PROTOCOL);
             return;
         }
@@ -542,13 +554,8 @@ static void drain_input(struct h1_up *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     while (!c->msg_done && evbuffer_get_length(in)) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        size_t done = http_parser_execute(&c->parser, &drain_settings, v.iov_base, v.iov_len);
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-        evbuffer_drain(in, done);
-        if ((e != HPE_OK && e != HPE_PAUSED) || (done == 0 && !c->msg_done) ||
+        size_t done;
+        if (parse_chunk(c, in, &drain_settings, &done) != HPE_OK || (done == 0 && !c->msg_done) ||
             done > c->drain_left) {
             conn_close(c);
             return;

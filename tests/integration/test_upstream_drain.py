@@ -67,17 +67,25 @@ def next_request(port):
     return r.status, r.header("x-capture-conn"), r.header("x-capture-seq"), r.body
 
 
+def abandon_then_next(port, cap, reply, client="h2"):
+    """The backend answers /slow with `reply` (0.3 s late); the client leaves
+    at once; 0.7 s later a second request: next_request's tuple."""
+    cap.respond(lambda q: q.target == b"/slow", reply)
+    c = leave(port, cap, "/slow", client)
+    try:
+        time.sleep(0.7)  # the answer came and was read
+        if client == "h2":
+            assert not c.closed  # a stream reset leaves the client connection open
+        return next_request(port)
+    finally:
+        done(c)
+
+
 @pytest.mark.parametrize("client", ["h2", "h1"])
 def test_abandoned_response_is_read_and_the_connection_kept(rig, client):
     px, port, cap = rig
-    cap.respond(lambda q: q.target == b"/slow", Reply(body=b"s" * 3000, delay=0.3))
-    c = leave(port, cap, "/slow", client)
-    try:
-        time.sleep(0.3 + 0.4)  # the answer came and was read
-        assert established_to(cap.port) == 1
-        status, conn, seq, body = next_request(port)
-    finally:
-        done(c)
+    status, conn, seq, body = abandon_then_next(port, cap, Reply(body=b"s" * 3000, delay=0.3),
+                                                client)
     assert (status, conn, seq, body) == (200, "1", "2", b"captured 2\n"), cap.describe()
     assert len(cap.conns) == 1, cap.describe()
     assert [q.target for q in cap.conns[0].requests] == [b"/slow", b"/next"]
@@ -85,19 +93,22 @@ def test_abandoned_response_is_read_and_the_connection_kept(rig, client):
     assert [e["status"] for e in log[-2:]] == [499, 200], log
 
 
-def test_abandoned_chunked_response_with_trailers_then_the_next_is_exact(rig):
-    """The drained answer is chunked with trailers; the next request on the
-    same connection gets its own answer, byte for byte."""
+SHAPES = {
+    "chunked-trailers": (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n1000\r\n" + b"c" * 0x1000 + b"\r\n0\r\nx-t: 1\r\n\r\n"),
+    "interim-1xx": (b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+    "no-content": b"HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_abandoned_answer_read_to_its_end_then_the_next_is_exact(rig, shape):
+    """The drained answer is chunked with trailers, comes after an interim
+    1xx, or has no body: it is read to its exact end, and the next request
+    on the same connection gets its own answer, byte for byte."""
     px, port, cap = rig
-    raw = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
-           b"5\r\nhello\r\n" + b"1000\r\n" + b"c" * 0x1000 + b"\r\n0\r\nx-t: 1\r\n\r\n")
-    cap.respond(lambda q: q.target == b"/slow", Reply(raw=raw, delay=0.3))
-    c = leave(port, cap, "/slow", "h2")
-    try:
-        time.sleep(0.7)
-        status, conn, seq, body = next_request(port)
-    finally:
-        done(c)
+    status, conn, seq, body = abandon_then_next(port, cap, Reply(raw=SHAPES[shape], delay=0.3))
     assert (status, conn, seq, body) == (200, "1", "2", b"captured 2\n"), cap.describe()
 
 
@@ -110,13 +121,7 @@ def test_abandoned_response_not_reusable_is_not_reused(rig, how):
         reply = Reply(raw=b"HTTP/1.1 200 OK\r\n\r\nto the end", delay=0.3)
     else:
         reply = Reply(body=b"bye", close=True, delay=0.3)
-    cap.respond(lambda q: q.target == b"/slow", reply)
-    c = leave(port, cap, "/slow", "h2")
-    try:
-        time.sleep(0.7)
-        status, conn, seq, body = next_request(port)
-    finally:
-        done(c)
+    status, conn, seq, body = abandon_then_next(port, cap, reply)
     assert (status, conn, seq, body) == (200, "2", "2", b"captured 2\n"), cap.describe()
     # the first connection is closed by the drain window at the latest
     assert wait_for(lambda: cap.conns[0].closed, 3.0), cap.describe()
