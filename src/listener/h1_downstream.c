@@ -70,21 +70,19 @@ static const char *h1d_state_str(enum h1d_state s)
 
 struct h1_down {
     struct listener_worker *lw;
-    int listener_idx;
-    bool tls;
+    struct conn_info ci; /* listener slot, TLS, addresses */
     unsigned n_requests; /* requests started on this connection */
     struct bufferevent *bev;
     enum h1d_state state;
     http_parser parser;
-    struct exchange *ex;            /* the current exchange, NULL once detached */
-    union sy_inet_addr peer, local; /* 28 bytes each, not a 128-byte sockaddr_storage */
-    bool req_complete;              /* the parser saw the end of the current request */
-    bool body_paused;               /* back-pressure from the upstream side */
-    bool keep_alive;                /* the client allows another request */
-    bool close_after;               /* close once the current response is written */
-    bool drain;         /* its listener was removed or moved: close after this response */
-    bool resp_started;  /* a response head was written for this request */
-    bool resp_complete; /* ... and its end */
+    struct exchange *ex; /* the current exchange, NULL once detached */
+    bool req_complete;   /* the parser saw the end of the current request */
+    bool body_paused;    /* back-pressure from the upstream side */
+    bool keep_alive;     /* the client allows another request */
+    bool close_after;    /* close once the current response is written */
+    bool drain;          /* its listener was removed or moved: close after this response */
+    bool resp_started;   /* a response head was written for this request */
+    bool resp_complete;  /* ... and its end */
     bool expect_continue;
     bool abort_after_flush; /* CLOSING ends with a TCP reset, not a lingering close */
     bool handed_over;       /* the connection went to an HTTP/2 session with its count */
@@ -114,7 +112,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 
 static const struct cfg_listener *listener_cfg(const struct h1_down *c)
 {
-    return listener_slot_cfg(c->lw, c->listener_idx);
+    return listener_slot_cfg(c->lw, c->ci.listener_idx);
 }
 
 /* A drain, of the process or of this connection's listener (a reload removed or moved it). */
@@ -175,7 +173,7 @@ static struct sy_defer_queue *defer_q(const struct h1_down *c)
 static void reap(struct h1_down *c)
 {
     struct listener_worker *lw = c->lw;
-    int listener_idx = c->listener_idx;
+    int listener_idx = c->ci.listener_idx;
     bool handed_over = c->handed_over;
     sy_list_unlink(&c->link);
     if (c->body)
@@ -235,7 +233,7 @@ static void on_flush(struct sy_defer *d)
 {
     struct h1_down *c = SY_CONTAINER_OF(d, struct h1_down, flush_d);
     if (c->state != H1D_CLOSED)
-        output_progress(c, sy_bev_flush(c->bev, c->tls));
+        output_progress(c, sy_bev_flush(c->bev, c->ci.tls));
 }
 
 static void conn_close_after_flush(struct h1_down *c)
@@ -244,7 +242,7 @@ static void conn_close_after_flush(struct h1_down *c)
         return;
     set_state(c, H1D_CLOSING);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    output_progress(c, sy_bev_flush(c->bev, c->tls));
+    output_progress(c, sy_bev_flush(c->bev, c->ci.tls));
 }
 
 /*
@@ -492,9 +490,7 @@ static ssize_t base64url_decode(const char *in, size_t len, uint8_t *out, size_t
 static void hand_off_h2(struct h1_down *c, const uint8_t *settings, size_t len, struct exchange *ex)
 {
     struct bufferevent *bev = c->bev;
-    struct conn_info ci = {.listener_idx = c->listener_idx, .tls = c->tls};
-    memcpy(&ci.peer, &c->peer, sizeof c->peer);
-    memcpy(&ci.local, &c->local, sizeof c->local);
+    struct conn_info ci = c->ci;
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
     c->bev = NULL;
     c->ex = NULL;
@@ -516,7 +512,7 @@ static bool try_upgrade_h2c(struct h1_down *c, struct exchange *ex)
     const struct http_header *up = http_headers_get(h, SY_STRLIT("upgrade"));
     const struct http_header *conn = http_headers_get(h, SY_STRLIT("connection"));
     const struct http_header *set = http_headers_get(h, SY_STRLIT("http2-settings"));
-    if (c->tls || ex->req.has_body || !up || !conn || !set ||
+    if (c->ci.tls || ex->req.has_body || !up || !conn || !set ||
         http_headers_count(h, SY_STRLIT("http2-settings")) != 1 ||
         !http_list_has_token(up->value, up->value_len, "h2c") ||
         !http_list_has_token(conn->value, conn->value_len, "upgrade") ||
@@ -602,7 +598,7 @@ static void fill_rejected(struct h1_down *c, struct exchange *ex, const struct h
 /* Parse a complete head of `len` bytes into a new exchange; false if answered. */
 static bool start_request(struct h1_down *c, size_t len)
 {
-    struct exchange *ex = listener_exchange_new(c->lw, c->listener_idx);
+    struct exchange *ex = listener_exchange_new(c->lw, c->ci.listener_idx);
     char *head = ex ? arena_alloc(&ex->arena, len + 1) : NULL;
     if (ex) {
         ex->down = &h1_downstream_ops;
@@ -618,10 +614,10 @@ static bool start_request(struct h1_down *c, size_t len)
     head[len] = '\0';
     c->ex = ex;
     c->n_requests++;
-    ex->tls = c->tls;
+    ex->tls = c->ci.tls;
     exchange_note_tls(ex, c->bev); /* access log: TLS version and SNI */
-    memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
-    memcpy(&ex->local_addr, &c->local, sizeof c->local);
+    memcpy(&ex->client_addr, &c->ci.peer, sizeof c->ci.peer);
+    memcpy(&ex->local_addr, &c->ci.local, sizeof c->ci.local);
     c->req_complete = c->resp_started = c->resp_complete = c->expect_continue = false;
     c->body_paused = false;
     c->url = NULL;
@@ -634,7 +630,7 @@ static bool start_request(struct h1_down *c, size_t len)
         status = check_request(c, ex);
     if (!status)
         fill_request(c, ex);
-    if (!status && listener_refuse_request(c->lw, c->listener_idx))
+    if (!status && listener_refuse_request(c->lw, c->ci.listener_idx))
         status = 503; /* overloaded (limits.overload); reply_and_close says Connection: close */
     if (!status && try_upgrade_h2c(c, ex))
         return false;
@@ -746,7 +742,7 @@ static void process(struct h1_down *c)
         const struct cfg_listener *l = listener_cfg(c);
         if (evbuffer_get_length(in) == 0)
             return;
-        if (c->n_requests == 0 && !c->tls) {
+        if (c->n_requests == 0 && !c->ci.tls) {
             int p = sniff_preface(c);
             if (p < 0)
                 return;
@@ -818,7 +814,7 @@ static void output_progress(struct h1_down *c, size_t left)
             conn_abort(c);
             return;
         }
-        if (c->tls)
+        if (c->ci.tls)
             listener_tls_close_notify(bev);
         shutdown(bufferevent_getfd(bev), SHUT_WR);
         set_state(c, H1D_LINGER);
@@ -832,7 +828,7 @@ static void output_progress(struct h1_down *c, size_t left)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct h1_down *c = arg;
-    sy_bev_written(bev, c->tls);
+    sy_bev_written(bev, c->ci.tls);
     output_progress(c, evbuffer_get_length(bufferevent_get_output(bev)));
 }
 
@@ -1033,10 +1029,7 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     }
     c->bev = bev;
     c->lw = lw;
-    c->listener_idx = ci->listener_idx;
-    c->tls = ci->tls;
-    memcpy(&c->peer, &ci->peer, sizeof c->peer);    /* TCP: an IPv4 or IPv6 address */
-    memcpy(&c->local, &ci->local, sizeof c->local); /* (conn_info's are zero-filled) */
+    c->ci = *ci;
     c->keep_alive = true;
     c->drain = listener_slot_removed(lw, ci->listener_idx); /* removed during its handshake */
     sy_deadline_assign(&c->timer, w->base, on_timer, c);
@@ -1045,10 +1038,11 @@ void h1_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     sy_defer_init(&c->flush_d, on_flush);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     size_t head_max = head_cap(listener_cfg(c)) + 1;
-    sy_bev_set_read_cap(c->bev, c->tls, head_max > 2 * SY_FLOW_HIGH ? head_max : 2 * SY_FLOW_HIGH);
+    sy_bev_set_read_cap(c->bev, c->ci.tls,
+                        head_max > 2 * SY_FLOW_HIGH ? head_max : 2 * SY_FLOW_HIGH);
     bufferevent_setwatermark(c->bev, EV_WRITE, SY_FLOW_LOW, 0);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    if (!c->tls) /* a new bufferevent has EV_WRITE on; plain sockets flush themselves */
+    if (!c->ci.tls) /* a new bufferevent has EV_WRITE on; plain sockets flush themselves */
         bufferevent_disable(c->bev, EV_WRITE);
     sy_list_insert_head(&lw->conns, &c->link);
     set_state(c, H1D_HEAD); /* request_headers runs from the accept */
@@ -1072,7 +1066,7 @@ void h1_downstream_drain_listener(struct listener_worker *lw, int slot)
 {
     for (struct sy_link *l = lw->conns.next; l != &lw->conns; l = l->next) {
         struct h1_down *c = SY_CONTAINER_OF(l, struct h1_down, link);
-        if (c->listener_idx != slot)
+        if (c->ci.listener_idx != slot)
             continue;
         c->drain = true;
         if (c->state == H1D_IDLE ||

@@ -15,7 +15,6 @@
 
 #include "core/defer.h"
 #include "core/list.h"
-#include "core/parse.h"
 #include "core/timer.h"
 #include "http/h2.h"
 #include "http/http-t.h"
@@ -92,9 +91,7 @@ enum h2d_flood {
 
 struct h2_down_conn {
     struct listener_worker *lw;
-    int listener_idx; /* its listener's slot (listener.h) */
-    bool tls;
-    union sy_inet_addr peer, local; /* 28 bytes each, not a 128-byte sockaddr_storage */
+    struct conn_info ci; /* listener slot, TLS, addresses */
     struct bufferevent *bev;
     nghttp2_session *ng;
     enum h2d_state state;

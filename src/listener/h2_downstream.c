@@ -71,7 +71,7 @@ static void conn_drain(struct h2_down_conn *c);
 
 const struct cfg_listener *h2d_listener_cfg(const struct h2_down_conn *c)
 {
-    return listener_slot_cfg(c->lw, c->listener_idx);
+    return listener_slot_cfg(c->lw, c->ci.listener_idx);
 }
 
 static struct mem_cache *conn_mem(const struct h2_down_conn *c)
@@ -205,13 +205,13 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     struct h2_down_conn *c = arg;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    if (listener_refuse_request(c->lw, c->listener_idx)) {
+    if (listener_refuse_request(c->lw, c->ci.listener_idx)) {
         /* Overloaded (limits.overload): no stream data, so its frames are ignored. */
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
         return 0;
     }
     struct h2_stream *st = stream_new(c, f->hd.stream_id);
-    struct exchange *ex = st ? listener_exchange_new(c->lw, c->listener_idx) : NULL;
+    struct exchange *ex = st ? listener_exchange_new(c->lw, c->ci.listener_idx) : NULL;
     if (!ex || http_headers_init(&ex->req.headers, &ex->arena, 16) != 0) {
         if (ex)
             exchange_reject(ex, 500);
@@ -222,10 +222,10 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *a
     st->ex = ex;
     ex->down = &h2_downstream_ops;
     ex->down_ctx = st;
-    ex->tls = c->tls;
+    ex->tls = c->ci.tls;
     exchange_note_tls(ex, c->bev); /* access log: TLS version and SNI */
-    memcpy(&ex->client_addr, &c->peer, sizeof c->peer);
-    memcpy(&ex->local_addr, &c->local, sizeof c->local);
+    memcpy(&ex->client_addr, &c->ci.peer, sizeof c->ci.peer);
+    memcpy(&ex->local_addr, &c->ci.local, sizeof c->ci.local);
     ex->req.version = HTTP_2;
     nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, st);
     c->hdr_st = st;
@@ -631,11 +631,11 @@ static void on_stall(evutil_socket_t fd, short what, void *arg)
  */
 static void fail_progress(struct h2_down_conn *c)
 {
-    if (sy_bev_flush(c->bev, c->tls) != 0) {
+    if (sy_bev_flush(c->bev, c->ci.tls) != 0) {
         bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
         return;
     }
-    if (c->tls)
+    if (c->ci.tls)
         listener_tls_close_notify(c->bev);
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
 }
@@ -704,7 +704,7 @@ static void flush(struct h2_down_conn *c)
         conn_close(c);
         return;
     }
-    sy_bev_flush(c->bev, c->tls);
+    sy_bev_flush(c->bev, c->ci.tls);
     police_stalls(c);
     notify_drained(c);
     if (c->state != H2D_CLOSED)
@@ -739,7 +739,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct h2_down_conn *c = arg;
-    sy_bev_written(bev, c->tls);
+    sy_bev_written(bev, c->ci.tls);
     flush(c);
 }
 
@@ -751,7 +751,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void reap(struct h2_down_conn *c)
 {
     struct listener_worker *lw = c->lw;
-    int listener_idx = c->listener_idx;
+    int listener_idx = c->ci.listener_idx;
     sy_list_unlink(&c->link);
     free(c);
     listener_conn_closed(lw, listener_idx);
@@ -782,7 +782,7 @@ static void conn_close(struct h2_down_conn *c)
     sy_event_del(&c->keepalive_ev);
     sy_event_del(&c->age_ev);
     sy_event_del(&c->stall_ev);
-    if (c->tls)
+    if (c->ci.tls)
         listener_tls_close_notify(c->bev);
     bufferevent_free(c->bev);
     c->bev = NULL;
@@ -982,10 +982,7 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
         return;
     }
     c->lw = lw;
-    c->listener_idx = ci->listener_idx;
-    c->tls = ci->tls;
-    memcpy(&c->peer, &ci->peer, sizeof c->peer);    /* TCP: an IPv4 or IPv6 address */
-    memcpy(&c->local, &ci->local, sizeof c->local); /* (conn_info's are zero-filled) */
+    c->ci = *ci;
     c->bev = bev;
     sy_list_init(&c->streams);
     sy_defer_init(&c->flush_d, on_flush);
@@ -998,10 +995,10 @@ void h2_downstream_start(struct listener_worker *lw, struct bufferevent *bev,
     c->last_read_ms = sy_now_ms();
     sy_list_insert_head(&d->conns, &c->link);
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
-    sy_bev_set_read_cap(bev, c->tls, H2_INPUT_CAP);
+    sy_bev_set_read_cap(bev, c->ci.tls, H2_INPUT_CAP);
     bufferevent_setwatermark(bev, EV_WRITE, H2_OUTPUT_CAP / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
-    if (!c->tls) /* plain sockets flush themselves (bev_flush.h) */
+    if (!c->ci.tls) /* plain sockets flush themselves (bev_flush.h) */
         bufferevent_disable(bev, EV_WRITE);
     c->mem.mc = &w->h2_mem;
     if (h2_session_new_paged(&d->setup, c, &c->mem, &c->ng) != 0 || send_settings(c) != 0) {
@@ -1037,7 +1034,7 @@ void h2_downstream_drain_listener(struct listener_worker *lw, int slot)
     struct h2_down *d = lw->h2;
     for (struct sy_link *l = d ? d->conns.next : NULL; d && l != &d->conns; l = l->next) {
         struct h2_down_conn *c = SY_CONTAINER_OF(l, struct h2_down_conn, link);
-        if (c->listener_idx == slot)
+        if (c->ci.listener_idx == slot)
             conn_drain(c);
     }
 }

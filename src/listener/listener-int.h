@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "core/list.h"
+#include "core/parse.h"
 #include "listener/listener.h"
 
 struct evconnlistener;
@@ -59,8 +60,7 @@ struct listener_worker {
 struct conn_info {
     int listener_idx; /* its listener's slot (listener.h) */
     bool tls;
-    struct sockaddr_storage peer;
-    struct sockaddr_storage local;
+    union sy_inet_addr peer, local; /* TCP: IPv4 or IPv6; 28 bytes each, not 128 */
 };
 
 /* Start an HTTP/1.1 session on a connected bufferevent (owned from now on). */

@@ -535,7 +535,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
                   1);
     memcpy(&ci.peer, sa, (size_t)salen < sizeof ci.peer ? (size_t)salen : sizeof ci.peer);
     socklen_t llen = sizeof ci.local;
-    getsockname(fd, (struct sockaddr *)&ci.local, &llen);
+    getsockname(fd, &ci.local.sa, &llen);
     if (lw->tls[ci.listener_idx]) {
         ci.tls = true;
         start_tls(lw, fd, &ci);

@@ -419,12 +419,19 @@ static void pool_put_idle(struct h1_up *c)
     bufferevent_enable(c->bev, EV_READ);
 }
 
+/* After a complete response: the request was all queued, the response
+ * keeps the connection alive, and nothing follows it. */
+static bool may_reuse(struct h1_up *c)
+{
+    return c->req_sent && http_should_keep_alive(&c->parser) &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+}
+
 /* The response is complete: release the connection, then tell the owner. */
 static void finish_response(struct h1_up *c)
 {
     const struct upstream_request *r = c->r;
-    bool reuse = c->req_sent && http_should_keep_alive(&c->parser) &&
-                 evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+    bool reuse = may_reuse(c);
     c->r = NULL;
     if (reuse)
         pool_put_idle(c);
@@ -564,8 +571,7 @@ static void drain_input(struct h1_up *c)
     }
     if (!c->msg_done)
         return;
-    if (http_should_keep_alive(&c->parser) && evbuffer_get_length(in) == 0 &&
-        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+    if (may_reuse(c) && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         pool_put_idle(c);
     else
         conn_close(c);
@@ -743,11 +749,10 @@ static void op_cancel(void *att)
 static void op_abandon(void *att)
 {
     struct h1_up *c = att;
-    const struct upstream_request *r = c->r;
     bool sized = !c->head_done || (c->parser.flags & F_CHUNKED) || c->msg_done ||
                  c->parser.content_length <= UPSTREAM_DRAIN_MAX; /* ULLONG_MAX: to the close */
-    if (c->state != H1U_ACTIVE || !c->connected || !r || !c->req_sent || c->tunnel ||
-        r->head->upgrade || !sized || c->pools->w->draining ||
+    /* (An upgrade, tunnel or not, never has req_sent.) */
+    if (c->state != H1U_ACTIVE || !c->req_sent || !sized || c->pools->w->draining ||
         c->pool->n_draining >= POOL_MAX_DRAINING) {
         conn_close(c);
         return;
