@@ -110,6 +110,9 @@ def test_abandoned_answer_read_to_its_end_then_the_next_is_exact(rig, shape):
     px, port, cap = rig
     status, conn, seq, body = abandon_then_next(port, cap, Reply(raw=SHAPES[shape], delay=0.3))
     assert (status, conn, seq, body) == (200, "1", "2", b"captured 2\n"), cap.describe()
+    # the backend read both requests, whole, on its one connection
+    assert [q.target for q in cap.conns[0].requests] == [b"/slow", b"/next"], cap.describe()
+    assert not cap.conns[0].error and not cap.conns[0].partial, cap.describe()
 
 
 @pytest.mark.parametrize("how", ["close-delimited", "connection-close"])
